@@ -1,0 +1,162 @@
+//! The message API between signaling and a media node.
+//!
+//! Requests go in, responses and events come out, all plain serializable values: the
+//! embedded mode passes them in-process, a cluster carries the same messages over the
+//! network. Identifiers are the signaling's strings; the node maps them to its own indices
+//! at this boundary so that the packet path never hashes a string.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                $name(s.to_string())
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A room as signaling names it.
+    RoomId
+);
+string_id!(
+    /// A participant (one session of one user in one room).
+    ParticipantId
+);
+string_id!(
+    /// A published track, unique within the node.
+    TrackId
+);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackKind {
+    Audio,
+    Video,
+}
+
+/// A track the publisher declared in its offer, with the id signaling gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishedTrack {
+    pub mid: String,
+    pub track_id: TrackId,
+    pub kind: TrackKind,
+    pub muted: bool,
+}
+
+/// One active m-line of a subscriber offer and the track it carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscribedTrack {
+    pub mid: String,
+    pub track_id: TrackId,
+    pub participant_id: ParticipantId,
+    pub kind: TrackKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SfuRequest {
+    /// Places a participant in a room on this node. Nothing is sent until it publishes or
+    /// there is something for it to receive.
+    AddParticipant {
+        room: RoomId,
+        participant: ParticipantId,
+        can_subscribe: bool,
+    },
+    /// The publisher connection's offer. Answered with [`SfuResponse::PublishAnswer`].
+    PublishOffer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<PublishedTrack>,
+    },
+    /// The answer to the last [`SfuEvent::SubscriberOffer`].
+    SubscriberAnswer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    SetTrackMuted {
+        participant: ParticipantId,
+        track_id: TrackId,
+        muted: bool,
+    },
+    /// Removes the participant, its tracks from every subscriber, and its connections.
+    RemoveParticipant { participant: ParticipantId },
+    /// Connection quality as seen from received RTCP.
+    PeerStats { participant: ParticipantId },
+}
+
+impl SfuRequest {
+    pub fn participant(&self) -> &ParticipantId {
+        match self {
+            SfuRequest::AddParticipant { participant, .. }
+            | SfuRequest::PublishOffer { participant, .. }
+            | SfuRequest::SubscriberAnswer { participant, .. }
+            | SfuRequest::SetTrackMuted { participant, .. }
+            | SfuRequest::RemoveParticipant { participant }
+            | SfuRequest::PeerStats { participant } => participant,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SfuResponse {
+    Done,
+    PublishAnswer { sdp: String },
+    PeerStats(PeerStats),
+}
+
+/// Round-trip time and loss of one participant's connections, from RTCP receiver reports.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerStats {
+    /// Round-trip time to the subscriber connection's remote, from its receiver reports.
+    pub rtt_ms: Option<f64>,
+    /// Fraction of our packets the participant reported lost (0..1).
+    pub egress_loss: Option<f32>,
+    /// Fraction of the participant's packets we lost (0..1).
+    pub ingress_loss: Option<f32>,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum SfuEvent {
+    /// The subscriber connection must be (re)negotiated with this offer.
+    SubscriberOffer {
+        participant: ParticipantId,
+        sdp: String,
+        tracks: Vec<SubscribedTrack>,
+    },
+    /// ICE and DTLS are up on one of the participant's connections.
+    MediaConnected { participant: ParticipantId },
+    /// The participant's media connection timed out or was closed by the remote.
+    MediaLost { participant: ParticipantId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum SfuError {
+    #[error("unknown participant")]
+    UnknownParticipant,
+    #[error("participant already exists")]
+    ParticipantExists,
+    #[error("invalid SDP: {0}")]
+    InvalidSdp(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("media node unavailable: {0}")]
+    Unavailable(String),
+}

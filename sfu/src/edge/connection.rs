@@ -1,0 +1,105 @@
+//! A participant as the edge holds it: its two str0m connections and what they carry.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use str0m::change::SdpPendingOffer;
+use str0m::media::Mid;
+use str0m::{Candidate, IceCreds, Rtc, RtcError};
+
+use crate::api::{ParticipantId, PeerStats, TrackId};
+use crate::forward::{DowntrackKey, TrackKey};
+
+/// One str0m `Rtc` and when it next wants a timeout.
+pub struct Connection {
+    pub rtc: Rtc,
+    pub next_timeout: Instant,
+    pub ufrag: String,
+    /// The media-lost event was sent; never again.
+    pub lost_reported: bool,
+}
+
+impl Connection {
+    /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
+    pub fn new(candidate: SocketAddr, now: Instant) -> Result<Self, RtcError> {
+        let mut rng = rand::thread_rng();
+        let ufrag: String = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(12)
+            .map(char::from)
+            .collect();
+        let pass: String = (&mut rng)
+            .sample_iter(Alphanumeric)
+            .take(24)
+            .map(char::from)
+            .collect();
+        let mut rtc = Rtc::builder()
+            .set_ice_lite(true)
+            .set_rtp_mode(true)
+            .set_local_ice_credentials(IceCreds {
+                ufrag: ufrag.clone(),
+                pass,
+            })
+            .set_stats_interval(Some(Duration::from_secs(2)))
+            .build(now);
+        let host = Candidate::host(candidate, "udp").map_err(RtcError::Ice)?;
+        rtc.add_local_candidate(host);
+        Ok(Connection {
+            rtc,
+            next_timeout: now,
+            ufrag,
+            lost_reported: false,
+        })
+    }
+}
+
+/// A subscriber offer waiting for its answer.
+pub struct PendingSubscriberOffer {
+    pub pending: SdpPendingOffer,
+    pub offered: Vec<DowntrackKey>,
+    pub closing: Vec<DowntrackKey>,
+}
+
+pub struct PublishedTrackEntry {
+    pub mid: Mid,
+    pub key: TrackKey,
+    pub id: TrackId,
+}
+
+pub struct Participant {
+    pub id: ParticipantId,
+    pub can_subscribe: bool,
+    pub publisher: Option<Connection>,
+    pub subscriber: Option<Connection>,
+    pub published: Vec<PublishedTrackEntry>,
+    pub pending_offer: Option<PendingSubscriberOffer>,
+    pub stats: PeerStats,
+}
+
+impl Participant {
+    pub fn new(id: ParticipantId, can_subscribe: bool) -> Self {
+        Participant {
+            id,
+            can_subscribe,
+            publisher: None,
+            subscriber: None,
+            published: vec![],
+            pending_offer: None,
+            stats: PeerStats::default(),
+        }
+    }
+
+    pub fn connection_mut(&mut self, side: super::demux::Side) -> Option<&mut Connection> {
+        match side {
+            super::demux::Side::Publisher => self.publisher.as_mut(),
+            super::demux::Side::Subscriber => self.subscriber.as_mut(),
+        }
+    }
+
+    /// The published track on the publisher connection's m-line `mid`; at most a few, so a scan.
+    pub fn track_by_mid(&self, mid: Mid) -> Option<TrackKey> {
+        self.published.iter().find(|t| t.mid == mid).map(|t| t.key)
+    }
+}

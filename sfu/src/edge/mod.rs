@@ -1,0 +1,9 @@
+//! The WebRTC edge: sockets, str0m connections, and the worker loop that joins them to the
+//! forwarding core.
+
+pub mod connection;
+pub mod demux;
+pub mod payload_types;
+pub mod stun;
+pub mod udp_batch;
+pub mod worker;

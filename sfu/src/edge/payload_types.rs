@@ -1,0 +1,46 @@
+//! Maps a publisher's payload types to a subscriber's.
+//!
+//! Each browser numbers codecs its own way; the same VP8 may be PT 96 upstream and PT 98
+//! downstream. Matched on codec, clock rate and, for H.264, profile and packetization mode.
+
+use str0m::format::PayloadParams;
+use str0m::media::Mid;
+use str0m::Rtc;
+
+pub fn payload_type_map(
+    publisher: &Rtc,
+    publisher_mid: Mid,
+    subscriber: &Rtc,
+    subscriber_mid: Mid,
+) -> Vec<(u8, u8)> {
+    let pub_params = negotiated(publisher, publisher_mid);
+    let sub_params = negotiated(subscriber, subscriber_mid);
+    let mut map = vec![];
+    // Each PayloadParams is a main codec (its RTX, if any, rides along as `resend`).
+    for p in &pub_params {
+        if let Some(q) = sub_params.iter().find(|q| same_codec(p, q)) {
+            map.push((*p.pt(), *q.pt()));
+        }
+    }
+    map
+}
+
+fn negotiated(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
+    let all = rtc.codec_config().params();
+    let Some(media) = rtc.media(mid) else {
+        return vec![];
+    };
+    let remote = media.remote_pts();
+    all.iter()
+        .filter(|p| remote.is_empty() || remote.contains(&p.pt()))
+        .cloned()
+        .collect()
+}
+
+fn same_codec(a: &PayloadParams, b: &PayloadParams) -> bool {
+    let (a, b) = (a.spec(), b.spec());
+    a.codec == b.codec
+        && a.clock_rate == b.clock_rate
+        && a.format.profile_level_id.map(|p| p >> 16) == b.format.profile_level_id.map(|p| p >> 16)
+        && a.format.packetization_mode == b.format.packetization_mode
+}

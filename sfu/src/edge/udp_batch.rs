@@ -1,0 +1,250 @@
+//! Batched UDP I/O: `recvmmsg`/`sendmmsg` on a non-blocking socket.
+//!
+//! One syscall moves up to [`BATCH`] datagrams each way. Buffers and the kernel's message
+//! headers are allocated once per worker and reused.
+
+use std::io;
+use std::mem::{size_of, zeroed};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+
+/// Datagrams per syscall.
+pub const BATCH: usize = 32;
+/// Larger than any datagram WebRTC sends over a normal path MTU.
+pub const MAX_DATAGRAM: usize = 2048;
+
+/// Receive buffers for one `recvmmsg` call.
+pub struct RecvBatch {
+    bufs: Vec<[u8; MAX_DATAGRAM]>,
+    lens: [usize; BATCH],
+    addrs: [Option<SocketAddr>; BATCH],
+    count: usize,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        RecvBatch {
+            bufs: vec![[0u8; MAX_DATAGRAM]; BATCH],
+            lens: [0; BATCH],
+            addrs: [None; BATCH],
+            count: 0,
+        }
+    }
+}
+
+impl RecvBatch {
+    /// The datagrams of the last receive: source address and contents.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        (0..self.count).filter_map(|i| self.addrs[i].map(|a| (a, &self.bufs[i][..self.lens[i]])))
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// Datagrams waiting to be sent, flushed by [`send_batch`].
+#[derive(Default)]
+pub struct SendQueue {
+    packets: Vec<(SocketAddr, Vec<u8>)>,
+}
+
+impl SendQueue {
+    pub fn push(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        self.packets.push((to, datagram));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+}
+
+/// Reads up to [`BATCH`] datagrams. `WouldBlock` when none is waiting.
+pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
+    // SAFETY: all-zero is a valid bit pattern for these plain C structs.
+    let mut storages: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+    let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+    let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+    for i in 0..BATCH {
+        iovecs[i] = libc::iovec {
+            iov_base: batch.bufs[i].as_mut_ptr().cast(),
+            iov_len: MAX_DATAGRAM,
+        };
+        msgs[i].msg_hdr.msg_name = (&mut storages[i] as *mut libc::sockaddr_storage).cast();
+        msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        msgs[i].msg_hdr.msg_iov = &mut iovecs[i];
+        msgs[i].msg_hdr.msg_iovlen = 1;
+    }
+    // SAFETY: every pointer refers to a live local or to `batch`'s buffers, sized as declared.
+    let n = unsafe {
+        libc::recvmmsg(
+            socket.as_raw_fd(),
+            msgs.as_mut_ptr(),
+            BATCH as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if n < 0 {
+        batch.count = 0;
+        return Err(io::Error::last_os_error());
+    }
+    let n = n as usize;
+    for i in 0..n {
+        batch.lens[i] = msgs[i].msg_len as usize;
+        batch.addrs[i] = from_storage(&storages[i]);
+    }
+    batch.count = n;
+    Ok(n)
+}
+
+/// Sends everything queued, [`BATCH`] datagrams per syscall. Returns how many left the
+/// socket; on `WouldBlock` the rest stay queued for the next call.
+pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<usize> {
+    let mut sent_total = 0;
+    while !queue.packets.is_empty() {
+        let chunk = queue.packets.len().min(BATCH);
+        // SAFETY: as above, zeroed C structs.
+        let mut storages: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
+        let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        for i in 0..chunk {
+            let (addr, data) = &queue.packets[i];
+            let len = to_storage(addr, &mut storages[i]);
+            iovecs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
+            };
+            msgs[i].msg_hdr.msg_name = (&mut storages[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = len;
+            msgs[i].msg_hdr.msg_iov = &mut iovecs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: pointers refer to locals and to the queued buffers, which outlive the call.
+        let n = unsafe {
+            libc::sendmmsg(
+                socket.as_raw_fd(),
+                msgs.as_mut_ptr(),
+                chunk as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::WouldBlock {
+                return if sent_total > 0 {
+                    Ok(sent_total)
+                } else {
+                    Err(err)
+                };
+            }
+            // A datagram the kernel refuses (e.g. unreachable destination) must not wedge the
+            // queue: drop it and go on.
+            queue.packets.remove(0);
+            continue;
+        }
+        let n = n as usize;
+        queue.packets.drain(..n);
+        sent_total += n;
+    }
+    Ok(sent_total)
+}
+
+fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match s.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv4Addr::from(u32::from_be(a.sin_addr.s_addr));
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                ip,
+                u16::from_be(a.sin_port),
+            )))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(s as *const libc::sockaddr_storage).cast() };
+            let ip = Ipv6Addr::from(a.sin6_addr.s6_addr);
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                ip,
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
+        }
+        _ => None,
+    }
+}
+
+fn to_storage(addr: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for any sockaddr.
+            let out: &mut libc::sockaddr_in =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast() };
+            out.sin_family = libc::AF_INET as libc::sa_family_t;
+            out.sin_port = a.port().to_be();
+            out.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: as above.
+            let out: &mut libc::sockaddr_in6 =
+                unsafe { &mut *(s as *mut libc::sockaddr_storage).cast() };
+            out.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            out.sin6_port = a.port().to_be();
+            out.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            out.sin6_flowinfo = a.flowinfo();
+            out.sin6_scope_id = a.scope_id();
+            size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::UdpSocket;
+
+    #[test]
+    fn batch_round_trip_over_loopback() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut q = SendQueue::default();
+        for i in 0..40u8 {
+            q.push(b.local_addr().unwrap(), vec![i; usize::from(i) + 1]);
+        }
+        assert_eq!(send_batch(&a, &mut q).unwrap(), 40);
+        assert!(q.is_empty());
+        let mut got = vec![];
+        let mut batch = RecvBatch::default();
+        for _ in 0..1000 {
+            match recv_batch(&b, &mut batch) {
+                Ok(_) => got.extend(batch.iter().map(|(from, d)| (from, d.to_vec()))),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if got.len() == 40 {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(got.len(), 40);
+        assert!(got.iter().all(|(from, _)| *from == a.local_addr().unwrap()));
+        assert_eq!(got[39].1, vec![39u8; 40]);
+    }
+}

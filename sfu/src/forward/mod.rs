@@ -1,0 +1,13 @@
+//! The forwarding core: a sans-IO state machine deciding who receives which packet.
+//!
+//! Packets and `now` go in; rewritten packets addressed to subscribers, keyframe requests
+//! and negotiation needs come out. No sockets, no clocks, no str0m `Rtc`: the edge feeds
+//! it and carries out what it returns, and tests drive it packet by packet.
+
+pub mod keyframe_requests;
+pub mod router;
+pub mod rtp_rewriter;
+
+pub use keyframe_requests::KeyframeRequestThrottle;
+pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, TrackKey};
+pub use rtp_rewriter::RtpRewriter;

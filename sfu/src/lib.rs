@@ -1,0 +1,18 @@
+//! Zvon SFU: the media node.
+//!
+//! Owns the WebRTC edge (ICE-lite, DTLS-SRTP through str0m in RTP mode, one UDP port per
+//! worker thread) and the forwarding core (tracks, downtracks, SSRC/sequence/timestamp
+//! rewriting, keyframe-request throttling). It is driven only through the message API in
+//! [`api`]: it must never know about users, tokens, HTTP or WebSockets.
+
+pub mod api;
+pub mod config;
+pub mod edge;
+pub mod forward;
+pub mod node;
+pub mod stats;
+
+pub use api::{SfuError, SfuEvent, SfuRequest, SfuResponse};
+pub use config::SfuConfig;
+pub use node::SfuNode;
+pub use stats::SfuStats;

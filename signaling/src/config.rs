@@ -1,0 +1,88 @@
+//! Server settings: defaults that work on a laptop, overridable by TOML file, env and flags.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use zvon_sfu::SfuConfig;
+
+/// An API key and the secret that signs its tokens.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key: String,
+    pub secret: String,
+}
+
+/// Abuse limits and room policy.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub upgrades_per_second_per_ip: u32,
+    pub max_participants: usize,
+    pub join_timeout: Duration,
+    pub reconnect_grace: Duration,
+    pub empty_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            messages_per_second: 50,
+            upgrades_per_second_per_ip: 20,
+            max_participants: 100,
+            join_timeout: Duration::from_secs(10),
+            reconnect_grace: Duration::from_secs(10),
+            empty_timeout: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Signaling HTTP + WebSocket listener. Port 0 picks a free port (tests).
+    pub http_addr: SocketAddr,
+    /// Dev mode: `/api/dev-token` hands out tokens to anyone. Never in production.
+    pub dev_mode: bool,
+    pub api_keys: Vec<ApiKey>,
+    pub limits: Limits,
+    pub sfu: SfuConfig,
+}
+
+impl ServerConfig {
+    /// Key and secret used by dev mode; printed at start so nobody runs them in production.
+    pub const DEV_API_KEY: &'static str = "devkey";
+    pub const DEV_API_SECRET: &'static str = "devsecret-change-me-devsecret-change-me";
+
+    /// Settings for tests: loopback, ephemeral ports, one worker, dev key.
+    pub fn for_tests() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            dev_mode: true,
+            api_keys: vec![ApiKey {
+                key: Self::DEV_API_KEY.into(),
+                secret: Self::DEV_API_SECRET.into(),
+            }],
+            limits: Limits::default(),
+            sfu: SfuConfig {
+                bind_ip: [127, 0, 0, 1].into(),
+                advertised_ip: [127, 0, 0, 1].into(),
+                port_base: 0,
+                workers: 1,
+                ..SfuConfig::default()
+            },
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7350)),
+            dev_mode: false,
+            api_keys: vec![],
+            limits: Limits::default(),
+            sfu: SfuConfig::default(),
+        }
+    }
+}

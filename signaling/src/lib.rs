@@ -1,0 +1,17 @@
+//! Zvon signaling: what people and apps see of a call.
+//!
+//! Owns the HTTP + WebSocket API (`docs/protocol.md`), access tokens (JWT), rooms and
+//! participants, and the browser client in `web/`. It drives media nodes only through the
+//! message API of `zvon_sfu::api`; it must never know about RTP, SRTP or packets.
+
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod rate_limit;
+pub mod rooms;
+pub mod server;
+pub mod session;
+pub mod token;
+
+pub use config::{ApiKey, Limits, ServerConfig};
+pub use server::{start, RunningServer, StartError};

@@ -1,0 +1,222 @@
+//! `zvon`: the all-in-one server (signaling with the media node embedded) and its tools.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use tracing::{info, warn};
+use zvon_signaling::token::{self, Claims};
+use zvon_signaling::{ApiKey, ServerConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "zvon",
+    version,
+    about = "Zvon: a real-time voice and video media server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run signaling with the media node embedded.
+    Serve(ServeArgs),
+    /// Mint an access token for an app or script.
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// TOML config file (same keys as the flags, in snake_case).
+    #[arg(long, env = "ZVON_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "ZVON_API_KEY")]
+    api_key: Option<String>,
+    #[arg(long, env = "ZVON_API_SECRET", hide_env_values = true)]
+    api_secret: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    /// Signaling HTTP + WebSocket listener.
+    #[arg(long, env = "ZVON_HTTP_ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Address the media UDP sockets bind to.
+    #[arg(long, env = "ZVON_MEDIA_BIND_IP")]
+    media_bind_ip: Option<IpAddr>,
+    /// Address put in ICE candidates: this machine's public IP when clients are elsewhere.
+    #[arg(long, env = "ZVON_MEDIA_IP")]
+    media_ip: Option<IpAddr>,
+    /// First media UDP port; worker i uses port + i.
+    #[arg(long, env = "ZVON_MEDIA_PORT")]
+    media_port: Option<u16>,
+    /// Media worker threads (0 = one per core).
+    #[arg(long, env = "ZVON_WORKERS")]
+    workers: Option<usize>,
+    #[arg(long, env = "ZVON_MAX_PARTICIPANTS")]
+    max_participants: Option<usize>,
+    /// Dev mode: anyone can get a token from /api/dev-token. Never in production.
+    #[arg(long, env = "ZVON_DEV")]
+    dev: bool,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    #[command(flatten)]
+    keys: KeyArgs,
+    #[arg(long)]
+    room: String,
+    #[arg(long)]
+    identity: String,
+    #[arg(long)]
+    name: Option<String>,
+    /// Validity, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    ttl: Duration,
+    #[arg(long)]
+    no_publish: bool,
+    #[arg(long)]
+    no_subscribe: bool,
+    #[arg(long)]
+    no_publish_data: bool,
+    #[arg(long)]
+    admin: bool,
+    #[arg(long)]
+    hidden: bool,
+    /// Sign with the dev key (matches a server started with --dev and no key).
+    #[arg(long)]
+    dev: bool,
+}
+
+/// The config file; every field optional, flags and environment win over it.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    api_key: Option<String>,
+    api_secret: Option<String>,
+    http_addr: Option<SocketAddr>,
+    media_bind_ip: Option<IpAddr>,
+    media_ip: Option<IpAddr>,
+    media_port: Option<u16>,
+    workers: Option<usize>,
+    max_participants: Option<usize>,
+    dev: Option<bool>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("bad duration unit in {s:?} (use s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn load_file(path: &Option<PathBuf>) -> Result<FileConfig> {
+    let Some(path) = path else {
+        return Ok(FileConfig::default());
+    };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+fn api_key(keys: &KeyArgs, file: &FileConfig, dev: bool) -> Result<ApiKey> {
+    match (keys.api_key.clone().or(file.api_key.clone()), keys.api_secret.clone().or(file.api_secret.clone())) {
+        (Some(key), Some(secret)) => Ok(ApiKey { key, secret }),
+        (None, None) if dev => Ok(ApiKey { key: ServerConfig::DEV_API_KEY.into(), secret: ServerConfig::DEV_API_SECRET.into() }),
+        (None, None) => bail!("an API key and secret are required (--api-key/--api-secret or ZVON_API_KEY/ZVON_API_SECRET); use --dev to try Zvon locally"),
+        _ => bail!("give both --api-key and --api-secret"),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let file = load_file(&args.keys.config)?;
+    let dev = args.dev || file.dev.unwrap_or(false);
+    let mut config = ServerConfig {
+        dev_mode: dev,
+        ..ServerConfig::default()
+    };
+    config.api_keys = vec![api_key(&args.keys, &file, dev)?];
+    if let Some(a) = args.http_addr.or(file.http_addr) {
+        config.http_addr = a;
+    }
+    if let Some(ip) = args.media_bind_ip.or(file.media_bind_ip) {
+        config.sfu.bind_ip = ip;
+    }
+    if let Some(ip) = args.media_ip.or(file.media_ip) {
+        config.sfu.advertised_ip = ip;
+    }
+    if let Some(p) = args.media_port.or(file.media_port) {
+        config.sfu.port_base = p;
+    }
+    if let Some(w) = args.workers.or(file.workers) {
+        config.sfu.workers = w;
+    }
+    if let Some(m) = args.max_participants.or(file.max_participants) {
+        config.limits.max_participants = m;
+    }
+    if dev {
+        warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");
+        if config.api_keys[0].key == ServerConfig::DEV_API_KEY {
+            warn!("DEV MODE: using the built-in dev API key/secret");
+        }
+    }
+    let server = zvon_signaling::start(config.clone()).await?;
+    let media: Vec<String> = server.media_addrs.iter().map(|a| a.to_string()).collect();
+    info!(media_sockets = ?media, advertised_ip = %config.sfu.advertised_ip, "media workers listening");
+    println!(
+        "Zvon is running. Open http://{}/ in two browser tabs to call.",
+        server.http_addr
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+fn mint_token(args: TokenArgs) -> Result<()> {
+    let file = load_file(&args.keys.config)?;
+    let key = api_key(&args.keys, &file, args.dev)?;
+    let mut claims = Claims::new(&key.key, &args.room, &args.identity, args.ttl);
+    claims.name = args.name;
+    claims.grants.can_publish = !args.no_publish;
+    claims.grants.can_subscribe = !args.no_subscribe;
+    claims.grants.can_publish_data = !args.no_publish_data;
+    claims.grants.room_admin = args.admin;
+    claims.grants.hidden = args.hidden;
+    println!("{}", token::mint(&claims, &key.secret)?);
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,str0m=warn,dimpl=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Token(args) => mint_token(args),
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .context("starting the runtime")?
+            .block_on(serve(args)),
+    }
+}

@@ -1,0 +1,323 @@
+//! The WebSocket protocol's messages (`docs/protocol.md`), version 1.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use zvon_sfu::api::{SubscribedTrack, TrackKind};
+
+use crate::token::Grants;
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+const KNOWN_TYPES: [&str; 6] = [
+    "join",
+    "publish_offer",
+    "subscriber_answer",
+    "mute",
+    "leave",
+    "ping",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+    Unknown,
+}
+
+/// A track as the client declares it in `publish_offer`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TrackDeclaration {
+    pub mid: String,
+    pub kind: TrackKind,
+    #[serde(default = "unknown_source")]
+    pub source: TrackSource,
+    #[serde(default)]
+    pub muted: bool,
+}
+
+fn unknown_source() -> TrackSource {
+    TrackSource::Unknown
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    Join {
+        protocol: u32,
+        token: String,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        resume: Option<String>,
+    },
+    PublishOffer {
+        sdp: String,
+        tracks: Vec<TrackDeclaration>,
+    },
+    SubscriberAnswer {
+        sdp: String,
+    },
+    Mute {
+        track_id: String,
+        muted: bool,
+    },
+    Leave,
+    Ping,
+}
+
+/// A parsed client frame, or the error code it earns.
+#[derive(Debug)]
+pub struct Parsed {
+    pub request_id: Option<String>,
+    pub message: Result<ClientMessage, (ErrorCode, String)>,
+}
+
+/// Parses one text frame. Never panics; every failure maps to a documented code.
+pub fn parse_client_message(text: &str) -> Parsed {
+    let value: Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Parsed {
+                request_id: None,
+                message: Err((ErrorCode::InvalidMessage, format!("not JSON: {e}"))),
+            }
+        }
+    };
+    let Some(object) = value.as_object() else {
+        return Parsed {
+            request_id: None,
+            message: Err((ErrorCode::InvalidMessage, "not a JSON object".into())),
+        };
+    };
+    let request_id = object
+        .get("request_id")
+        .and_then(Value::as_str)
+        .filter(|id| id.len() <= 64)
+        .map(str::to_string);
+    let message = match object.get("type").and_then(Value::as_str) {
+        None => Err((
+            ErrorCode::InvalidMessage,
+            "missing string field \"type\"".into(),
+        )),
+        Some(t) if !KNOWN_TYPES.contains(&t) => Err((
+            ErrorCode::UnknownType,
+            format!("unknown message type {t:?}"),
+        )),
+        Some(_) => serde_json::from_value(value.clone())
+            .map_err(|e| (ErrorCode::InvalidMessage, e.to_string())),
+    };
+    Parsed {
+        request_id,
+        message,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TrackInfo {
+    pub id: String,
+    pub kind: TrackKind,
+    pub source: TrackSource,
+    pub muted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublishedTrackInfo {
+    pub mid: String,
+    #[serde(flatten)]
+    pub track: TrackInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParticipantInfo {
+    pub id: String,
+    pub identity: String,
+    pub name: String,
+    pub tracks: Vec<TrackInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelfInfo {
+    #[serde(flatten)]
+    pub info: ParticipantInfo,
+    pub grants: Grants,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoomInfo {
+    pub name: String,
+    pub max_participants: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaveReason {
+    Left,
+    Disconnected,
+    Replaced,
+    RoomClosed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Joined {
+        protocol: u32,
+        resumed: bool,
+        resume_token: String,
+        room: RoomInfo,
+        participant: SelfInfo,
+        participants: Vec<ParticipantInfo>,
+    },
+    PublishAnswer {
+        sdp: String,
+        tracks: Vec<PublishedTrackInfo>,
+    },
+    SubscriberOffer {
+        sdp: String,
+        tracks: Vec<SubscribedTrack>,
+    },
+    ParticipantJoined {
+        participant: ParticipantInfo,
+    },
+    ParticipantLeft {
+        participant_id: String,
+        reason: LeaveReason,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: TrackInfo,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+    },
+    TrackMuted {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    Left,
+    Pong,
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(flatten)]
+    message: &'a ServerMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+impl ServerMessage {
+    pub fn to_json(&self, request_id: Option<&str>) -> String {
+        serde_json::to_string(&Envelope {
+            message: self,
+            request_id,
+        })
+        .unwrap_or_else(|_| {
+            r#"{"type":"error","code":"internal","message":"serialization"}"#.into()
+        })
+    }
+
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Documented error codes; see the table in `docs/protocol.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    InvalidMessage,
+    UnknownType,
+    MessageTooLarge,
+    UnsupportedProtocol,
+    NotJoined,
+    AlreadyJoined,
+    JoinTimeout,
+    Unauthorized,
+    TokenExpired,
+    WrongRoom,
+    RoomFull,
+    ResumeFailed,
+    PermissionDenied,
+    InvalidSdp,
+    InvalidRequest,
+    RateLimited,
+    MediaUnavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The WebSocket close code for fatal errors; `None` for errors the session survives.
+    pub fn close_code(self) -> Option<u16> {
+        match self {
+            ErrorCode::MessageTooLarge => Some(1009),
+            ErrorCode::UnsupportedProtocol => Some(4000),
+            ErrorCode::JoinTimeout | ErrorCode::Unauthorized | ErrorCode::TokenExpired => {
+                Some(4001)
+            }
+            ErrorCode::WrongRoom => Some(4003),
+            ErrorCode::RoomFull => Some(4004),
+            ErrorCode::ResumeFailed => Some(4005),
+            ErrorCode::RateLimited => Some(4029),
+            ErrorCode::MediaUnavailable => Some(4503),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_bad_frame_maps_to_a_code() {
+        let code = |s: &str| parse_client_message(s).message.err().map(|e| e.0);
+        assert_eq!(code("{"), Some(ErrorCode::InvalidMessage));
+        assert_eq!(code("[1,2]"), Some(ErrorCode::InvalidMessage));
+        assert_eq!(code(r#"{"no_type":1}"#), Some(ErrorCode::InvalidMessage));
+        assert_eq!(code(r#"{"type":"fly"}"#), Some(ErrorCode::UnknownType));
+        assert_eq!(
+            code(r#"{"type":"mute","track_id":3}"#),
+            Some(ErrorCode::InvalidMessage)
+        );
+        assert_eq!(code(r#"{"type":"ping","extra":true}"#), None);
+    }
+
+    #[test]
+    fn request_id_is_echoed_even_on_errors() {
+        let p = parse_client_message(r#"{"type":"fly","request_id":"r7"}"#);
+        assert_eq!(p.request_id.as_deref(), Some("r7"));
+        let json =
+            ServerMessage::error(ErrorCode::UnknownType, "x").to_json(p.request_id.as_deref());
+        assert_eq!(
+            json,
+            r#"{"type":"error","code":"unknown_type","message":"x","request_id":"r7"}"#
+        );
+    }
+
+    #[test]
+    fn join_parses() {
+        let p = parse_client_message(r#"{"type":"join","protocol":1,"token":"t","room":"r"}"#);
+        assert_eq!(
+            p.message.unwrap(),
+            ClientMessage::Join {
+                protocol: 1,
+                token: "t".into(),
+                room: Some("r".into()),
+                resume: None
+            }
+        );
+    }
+}

@@ -1,0 +1,646 @@
+//! Rooms and participants as people see them, and the hub that keeps them consistent.
+//!
+//! All state sits behind one lock that is never held across an `.await`. Every message to a
+//! participant is queued while that lock is held, so each participant sees events in the
+//! order the state changed (its `joined` snapshot is never followed by an event it already
+//! contains).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rand::distributions::Alphanumeric;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use zvon_sfu::api::{
+    ParticipantId, PublishedTrack, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse, TrackId,
+};
+use zvon_sfu::SfuNode;
+
+use crate::config::Limits;
+use crate::protocol::{
+    ErrorCode, LeaveReason, ParticipantInfo, PublishedTrackInfo, RoomInfo, SelfInfo, ServerMessage,
+    TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
+};
+use crate::token::{Claims, Grants};
+
+/// What a session's writer task is asked to do.
+#[derive(Debug)]
+pub enum Outbound {
+    Message(ServerMessage, Option<String>),
+    /// Send this error and close the socket with its close code.
+    Fatal(ErrorCode, String),
+    /// Close normally (after `left`, or replaced by a newer session).
+    Close,
+}
+
+pub type Outbox = mpsc::UnboundedSender<Outbound>;
+
+/// An error to report to the client.
+pub type Refusal = (ErrorCode, String);
+
+struct Participant {
+    info: ParticipantInfo,
+    grants: Grants,
+    room: String,
+    outbox: Option<Outbox>,
+    /// Increments on every (re)attachment so a stale socket's goodbye is ignored.
+    session: u64,
+    resume_token: String,
+    publishing: bool,
+    /// A subscriber offer that arrived while the socket was gone; sent on resume.
+    undelivered_offer: Option<ServerMessage>,
+}
+
+#[derive(Default)]
+struct State {
+    /// Room name → participant ids in join order.
+    rooms: HashMap<String, Vec<String>>,
+    participants: HashMap<String, Participant>,
+}
+
+impl State {
+    fn send(&self, pid: &str, message: ServerMessage) {
+        if let Some(outbox) = self.participants.get(pid).and_then(|p| p.outbox.as_ref()) {
+            let _ = outbox.send(Outbound::Message(message, None));
+        }
+    }
+
+    /// Sends to everyone in `room` except `except`.
+    fn broadcast(&self, room: &str, except: &str, message: &ServerMessage) {
+        for pid in self.rooms.get(room).into_iter().flatten() {
+            if pid != except {
+                self.send(pid, message.clone());
+            }
+        }
+    }
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    sfu: Arc<SfuNode>,
+    limits: Limits,
+}
+
+/// A successful join: who the session now speaks for.
+pub struct Joined {
+    pub participant_id: String,
+    pub session: u64,
+}
+
+fn random_id(len: usize) -> String {
+    rand::thread_rng()
+        .sample_iter(Alphanumeric)
+        .take(len)
+        .map(char::from)
+        .collect()
+}
+
+fn sfu_refusal(e: SfuError) -> Refusal {
+    match e {
+        SfuError::InvalidSdp(m) => (ErrorCode::InvalidSdp, m),
+        SfuError::InvalidRequest(m) => (ErrorCode::InvalidRequest, m),
+        SfuError::UnknownParticipant | SfuError::ParticipantExists => {
+            (ErrorCode::Internal, e.to_string())
+        }
+        SfuError::Unavailable(m) => (ErrorCode::MediaUnavailable, m),
+    }
+}
+
+impl Hub {
+    pub fn new(sfu: Arc<SfuNode>, limits: Limits) -> Arc<Self> {
+        Arc::new(Hub {
+            state: Mutex::new(State::default()),
+            sfu,
+            limits,
+        })
+    }
+
+    pub fn sfu(&self) -> &SfuNode {
+        &self.sfu
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn room_count(&self) -> usize {
+        self.lock().rooms.len()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.lock().participants.len()
+    }
+
+    /// Admits a participant with a verified token. `joined` is queued on `outbox`.
+    pub async fn join(
+        &self,
+        claims: &Claims,
+        requested_room: Option<&str>,
+        outbox: Outbox,
+        request_id: Option<String>,
+    ) -> Result<Joined, Refusal> {
+        if let Some(room) = requested_room {
+            if room != claims.room {
+                return Err((
+                    ErrorCode::WrongRoom,
+                    format!("token is for room {:?}, not {room:?}", claims.room),
+                ));
+            }
+        }
+        if claims.room.is_empty()
+            || claims.room.len() > 128
+            || claims.sub.is_empty()
+            || claims.sub.len() > 128
+        {
+            return Err((
+                ErrorCode::Unauthorized,
+                "token room and identity must be 1-128 characters".into(),
+            ));
+        }
+        let replaced = {
+            let state = self.lock();
+            let members = state
+                .rooms
+                .get(&claims.room)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let replaced = members
+                .iter()
+                .find(|pid| {
+                    state
+                        .participants
+                        .get(*pid)
+                        .is_some_and(|p| p.info.identity == claims.sub)
+                })
+                .cloned();
+            let count = members.len() - usize::from(replaced.is_some());
+            if count >= self.limits.max_participants {
+                return Err((
+                    ErrorCode::RoomFull,
+                    format!(
+                        "room holds at most {} participants",
+                        self.limits.max_participants
+                    ),
+                ));
+            }
+            replaced
+        };
+        if let Some(old) = replaced {
+            self.remove(&old, LeaveReason::Replaced).await;
+        }
+
+        let pid = format!("PA_{}", random_id(10));
+        {
+            // Enter the room before the media node learns of us: its first subscriber offer
+            // may come right after, and must find us (and follow our `joined`).
+            let mut state = self.lock();
+            let info = ParticipantInfo {
+                id: pid.clone(),
+                identity: claims.sub.clone(),
+                name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+                tracks: vec![],
+            };
+            let others: Vec<ParticipantInfo> = state
+                .rooms
+                .get(&claims.room)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| state.participants.get(id))
+                .filter(|p| !p.grants.hidden)
+                .map(|p| p.info.clone())
+                .collect();
+            let resume_token = random_id(32);
+            let joined = ServerMessage::Joined {
+                protocol: PROTOCOL_VERSION,
+                resumed: false,
+                resume_token: resume_token.clone(),
+                room: RoomInfo {
+                    name: claims.room.clone(),
+                    max_participants: self.limits.max_participants,
+                },
+                participant: SelfInfo {
+                    info: info.clone(),
+                    grants: claims.grants,
+                },
+                participants: others,
+            };
+            let _ = outbox.send(Outbound::Message(joined, request_id));
+            if !claims.grants.hidden {
+                state.broadcast(
+                    &claims.room,
+                    &pid,
+                    &ServerMessage::ParticipantJoined {
+                        participant: info.clone(),
+                    },
+                );
+            }
+            state
+                .rooms
+                .entry(claims.room.clone())
+                .or_default()
+                .push(pid.clone());
+            state.participants.insert(
+                pid.clone(),
+                Participant {
+                    info,
+                    grants: claims.grants,
+                    room: claims.room.clone(),
+                    outbox: Some(outbox),
+                    session: 1,
+                    resume_token,
+                    publishing: false,
+                    undelivered_offer: None,
+                },
+            );
+        }
+        let added = self
+            .sfu
+            .request(SfuRequest::AddParticipant {
+                room: RoomId(claims.room.clone()),
+                participant: ParticipantId(pid.clone()),
+                can_subscribe: claims.grants.can_subscribe,
+            })
+            .await;
+        if let Err(e) = added {
+            warn!(participant = %pid, "media node refused participant: {e}");
+            self.remove(&pid, LeaveReason::Disconnected).await;
+            return Err(sfu_refusal(e));
+        }
+        info!(participant = %pid, room = %claims.room, identity = %claims.sub, "joined");
+        Ok(Joined {
+            participant_id: pid,
+            session: 1,
+        })
+    }
+
+    /// Reattaches a socket to a participant whose previous socket dropped.
+    pub fn resume(
+        &self,
+        claims: &Claims,
+        resume_token: &str,
+        outbox: Outbox,
+        request_id: Option<String>,
+    ) -> Result<Joined, Refusal> {
+        let mut state = self.lock();
+        let refused = || {
+            (
+                ErrorCode::ResumeFailed,
+                "nothing to resume; join afresh".to_string(),
+            )
+        };
+        let pid = state
+            .participants
+            .iter()
+            .find(|(_, p)| {
+                p.resume_token == resume_token
+                    && p.info.identity == claims.sub
+                    && p.room == claims.room
+            })
+            .map(|(id, _)| id.clone())
+            .ok_or_else(refused)?;
+        let others: Vec<ParticipantInfo> = state
+            .rooms
+            .get(&claims.room)
+            .into_iter()
+            .flatten()
+            .filter(|id| **id != pid)
+            .filter_map(|id| state.participants.get(id))
+            .filter(|p| !p.grants.hidden)
+            .map(|p| p.info.clone())
+            .collect();
+        let p = state.participants.get_mut(&pid).ok_or_else(refused)?;
+        if let Some(old) = p.outbox.take() {
+            let _ = old.send(Outbound::Close);
+        }
+        p.session += 1;
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            resumed: true,
+            resume_token: p.resume_token.clone(),
+            room: RoomInfo {
+                name: p.room.clone(),
+                max_participants: self.limits.max_participants,
+            },
+            participant: SelfInfo {
+                info: p.info.clone(),
+                grants: p.grants,
+            },
+            participants: others,
+        };
+        let _ = outbox.send(Outbound::Message(joined, request_id));
+        if let Some(offer) = p.undelivered_offer.take() {
+            let _ = outbox.send(Outbound::Message(offer, None));
+        }
+        p.outbox = Some(outbox);
+        info!(participant = %pid, "resumed");
+        Ok(Joined {
+            participant_id: pid,
+            session: p.session,
+        })
+    }
+
+    pub async fn publish(
+        &self,
+        pid: &str,
+        sdp: String,
+        declarations: Vec<TrackDeclaration>,
+    ) -> Result<ServerMessage, Refusal> {
+        let tracks: Vec<TrackInfo> = {
+            let mut state = self.lock();
+            let p = state
+                .participants
+                .get_mut(pid)
+                .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
+            if !p.grants.can_publish || p.grants.hidden {
+                return Err((
+                    ErrorCode::PermissionDenied,
+                    "token does not grant can_publish".into(),
+                ));
+            }
+            if p.publishing {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "already published; v1 publishes once per session".into(),
+                ));
+            }
+            if declarations.is_empty() || declarations.len() > 8 {
+                return Err((ErrorCode::InvalidRequest, "declare 1 to 8 tracks".into()));
+            }
+            let mut mids: Vec<&str> = declarations.iter().map(|d| d.mid.as_str()).collect();
+            mids.sort_unstable();
+            mids.dedup();
+            if mids.len() != declarations.len() || mids.iter().any(|m| m.is_empty() || m.len() > 32)
+            {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "track mids must be unique, 1-32 characters".into(),
+                ));
+            }
+            p.publishing = true;
+            declarations
+                .iter()
+                .map(|d| TrackInfo {
+                    id: format!("TR_{}", random_id(10)),
+                    kind: d.kind,
+                    source: d.source,
+                    muted: d.muted,
+                })
+                .collect()
+        };
+        let request = SfuRequest::PublishOffer {
+            participant: ParticipantId(pid.to_string()),
+            sdp,
+            tracks: declarations
+                .iter()
+                .zip(&tracks)
+                .map(|(d, t)| PublishedTrack {
+                    mid: d.mid.clone(),
+                    track_id: TrackId(t.id.clone()),
+                    kind: d.kind,
+                    muted: d.muted,
+                })
+                .collect(),
+        };
+        let answer = match self.sfu.request(request).await {
+            Ok(SfuResponse::PublishAnswer { sdp }) => sdp,
+            Ok(other) => {
+                return Err((
+                    ErrorCode::Internal,
+                    format!("unexpected media answer {other:?}"),
+                ))
+            }
+            Err(e) => {
+                if let Some(p) = self.lock().participants.get_mut(pid) {
+                    p.publishing = false;
+                }
+                return Err(sfu_refusal(e));
+            }
+        };
+        let mut state = self.lock();
+        let Some(p) = state.participants.get_mut(pid) else {
+            return Err((ErrorCode::NotJoined, "left while publishing".into()));
+        };
+        p.info.tracks.extend(tracks.iter().cloned());
+        let room = p.room.clone();
+        let hidden = p.grants.hidden;
+        if !hidden {
+            for t in &tracks {
+                state.broadcast(
+                    &room,
+                    pid,
+                    &ServerMessage::TrackPublished {
+                        participant_id: pid.to_string(),
+                        track: t.clone(),
+                    },
+                );
+            }
+        }
+        Ok(ServerMessage::PublishAnswer {
+            sdp: answer,
+            tracks: declarations
+                .iter()
+                .zip(tracks)
+                .map(|(d, track)| PublishedTrackInfo {
+                    mid: d.mid.clone(),
+                    track,
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn subscriber_answer(&self, pid: &str, sdp: String) -> Result<(), Refusal> {
+        self.sfu
+            .request(SfuRequest::SubscriberAnswer {
+                participant: ParticipantId(pid.to_string()),
+                sdp,
+            })
+            .await
+            .map(|_| ())
+            .map_err(sfu_refusal)
+    }
+
+    pub async fn mute(&self, pid: &str, track_id: &str, muted: bool) -> Result<(), Refusal> {
+        {
+            let state = self.lock();
+            let p = state
+                .participants
+                .get(pid)
+                .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
+            if !p.info.tracks.iter().any(|t| t.id == track_id) {
+                let someone_elses = state
+                    .participants
+                    .values()
+                    .any(|o| o.info.tracks.iter().any(|t| t.id == track_id));
+                return Err(if someone_elses {
+                    (
+                        ErrorCode::PermissionDenied,
+                        "only the publisher mutes its track in v1".into(),
+                    )
+                } else {
+                    (
+                        ErrorCode::InvalidRequest,
+                        format!("unknown track {track_id:?}"),
+                    )
+                });
+            }
+        }
+        self.sfu
+            .request(SfuRequest::SetTrackMuted {
+                participant: ParticipantId(pid.to_string()),
+                track_id: TrackId(track_id.to_string()),
+                muted,
+            })
+            .await
+            .map_err(sfu_refusal)?;
+        let mut state = self.lock();
+        let Some(p) = state.participants.get_mut(pid) else {
+            return Ok(());
+        };
+        let mut changed = false;
+        for t in p.info.tracks.iter_mut().filter(|t| t.id == track_id) {
+            changed = t.muted != muted;
+            t.muted = muted;
+        }
+        let (room, hidden) = (p.room.clone(), p.grants.hidden);
+        if changed && !hidden {
+            let msg = ServerMessage::TrackMuted {
+                participant_id: pid.to_string(),
+                track_id: track_id.to_string(),
+                muted,
+            };
+            state.broadcast(&room, pid, &msg);
+        }
+        Ok(())
+    }
+
+    /// Takes a participant out of its room and tells everyone.
+    pub async fn remove(&self, pid: &str, reason: LeaveReason) {
+        {
+            let mut state = self.lock();
+            let Some(p) = state.participants.remove(pid) else {
+                return;
+            };
+            if let Some(members) = state.rooms.get_mut(&p.room) {
+                members.retain(|id| id != pid);
+                if members.is_empty() {
+                    state.rooms.remove(&p.room);
+                    info!(room = %p.room, "room closed");
+                }
+            }
+            if !p.grants.hidden {
+                for t in &p.info.tracks {
+                    let msg = ServerMessage::TrackUnpublished {
+                        participant_id: pid.to_string(),
+                        track_id: t.id.clone(),
+                    };
+                    state.broadcast(&p.room, pid, &msg);
+                }
+                state.broadcast(
+                    &p.room,
+                    pid,
+                    &ServerMessage::ParticipantLeft {
+                        participant_id: pid.to_string(),
+                        reason,
+                    },
+                );
+            }
+            if let Some(outbox) = &p.outbox {
+                match reason {
+                    LeaveReason::Left => {
+                        let _ = outbox.send(Outbound::Message(ServerMessage::Left, None));
+                        let _ = outbox.send(Outbound::Close);
+                    }
+                    LeaveReason::Replaced => {
+                        let _ = outbox.send(Outbound::Message(
+                            ServerMessage::ParticipantLeft {
+                                participant_id: pid.to_string(),
+                                reason,
+                            },
+                            None,
+                        ));
+                        let _ = outbox.send(Outbound::Close);
+                    }
+                    LeaveReason::Disconnected | LeaveReason::RoomClosed => {
+                        let _ = outbox.send(Outbound::Fatal(
+                            ErrorCode::MediaUnavailable,
+                            "media connection lost".into(),
+                        ));
+                    }
+                }
+            }
+            info!(participant = %pid, ?reason, "left");
+        }
+        if let Err(e) = self
+            .sfu
+            .request(SfuRequest::RemoveParticipant {
+                participant: ParticipantId(pid.to_string()),
+            })
+            .await
+        {
+            warn!(participant = %pid, "media node did not remove participant: {e}");
+        }
+    }
+
+    /// The participant's socket went away. Unless a new socket resumes it within the grace
+    /// period, it is removed.
+    pub fn detach(self: &Arc<Self>, pid: &str, session: u64) {
+        {
+            let mut state = self.lock();
+            let Some(p) = state.participants.get_mut(pid) else {
+                return;
+            };
+            if p.session != session {
+                return;
+            }
+            p.outbox = None;
+        }
+        let hub = self.clone();
+        let pid = pid.to_string();
+        let grace = self.limits.reconnect_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            let expired = hub
+                .lock()
+                .participants
+                .get(&pid)
+                .is_some_and(|p| p.session == session && p.outbox.is_none());
+            if expired {
+                hub.remove(&pid, LeaveReason::Disconnected).await;
+            }
+        });
+    }
+
+    /// Carries media-node events to the participants they concern.
+    pub async fn dispatch_media_events(
+        self: Arc<Self>,
+        mut events: mpsc::UnboundedReceiver<SfuEvent>,
+    ) {
+        while let Some(event) = events.recv().await {
+            match event {
+                SfuEvent::SubscriberOffer {
+                    participant,
+                    sdp,
+                    tracks,
+                } => {
+                    let mut state = self.lock();
+                    let Some(p) = state.participants.get_mut(&participant.0) else {
+                        continue;
+                    };
+                    let msg = ServerMessage::SubscriberOffer { sdp, tracks };
+                    match &p.outbox {
+                        Some(outbox) => {
+                            let _ = outbox.send(Outbound::Message(msg, None));
+                        }
+                        None => p.undelivered_offer = Some(msg),
+                    }
+                }
+                SfuEvent::MediaLost { participant } => {
+                    self.remove(&participant.0, LeaveReason::Disconnected).await
+                }
+                SfuEvent::MediaConnected { .. } => {}
+            }
+        }
+    }
+}

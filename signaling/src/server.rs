@@ -1,0 +1,109 @@
+//! Starting and stopping the all-in-one server: signaling listener plus embedded media node.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use zvon_sfu::{SfuNode, SfuStats};
+
+use crate::config::ServerConfig;
+use crate::http::{router, AppState};
+use crate::rate_limit::PerIpLimiter;
+use crate::rooms::Hub;
+use crate::session::SessionContext;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot bind signaling listener {addr}: {source}")]
+    BindHttp {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot start media node: {0}")]
+    Media(#[from] zvon_sfu::SfuError),
+    #[error("configuration: {0}")]
+    Config(String),
+}
+
+/// A server running in this process. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    /// Where the signaling HTTP + WebSocket listener actually listens.
+    pub http_addr: SocketAddr,
+    /// The media sockets, one per worker, as bound.
+    pub media_addrs: Vec<SocketAddr>,
+    /// Live media counters (dropped garbage datagrams, forwarded packets, keyframe requests...).
+    pub sfu_stats: Arc<SfuStats>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Binds the listeners and starts serving. Must be called inside a tokio runtime.
+pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
+    if config.api_keys.is_empty() {
+        return Err(StartError::Config(
+            "at least one API key is needed (--api-key/--api-secret, or --dev)".into(),
+        ));
+    }
+    if config.api_keys.iter().any(|k| k.secret.len() < 16) {
+        return Err(StartError::Config(
+            "API secrets must be at least 16 characters".into(),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .map_err(|source| StartError::BindHttp {
+            addr: config.http_addr,
+            source,
+        })?;
+    let http_addr = listener
+        .local_addr()
+        .map_err(|source| StartError::BindHttp {
+            addr: config.http_addr,
+            source,
+        })?;
+
+    let sfu = Arc::new(SfuNode::start(&config.sfu)?);
+    let media_addrs = sfu.media_addrs();
+    let sfu_stats = sfu.stats();
+    let events = sfu
+        .take_events()
+        .ok_or_else(|| StartError::Config("media events already taken".into()))?;
+    let hub = Hub::new(sfu, config.limits.clone());
+    let dispatcher = tokio::spawn(hub.clone().dispatch_media_events(events));
+
+    let state = AppState {
+        session: Arc::new(SessionContext {
+            hub,
+            keys: Arc::new(config.api_keys.clone()),
+            limits: config.limits.clone(),
+        }),
+        dev_mode: config.dev_mode,
+        upgrades: Arc::new(PerIpLimiter::new(config.limits.upgrades_per_second_per_ip)),
+    };
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop.await;
+            })
+            .await;
+        if let Err(e) = served {
+            tracing::error!("signaling listener failed: {e}");
+        }
+        dispatcher.abort();
+    });
+    Ok(RunningServer {
+        http_addr,
+        media_addrs,
+        sfu_stats,
+        shutdown,
+        task,
+    })
+}

@@ -1,0 +1,274 @@
+//! One WebSocket: reads client frames, enforces limits, talks to the hub, writes replies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+use crate::config::{ApiKey, Limits};
+use crate::protocol::{
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage, PROTOCOL_VERSION,
+};
+use crate::rate_limit::TokenBucket;
+use crate::rooms::{Hub, Joined, Outbound, Outbox, Refusal};
+use crate::token::{self, TokenError};
+
+const PING_INTERVAL: Duration = Duration::from_secs(15);
+const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+
+pub struct SessionContext {
+    pub hub: Arc<Hub>,
+    pub keys: Arc<Vec<ApiKey>>,
+    pub limits: Limits,
+}
+
+enum Flow {
+    Continue,
+    /// Send this error, close with its code, end the session.
+    Fatal(ErrorCode, String),
+}
+
+struct Session {
+    ctx: Arc<SessionContext>,
+    outbox: Outbox,
+    joined: Option<Joined>,
+    left: bool,
+}
+
+pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
+    let (mut sink, mut stream) = socket.split();
+    let (outbox, mut outgoing) = mpsc::unbounded_channel();
+    let limits = ctx.limits.clone();
+    let mut session = Session {
+        ctx,
+        outbox,
+        joined: None,
+        left: false,
+    };
+    let join_deadline = tokio::time::sleep(limits.join_timeout);
+    tokio::pin!(join_deadline);
+    let burst = limits.messages_per_second.saturating_mul(2);
+    let mut bucket = TokenBucket::new(limits.messages_per_second, burst, Instant::now());
+    let mut ping = tokio::time::interval(PING_INTERVAL);
+    let mut last_heard = Instant::now();
+
+    let fatal: Option<(ErrorCode, String)> = loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let Some(Ok(frame)) = frame else { break None };
+                last_heard = Instant::now();
+                let flow = match frame {
+                    Message::Text(text) => {
+                        if text.len() > limits.max_message_bytes {
+                            Flow::Fatal(ErrorCode::MessageTooLarge, format!("messages are limited to {} bytes", limits.max_message_bytes))
+                        } else if !bucket.try_take(Instant::now()) {
+                            Flow::Fatal(ErrorCode::RateLimited, format!("more than {} messages per second", limits.messages_per_second))
+                        } else {
+                            session.handle_text(text.as_str()).await
+                        }
+                    }
+                    Message::Binary(_) => {
+                        session.reply_error(ErrorCode::InvalidMessage, "binary frames are not part of the protocol", None);
+                        Flow::Continue
+                    }
+                    Message::Close(_) => break None,
+                    Message::Ping(_) | Message::Pong(_) => Flow::Continue,
+                };
+                if let Flow::Fatal(code, message) = flow {
+                    break Some((code, message));
+                }
+            }
+            out = outgoing.recv() => {
+                let Some(out) = out else { break None };
+                match out {
+                    Outbound::Message(m, request_id) => {
+                        if sink.send(Message::Text(m.to_json(request_id.as_deref()).into())).await.is_err() {
+                            break None;
+                        }
+                    }
+                    Outbound::Fatal(code, message) => {
+                        // The hub already removed us; nothing to detach.
+                        session.left = true;
+                        break Some((code, message));
+                    }
+                    Outbound::Close => {
+                        session.left = true;
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
+                        break None;
+                    }
+                }
+            }
+            _ = &mut join_deadline, if session.joined.is_none() => {
+                break Some((ErrorCode::JoinTimeout, format!("no join within {:?}", limits.join_timeout)));
+            }
+            _ = ping.tick() => {
+                if last_heard.elapsed() > SILENCE_LIMIT {
+                    debug!("socket silent for {SILENCE_LIMIT:?}; dropping");
+                    break None;
+                }
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break None;
+                }
+            }
+        }
+    };
+
+    if let Some((code, message)) = fatal {
+        // Flush what was queued (e.g. a reply) before the error, then close with the code.
+        while let Ok(Outbound::Message(m, request_id)) = outgoing.try_recv() {
+            let _ = sink
+                .send(Message::Text(m.to_json(request_id.as_deref()).into()))
+                .await;
+        }
+        let error = ServerMessage::error(code, message.clone());
+        let _ = sink.send(Message::Text(error.to_json(None).into())).await;
+        let close_code = code.close_code().unwrap_or(1011);
+        let reason = code_name(code);
+        let _ = sink
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code,
+                reason: reason.into(),
+            })))
+            .await;
+    }
+    if let (Some(j), false) = (&session.joined, session.left) {
+        session.ctx.hub.detach(&j.participant_id, j.session);
+    }
+}
+
+fn code_name(code: ErrorCode) -> String {
+    serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Session {
+    fn reply(&self, message: ServerMessage, request_id: Option<String>) {
+        let _ = self.outbox.send(Outbound::Message(message, request_id));
+    }
+
+    fn reply_error(&self, code: ErrorCode, message: impl Into<String>, request_id: Option<String>) {
+        self.reply(ServerMessage::error(code, message), request_id);
+    }
+
+    /// Non-fatal refusals are answered and the session goes on; fatal ones end it.
+    fn refuse(&self, (code, message): Refusal, request_id: Option<String>) -> Flow {
+        if code.close_code().is_some() {
+            return Flow::Fatal(code, message);
+        }
+        self.reply_error(code, message, request_id);
+        Flow::Continue
+    }
+
+    async fn handle_text(&mut self, text: &str) -> Flow {
+        let parsed = parse_client_message(text);
+        let request_id = parsed.request_id;
+        let message = match parsed.message {
+            Ok(m) => m,
+            Err(refusal) => return self.refuse(refusal, request_id),
+        };
+        let pid = match (&message, &self.joined) {
+            (ClientMessage::Ping, _) => {
+                self.reply(ServerMessage::Pong, request_id);
+                return Flow::Continue;
+            }
+            (ClientMessage::Join { .. }, Some(_)) => {
+                return self.refuse(
+                    (
+                        ErrorCode::AlreadyJoined,
+                        "this socket already joined".into(),
+                    ),
+                    request_id,
+                )
+            }
+            (ClientMessage::Join { .. }, None) => String::new(),
+            (_, None) => {
+                return self.refuse((ErrorCode::NotJoined, "send join first".into()), request_id)
+            }
+            (_, Some(j)) => j.participant_id.clone(),
+        };
+        let hub = self.ctx.hub.clone();
+        match message {
+            ClientMessage::Join {
+                protocol,
+                token,
+                room,
+                resume,
+            } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Flow::Fatal(
+                        ErrorCode::UnsupportedProtocol,
+                        format!("this server speaks protocol {PROTOCOL_VERSION}"),
+                    );
+                }
+                let claims = match token::verify(&token, &self.ctx.keys) {
+                    Ok(c) => c,
+                    Err(TokenError::Expired) => {
+                        return Flow::Fatal(ErrorCode::TokenExpired, "token has expired".into())
+                    }
+                    Err(e) => return Flow::Fatal(ErrorCode::Unauthorized, e.to_string()),
+                };
+                let joined = match resume {
+                    Some(resume_token) => {
+                        if room.as_deref().is_some_and(|r| r != claims.room) {
+                            return Flow::Fatal(
+                                ErrorCode::WrongRoom,
+                                "token is for another room".into(),
+                            );
+                        }
+                        hub.resume(
+                            &claims,
+                            &resume_token,
+                            self.outbox.clone(),
+                            request_id.clone(),
+                        )
+                    }
+                    None => {
+                        hub.join(
+                            &claims,
+                            room.as_deref(),
+                            self.outbox.clone(),
+                            request_id.clone(),
+                        )
+                        .await
+                    }
+                };
+                match joined {
+                    Ok(j) => {
+                        self.joined = Some(j);
+                        Flow::Continue
+                    }
+                    Err(refusal) => self.refuse(refusal, request_id),
+                }
+            }
+            ClientMessage::PublishOffer { sdp, tracks } => {
+                match hub.publish(&pid, sdp, tracks).await {
+                    Ok(answer) => {
+                        self.reply(answer, request_id);
+                        Flow::Continue
+                    }
+                    Err(refusal) => self.refuse(refusal, request_id),
+                }
+            }
+            ClientMessage::SubscriberAnswer { sdp } => match hub.subscriber_answer(&pid, sdp).await
+            {
+                Ok(()) => Flow::Continue,
+                Err(refusal) => self.refuse(refusal, request_id),
+            },
+            ClientMessage::Mute { track_id, muted } => match hub.mute(&pid, &track_id, muted).await
+            {
+                Ok(()) => Flow::Continue,
+                Err(refusal) => self.refuse(refusal, request_id),
+            },
+            ClientMessage::Leave => {
+                hub.remove(&pid, LeaveReason::Left).await;
+                Flow::Continue
+            }
+            ClientMessage::Ping => Flow::Continue,
+        }
+    }
+}

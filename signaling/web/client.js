@@ -1,0 +1,386 @@
+// Zvon protocol v1 client (docs/protocol.md). No UI here: the page listens to events.
+//
+// Events (all CustomEvent, payload in `detail`):
+//   statechange        {state}
+//   joined             {participant, room, resumed}
+//   participantjoined  {participant}
+//   participantleft    {participant, reason}
+//   participantupdated {participant}          tracks published/unpublished/muted
+//   media              {participant}          participant.stream changed (new MediaStream)
+//   published          {tracks}
+//   servererror        {code, message, fatal, request_id}
+//   connectionerror    {message}              socket failed or closed unexpectedly
+//   left               {}
+
+export const PROTOCOL_VERSION = 1;
+const PING_INTERVAL_MS = 15000;
+const LEAVE_TIMEOUT_MS = 1000;
+
+// The server closes the socket after these (protocol table "fatal").
+const FATAL_ERRORS = new Set([
+  'message_too_large', 'unsupported_protocol', 'join_timeout', 'unauthorized',
+  'token_expired', 'wrong_room', 'room_full', 'resume_failed', 'rate_limited',
+  'media_unavailable',
+]);
+
+export function signalingUrl(loc = window.location) {
+  return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/rtc`;
+}
+
+function mark(name) {
+  // Marks let the first-frame benchmark break the latency down without test-only hooks.
+  try { performance.mark(`zvon:${name}`); } catch { /* not fatal */ }
+}
+
+export class ZvonClient extends EventTarget {
+  constructor({ url = signalingUrl(), token, room } = {}) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.room = room;
+    this.state = 'idle';
+    this.localParticipant = null;
+    this.roomInfo = null;
+    /** @type {Map<string, object>} remote participants by id */
+    this.participants = new Map();
+    this.publisherPc = null;
+    this.subscriberPc = null;
+    this.localStream = null;
+    /** mid -> {track_id, participant_id, kind} of the last subscriber offer */
+    this.subscriberTracks = new Map();
+    /** local kind ('audio'|'video') -> {mid, id, muted} */
+    this.localTracks = new Map();
+    this.ws = null;
+    this._queue = Promise.resolve();
+    this._pingTimer = null;
+    this._nextRequestId = 1;
+    // Participants that left: a late subscriber_offer must not bring their tile back.
+    this._gone = new Set();
+  }
+
+  /** Opens the socket, joins and publishes `localStream` (may be null: receive only). */
+  connect(localStream = null) {
+    if (this.state !== 'idle') throw new Error(`connect() in state ${this.state}`);
+    this.localStream = localStream;
+    this._setState('connecting');
+    mark('connect');
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (err) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err); else resolve(this.localParticipant);
+      };
+      this.addEventListener('joined', () => settle(), { once: true });
+
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (e) {
+        this._fail(`Cannot open ${this.url}: ${e.message}`);
+        settle(e);
+        return;
+      }
+      this.ws = ws;
+      ws.onopen = () => {
+        mark('ws-open');
+        const join = { type: 'join', protocol: PROTOCOL_VERSION, token: this.token, request_id: 'join' };
+        if (this.room) join.room = this.room;
+        this._send(join);
+        this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+      };
+      ws.onmessage = (ev) => {
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch { console.warn('zvon: non-JSON frame', ev.data); return; }
+        // Errors skip the queue: a fatal one is followed by a close, which must find the
+        // state already set even while an SDP operation is still pending.
+        if (msg.type === 'error') { this._onError(msg); return; }
+        // Strictly in order: SDP handling is async and must not interleave.
+        this._queue = this._queue
+          .then(() => this._handle(msg))
+          .catch((e) => console.error('zvon: handling', msg.type, e));
+      };
+      // onerror carries no detail in browsers; onclose follows and decides.
+      ws.onerror = () => {};
+      ws.onclose = (ev) => {
+        this._stopPing();
+        if (this.state === 'left' || this.state === 'error') { settle(new Error(this.state)); return; }
+        const wasJoined = this.state === 'joined';
+        const why = ev.reason ? `${ev.code} ${ev.reason}` : `code ${ev.code}`;
+        const message = wasJoined
+          ? `Connection to the server was lost (${why}).`
+          : `Cannot reach the Zvon server at ${this.url} (${why}).`;
+        this._fail(message);
+        settle(new Error(message));
+      };
+    });
+  }
+
+  /** Mutes or unmutes the local 'audio' or 'video' track. */
+  setMuted(kind, muted) {
+    const track = this._localTrack(kind);
+    if (track) track.enabled = !muted;
+    const local = this.localTracks.get(kind);
+    // Before publish_answer there is no track id yet; _onPublishAnswer reconciles.
+    if (local?.id && local.muted !== muted) {
+      local.muted = muted;
+      this._send({ type: 'mute', track_id: local.id, muted });
+    }
+  }
+
+  isMuted(kind) {
+    const track = this._localTrack(kind);
+    return track ? !track.enabled : true;
+  }
+
+  /** Sends `leave`, waits briefly for `left`, then tears everything down. */
+  async leave() {
+    if (this.state === 'left') return;
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN && this.state === 'joined') {
+      const gotLeft = new Promise((resolve) => {
+        this._onLeft = resolve;
+        ws.addEventListener('close', resolve, { once: true });
+        setTimeout(resolve, LEAVE_TIMEOUT_MS);
+      });
+      this._send({ type: 'leave' });
+      this._setState('left');
+      await gotLeft;
+    }
+    this._teardown();
+    this._setState('left');
+    this._emit('left', {});
+  }
+
+  // ---- internals ----
+
+  _send(msg) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(msg));
+  }
+
+  _requestId() {
+    return String(this._nextRequestId++);
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit('statechange', { state });
+  }
+
+  _fail(message) {
+    this._teardown();
+    this._setState('error');
+    this._emit('connectionerror', { message });
+  }
+
+  _stopPing() {
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+  }
+
+  _teardown() {
+    this._stopPing();
+    for (const pc of [this.publisherPc, this.subscriberPc]) {
+      try { pc?.close(); } catch { /* already closed */ }
+    }
+    // onclose stays: it settles a pending connect() (state is already left/error by now).
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) {
+      try { this.ws.close(1000); } catch { /* ignore */ }
+    }
+  }
+
+  _localTrack(kind) {
+    return this.localStream?.getTracks().find((t) => t.kind === kind) ?? null;
+  }
+
+  async _handle(msg) {
+    switch (msg.type) {
+      case 'joined': return this._onJoined(msg);
+      case 'publish_answer': return this._onPublishAnswer(msg);
+      case 'subscriber_offer': return this._onSubscriberOffer(msg);
+      case 'participant_joined': return this._onParticipantJoined(msg.participant);
+      case 'participant_left': return this._onParticipantLeft(msg.participant_id, msg.reason);
+      case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
+      case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
+      case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
+      case 'left': this._onLeft?.(); return;
+      case 'pong': return;
+      default:
+        // Additive protocol changes may bring new events; old clients ignore them.
+        console.debug('zvon: ignoring message type', msg.type);
+    }
+  }
+
+  _onError(msg) {
+    const fatal = FATAL_ERRORS.has(msg.code);
+    this._emit('servererror', {
+      code: msg.code, message: msg.message ?? '', fatal, request_id: msg.request_id,
+    });
+    if (fatal) {
+      this._teardown();
+      this._setState('error');
+    }
+  }
+
+  async _onJoined(msg) {
+    mark('joined');
+    this.localParticipant = msg.participant;
+    this.roomInfo = msg.room;
+    for (const p of msg.participants ?? []) this._addParticipant(p);
+    this._createSubscriber();
+    this._setState('joined');
+    this._emit('joined', { participant: msg.participant, room: msg.room, resumed: !!msg.resumed });
+    for (const p of this.participants.values()) this._emit('participantjoined', { participant: p });
+
+    const grants = msg.participant?.grants ?? {};
+    const mayPublish = grants.can_publish !== false && !grants.hidden;
+    if (mayPublish && this.localStream && this.localStream.getTracks().length > 0) {
+      await this._publish();
+    }
+  }
+
+  _createSubscriber() {
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.subscriberPc = pc;
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') mark('subscriber-connected');
+    });
+  }
+
+  async _publish() {
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.publisherPc = pc;
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') mark('publisher-connected');
+    });
+    const sources = { audio: 'microphone', video: 'camera' };
+    const transceivers = [];
+    // Audio first so mids are stable ("0" mic, "1" camera) when both exist.
+    for (const kind of ['audio', 'video']) {
+      const track = this._localTrack(kind);
+      if (!track) continue;
+      const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
+      transceivers.push({ kind, tr, track });
+    }
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const tracks = transceivers.map(({ kind, tr, track }) => {
+      const muted = !track.enabled;
+      this.localTracks.set(kind, { mid: tr.mid, id: null, muted });
+      return { mid: tr.mid, kind, source: sources[kind], muted };
+    });
+    mark('publish-offer');
+    this._send({
+      type: 'publish_offer', request_id: this._requestId(),
+      sdp: pc.localDescription.sdp, tracks,
+    });
+  }
+
+  async _onPublishAnswer(msg) {
+    mark('publish-answer');
+    await this.publisherPc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
+    for (const t of msg.tracks ?? []) {
+      const local = [...this.localTracks.values()].find((l) => l.mid === t.mid);
+      if (local) {
+        local.id = t.id;
+        local.muted = !!t.muted;
+      }
+    }
+    // The user may have toggled mute while the offer was in flight.
+    for (const kind of this.localTracks.keys()) this.setMuted(kind, this.isMuted(kind));
+    this._emit('published', { tracks: msg.tracks ?? [] });
+  }
+
+  async _onSubscriberOffer(msg) {
+    mark('subscriber-offer');
+    const pc = this.subscriberPc;
+    this.subscriberTracks = new Map((msg.tracks ?? []).map((t) => [t.mid, t]));
+    await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    this._send({ type: 'subscriber_answer', sdp: pc.localDescription.sdp });
+    this._reconcileMedia();
+  }
+
+  // Rebuilds every participant's MediaStream from the transceivers of the current offer.
+  // Doing it from the offer's `tracks` list (not only from `track` events) also covers
+  // m-lines that were recycled for another participant or set inactive.
+  _reconcileMedia() {
+    const wanted = new Map(); // participant id -> [MediaStreamTrack]
+    for (const tr of this.subscriberPc.getTransceivers()) {
+      if (tr.mid == null) continue;
+      const entry = this.subscriberTracks.get(tr.mid);
+      if (!entry || this._gone.has(entry.participant_id)) continue;
+      if (!this.participants.has(entry.participant_id)) {
+        // Offer raced ahead of participant_joined; the event will fill in the name.
+        this._addParticipant({ id: entry.participant_id, name: '', tracks: [] });
+        this._emit('participantjoined', { participant: this.participants.get(entry.participant_id) });
+      }
+      const list = wanted.get(entry.participant_id) ?? [];
+      list.push(tr.receiver.track);
+      wanted.set(entry.participant_id, list);
+    }
+    for (const p of this.participants.values()) {
+      const next = wanted.get(p.id) ?? [];
+      const cur = p.stream ? p.stream.getTracks() : [];
+      const same = next.length === cur.length && next.every((t) => cur.includes(t));
+      if (same) continue;
+      // A fresh MediaStream per change: media elements reliably pick up a new srcObject.
+      p.stream = next.length ? new MediaStream(next) : null;
+      this._emit('media', { participant: p });
+    }
+  }
+
+  _addParticipant(info) {
+    const existing = this.participants.get(info.id);
+    const p = existing ?? { id: info.id, stream: null, tracks: new Map() };
+    p.identity = info.identity ?? p.identity ?? info.id;
+    p.name = info.name || p.name || p.identity;
+    for (const t of info.tracks ?? []) p.tracks.set(t.id, { ...t });
+    this.participants.set(p.id, p);
+    return p;
+  }
+
+  _onParticipantJoined(info) {
+    if (!info?.id) return;
+    this._gone.delete(info.id);
+    const known = this.participants.has(info.id);
+    const p = this._addParticipant(info);
+    this._emit(known ? 'participantupdated' : 'participantjoined', { participant: p });
+  }
+
+  _onParticipantLeft(id, reason) {
+    const p = this.participants.get(id);
+    this._gone.add(id);
+    if (!p) return;
+    this.participants.delete(id);
+    this._emit('participantleft', { participant: p, reason });
+  }
+
+  _onTrackPublished(pid, track) {
+    const p = this.participants.get(pid);
+    if (!p || !track) return;
+    p.tracks.set(track.id, { ...track });
+    this._emit('participantupdated', { participant: p });
+  }
+
+  _onTrackUnpublished(pid, trackId) {
+    const p = this.participants.get(pid);
+    if (!p) return;
+    p.tracks.delete(trackId);
+    this._emit('participantupdated', { participant: p });
+  }
+
+  _onTrackMuted(pid, trackId, muted) {
+    const p = this.participants.get(pid);
+    const t = p?.tracks.get(trackId);
+    if (!t) return;
+    t.muted = !!muted;
+    this._emit('participantupdated', { participant: p });
+  }
+}

@@ -1,0 +1,186 @@
+// DOM side of the page: join form, tile grid, controls, messages. Knows nothing of the protocol.
+
+const $ = (id) => document.getElementById(id);
+
+export function showMessage(text, kind = 'error') {
+  const li = document.createElement('li');
+  li.className = `message ${kind}`;
+  const span = document.createElement('span');
+  span.textContent = text;
+  const close = document.createElement('button');
+  close.type = 'button';
+  close.className = 'dismiss';
+  close.setAttribute('aria-label', 'Dismiss');
+  close.textContent = '×';
+  close.addEventListener('click', () => li.remove());
+  li.append(span, close);
+  $('messages').append(li);
+  return li;
+}
+
+export function clearMessages() {
+  $('messages').replaceChildren();
+}
+
+export function setStatus(text) {
+  $('status').textContent = text;
+}
+
+export function setRoomLabel(text) {
+  $('room-label').textContent = text;
+}
+
+export function showJoinForm({ room = '', name = '' } = {}, onSubmit) {
+  const form = $('join-form');
+  $('call').hidden = true;
+  form.hidden = false;
+  form.elements.room.value = room;
+  form.elements.name.value = name;
+  (room ? form.elements.name : form.elements.room).focus();
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    const r = form.elements.room.value.trim();
+    const n = form.elements.name.value.trim();
+    if (!r || !n) return;
+    form.hidden = true;
+    onSubmit(r, n);
+  };
+}
+
+export function showCall() {
+  $('join-form').hidden = true;
+  $('call').hidden = false;
+}
+
+export function hideCall() {
+  $('call').hidden = true;
+  $('grid').replaceChildren();
+}
+
+function tile(id) {
+  return $('grid').querySelector(`.tile[data-participant-id="${CSS.escape(id)}"]`);
+}
+
+export function addTile(id, name, { local = false } = {}) {
+  let el = tile(id);
+  if (el) { setTileName(id, name); return el; }
+  el = document.createElement('div');
+  el.className = local ? 'tile local' : 'tile remote';
+  el.dataset.participantId = id;
+
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  // Own audio must never play back (echo); remote audio plays through the same element.
+  video.muted = local;
+
+  const avatar = document.createElement('div');
+  avatar.className = 'avatar';
+
+  const label = document.createElement('div');
+  label.className = 'label';
+  const nameEl = document.createElement('span');
+  nameEl.className = 'name';
+  const badges = document.createElement('span');
+  badges.className = 'badges';
+  label.append(nameEl, badges);
+
+  el.append(video, avatar, label);
+  $('grid').append(el);
+  setTileName(id, name, local);
+  setTileMuted(id, { audio: false, video: true });
+  updateGridLayout();
+  return el;
+}
+
+export function setTileId(oldId, newId) {
+  const el = tile(oldId);
+  if (el) el.dataset.participantId = newId;
+}
+
+export function setTileName(id, name, local = tile(id)?.classList.contains('local')) {
+  const el = tile(id);
+  if (!el) return;
+  const shown = name || '…';
+  el.querySelector('.name').textContent = local ? `${shown} (you)` : shown;
+  el.querySelector('.avatar').textContent = (name || '?').trim().charAt(0).toUpperCase() || '?';
+}
+
+export function removeTile(id) {
+  const el = tile(id);
+  if (!el) return;
+  const video = el.querySelector('video');
+  video.srcObject = null;
+  el.remove();
+  updateGridLayout();
+}
+
+/** Attaches a stream; returns a promise that rejects if autoplay with sound was blocked. */
+export function setTileStream(id, stream) {
+  const el = tile(id);
+  if (!el) return Promise.resolve();
+  const video = el.querySelector('video');
+  if (video.srcObject === stream) return Promise.resolve();
+  video.srcObject = stream;
+  if (!stream) return Promise.resolve();
+  return video.play().catch((e) => {
+    // AbortError: replaced by a newer srcObject before it started; harmless.
+    if (e.name !== 'AbortError') throw e;
+  });
+}
+
+/** `audio`/`video`: true when that track is muted or absent. */
+export function setTileMuted(id, { audio, video }) {
+  const el = tile(id);
+  if (!el) return;
+  el.classList.toggle('no-video', !!video);
+  const badges = el.querySelector('.badges');
+  badges.replaceChildren();
+  if (audio) badges.append(badge('mic off', 'badge-mic'));
+  if (video) badges.append(badge('camera off', 'badge-cam'));
+}
+
+function badge(text, cls) {
+  const b = document.createElement('span');
+  b.className = `badge ${cls}`;
+  b.textContent = text;
+  return b;
+}
+
+// Column count from tile count keeps tiles as large as possible for 1–9+ people.
+function updateGridLayout() {
+  const grid = $('grid');
+  const n = grid.children.length;
+  grid.style.setProperty('--cols', String(Math.max(1, Math.ceil(Math.sqrt(n)))));
+}
+
+/** Unmutes every remote element; needs a user gesture in browsers that block autoplay. */
+export function enableRemoteAudio() {
+  for (const v of $('grid').querySelectorAll('.tile.remote video')) {
+    v.muted = false;
+    v.play().catch(() => {});
+  }
+}
+
+export function muteRemoteElements() {
+  for (const v of $('grid').querySelectorAll('.tile.remote video')) v.muted = true;
+}
+
+export function setControls({ micMuted, camMuted, hasMic, hasCam }) {
+  const mic = $('btn-mic');
+  mic.disabled = !hasMic;
+  mic.textContent = !hasMic ? 'No mic' : micMuted ? 'Unmute mic' : 'Mute mic';
+  mic.setAttribute('aria-pressed', String(!!micMuted));
+  const cam = $('btn-cam');
+  cam.disabled = !hasCam;
+  cam.textContent = !hasCam ? 'No camera' : camMuted ? 'Start camera' : 'Stop camera';
+  cam.setAttribute('aria-pressed', String(!!camMuted));
+}
+
+export function onControl(name, handler) {
+  $(`btn-${name}`).addEventListener('click', handler);
+}
+
+export function showAudioButton(show) {
+  $('btn-audio').hidden = !show;
+}

@@ -1,0 +1,150 @@
+// First-frame benchmark: a publisher is already sending in a fresh room; a second page opens
+// `/?room=...` and we time navigation start -> first decoded remote video frame.
+//   node first_frame.mjs [runs]      (default 7; env FF_RUNS works too)
+import {
+  startServer, launchBrowser, openPage, waitFor, waitJoined, pageUrl, uniqueName, log, median,
+  saveArtifacts, tail, snapshot,
+} from './harness.mjs';
+
+const RUNS = Number(process.argv[2] || process.env.FF_RUNS || 7);
+const TIMEOUT_MS = 30_000;
+
+// Runs in the subscriber page before any of its scripts. Times are performance.now(), i.e.
+// milliseconds since this document's navigation start.
+function firstFrameProbe() {
+  const ff = { decodedAt: null, renderedAt: null };
+  window.__ff = ff;
+  const poll = async () => {
+    const pc = window.zvon?.client?.subscriberPc;
+    if (pc && pc.signalingState !== 'closed') {
+      try {
+        const stats = await pc.getStats();
+        stats.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && ff.decodedAt == null) {
+            ff.decodedAt = performance.now();
+          }
+        });
+      } catch { /* pc closed under us */ }
+    }
+    if (ff.decodedAt == null) setTimeout(poll, 20);
+  };
+  setTimeout(poll, 20);
+  // requestVideoFrameCallback: when the frame is actually presented in the remote tile.
+  new MutationObserver(() => {
+    for (const v of document.querySelectorAll('.tile.remote video')) {
+      if (v.__ffWatched || !v.requestVideoFrameCallback) continue;
+      v.__ffWatched = true;
+      v.requestVideoFrameCallback(() => { if (ff.renderedAt == null) ff.renderedAt = performance.now(); });
+    }
+  }).observe(document, { subtree: true, childList: true });
+}
+
+async function publisherSending(page) {
+  return waitFor('publisher to send video', async (prev) => {
+    const r = await page.evaluate(async () => {
+      const pc = window.zvon?.client?.publisherPc;
+      if (!pc) return { frames: 0, state: window.zvon?.client?.state };
+      let frames = 0;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') frames += s.framesEncoded ?? 0;
+      });
+      return { frames, state: pc.connectionState };
+    });
+    return { ok: r.state === 'connected' && r.frames > (prev?.seen.frames ?? Infinity), seen: r };
+  }, { timeoutMs: TIMEOUT_MS, intervalMs: 200 });
+}
+
+async function oneRun(browser, server, i) {
+  const room = uniqueName(`ff${i}`);
+  const pages = [];
+  try {
+    const pub = await openPage(browser, pageUrl(server, room, 'Publisher'), 'pub');
+    pages.push(pub);
+    await waitJoined(pub, TIMEOUT_MS);
+    await publisherSending(pub);
+
+    const sub = await openPage(browser, null, 'sub');
+    pages.push(sub);
+    await sub.addInitScript(firstFrameProbe);
+    const t0 = Date.now();
+    await sub.goto(pageUrl(server, room, 'Viewer'));
+    const r = await waitFor('first decoded remote frame', async () => {
+      const ff = await sub.evaluate(() => ({
+        ...window.__ff,
+        timeOrigin: performance.timeOrigin,
+        marks: Object.fromEntries(performance.getEntriesByType('mark')
+          .filter((m) => m.name.startsWith('zvon:'))
+          .map((m) => [m.name.slice(5), Math.round(m.startTime)])),
+      }));
+      return { ok: ff.decodedAt != null, ff, seen: { ff, snap: await snapshot(sub) } };
+    }, { timeoutMs: TIMEOUT_MS, intervalMs: 50 });
+    // Give requestVideoFrameCallback a moment if the frame was decoded but not yet presented.
+    let { ff } = r;
+    if (ff.renderedAt == null) {
+      await waitFor('first rendered frame', async () => {
+        ff = { ...ff, ...(await sub.evaluate(() => ({ renderedAt: window.__ff.renderedAt }))) };
+        return { ok: ff.renderedAt != null, seen: ff };
+      }, { timeoutMs: 3000, intervalMs: 50 }).catch(() => {});
+    }
+    // A presented frame was decoded too; stats polling can lag the compositor by a few ms.
+    const firstMs = Math.round(Math.min(ff.decodedAt, ff.renderedAt ?? Infinity));
+    return {
+      firstMs,
+      decodedMs: Math.round(ff.decodedAt),
+      renderedMs: ff.renderedAt == null ? null : Math.round(ff.renderedAt),
+      // Node-side view of the same: goto() call -> decode, including CDP latency.
+      wallMs: Math.round(ff.timeOrigin + ff.decodedAt - t0),
+      marks: ff.marks,
+    };
+  } catch (e) {
+    await saveArtifacts(`first-frame-run${i}`, pages, server);
+    throw e;
+  } finally {
+    for (const p of pages) await p.context().close().catch(() => {});
+  }
+}
+
+async function main() {
+  let server = null;
+  let browser = null;
+  const runs = [];
+  let ok = true;
+  try {
+    server = await startServer();
+    browser = await launchBrowser();
+    for (let i = 1; i <= RUNS; i++) {
+      const r = await oneRun(browser, server, i);
+      runs.push(r);
+      const m = r.marks;
+      console.log(`run ${i}: first remote frame ${r.firstMs} ms after navigation start` +
+        ` (getStats decoded ${r.decodedMs} ms, rendered ${r.renderedMs ?? '?'} ms; marks: ws-open ${m['ws-open']}, joined ${m.joined},` +
+        ` subscriber-offer ${m['subscriber-offer']}, subscriber-connected ${m['subscriber-connected']})`);
+    }
+  } catch (e) {
+    ok = false;
+    console.log(`FAIL first_frame: ${e.message}`);
+    if (server) console.log(`--- server log (tail) ---\n${tail(server.logText(), 40)}`);
+  } finally {
+    await browser?.close().catch(() => {});
+    await server?.stop();
+  }
+  if (runs.length) {
+    const first = runs.map((r) => r.firstMs);
+    const dec = runs.map((r) => r.decodedMs);
+    const ren = runs.map((r) => r.renderedMs).filter((x) => x != null);
+    const markNames = ['connect', 'ws-open', 'joined', 'subscriber-offer', 'subscriber-connected'];
+    const marksMedian = Object.fromEntries(markNames.map((n) => [n, median(runs.map((r) => r.marks[n]).filter((x) => x != null))]));
+    console.log(`median first remote frame: ${median(first)} ms (min ${Math.min(...first)}, max ${Math.max(...first)}, n=${first.length});` +
+      ` getStats decoded median ${median(dec)} ms` + (ren.length ? `, rendered median ${median(ren)} ms` : ''));
+    console.log(JSON.stringify({
+      benchmark: 'first_frame', from: 'navigation_start', to: 'first_remote_video_frame',
+      runs: first.length, ms: first, median_ms: median(first),
+      decoded_ms: dec, median_decoded_ms: median(dec),
+      rendered_ms: ren, median_rendered_ms: ren.length ? median(ren) : null,
+      median_marks_ms: marksMedian, ok,
+    }));
+  }
+  process.exit(ok ? 0 : 1);
+}
+
+main();
