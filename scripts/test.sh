@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, unit and interop tests, headless-Chromium end to end.
+# Installs what a fresh Debian 12 machine lacks. Usage: scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test (unit, protocol and webrtc-rs interop tests)"
+cargo test --workspace --locked
+
+step "headless Chromium end to end"
+cargo build -p zvon-signaling --locked
+ZVON_BIN=target/debug/zvon tests/browser/run.sh
+
+step "all tests passed"
