@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use zvon_sfu::{SfuNode, SfuStats};
+use zvon_sfu::api::{ParticipantId, PeerStats};
+use zvon_sfu::{SfuNode, SfuRequest, SfuResponse, SfuStats};
 
 use crate::config::ServerConfig;
 use crate::http::{router, AppState};
@@ -34,9 +35,32 @@ pub struct RunningServer {
     pub sfu_stats: Arc<SfuStats>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
+    hub: Arc<Hub>,
 }
 
 impl RunningServer {
+    /// Round-trip time and loss the media node keeps for a participant, from received RTCP.
+    pub async fn peer_stats(&self, participant_id: &str) -> Result<PeerStats, zvon_sfu::SfuError> {
+        let request = SfuRequest::PeerStats {
+            participant: ParticipantId(participant_id.to_string()),
+        };
+        match self.hub.sfu().request(request).await? {
+            SfuResponse::PeerStats(stats) => Ok(stats),
+            other => Err(zvon_sfu::SfuError::InvalidRequest(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    /// Rooms and participants currently known to signaling.
+    pub fn room_count(&self) -> usize {
+        self.hub.room_count()
+    }
+
+    pub fn participant_count(&self) -> usize {
+        self.hub.participant_count()
+    }
+
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(());
         let _ = self.task.await;
@@ -79,7 +103,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
 
     let state = AppState {
         session: Arc::new(SessionContext {
-            hub,
+            hub: hub.clone(),
             keys: Arc::new(config.api_keys.clone()),
             limits: config.limits.clone(),
         }),
@@ -105,5 +129,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         sfu_stats,
         shutdown,
         task,
+        hub,
     })
 }

@@ -240,37 +240,31 @@ impl Worker {
         }
     }
 
+    /// Polls one connection until it only wants a timeout, acting on what it emits.
     fn poll_connection(&mut self, key: ConnectionKey, now: Instant) {
+        while let Some(conn) = self
+            .participants
+            .get_mut(key.0 .0 as usize)
+            .and_then(|p| p.connection_mut(key.1))
         {
-            loop {
-                let Some(conn) = self
-                    .participants
-                    .get_mut(key.0 .0 as usize)
-                    .and_then(|p| p.connection_mut(key.1))
-                else {
-                    break;
-                };
-                if conn.lost_reported {
-                    break;
-                }
-                if !conn.rtc.is_alive() {
-                    conn.lost_reported = true;
-                    self.report_media_lost(key.0);
+            if conn.lost_reported {
+                break;
+            }
+            if !conn.rtc.is_alive() {
+                conn.lost_reported = true;
+                self.report_media_lost(key.0);
+                break;
+            }
+            match conn.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => self.send_queue.push(t.destination, t.contents.into()),
+                Ok(Output::Timeout(t)) => {
+                    conn.next_timeout = t;
                     break;
                 }
-                match conn.rtc.poll_output() {
-                    Ok(Output::Transmit(t)) => {
-                        self.send_queue.push(t.destination, t.contents.into())
-                    }
-                    Ok(Output::Timeout(t)) => {
-                        conn.next_timeout = t;
-                        break;
-                    }
-                    Ok(Output::Event(e)) => self.handle_event(key, e, now),
-                    Err(e) => {
-                        debug!("poll_output: {e}");
-                        conn.rtc.disconnect();
-                    }
+                Ok(Output::Event(e)) => self.handle_event(key, e, now),
+                Err(e) => {
+                    debug!("poll_output: {e}");
+                    conn.rtc.disconnect();
                 }
             }
         }
