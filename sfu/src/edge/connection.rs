@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rand::distributions::Alphanumeric;
 use rand::Rng;
 use str0m::change::SdpPendingOffer;
+use str0m::config::DtlsCert;
 use str0m::media::Mid;
 use str0m::{Candidate, IceCreds, Rtc, RtcError};
 
@@ -23,7 +24,13 @@ pub struct Connection {
 
 impl Connection {
     /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
-    pub fn new(candidate: SocketAddr, now: Instant) -> Result<Self, RtcError> {
+    /// `cert` is shared by the worker's connections: generating a key per connection costs
+    /// CPU at every join and memory for every participant.
+    pub fn new(
+        candidate: SocketAddr,
+        cert: Option<&DtlsCert>,
+        now: Instant,
+    ) -> Result<Self, RtcError> {
         let mut rng = rand::thread_rng();
         let ufrag: String = (&mut rng)
             .sample_iter(Alphanumeric)
@@ -35,7 +42,11 @@ impl Connection {
             .take(24)
             .map(char::from)
             .collect();
-        let mut rtc = Rtc::builder()
+        let mut builder = Rtc::builder();
+        if let Some(cert) = cert {
+            builder = builder.set_dtls_cert(cert.clone());
+        }
+        let mut rtc = builder
             .set_ice_lite(true)
             .set_rtp_mode(true)
             .set_local_ice_credentials(IceCreds {

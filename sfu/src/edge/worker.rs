@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
@@ -52,6 +53,7 @@ pub struct Worker {
     send_queue: SendQueue,
     forwards: Vec<Forward>,
     dirty: Vec<ConnectionKey>,
+    dtls_cert: Option<DtlsCert>,
 }
 
 impl Worker {
@@ -73,6 +75,9 @@ impl Worker {
             send_queue: SendQueue::default(),
             forwards: Vec::with_capacity(256),
             dirty: Vec::with_capacity(256),
+            dtls_cert: str0m::crypto::from_feature_flags()
+                .dtls_provider
+                .generate_certificate(),
         }
     }
 
@@ -516,7 +521,7 @@ impl Worker {
         if self.participants[peer.0 as usize].publisher.is_some() {
             return Err(SfuError::InvalidRequest("already published".into()));
         }
-        let mut conn = Connection::new(self.candidate, now)
+        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
         let answer = conn
             .rtc
@@ -604,7 +609,7 @@ impl Worker {
             return;
         }
         if self.participants[peer.0 as usize].subscriber.is_none() {
-            let conn = match Connection::new(self.candidate, now) {
+            let conn = match Connection::new(self.candidate, self.dtls_cert.as_ref(), now) {
                 Ok(c) => c,
                 Err(e) => {
                     warn!("cannot create subscriber connection: {e}");
