@@ -106,6 +106,11 @@ pub fn parse_client_message(text: &str) -> Parsed {
             ErrorCode::UnknownType,
             format!("unknown message type {t:?}"),
         )),
+        // A join without a token is an authentication failure, not a formatting one.
+        Some("join") if !object.get("token").is_some_and(Value::is_string) => Err((
+            ErrorCode::Unauthorized,
+            "join needs a string \"token\"".into(),
+        )),
         Some(_) => serde_json::from_value(value.clone())
             .map_err(|e| (ErrorCode::InvalidMessage, e.to_string())),
     };
@@ -293,6 +298,14 @@ mod tests {
             Some(ErrorCode::InvalidMessage)
         );
         assert_eq!(code(r#"{"type":"ping","extra":true}"#), None);
+        assert_eq!(
+            code(r#"{"type":"join","protocol":1}"#),
+            Some(ErrorCode::Unauthorized)
+        );
+        assert_eq!(
+            code(r#"{"type":"join","protocol":1}"#),
+            Some(ErrorCode::Unauthorized)
+        );
     }
 
     #[test]
