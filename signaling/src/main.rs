@@ -62,6 +62,12 @@ struct ServeArgs {
     workers: Option<usize>,
     #[arg(long, env = "ZVON_MAX_PARTICIPANTS")]
     max_participants: Option<usize>,
+    /// How long an empty room lives on (e.g. 0s, 30s, 5m).
+    #[arg(long, env = "ZVON_EMPTY_TIMEOUT", value_parser = parse_duration)]
+    empty_timeout: Option<Duration>,
+    /// How long a participant whose socket dropped may resume (e.g. 10s).
+    #[arg(long, env = "ZVON_RECONNECT_GRACE", value_parser = parse_duration)]
+    reconnect_grace: Option<Duration>,
     /// Dev mode: anyone can get a token from /api/dev-token. Never in production.
     #[arg(long, env = "ZVON_DEV")]
     dev: bool,
@@ -107,6 +113,8 @@ struct FileConfig {
     media_port: Option<u16>,
     workers: Option<usize>,
     max_participants: Option<usize>,
+    empty_timeout_secs: Option<u64>,
+    reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
 }
 
@@ -166,6 +174,18 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(m) = args.max_participants.or(file.max_participants) {
         config.limits.max_participants = m;
+    }
+    if let Some(t) = args
+        .empty_timeout
+        .or(file.empty_timeout_secs.map(Duration::from_secs))
+    {
+        config.limits.empty_timeout = t;
+    }
+    if let Some(t) = args
+        .reconnect_grace
+        .or(file.reconnect_grace_secs.map(Duration::from_secs))
+    {
+        config.limits.reconnect_grace = t;
     }
     if dev {
         warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");

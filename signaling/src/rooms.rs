@@ -6,7 +6,7 @@
 //! contains).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
@@ -77,6 +77,8 @@ impl State {
 }
 
 pub struct Hub {
+    /// Lets `&self` methods schedule timers that outlive the call.
+    me: Weak<Hub>,
     state: Mutex<State>,
     sfu: Arc<SfuNode>,
     limits: Limits,
@@ -109,11 +111,34 @@ fn sfu_refusal(e: SfuError) -> Refusal {
 
 impl Hub {
     pub fn new(sfu: Arc<SfuNode>, limits: Limits) -> Arc<Self> {
-        Arc::new(Hub {
+        Arc::new_cyclic(|me| Hub {
+            me: me.clone(),
             state: Mutex::new(State::default()),
             sfu,
             limits,
         })
+    }
+
+    /// Closes an empty room now, or after `empty_timeout` if nobody joined meanwhile.
+    fn close_when_still_empty(&self, state: &mut State, room: &str) {
+        let timeout = self.limits.empty_timeout;
+        if timeout.is_zero() {
+            state.rooms.remove(room);
+            info!(room, "room closed");
+            return;
+        }
+        let Some(hub) = self.me.upgrade() else {
+            return;
+        };
+        let room = room.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let mut state = hub.lock();
+            if state.rooms.get(&room).is_some_and(Vec::is_empty) {
+                state.rooms.remove(&room);
+                info!(room, "room closed after empty timeout");
+            }
+        });
     }
 
     pub fn sfu(&self) -> &SfuNode {
@@ -525,8 +550,7 @@ impl Hub {
             if let Some(members) = state.rooms.get_mut(&p.room) {
                 members.retain(|id| id != pid);
                 if members.is_empty() {
-                    state.rooms.remove(&p.room);
-                    info!(room = %p.room, "room closed");
+                    self.close_when_still_empty(&mut state, &p.room);
                 }
             }
             if !p.grants.hidden {

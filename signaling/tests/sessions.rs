@@ -300,3 +300,23 @@ async fn dev_tokens_only_in_dev_mode() {
     assert!(body.contains("dev_mode_disabled"), "{body}");
     prod.shutdown().await;
 }
+
+#[tokio::test]
+async fn empty_rooms_close_immediately_or_after_the_empty_timeout() {
+    let s = server(|_| {}).await;
+    let (mut a, _) = join(&s, "r", "alice").await;
+    assert_eq!(s.room_count(), 1);
+    send(&mut a, json!({"type":"leave"})).await;
+    expect_type(&mut a, "left").await;
+    assert_eq!(s.room_count(), 0, "closed at the last leave");
+    s.shutdown().await;
+
+    let s = server(|c| c.limits.empty_timeout = Duration::from_millis(300)).await;
+    let (mut a, _) = join(&s, "r", "alice").await;
+    send(&mut a, json!({"type":"leave"})).await;
+    expect_type(&mut a, "left").await;
+    assert_eq!(s.room_count(), 1, "kept open for the empty timeout");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(s.room_count(), 0, "closed after the empty timeout");
+    s.shutdown().await;
+}
