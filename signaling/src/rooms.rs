@@ -607,6 +607,19 @@ impl Hub {
         }
     }
 
+    /// The participant's socket closed deliberately: it left, unless a newer socket has
+    /// already resumed it.
+    pub async fn remove_session(&self, pid: &str, session: u64) {
+        let current = self
+            .lock()
+            .participants
+            .get(pid)
+            .is_some_and(|p| p.session == session);
+        if current {
+            self.remove(pid, LeaveReason::Left).await;
+        }
+    }
+
     /// The participant's socket went away. Unless a new socket resumes it within the grace
     /// period, it is removed.
     pub fn detach(self: &Arc<Self>, pid: &str, session: u64) {

@@ -18,6 +18,7 @@ use crate::token::{self, TokenError};
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
+const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
 
 pub struct SessionContext {
     pub hub: Arc<Hub>,
@@ -36,6 +37,7 @@ struct Session {
     outbox: Outbox,
     joined: Option<Joined>,
     left: bool,
+    closed_by_client: bool,
 }
 
 pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
@@ -47,6 +49,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
         outbox,
         joined: None,
         left: false,
+        closed_by_client: false,
     };
     let join_deadline = tokio::time::sleep(limits.join_timeout);
     tokio::pin!(join_deadline);
@@ -54,6 +57,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
     let mut bucket = TokenBucket::new(limits.messages_per_second, burst, Instant::now());
     let mut ping = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = Instant::now();
+    let mut we_closed = false;
 
     let fatal: Option<(ErrorCode, String)> = loop {
         tokio::select! {
@@ -74,7 +78,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                         session.reply_error(ErrorCode::InvalidMessage, "binary frames are not part of the protocol", None);
                         Flow::Continue
                     }
-                    Message::Close(_) => break None,
+                    Message::Close(_) => {
+                        // A closing handshake is a deliberate goodbye (a closed tab sends one);
+                        // only a socket that just drops gets the reconnect grace period.
+                        session.closed_by_client = true;
+                        break None;
+                    }
                     Message::Ping(_) | Message::Pong(_) => Flow::Continue,
                 };
                 if let Flow::Fatal(code, message) = flow {
@@ -97,6 +106,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                     Outbound::Close => {
                         session.left = true;
                         let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
+                        we_closed = true;
                         break None;
                     }
                 }
@@ -133,9 +143,30 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                 reason: reason.into(),
             })))
             .await;
+        we_closed = true;
+    }
+    if we_closed && !session.closed_by_client {
+        // Finish the closing handshake: dropping a socket with unread input makes the kernel
+        // reset it, and the client could lose the error we just sent.
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
+            while let Some(Ok(frame)) = stream.next().await {
+                if let Message::Close(_) = frame {
+                    break;
+                }
+            }
+        })
+        .await;
     }
     if let (Some(j), false) = (&session.joined, session.left) {
-        session.ctx.hub.detach(&j.participant_id, j.session);
+        if session.closed_by_client {
+            session
+                .ctx
+                .hub
+                .remove_session(&j.participant_id, j.session)
+                .await;
+        } else {
+            session.ctx.hub.detach(&j.participant_id, j.session);
+        }
     }
 }
 

@@ -320,3 +320,16 @@ async fn empty_rooms_close_immediately_or_after_the_empty_timeout() {
     assert_eq!(s.room_count(), 0, "closed after the empty timeout");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn closing_the_socket_is_leaving_without_waiting_for_grace() {
+    let s = server(|c| c.limits.reconnect_grace = Duration::from_secs(30)).await;
+    let (mut a, _) = join(&s, "r", "alice").await;
+    let (mut b, b_joined) = join(&s, "r", "bob").await;
+    expect_type(&mut a, "participant_joined").await;
+    b.close(None).await.expect("close handshake");
+    let left = expect_type(&mut a, "participant_left").await;
+    assert_eq!(left["participant_id"], b_joined["participant"]["id"]);
+    assert_eq!(left["reason"], "left");
+    s.shutdown().await;
+}
