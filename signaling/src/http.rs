@@ -100,7 +100,12 @@ async fn upgrade(
             .into_response();
     }
     let ctx = state.session.clone();
-    ws.max_message_size(TRANSPORT_MESSAGE_LIMIT)
+    // Small buffers: the WebSocket layer keeps its read buffer resident per socket (the default
+    // 128 KiB made an idle participant cost more than its media connection). Messages larger
+    // than the buffer still arrive; the buffer grows for them and is freed afterwards.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(TRANSPORT_MESSAGE_LIMIT)
         .max_frame_size(TRANSPORT_MESSAGE_LIMIT)
         .on_upgrade(move |socket| session::run(socket, ctx))
 }

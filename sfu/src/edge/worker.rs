@@ -38,6 +38,8 @@ pub struct Command {
 
 /// Longest sleep without a timeout: bounds how stale `now` gets when nothing happens.
 const IDLE_TICK: Duration = Duration::from_millis(100);
+const RTX_CACHE_PACKETS: usize = 512;
+const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 
@@ -754,6 +756,13 @@ impl Worker {
                 warn!("no common codec between publisher and subscriber for m-line {sub_mid}");
             }
             keyframe_requests.extend(self.router.activate(key, map, now));
+            if let Some(sub) = self.participants[peer.0 as usize].subscriber.as_mut() {
+                if let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(sub_mid, None) {
+                    // Answer NACKs for 1.5 s of video (RTTs up to about a second), not str0m's
+                    // default 3 s: the cache is per subscriber and dominates its memory.
+                    tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                }
+            }
         }
         for r in keyframe_requests {
             self.request_keyframe(r);
