@@ -200,11 +200,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "Zvon is running. Open http://{}/ in two browser tabs to call.",
         server.http_addr
     );
-    tokio::signal::ctrl_c()
-        .await
-        .context("waiting for Ctrl-C")?;
+    wait_for_stop_signal().await?;
     info!("shutting down");
     server.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM from systemd / a container runtime.
+async fn wait_for_stop_signal() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

@@ -10,6 +10,9 @@ window.zvon = { client: null };
 
 class UserError extends Error {}
 
+// Same naming as client.js marks; the first-frame benchmark reads them.
+const mark = (name) => performance.mark?.(`zvon:${name}`);
+
 async function fetchToken(room, name) {
   const url = `/api/dev-token?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`;
   let res;
@@ -119,26 +122,37 @@ async function join(room, name, token = params.get('token')) {
   ui.clearMessages();
   ui.setStatus('Connecting…');
   ui.setRoomLabel(room ? `Room: ${room}` : '');
+  // The camera prompt runs alongside token and join: remote media does not wait for it.
+  const media = getLocalMedia().then((s) => { mark('media'); return s; });
+  let c = null;
   try {
-    // Token and devices in parallel: both are on the path to the first frame.
-    const [tok, stream] = await Promise.all([token ? Promise.resolve(token) : fetchToken(room, name), getLocalMedia()]);
-    localStream = stream;
-
-    client = new ZvonClient({ token: tok, room: room || undefined });
-    window.zvon.client = client;
-    wire(client);
+    const tok = token || await fetchToken(room, name);
+    mark('token');
+    c = new ZvonClient({ token: tok, room: room || undefined });
+    client = c;
+    window.zvon.client = c;
+    wire(c);
 
     ui.showCall();
     ui.addTile(LOCAL_TILE, name || 'You', { local: true });
-    if (localStream) ui.setTileStream(LOCAL_TILE, localStream);
     refreshControls();
+    media.then((stream) => {
+      if (client !== c || ['left', 'error'].includes(c.state)) {
+        stream?.getTracks().forEach((t) => t.stop());
+        return;
+      }
+      localStream = stream;
+      if (stream) ui.setTileStream(c.localParticipant?.id ?? LOCAL_TILE, stream);
+      refreshControls();
+    });
 
-    await client.connect(localStream);
+    await c.connect(media);
   } catch (e) {
     if (e instanceof UserError) ui.showMessage(e.message);
-    else if (!client || !['error', 'left'].includes(client.state)) ui.showMessage(`Could not join: ${e.message}`);
+    else if (!c || !['error', 'left'].includes(c.state)) ui.showMessage(`Could not join: ${e.message}`);
     // connectionerror/servererror events already said why.
     ui.setStatus('Not connected');
+    media.then((stream) => stream?.getTracks().forEach((t) => t.stop()));
     stopLocal();
     ui.hideCall();
     ui.showJoinForm({ room, name }, (r, n) => join(r, n, null));
@@ -175,6 +189,9 @@ function wire(c) {
   });
   c.addEventListener('servererror', ({ detail: e }) => {
     ui.showMessage(`Server error ${e.code}: ${e.message}`);
+  });
+  c.addEventListener('publisherror', ({ detail }) => {
+    ui.showMessage(`Could not send your camera and microphone: ${detail.message}`);
   });
   c.addEventListener('connectionerror', ({ detail }) => {
     ui.showMessage(detail.message);

@@ -8,6 +8,7 @@
 //   participantupdated {participant}          tracks published/unpublished/muted
 //   media              {participant}          participant.stream changed (new MediaStream)
 //   published          {tracks}
+//   publisherror       {message}              could not start sending (local WebRTC failure)
 //   servererror        {code, message, fatal, request_id}
 //   connectionerror    {message}              socket failed or closed unexpectedly
 //   left               {}
@@ -58,10 +59,16 @@ export class ZvonClient extends EventTarget {
     this._gone = new Set();
   }
 
-  /** Opens the socket, joins and publishes `localStream` (may be null: receive only). */
-  connect(localStream = null) {
+  /**
+   * Opens the socket, joins, and publishes `media` once joined. `media` is a MediaStream, null
+   * (receive only) or a promise of either: joining need not wait for the camera prompt, so
+   * remote video can start while the user is still deciding.
+   */
+  connect(media = null) {
     if (this.state !== 'idle') throw new Error(`connect() in state ${this.state}`);
-    this.localStream = localStream;
+    this._media = Promise.resolve(media)
+      .catch(() => null)
+      .then((stream) => { this.localStream = stream; return stream; });
     this._setState('connecting');
     mark('connect');
     return new Promise((resolve, reject) => {
@@ -239,9 +246,13 @@ export class ZvonClient extends EventTarget {
 
     const grants = msg.participant?.grants ?? {};
     const mayPublish = grants.can_publish !== false && !grants.hidden;
-    if (mayPublish && this.localStream && this.localStream.getTracks().length > 0) {
-      await this._publish();
-    }
+    if (!mayPublish) return;
+    // Not awaited: subscriber offers must not queue behind the camera prompt.
+    this._media
+      .then((stream) => {
+        if (this.state === 'joined' && stream && stream.getTracks().length > 0) return this._publish();
+      })
+      .catch((e) => this._emit('publisherror', { message: e.message }));
   }
 
   _createSubscriber() {

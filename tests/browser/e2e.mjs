@@ -56,8 +56,12 @@ async function scenarioTwoParty(browser, server, pages, results) {
     });
     obs.observe(grid, { childList: true });
   }, idB);
-  const clickedAt = Date.now();
-  await b.click('#btn-leave');
+  // Click from inside the page so the time excludes Playwright's actionability checks.
+  const clickedAt = await b.evaluate(() => {
+    const t = Date.now();
+    document.getElementById('btn-leave').click();
+    return t;
+  });
   const r = await waitFor(`A to drop B's tile (${idB})`, async () => {
     const goneAt = await a.evaluate(() => window.__tileGoneAt);
     return { ok: goneAt != null, goneAt, seen: await snapshot(a) };

@@ -121,10 +121,11 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
     exited: () => exited,
     async stop() {
       if (exited) return exited;
-      try { process.kill(child.pid, 'SIGTERM'); } catch { /* already gone */ }
+      // SIGINT is the signal the server shuts down gracefully on (it logs "shutting down").
+      try { process.kill(child.pid, 'SIGINT'); } catch { /* already gone */ }
       const res = await Promise.race([exitPromise, sleep(5000).then(() => null)]);
       if (res) return res;
-      log(`server pid ${child.pid} ignored SIGTERM for 5 s, sending SIGKILL`);
+      log(`server pid ${child.pid} ignored SIGINT for 5 s, sending SIGKILL`);
       try { process.kill(child.pid, 'SIGKILL'); } catch { /* gone */ }
       return exitPromise;
     },
