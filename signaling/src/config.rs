@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use zvon_sfu::SfuConfig;
 
+use crate::calls::CallSettings;
+
 /// An API key and the secret that signs its tokens.
 #[derive(Debug, Clone)]
 pub struct ApiKey {
@@ -47,6 +49,9 @@ pub struct ServerConfig {
     pub api_keys: Vec<ApiKey>,
     pub limits: Limits,
     pub sfu: SfuConfig,
+    pub calls: CallSettings,
+    /// Where call events are POSTed (plain `http://`), signed with the first API key.
+    pub webhook_url: Option<String>,
 }
 
 impl ServerConfig {
@@ -71,6 +76,8 @@ impl ServerConfig {
                 workers: 1,
                 ..SfuConfig::default()
             },
+            calls: CallSettings::default(),
+            webhook_url: None,
         }
     }
 }
@@ -83,6 +90,8 @@ impl Default for ServerConfig {
             api_keys: vec![],
             limits: Limits::default(),
             sfu: SfuConfig::default(),
+            calls: CallSettings::default(),
+            webhook_url: None,
         }
     }
 }

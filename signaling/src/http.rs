@@ -4,10 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::Path;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
@@ -73,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/rtc", get(upgrade))
         .route("/api/dev-token", get(dev_token))
         .route("/api/info", get(info))
+        .route("/api/calls", post(server_call))
+        .route("/api/calls/{call_id}", get(server_call_report))
+        .route("/api/calls/{call_id}/end", post(server_end_call))
         .with_state(state)
 }
 
@@ -112,9 +117,15 @@ async fn upgrade(
 
 #[derive(Deserialize)]
 struct DevTokenQuery {
+    #[serde(default)]
     room: String,
     #[serde(default)]
     name: Option<String>,
+    /// With `device`: a device token for calls, for this identity.
+    #[serde(default)]
+    identity: Option<String>,
+    #[serde(default)]
+    device: Option<String>,
 }
 
 async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>) -> Response {
@@ -126,12 +137,15 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
             .into_response();
     }
     let name = q.name.unwrap_or_default();
-    if q.room.is_empty() || q.room.len() > 64 || name.len() > 64 {
-        return (
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": "room must be 1-64 and name at most 64 characters"})),
-        )
-            .into_response();
+    let device = q.device.filter(|d| !d.is_empty());
+    let room_ok = (1..=64).contains(&q.room.len()) || (q.room.is_empty() && device.is_some());
+    let ids_ok = [&q.identity, &device]
+        .iter()
+        .all(|v| v.as_ref().is_none_or(|s| s.len() <= 64));
+    if !room_ok || name.len() > 64 || !ids_ok {
+        let msg =
+            "give room (1-64 characters) or identity and device (each at most 64); name at most 64";
+        return (StatusCode::BAD_REQUEST, Json(json!({ "error": msg }))).into_response();
     }
     let Some(key) = state.session.keys.first() else {
         return (
@@ -140,13 +154,17 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
         )
             .into_response();
     };
-    let identity = format!("guest-{}", rand::random::<u32>());
+    let identity = q
+        .identity
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| format!("guest-{}", rand::random::<u32>()));
     let mut claims = Claims::new(&key.key, &q.room, &identity, Duration::from_secs(6 * 3600));
     claims.name = Some(if name.is_empty() {
         identity.clone()
     } else {
         name
     });
+    claims.device = device;
     match token::mint(&claims, &key.secret) {
         Ok(token) => Json(json!({"token": token, "identity": identity})).into_response(),
         Err(e) => (
@@ -159,4 +177,106 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
 
 async fn info(State(state): State<AppState>) -> Response {
     Json(json!({"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL_VERSION, "dev": state.dev_mode})).into_response()
+}
+
+fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "message": message.into()})),
+    )
+        .into_response()
+}
+
+/// The backend's bearer token must carry the `server_api` grant.
+fn check_server_api(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            Box::new(api_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authorization: Bearer <token> needed",
+            ))
+        })?;
+    match token::verify(bearer, &state.session.keys) {
+        Ok(claims) if claims.grants.server_api => Ok(()),
+        Ok(_) => Err(Box::new(api_error(
+            StatusCode::FORBIDDEN,
+            "permission_denied",
+            "token lacks the server_api grant",
+        ))),
+        Err(e) => Err(Box::new(api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            e.to_string(),
+        ))),
+    }
+}
+
+#[derive(Deserialize)]
+struct ServerCallRequest {
+    from: String,
+    to: Vec<String>,
+    media: crate::calls::Media,
+}
+
+fn refusal_response((code, message): crate::rooms::Refusal) -> Response {
+    let code = serde_json::to_value(code)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let status = if code == "unknown_call" {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    api_error(status, &code, message)
+}
+
+async fn server_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<ServerCallRequest>,
+) -> Response {
+    if let Err(r) = check_server_api(&state, &headers) {
+        return *r;
+    }
+    match state
+        .session
+        .hub
+        .server_invite(&body.from, &body.to, body.media)
+    {
+        Ok(created) => Json(created).into_response(),
+        Err(refusal) => refusal_response(refusal),
+    }
+}
+
+async fn server_end_call(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Response {
+    if let Err(r) = check_server_api(&state, &headers) {
+        return *r;
+    }
+    match state.session.hub.server_end_call(&call_id) {
+        Ok(()) => Json(json!({"call_id": call_id, "ended": true})).into_response(),
+        Err(refusal) => refusal_response(refusal),
+    }
+}
+
+async fn server_call_report(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(call_id): Path<String>,
+) -> Response {
+    if let Err(r) = check_server_api(&state, &headers) {
+        return *r;
+    }
+    match state.session.hub.call_report(&call_id) {
+        Some(report) => Json(report).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, "unknown_call", "no such call"),
+    }
 }

@@ -4,6 +4,7 @@
 //! participants, and the browser client in `web/`. It drives media nodes only through the
 //! message API of `zvon_sfu::api`; it must never know about RTP, SRTP or packets.
 
+pub mod calls;
 pub mod config;
 pub mod http;
 pub mod protocol;

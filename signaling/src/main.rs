@@ -71,13 +71,23 @@ struct ServeArgs {
     /// Dev mode: anyone can get a token from /api/dev-token. Never in production.
     #[arg(long, env = "ZVON_DEV")]
     dev: bool,
+    /// Where call events are POSTed, signed with the API secret (plain http://).
+    #[arg(long, env = "ZVON_WEBHOOK_URL")]
+    webhook_url: Option<String>,
+    /// How long a call rings before it is missed (e.g. 45s).
+    #[arg(long, env = "ZVON_RING_TIMEOUT", value_parser = parse_duration)]
+    ring_timeout: Option<Duration>,
+    /// A callee already in a call gets the new call as "waiting" instead of answering busy.
+    #[arg(long, env = "ZVON_CALL_WAITING")]
+    call_waiting: bool,
 }
 
 #[derive(Args)]
 struct TokenArgs {
     #[command(flatten)]
     keys: KeyArgs,
-    #[arg(long)]
+    /// Room the token joins (omit for device and server-API tokens).
+    #[arg(long, default_value = "")]
     room: String,
     #[arg(long)]
     identity: String,
@@ -96,6 +106,12 @@ struct TokenArgs {
     admin: bool,
     #[arg(long)]
     hidden: bool,
+    /// A device token for calls: the device id of this identity.
+    #[arg(long)]
+    device: Option<String>,
+    /// A token for the app backend's server API (/api/calls).
+    #[arg(long)]
+    server_api: bool,
     /// Sign with the dev key (matches a server started with --dev and no key).
     #[arg(long)]
     dev: bool,
@@ -114,6 +130,9 @@ struct FileConfig {
     workers: Option<usize>,
     max_participants: Option<usize>,
     empty_timeout_secs: Option<u64>,
+    webhook_url: Option<String>,
+    ring_timeout_secs: Option<u64>,
+    call_waiting: Option<bool>,
     reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
 }
@@ -187,6 +206,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
     {
         config.limits.reconnect_grace = t;
     }
+    config.webhook_url = args.webhook_url.or(file.webhook_url);
+    if let Some(t) = args
+        .ring_timeout
+        .or(file.ring_timeout_secs.map(Duration::from_secs))
+    {
+        config.calls.ring_timeout = t;
+    }
+    if args.call_waiting || file.call_waiting.unwrap_or(false) {
+        config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;
+    }
     if dev {
         warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");
         if config.api_keys[0].key == ServerConfig::DEV_API_KEY {
@@ -227,6 +256,8 @@ fn mint_token(args: TokenArgs) -> Result<()> {
     claims.grants.can_publish_data = !args.no_publish_data;
     claims.grants.room_admin = args.admin;
     claims.grants.hidden = args.hidden;
+    claims.grants.server_api = args.server_api;
+    claims.device = args.device;
     println!("{}", token::mint(&claims, &key.secret)?);
     Ok(())
 }

@@ -8,13 +8,20 @@ use crate::token::Grants;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
-const KNOWN_TYPES: [&str; 6] = [
+const KNOWN_TYPES: [&str; 13] = [
     "join",
     "publish_offer",
     "subscriber_answer",
     "mute",
     "leave",
     "ping",
+    "register",
+    "call_invite",
+    "call_ack",
+    "call_accept",
+    "call_decline",
+    "call_cancel",
+    "call_hangup",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,6 +73,31 @@ pub enum ClientMessage {
     },
     Leave,
     Ping,
+    Register {
+        protocol: u32,
+        token: String,
+    },
+    CallInvite {
+        to: Vec<String>,
+        media: crate::calls::Media,
+        #[serde(default)]
+        call_id: Option<String>,
+    },
+    CallAck {
+        call_id: String,
+    },
+    CallAccept {
+        call_id: String,
+    },
+    CallDecline {
+        call_id: String,
+    },
+    CallCancel {
+        call_id: String,
+    },
+    CallHangup {
+        call_id: String,
+    },
 }
 
 /// A parsed client frame, or the error code it earns.
@@ -107,7 +139,7 @@ pub fn parse_client_message(text: &str) -> Parsed {
             format!("unknown message type {t:?}"),
         )),
         // A join without a token is an authentication failure, not a formatting one.
-        Some("join") if !object.get("token").is_some_and(Value::is_string) => Err((
+        Some("join" | "register") if !object.get("token").is_some_and(Value::is_string) => Err((
             ErrorCode::Unauthorized,
             "join needs a string \"token\"".into(),
         )),
@@ -261,6 +293,11 @@ pub enum ErrorCode {
     RateLimited,
     MediaUnavailable,
     Internal,
+    NotRegistered,
+    UnknownCall,
+    CallAlreadyAnswered,
+    CannotCallSelf,
+    TooManyCalls,
 }
 
 impl ErrorCode {

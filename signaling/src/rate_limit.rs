@@ -24,6 +24,16 @@ impl TokenBucket {
         }
     }
 
+    /// Like [`TokenBucket::new`] for rates below one per second.
+    pub fn new_fractional(per_second: f64, capacity: u32, now: Instant) -> Self {
+        TokenBucket {
+            capacity: f64::from(capacity),
+            per_second,
+            tokens: f64::from(capacity),
+            last: now,
+        }
+    }
+
     pub fn try_take(&mut self, now: Instant) -> bool {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
         self.last = now;

@@ -6,7 +6,11 @@ use std::sync::Arc;
 use zvon_sfu::api::{ParticipantId, PeerStats};
 use zvon_sfu::{SfuNode, SfuRequest, SfuResponse, SfuStats};
 
+use crate::calls::webhooks::{check_url, WebhookConfig, Webhooks};
 use crate::config::ServerConfig;
+
+/// How often ring timeouts are checked.
+const CALL_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 use crate::http::{router, AppState};
 use crate::rate_limit::PerIpLimiter;
 use crate::rooms::Hub;
@@ -57,6 +61,11 @@ impl RunningServer {
         self.hub.room_count()
     }
 
+    /// A call's state as the server API reports it.
+    pub fn call_report(&self, call_id: &str) -> Option<serde_json::Value> {
+        self.hub.call_report(call_id)
+    }
+
     pub fn participant_count(&self) -> usize {
         self.hub.participant_count()
     }
@@ -98,7 +107,33 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let events = sfu
         .take_events()
         .ok_or_else(|| StartError::Config("media events already taken".into()))?;
-    let hub = Hub::new(sfu, config.limits.clone());
+    let call_key = config.api_keys[0].clone();
+    let webhooks = match &config.webhook_url {
+        Some(url) => {
+            check_url(url).map_err(|e| StartError::Config(format!("webhook URL: {e}")))?;
+            Webhooks::start(WebhookConfig::new(
+                url.clone(),
+                call_key.key.clone(),
+                call_key.secret.clone(),
+            ))
+        }
+        None => Webhooks::disabled(),
+    };
+    let hub = Hub::new(
+        sfu,
+        config.limits.clone(),
+        config.calls.clone(),
+        webhooks,
+        call_key,
+    );
+    let ticker_hub = hub.clone();
+    let ticker = tokio::spawn(async move {
+        let mut every = tokio::time::interval(CALL_TICK);
+        loop {
+            every.tick().await;
+            ticker_hub.tick_calls();
+        }
+    });
     let dispatcher = tokio::spawn(hub.clone().dispatch_media_events(events));
 
     let state = AppState {
@@ -122,6 +157,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
             tracing::error!("signaling listener failed: {e}");
         }
         dispatcher.abort();
+        ticker.abort();
     });
     Ok(RunningServer {
         http_addr,

@@ -13,7 +13,7 @@ use crate::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage, PROTOCOL_VERSION,
 };
 use crate::rate_limit::TokenBucket;
-use crate::rooms::{Hub, Joined, Outbound, Outbox, Refusal};
+use crate::rooms::{CallAction, DeviceSession, Hub, Joined, Outbound, Outbox, Refusal};
 use crate::token::{self, TokenError};
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
@@ -36,6 +36,8 @@ struct Session {
     ctx: Arc<SessionContext>,
     outbox: Outbox,
     joined: Option<Joined>,
+    /// Set when this is a device socket (calls) instead of a room socket.
+    device: Option<DeviceSession>,
     left: bool,
     closed_by_client: bool,
 }
@@ -48,6 +50,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
         ctx,
         outbox,
         joined: None,
+        device: None,
         left: false,
         closed_by_client: false,
     };
@@ -98,6 +101,14 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                             break None;
                         }
                     }
+                    Outbound::Json(mut v, request_id) => {
+                        if let (Some(id), Some(obj)) = (request_id, v.as_object_mut()) {
+                            obj.insert("request_id".into(), id.into());
+                        }
+                        if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                            break None;
+                        }
+                    }
                     Outbound::Fatal(code, message) => {
                         // The hub already removed us; nothing to detach.
                         session.left = true;
@@ -128,10 +139,13 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
 
     if let Some((code, message)) = fatal {
         // Flush what was queued (e.g. a reply) before the error, then close with the code.
-        while let Ok(Outbound::Message(m, request_id)) = outgoing.try_recv() {
-            let _ = sink
-                .send(Message::Text(m.to_json(request_id.as_deref()).into()))
-                .await;
+        while let Ok(out) = outgoing.try_recv() {
+            let text = match out {
+                Outbound::Message(m, request_id) => m.to_json(request_id.as_deref()),
+                Outbound::Json(v, _) => v.to_string(),
+                Outbound::Fatal(..) | Outbound::Close => continue,
+            };
+            let _ = sink.send(Message::Text(text.into())).await;
         }
         let error = ServerMessage::error(code, message.clone());
         let _ = sink.send(Message::Text(error.to_json(None).into())).await;
@@ -156,6 +170,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
             }
         })
         .await;
+    }
+    if let Some(device) = &session.device {
+        session
+            .ctx
+            .hub
+            .unregister_device(device, session.closed_by_client || session.left);
     }
     if let (Some(j), false) = (&session.joined, session.left) {
         if session.closed_by_client {
@@ -202,25 +222,53 @@ impl Session {
             Ok(m) => m,
             Err(refusal) => return self.refuse(refusal, request_id),
         };
-        let pid = match (&message, &self.joined) {
-            (ClientMessage::Ping, _) => {
+        let signed_in = self.joined.is_some() || self.device.is_some();
+        let pid = match &message {
+            ClientMessage::Ping => {
                 self.reply(ServerMessage::Pong, request_id);
                 return Flow::Continue;
             }
-            (ClientMessage::Join { .. }, Some(_)) => {
-                return self.refuse(
-                    (
-                        ErrorCode::AlreadyJoined,
-                        "this socket already joined".into(),
-                    ),
-                    request_id,
-                )
+            ClientMessage::Join { .. } | ClientMessage::Register { .. } if signed_in => {
+                let refusal = (
+                    ErrorCode::AlreadyJoined,
+                    "this socket already joined or registered".into(),
+                );
+                return self.refuse(refusal, request_id);
             }
-            (ClientMessage::Join { .. }, None) => String::new(),
-            (_, None) => {
-                return self.refuse((ErrorCode::NotJoined, "send join first".into()), request_id)
+            ClientMessage::Join { .. } | ClientMessage::Register { .. } => String::new(),
+            ClientMessage::CallInvite { .. }
+            | ClientMessage::CallAck { .. }
+            | ClientMessage::CallAccept { .. }
+            | ClientMessage::CallDecline { .. }
+            | ClientMessage::CallCancel { .. }
+            | ClientMessage::CallHangup { .. } => {
+                let Some(device) = &self.device else {
+                    let refusal = (ErrorCode::NotRegistered, "send register first".into());
+                    return self.refuse(refusal, request_id);
+                };
+                let action = match message {
+                    ClientMessage::CallInvite { to, media, call_id } => {
+                        CallAction::Invite { to, media, call_id }
+                    }
+                    ClientMessage::CallAck { call_id } => CallAction::Ack(call_id),
+                    ClientMessage::CallAccept { call_id } => CallAction::Accept(call_id),
+                    ClientMessage::CallDecline { call_id } => CallAction::Decline(call_id),
+                    ClientMessage::CallCancel { call_id } => CallAction::Cancel(call_id),
+                    ClientMessage::CallHangup { call_id } => CallAction::Hangup(call_id),
+                    _ => return Flow::Continue,
+                };
+                return match self.ctx.hub.call_action(device, action, request_id.clone()) {
+                    Ok(()) => Flow::Continue,
+                    Err(refusal) => self.refuse(refusal, request_id),
+                };
             }
-            (_, Some(j)) => j.participant_id.clone(),
+            _ => match &self.joined {
+                Some(j) => j.participant_id.clone(),
+                None => {
+                    return self
+                        .refuse((ErrorCode::NotJoined, "send join first".into()), request_id)
+                }
+            },
         };
         let hub = self.ctx.hub.clone();
         match message {
@@ -299,7 +347,29 @@ impl Session {
                 hub.remove(&pid, LeaveReason::Left).await;
                 Flow::Continue
             }
-            ClientMessage::Ping => Flow::Continue,
+            ClientMessage::Register { protocol, token } => {
+                if protocol != PROTOCOL_VERSION {
+                    return Flow::Fatal(
+                        ErrorCode::UnsupportedProtocol,
+                        format!("this server speaks protocol {PROTOCOL_VERSION}"),
+                    );
+                }
+                let claims = match token::verify(&token, &self.ctx.keys) {
+                    Ok(c) => c,
+                    Err(TokenError::Expired) => {
+                        return Flow::Fatal(ErrorCode::TokenExpired, "token has expired".into())
+                    }
+                    Err(e) => return Flow::Fatal(ErrorCode::Unauthorized, e.to_string()),
+                };
+                match hub.register(&claims, self.outbox.clone(), request_id.clone()) {
+                    Ok(device) => {
+                        self.device = Some(device);
+                        Flow::Continue
+                    }
+                    Err(refusal) => self.refuse(refusal, request_id),
+                }
+            }
+            _ => Flow::Continue,
         }
     }
 }

@@ -18,6 +18,8 @@ pub struct Grants {
     pub can_publish_data: bool,
     pub room_admin: bool,
     pub hidden: bool,
+    /// May call the server API (`/api/calls`): for app backends, not for users.
+    pub server_api: bool,
 }
 
 impl Default for Grants {
@@ -28,6 +30,7 @@ impl Default for Grants {
             can_publish_data: true,
             room_admin: false,
             hidden: false,
+            server_api: false,
         }
     }
 }
@@ -40,7 +43,12 @@ pub struct Claims {
     pub sub: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// The only room this token may join; empty for device and server-API tokens.
+    #[serde(default)]
     pub room: String,
+    /// The device of `sub` this token signs in (device sockets, calls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
@@ -82,6 +90,7 @@ impl Claims {
             sub: identity.to_string(),
             name: None,
             room: room.to_string(),
+            device: None,
             exp: now + ttl.as_secs(),
             nbf: None,
             iat: Some(now),
