@@ -559,12 +559,19 @@ impl CallBook {
         c.state = CalleeState::Accepted;
         c.device = Some(device.to_string());
         call.members.insert(user.to_string());
-        if call.state == CallState::Ringing {
+        // The first answer opens the room for the caller too; later ones (a group call, a user
+        // added to a running call) admit only the one who answered: the others are inside.
+        let first_answer = call.state == CallState::Ringing;
+        if first_answer {
             call.state = CallState::Active;
             call.answered_unix = Some(now.unix);
         }
         let room = call.room.clone();
-        let members = call.member_devices();
+        let members: Vec<(String, String)> = if first_answer {
+            call.member_devices()
+        } else {
+            vec![(user.to_string(), device.to_string())]
+        };
         for (u, d) in members {
             self.effects.push(Effect::Admit {
                 user: u,

@@ -297,3 +297,47 @@ fn group_call_ends_when_the_last_member_leaves() {
     assert!(msgs.contains(&"close_room".to_string()), "{msgs:?}");
     assert_eq!(w.book.call(&call).unwrap().report()["end_reason"], "empty");
 }
+
+#[test]
+fn adding_a_user_turns_a_running_call_into_a_group_call() {
+    let mut w = World::new();
+    let call = id(&w.invite("alice", "a1", &["bob"]).unwrap());
+    let now = w.now();
+    w.book.accept("bob", "b1", &call, now).unwrap();
+    w.messages();
+    let added = w
+        .book
+        .invite(
+            "bob",
+            "b1",
+            "bob",
+            &["carol".to_string()],
+            Media::Video,
+            Some(&call),
+            now,
+        )
+        .unwrap();
+    assert_eq!(id(&added), call);
+    assert_eq!(w.messages(), ["carol/c1:call_incoming"]);
+    w.book.accept("carol", "c1", &call, now).unwrap();
+    assert_eq!(
+        w.messages(),
+        ["carol/c1:call_accepted", "hook:call.answered"],
+        "only carol is admitted"
+    );
+    // Now a group call: alice leaving does not end it for the others.
+    w.book.hangup("alice", &call, now).unwrap();
+    assert_eq!(w.messages(), ["alice/a1:call_ended:hangup"]);
+    assert_eq!(w.book.call(&call).unwrap().report()["state"], "active");
+    // Someone outside the call cannot add people to it.
+    let stranger = w.book.invite(
+        "dave",
+        "d1",
+        "dave",
+        &["carol".to_string()],
+        Media::Video,
+        Some(&call),
+        now,
+    );
+    assert_eq!(stranger, Err(CallError::UnknownCall));
+}
