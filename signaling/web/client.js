@@ -11,7 +11,9 @@
 //   publisherror       {message}              could not start sending (local WebRTC failure)
 //   servererror        {code, message, fatal, request_id}
 //   connectionerror    {message}              socket failed or closed unexpectedly
-//   left               {}
+//   left               {reason?}               reason only when the server removed us
+//                                              (participant_left with our own id: replaced,
+//                                              room_closed, ...)
 
 export const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 15000;
@@ -102,6 +104,12 @@ export class ZvonClient extends EventTarget {
         // Errors skip the queue: a fatal one is followed by a close, which must find the
         // state already set even while an SDP operation is still pending.
         if (msg.type === 'error') { this._onError(msg); return; }
+        // So do the ends of a session (ours, or the server removing us), for the same reason.
+        if (msg.type === 'left' || (msg.type === 'participant_left' && this.localParticipant
+            && msg.participant_id === this.localParticipant.id)) {
+          this._handle(msg).catch((e) => console.error('zvon: handling', msg.type, e));
+          return;
+        }
         // Strictly in order: SDP handling is async and must not interleave.
         this._queue = this._queue
           .then(() => this._handle(msg))
@@ -215,12 +223,24 @@ export class ZvonClient extends EventTarget {
       case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
       case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
-      case 'left': this._onLeft?.(); return;
+      case 'left':
+        if (this._onLeft) { this._onLeft(); return; }
+        // Not an answer to our leave: the server ended the session (the room was closed,
+        // e.g. at the end of a call). A normal close follows; that is not an error.
+        this._removed('room_closed');
+        return;
       case 'pong': return;
       default:
         // Additive protocol changes may bring new events; old clients ignore them.
         console.debug('zvon: ignoring message type', msg.type);
     }
+  }
+
+  _removed(reason) {
+    if (this.state === 'left' || this.state === 'error') return;
+    this._teardown();
+    this._setState('left');
+    this._emit('left', { reason });
   }
 
   _onError(msg) {
@@ -366,6 +386,11 @@ export class ZvonClient extends EventTarget {
   }
 
   _onParticipantLeft(id, reason) {
+    if (id && id === this.localParticipant?.id) {
+      // The server removed us (same identity joined elsewhere); a normal close follows.
+      this._removed(reason ?? 'removed');
+      return;
+    }
     const p = this.participants.get(id);
     this._gone.add(id);
     if (!p) return;
@@ -393,5 +418,149 @@ export class ZvonClient extends EventTarget {
     if (!t) return;
     t.muted = !!muted;
     this._emit('participantupdated', { participant: p });
+  }
+}
+
+// ---- Device socket (docs/protocol.md "Calls between users") ----
+//
+// One per signed-in device: `register`, then call messages both ways. Media of an answered
+// call goes through a ZvonClient on a second socket (the media socket).
+//
+// Events (CustomEvent, payload in `detail`):
+//   statechange      {state}    idle -> connecting -> registered -> closed | error
+//   registered       {identity, device, protocol}
+//   message          {msg}      every server message except pong (errors included)
+//   servererror      {code, message, fatal, request_id}
+//   connectionerror  {message, code, reconnectable}   socket closed other than by close()
+
+// Closing errors of a device socket (same codes as for `join`; call errors are not fatal).
+const DEVICE_FATAL_ERRORS = new Set([
+  'message_too_large', 'unsupported_protocol', 'join_timeout', 'unauthorized',
+  'token_expired', 'rate_limited',
+]);
+
+export class ZvonDevice extends EventTarget {
+  constructor({ url = signalingUrl(), token } = {}) {
+    super();
+    this.url = url;
+    this.token = token;
+    this.state = 'idle';
+    this.identity = null;
+    this.device = null;
+    this.ws = null;
+    this._pingTimer = null;
+    this._nextRequestId = 1;
+    this._fatal = null;
+  }
+
+  /** Opens the socket and registers; resolves with the `registered` message. */
+  connect() {
+    if (!['idle', 'closed', 'error'].includes(this.state)) throw new Error(`connect() in state ${this.state}`);
+    this._fatal = null;
+    this._setState('connecting');
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (err, value) => {
+        if (settled) return;
+        settled = true;
+        if (err) reject(err); else resolve(value);
+      };
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (e) {
+        this._setState('error');
+        settle(new Error(`Cannot open ${this.url}: ${e.message}`));
+        return;
+      }
+      this.ws = ws;
+      ws.onopen = () => {
+        this._send({ type: 'register', protocol: PROTOCOL_VERSION, token: this.token, request_id: 'register' });
+        this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+      };
+      ws.onmessage = (ev) => {
+        let msg;
+        try { msg = JSON.parse(ev.data); } catch { console.warn('zvon device: non-JSON frame', ev.data); return; }
+        if (!msg || typeof msg !== 'object' || msg.type === 'pong') return;
+        if (msg.type === 'registered') {
+          this.identity = msg.identity ?? null;
+          this.device = msg.device ?? null;
+          this._setState('registered');
+          this._emit('registered', { identity: this.identity, device: this.device, protocol: msg.protocol });
+          settle(null, msg);
+        }
+        if (msg.type === 'error') {
+          const fatal = DEVICE_FATAL_ERRORS.has(msg.code);
+          if (fatal) this._fatal = msg;
+          this._emit('servererror', { code: msg.code, message: msg.message ?? '', fatal, request_id: msg.request_id });
+        }
+        this._emit('message', { msg });
+      };
+      ws.onerror = () => {};
+      ws.onclose = (ev) => {
+        this._stopPing();
+        // close() already moved on (and may have opened nothing new yet): only settle.
+        if (this.ws !== ws || this.state === 'closed') { settle(new Error('closed')); return; }
+        this.ws = null;
+        const wasRegistered = this.state === 'registered';
+        const why = this._fatal
+          ? `${this._fatal.code}: ${this._fatal.message ?? ''}`
+          : (ev.reason ? `${ev.code} ${ev.reason}` : `code ${ev.code}`);
+        const message = wasRegistered
+          ? `Connection to the server was lost (${why}).`
+          : `Could not register this device with ${this.url} (${why}).`;
+        // Worth retrying: a drop or a server restart after a successful register. Not: a
+        // refused token, or a normal close by the server (e.g. the same device registered
+        // elsewhere), which would only make two tabs take turns.
+        const reconnectable = wasRegistered && !this._fatal && ev.code !== 1000 && ev.code < 4000;
+        this._setState('error');
+        this._emit('connectionerror', { message, code: ev.code, reconnectable });
+        settle(new Error(message));
+      };
+    });
+  }
+
+  /** Sends a message; returns false if the socket is not open. */
+  send(msg) {
+    return this._send(msg);
+  }
+
+  /** Sends with a fresh `request_id` and returns that id (null if not sent). */
+  request(msg) {
+    const request_id = `r${this._nextRequestId++}`;
+    return this._send({ ...msg, request_id }) ? request_id : null;
+  }
+
+  /** Closes with a close frame, so the server drops this device at once. */
+  close() {
+    if (this.state === 'closed') return;
+    this._setState('closed');
+    this._stopPing();
+    const ws = this.ws;
+    this.ws = null;
+    if (ws && ws.readyState <= WebSocket.OPEN) {
+      try { ws.close(1000); } catch { /* ignore */ }
+    }
+  }
+
+  _send(msg) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return false;
+    this.ws.send(JSON.stringify(msg));
+    return true;
+  }
+
+  _stopPing() {
+    clearInterval(this._pingTimer);
+    this._pingTimer = null;
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit('statechange', { state });
   }
 }

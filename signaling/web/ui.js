@@ -49,6 +49,7 @@ export function showJoinForm({ room = '', name = '' } = {}, onSubmit) {
 
 export function showCall() {
   $('join-form').hidden = true;
+  $('register-form').hidden = true;
   $('call').hidden = false;
 }
 
@@ -183,4 +184,77 @@ export function onControl(name, handler) {
 
 export function showAudioButton(show) {
   $('btn-audio').hidden = !show;
+}
+
+// ---- Calls mode ----
+
+export function showRegisterForm({ user = '', name = '', device = '' } = {}, onSubmit) {
+  const form = $('register-form');
+  $('join-form').hidden = true;
+  $('calls').hidden = true;
+  $('call').hidden = true;
+  form.hidden = false;
+  form.elements.user.value = user;
+  form.elements.name.value = name;
+  form.elements.device.value = device;
+  (user ? form.elements.name : form.elements.user).focus();
+  form.onsubmit = (ev) => {
+    ev.preventDefault();
+    const u = form.elements.user.value.trim();
+    const n = form.elements.name.value.trim();
+    const d = form.elements.device.value.trim();
+    if (!u || !d) return;
+    form.hidden = true;
+    onSubmit({ user: u, name: n, device: d });
+  };
+}
+
+/** Shows the calls bar; `onCall(identity, media)` when the user places a call. */
+export function showCallsPanel(onCall) {
+  $('join-form').hidden = true;
+  $('register-form').hidden = true;
+  $('calls').hidden = false;
+  // In a call the grid's Leave button becomes Hang up.
+  $('btn-leave').hidden = true;
+  $('hangup-call').hidden = false;
+  const form = $('call-form');
+  const place = (media) => {
+    const to = $('call-to').value.trim();
+    if (!to) { $('call-to').focus(); return; }
+    onCall(to, media);
+  };
+  form.onsubmit = (ev) => { ev.preventDefault(); place('video'); };
+  $('audio-call').onclick = () => place('audio');
+}
+
+export function hideCallsPanel() {
+  $('calls').hidden = true;
+}
+
+export function setCallStatus(text) {
+  $('call-status').textContent = text;
+}
+
+/** `canCall`: the call form is usable; `canCancel`: an outgoing call rings. */
+export function setCallButtons({ canCall, canCancel }) {
+  for (const id of ['call-to', 'audio-call', 'video-call']) $(id).disabled = !canCall;
+  $('cancel-call').hidden = !canCancel;
+}
+
+export function showIncoming({ name, identity, media, waiting = false, group = false, members = [] }) {
+  $('incoming-from').textContent = name && name !== identity ? `${name} (${identity})` : (name || identity || 'Someone');
+  let what = media === 'audio' ? 'Audio call' : 'Video call';
+  if (group) what += ` with ${members.length} people`;
+  if (waiting) what += ' (ends your current call)';
+  $('incoming-media').textContent = `${what}…`;
+  $('incoming-call').dataset.media = media ?? '';
+  $('incoming-call').hidden = false;
+}
+
+export function hideIncoming() {
+  $('incoming-call').hidden = true;
+}
+
+export function onCallControl(id, handler) {
+  $(id).addEventListener('click', handler);
 }

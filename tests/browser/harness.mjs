@@ -184,10 +184,13 @@ export async function openPage(browser, url, label) {
   return page;
 }
 
-/** One snapshot of what a page's client sees: state, peer connections, inbound RTP, tiles. */
-export async function snapshot(page) {
-  return page.evaluate(async () => {
-    const c = window.zvon?.client;
+/**
+ * One snapshot of what a page's client sees: state, peer connections, inbound RTP, tiles.
+ * `calls: true` reads the client of the call's room (window.zvon.calls.roomClient).
+ */
+export async function snapshot(page, { calls = false } = {}) {
+  return page.evaluate(async (calls) => {
+    const c = calls ? window.zvon?.calls?.roomClient : window.zvon?.client;
     const out = {
       state: c?.state ?? 'no-client',
       me: c?.localParticipant?.id ?? null,
@@ -216,7 +219,7 @@ export async function snapshot(page) {
       });
     }
     return out;
-  });
+  }, calls);
 }
 
 /**
@@ -253,9 +256,9 @@ export function waitJoined(page, timeoutMs) {
  * Waits until `page` decodes `videos` remote videos and receives `audios` remote audio
  * streams: frames/packets must grow between two samples taken ~1 s apart.
  */
-export function waitMediaFlowing(page, { videos, audios = 0, timeoutMs } = {}) {
+export function waitMediaFlowing(page, { videos, audios = 0, timeoutMs, calls = false } = {}) {
   return waitFor(`${page.label} to decode ${videos} video(s) and receive ${audios} audio(s)`, async (prev) => {
-    const s = await snapshot(page);
+    const s = await snapshot(page, { calls });
     const before = new Map((prev?.snap?.inbound ?? []).map((i) => [i.id, i]));
     const growingVideo = s.inbound.filter((i) => i.kind === 'video' && i.frameWidth > 0
       && before.has(i.id) && i.framesDecoded > before.get(i.id).framesDecoded);

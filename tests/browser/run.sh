@@ -2,9 +2,17 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs (run that one as
+# `node calls.mjs [prefix...]`); without arguments both run, and the exit status is non-zero
+# if either failed.
 set -eu
 cd "$(dirname "$0")"
 if [ ! -d node_modules ]; then
   npm ci --no-audit --no-fund
 fi
-exec node e2e.mjs "$@"
+status=0
+node e2e.mjs "$@" || status=1
+if [ $# -eq 0 ]; then
+  node calls.mjs || status=1
+fi
+exit $status

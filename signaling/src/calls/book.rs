@@ -695,8 +695,12 @@ impl CallBook {
             c.state = CalleeState::Left;
         }
         let empty = call.members.is_empty();
+        let duration = call
+            .answered_unix
+            .map(|a| now.unix.saturating_sub(a))
+            .unwrap_or(0);
         if let Some(d) = device {
-            let msg = json!({"type": "call_ended", "call_id": call_id, "reason": reason, "duration_s": 0});
+            let msg = json!({"type": "call_ended", "call_id": call_id, "reason": reason, "duration_s": duration});
             self.send(user, &d, msg);
         }
         if empty {
