@@ -14,7 +14,7 @@ use crate::protocol::{
 };
 use crate::rate_limit::TokenBucket;
 use crate::rooms::{CallAction, DeviceSession, Hub, Joined, Outbound, Outbox, Refusal};
-use crate::token::{self, TokenError};
+use crate::token::{self, Claims, TokenError};
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
@@ -215,6 +215,18 @@ impl Session {
         Flow::Continue
     }
 
+    /// Checks the protocol version and the token of a `join` or `register`.
+    fn sign_in(&self, protocol: u32, token: &str) -> Result<Claims, Flow> {
+        if protocol != PROTOCOL_VERSION {
+            let message = format!("this server speaks protocol {PROTOCOL_VERSION}");
+            return Err(Flow::Fatal(ErrorCode::UnsupportedProtocol, message));
+        }
+        token::verify(token, &self.ctx.keys).map_err(|e| match e {
+            TokenError::Expired => Flow::Fatal(ErrorCode::TokenExpired, "token has expired".into()),
+            e => Flow::Fatal(ErrorCode::Unauthorized, e.to_string()),
+        })
+    }
+
     async fn handle_text(&mut self, text: &str) -> Flow {
         let parsed = parse_client_message(text);
         let request_id = parsed.request_id;
@@ -278,18 +290,9 @@ impl Session {
                 room,
                 resume,
             } => {
-                if protocol != PROTOCOL_VERSION {
-                    return Flow::Fatal(
-                        ErrorCode::UnsupportedProtocol,
-                        format!("this server speaks protocol {PROTOCOL_VERSION}"),
-                    );
-                }
-                let claims = match token::verify(&token, &self.ctx.keys) {
+                let claims = match self.sign_in(protocol, &token) {
                     Ok(c) => c,
-                    Err(TokenError::Expired) => {
-                        return Flow::Fatal(ErrorCode::TokenExpired, "token has expired".into())
-                    }
-                    Err(e) => return Flow::Fatal(ErrorCode::Unauthorized, e.to_string()),
+                    Err(fatal) => return fatal,
                 };
                 let joined = match resume {
                     Some(resume_token) => {
@@ -348,18 +351,9 @@ impl Session {
                 Flow::Continue
             }
             ClientMessage::Register { protocol, token } => {
-                if protocol != PROTOCOL_VERSION {
-                    return Flow::Fatal(
-                        ErrorCode::UnsupportedProtocol,
-                        format!("this server speaks protocol {PROTOCOL_VERSION}"),
-                    );
-                }
-                let claims = match token::verify(&token, &self.ctx.keys) {
+                let claims = match self.sign_in(protocol, &token) {
                     Ok(c) => c,
-                    Err(TokenError::Expired) => {
-                        return Flow::Fatal(ErrorCode::TokenExpired, "token has expired".into())
-                    }
-                    Err(e) => return Flow::Fatal(ErrorCode::Unauthorized, e.to_string()),
+                    Err(fatal) => return fatal,
                 };
                 match hub.register(&claims, self.outbox.clone(), request_id.clone()) {
                     Ok(device) => {
