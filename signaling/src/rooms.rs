@@ -17,6 +17,7 @@ use zvon_sfu::api::{
 };
 use zvon_sfu::SfuNode;
 
+use crate::calls::book::CallState;
 use crate::calls::webhooks::Webhooks;
 use crate::calls::{CallBook, CallError, CallSettings, Effect, Media, Now};
 use crate::config::{ApiKey, Limits};
@@ -253,6 +254,15 @@ impl Hub {
         }
         let replaced = {
             let state = self.lock();
+            // A call's room is open only while the call is: its tokens outlive it.
+            if claims.room.starts_with("call-")
+                && !state
+                    .calls
+                    .call_of_room(&claims.room)
+                    .is_some_and(|c| c.state == CallState::Active)
+            {
+                return Err((ErrorCode::UnknownCall, "this call is not active".into()));
+            }
             let members = state
                 .rooms
                 .get(&claims.room)

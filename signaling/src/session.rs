@@ -149,7 +149,10 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
         }
         let error = ServerMessage::error(code, message.clone());
         let _ = sink.send(Message::Text(error.to_json(None).into())).await;
-        let close_code = code.close_code().unwrap_or(1011);
+        let close_code = match code {
+            ErrorCode::UnknownCall => 4404,
+            _ => code.close_code().unwrap_or(1011),
+        };
         let reason = code_name(code);
         let _ = sink
             .send(Message::Close(Some(CloseFrame {
@@ -323,6 +326,10 @@ impl Session {
                     Ok(j) => {
                         self.joined = Some(j);
                         Flow::Continue
+                    }
+                    // A room socket that cannot join has no use: close it.
+                    Err((ErrorCode::UnknownCall, message)) => {
+                        Flow::Fatal(ErrorCode::UnknownCall, message)
                     }
                     Err(refusal) => self.refuse(refusal, request_id),
                 }

@@ -162,6 +162,17 @@ async fn one_to_one_call_rings_all_devices_and_ends_for_both() {
     assert_eq!(expect_type(&mut b1, "call_ended").await["reason"], "hangup");
     expect_type(&mut b_media, "left").await;
     quiet(&mut b2, "the other device is not part of the call").await;
+    // The room's tokens outlive the call; the room does not.
+    let mut late = connect(&s).await;
+    send(
+        &mut late,
+        json!({"type":"join","protocol":1,"token":b_acc["token"]}),
+    )
+    .await;
+    assert_eq!(
+        expect_type(&mut late, "error").await["code"],
+        "unknown_call"
+    );
 
     let ended = hooks.wait_for("call.ended").await;
     assert_eq!(ended["call"]["members"], json!(["alice", "bob"]));
