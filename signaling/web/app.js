@@ -130,6 +130,12 @@ function stopLocal() {
   localStream = null;
 }
 
+/** `?codec=vp8|vp9|h264` picks the camera's codec (for trying codecs, and the tests). */
+function codecParam() {
+  const c = (params.get('codec') || '').toLowerCase();
+  return { vp8: 'video/VP8', vp9: 'video/VP9', h264: 'video/H264' }[c] ?? null;
+}
+
 async function join(room, name, token = params.get('token')) {
   if (joining) return;
   joining = true;
@@ -142,7 +148,7 @@ async function join(room, name, token = params.get('token')) {
   try {
     const tok = token || await fetchToken(room, name);
     mark('token');
-    c = new ZvonClient({ token: tok, room: room || undefined });
+    c = new ZvonClient({ token: tok, room: room || undefined, videoCodec: codecParam() });
     client = c;
     window.zvon.client = c;
     wire(c, {

@@ -35,12 +35,26 @@ function mark(name) {
   try { performance.mark(`zvon:${name}`); } catch { /* not fatal */ }
 }
 
+/** Offers only `mimeType` (plus its retransmission/FEC helpers) if the browser can send it. */
+function preferCodec(transceiver, mimeType) {
+  const codecs = RTCRtpSender.getCapabilities('video')?.codecs ?? [];
+  const wanted = codecs.filter((c) => c.mimeType.toLowerCase() === mimeType.toLowerCase());
+  if (!wanted.length || !transceiver.setCodecPreferences) return;
+  const helpers = codecs.filter((c) => /\/(rtx|red|ulpfec)$/i.test(c.mimeType));
+  transceiver.setCodecPreferences([...wanted, ...helpers]);
+}
+
 export class ZvonClient extends EventTarget {
-  constructor({ url = signalingUrl(), token, room } = {}) {
+  /**
+   * `videoCodec`: a mime type such as 'video/VP9' or 'video/H264' to publish the camera with,
+   * when the browser can encode it (else the browser's default, usually VP8).
+   */
+  constructor({ url = signalingUrl(), token, room, videoCodec = null } = {}) {
     super();
     this.url = url;
     this.token = token;
     this.room = room;
+    this.videoCodec = videoCodec;
     this.state = 'idle';
     this.localParticipant = null;
     this.roomInfo = null;
@@ -296,6 +310,7 @@ export class ZvonClient extends EventTarget {
       const track = this._localTrack(kind);
       if (!track) continue;
       const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
+      if (kind === 'video' && this.videoCodec) preferCodec(tr, this.videoCodec);
       transceivers.push({ kind, tr, track });
     }
     const offer = await pc.createOffer();

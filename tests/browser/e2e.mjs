@@ -101,6 +101,39 @@ async function scenarioFour(browser, server, pages, results) {
   results.push({ name: 'b-four', ok: true, detail: 'all 4 pages decode 3 remote videos + 3 audios' });
 }
 
+// c) Every video codec the SFU forwards: both pages publish with it and decode each other.
+async function scenarioCodecs(browser, server, pages, results) {
+  for (const [param, mime] of [['vp9', 'video/VP9'], ['h264', 'video/H264']]) {
+    const room = uniqueName(`e2e-${param}`);
+    const a = await openPage(browser, `${pageUrl(server, room, 'A')}&codec=${param}`, `A-${param}`);
+    pages.push(a);
+    const canSend = await a.evaluate((m) => (RTCRtpSender.getCapabilities('video')?.codecs ?? [])
+      .some((c) => c.mimeType.toLowerCase() === m.toLowerCase()), mime);
+    if (!canSend) throw new Error(`this Chromium cannot encode ${mime}`);
+    const b = await openPage(browser, `${pageUrl(server, room, 'B')}&codec=${param}`, `B-${param}`);
+    pages.push(b);
+    await waitJoined(a, TIMEOUT_MS);
+    await waitJoined(b, TIMEOUT_MS);
+    for (const p of [a, b]) {
+      await waitMediaFlowing(p, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+      const got = await p.evaluate(async () => {
+        const stats = await window.zvon.client.subscriberPc.getStats();
+        const codecs = new Map();
+        stats.forEach((s) => { if (s.type === 'codec') codecs.set(s.id, s.mimeType); });
+        const out = [];
+        stats.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') out.push(codecs.get(s.codecId)); });
+        return out;
+      });
+      if (got.length !== 1 || got[0].toLowerCase() !== mime.toLowerCase()) {
+        throw new Error(`${p.label} decodes ${JSON.stringify(got)}, expected ${mime}`);
+      }
+      log(`${p.label} decodes ${mime} through the SFU`);
+    }
+    results.push({ name: `c-${param}`, ok: true, detail: `A and B exchange ${mime} video` });
+    for (const p of [a, b]) await p.context().close();
+  }
+}
+
 async function runScenario(name, fn, browser, server, results) {
   const pages = [];
   const t0 = Date.now();
@@ -127,6 +160,7 @@ async function main() {
   const scenarios = [
     ['a-two-party', scenarioTwoParty],
     ['b-four-party', scenarioFour],
+    ['c-codecs', scenarioCodecs],
   ].filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
 
   let server = null;
