@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The load tester's `opus` crate builds libopus from source with cmake.
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq
@@ -26,5 +29,8 @@ cargo test --workspace --locked
 step "headless Chromium end to end"
 cargo build -p zvon-signaling --locked
 ZVON_BIN=target/debug/zvon tests/browser/run.sh
+
+step "operations: dashboards, alert rules, metrics exposition, container files"
+ZVON_BIN=target/debug/zvon scripts/check_ops.sh
 
 step "all tests passed"

@@ -92,10 +92,25 @@ pub enum SfuRequest {
         track_id: TrackId,
         muted: bool,
     },
+    /// Withdraws everything the participant publishes (a moderator revoked its right): its
+    /// tracks leave every subscriber and its publisher connection closes. The participant stays
+    /// subscribed and may publish again later with a new offer.
+    Unpublish { participant: ParticipantId },
     /// Removes the participant, its tracks from every subscriber, and its connections.
     RemoveParticipant { participant: ParticipantId },
     /// Connection quality as seen from received RTCP.
     PeerStats { participant: ParticipantId },
+    /// How `participant` (a subscriber) shows video track `track_id`: rendered at
+    /// `width`x`height` device pixels picks the smallest simulcast layer covering it;
+    /// `enabled: false` or a zero size pauses that video for it. Ignored for a track it no
+    /// longer receives.
+    SetTrackSettings {
+        participant: ParticipantId,
+        track_id: TrackId,
+        width: u16,
+        height: u16,
+        enabled: bool,
+    },
 }
 
 impl SfuRequest {
@@ -105,8 +120,10 @@ impl SfuRequest {
             | SfuRequest::PublishOffer { participant, .. }
             | SfuRequest::SubscriberAnswer { participant, .. }
             | SfuRequest::SetTrackMuted { participant, .. }
+            | SfuRequest::Unpublish { participant }
             | SfuRequest::RemoveParticipant { participant }
-            | SfuRequest::PeerStats { participant } => participant,
+            | SfuRequest::PeerStats { participant }
+            | SfuRequest::SetTrackSettings { participant, .. } => participant,
         }
     }
 }
@@ -132,7 +149,7 @@ pub struct PeerStats {
     pub bytes_sent: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SfuEvent {
     /// The subscriber connection must be (re)negotiated with this offer.
@@ -145,6 +162,27 @@ pub enum SfuEvent {
     MediaConnected { participant: ParticipantId },
     /// The participant's media connection timed out or was closed by the remote.
     MediaLost { participant: ParticipantId },
+    /// Dynacast: the publisher should send only the simulcast layers of `track_id` marked
+    /// `true` (lowest first); nobody receives the others. Sent when that set changes.
+    PublisherLayers {
+        participant: ParticipantId,
+        track_id: TrackId,
+        active: Vec<bool>,
+    },
+    /// The room's active speakers changed: loudest first, at most one event per 250 ms per
+    /// room, empty when nobody speaks.
+    ActiveSpeakers {
+        room: RoomId,
+        speakers: Vec<ActiveSpeaker>,
+    },
+}
+
+/// One entry of [`SfuEvent::ActiveSpeakers`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActiveSpeaker {
+    pub participant: ParticipantId,
+    /// Smoothed audio level, 0..1 linear amplitude.
+    pub level: f32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]

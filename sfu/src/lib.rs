@@ -9,6 +9,7 @@ pub mod api;
 pub mod config;
 pub mod edge;
 pub mod forward;
+pub mod histogram;
 pub mod node;
 pub mod stats;
 

@@ -46,7 +46,7 @@ impl SfuNode {
         };
         // One crypto provider for every connection instead of one per `Rtc`.
         str0m::crypto::from_feature_flags().install_process_default();
-        let stats = Arc::new(SfuStats::default());
+        let stats = Arc::new(SfuStats::new(count));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let mut workers = vec![];
         for i in 0..count {
@@ -68,7 +68,9 @@ impl SfuNode {
                 config.keyframe_request_interval,
                 event_tx.clone(),
                 stats.clone(),
-            );
+                i,
+            )
+            .with_bandwidth_allocation(config.bandwidth_allocation);
             let thread = std::thread::Builder::new()
                 .name(format!("zvon-media-{i}"))
                 .spawn(move || {

@@ -1,11 +1,65 @@
 //! Counters shared between the media workers and whoever reports on them.
 //!
-//! Plain relaxed atomics: they are bumped on the packet path, so no lock and no map.
+//! Plain relaxed atomics and lock-free histograms: workers add, readers load at any time, so
+//! reporting never touches the packet path. Per-packet counts are kept worker-local and
+//! added here once per loop iteration (see `edge::meter`), not once per packet.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-/// Node-wide counters. Workers add; readers take a [`StatsSnapshot`].
+use crate::api::TrackKind;
+use crate::histogram::AtomicHistogram;
+
+/// Forwarding latency buckets, seconds: 5 µs … 10 ms.
+pub const FORWARDING_LATENCY_BOUNDS: &[f64] = &[
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01,
+];
+/// Round-trip time buckets, seconds.
+pub const RTT_BOUNDS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2,
+];
+/// Loss fraction buckets; the first separates "no loss" from "some loss".
+pub const LOSS_BOUNDS: &[f64] = &[0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0];
+/// Interarrival jitter buckets, seconds.
+pub const JITTER_BOUNDS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32,
+];
+/// Bandwidth estimate buckets, bits per second.
+pub const BANDWIDTH_BOUNDS: &[f64] = &[100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6, 32e6, 64e6];
+
+/// Every track kind, in the order of [`kind_index`].
+pub const KINDS: [TrackKind; 2] = [TrackKind::Audio, TrackKind::Video];
+
+pub fn kind_index(kind: TrackKind) -> usize {
+    match kind {
+        TrackKind::Audio => 0,
+        TrackKind::Video => 1,
+    }
+}
+
+pub fn kind_label(kind: TrackKind) -> &'static str {
+    match kind {
+        TrackKind::Audio => "audio",
+        TrackKind::Video => "video",
+    }
+}
+
+/// One worker's own numbers.
 #[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Time spent processing rather than waiting for the socket, a command or a timer.
+    pub busy_nanos: AtomicU64,
+    /// str0m connections (publisher and subscriber sides each count).
+    pub peers: AtomicU64,
+    /// Published tracks and downtracks by kind ([`kind_index`]), set after every change.
+    pub published_tracks: [AtomicU64; 2],
+    pub subscribed_tracks: [AtomicU64; 2],
+    /// The worker loop is running.
+    pub running: AtomicBool,
+}
+
+/// Node-wide counters. Workers add; readers take a [`StatsSnapshot`] or read fields.
+#[derive(Debug)]
 pub struct SfuStats {
     pub datagrams_received: AtomicU64,
     pub datagrams_sent: AtomicU64,
@@ -13,20 +67,37 @@ pub struct SfuStats {
     pub datagrams_dropped_unknown_source: AtomicU64,
     /// Datagrams a peer's WebRTC stack refused (bad SRTP, truncated RTP, garbage DTLS, ...).
     pub datagrams_dropped_malformed: AtomicU64,
-    pub rtp_packets_forwarded: AtomicU64,
+    /// RTP from publishers, attributed to a track, by kind: packets and payload bytes.
+    pub rtp_packets_received: [AtomicU64; 2],
+    pub rtp_bytes_received: [AtomicU64; 2],
+    /// Forwarded copies handed to subscribers' connections, by kind.
+    pub rtp_packets_sent: [AtomicU64; 2],
+    pub rtp_bytes_sent: [AtomicU64; 2],
+    /// NACK feedback messages from subscribers (str0m's egress stats, per stats interval).
+    pub nacks_received: AtomicU64,
+    /// Packets str0m resent from its RTX cache (derived per stats interval, see `edge::meter`).
+    pub retransmissions_sent: AtomicU64,
     pub keyframe_requests_received: AtomicU64,
     pub keyframe_requests_sent: AtomicU64,
     pub keyframe_requests_suppressed: AtomicU64,
     pub peers_connected: AtomicU64,
+    pub forwarding_latency: AtomicHistogram,
+    pub peer_rtt: AtomicHistogram,
+    pub ingress_loss: AtomicHistogram,
+    pub egress_loss: AtomicHistogram,
+    pub jitter: AtomicHistogram,
+    pub bandwidth_estimate: AtomicHistogram,
+    pub workers: Box<[WorkerStats]>,
 }
 
-/// A copy of [`SfuStats`] at one moment.
+/// A copy of the main [`SfuStats`] counters at one moment.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StatsSnapshot {
     pub datagrams_received: u64,
     pub datagrams_sent: u64,
     pub datagrams_dropped_unknown_source: u64,
     pub datagrams_dropped_malformed: u64,
+    /// Forwarded copies of every kind.
     pub rtp_packets_forwarded: u64,
     pub keyframe_requests_received: u64,
     pub keyframe_requests_sent: u64,
@@ -34,19 +105,66 @@ pub struct StatsSnapshot {
     pub peers_connected: u64,
 }
 
+impl Default for SfuStats {
+    fn default() -> Self {
+        SfuStats::new(0)
+    }
+}
+
 impl SfuStats {
+    pub fn new(workers: usize) -> Self {
+        SfuStats {
+            datagrams_received: AtomicU64::new(0),
+            datagrams_sent: AtomicU64::new(0),
+            datagrams_dropped_unknown_source: AtomicU64::new(0),
+            datagrams_dropped_malformed: AtomicU64::new(0),
+            rtp_packets_received: Default::default(),
+            rtp_bytes_received: Default::default(),
+            rtp_packets_sent: Default::default(),
+            rtp_bytes_sent: Default::default(),
+            nacks_received: AtomicU64::new(0),
+            retransmissions_sent: AtomicU64::new(0),
+            keyframe_requests_received: AtomicU64::new(0),
+            keyframe_requests_sent: AtomicU64::new(0),
+            keyframe_requests_suppressed: AtomicU64::new(0),
+            peers_connected: AtomicU64::new(0),
+            forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
+            peer_rtt: AtomicHistogram::new(RTT_BOUNDS),
+            ingress_loss: AtomicHistogram::new(LOSS_BOUNDS),
+            egress_loss: AtomicHistogram::new(LOSS_BOUNDS),
+            jitter: AtomicHistogram::new(JITTER_BOUNDS),
+            bandwidth_estimate: AtomicHistogram::new(BANDWIDTH_BOUNDS),
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+        }
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Ordering::Relaxed);
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    /// Every worker's loop is running.
+    pub fn all_workers_running(&self) -> bool {
+        !self.workers.is_empty()
+            && self
+                .workers
+                .iter()
+                .all(|w| w.running.load(Ordering::Relaxed))
     }
 
     pub fn snapshot(&self) -> StatsSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let get = Self::get;
         StatsSnapshot {
             datagrams_received: get(&self.datagrams_received),
             datagrams_sent: get(&self.datagrams_sent),
             datagrams_dropped_unknown_source: get(&self.datagrams_dropped_unknown_source),
             datagrams_dropped_malformed: get(&self.datagrams_dropped_malformed),
-            rtp_packets_forwarded: get(&self.rtp_packets_forwarded),
+            rtp_packets_forwarded: self.rtp_packets_sent.iter().map(get).sum(),
             keyframe_requests_received: get(&self.keyframe_requests_received),
             keyframe_requests_sent: get(&self.keyframe_requests_sent),
             keyframe_requests_suppressed: get(&self.keyframe_requests_suppressed),

@@ -29,7 +29,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_message_bytes: 64 * 1024,
+            // SDP grows by 1–2.5 KiB per m-line: a subscriber answer in a 200-student class
+            // (400 m-lines) is 0.4–1 MiB, so the cap must admit that.
+            max_message_bytes: 1024 * 1024,
             messages_per_second: 50,
             upgrades_per_second_per_ip: 20,
             max_participants: 100,
@@ -44,6 +46,8 @@ impl Default for Limits {
 pub struct ServerConfig {
     /// Signaling HTTP + WebSocket listener. Port 0 picks a free port (tests).
     pub http_addr: SocketAddr,
+    /// Private listener for `/metrics`, `/healthz`, `/readyz`. Port 0 picks a free port.
+    pub metrics_addr: SocketAddr,
     /// Dev mode: `/api/dev-token` hands out tokens to anyone. Never in production.
     pub dev_mode: bool,
     pub api_keys: Vec<ApiKey>,
@@ -63,6 +67,7 @@ impl ServerConfig {
     pub fn for_tests() -> Self {
         ServerConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             dev_mode: true,
             api_keys: vec![ApiKey {
                 key: Self::DEV_API_KEY.into(),
@@ -86,6 +91,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7350)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9350)),
             dev_mode: false,
             api_keys: vec![],
             limits: Limits::default(),

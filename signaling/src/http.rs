@@ -21,7 +21,7 @@ use crate::token::{self, Claims};
 
 /// Frames beyond this are cut off by the WebSocket layer itself; between the protocol limit
 /// and this one the session answers `message_too_large` first.
-const TRANSPORT_MESSAGE_LIMIT: usize = 1 << 20;
+const TRANSPORT_MESSAGE_LIMIT: usize = 2 << 20;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -60,6 +60,24 @@ pub fn router(state: AppState) -> Router {
                 asset(
                     "text/javascript; charset=utf-8",
                     include_str!("../web/client.js"),
+                )
+            }),
+        )
+        .route(
+            "/adaptive.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../web/adaptive.js"),
+                )
+            }),
+        )
+        .route(
+            "/classroom.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../web/classroom.js"),
                 )
             }),
         )
@@ -126,6 +144,9 @@ struct DevTokenQuery {
     identity: Option<String>,
     #[serde(default)]
     device: Option<String>,
+    /// `admin=1`: a `room_admin` token (a teacher), to try the classroom controls.
+    #[serde(default)]
+    admin: Option<String>,
 }
 
 async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>) -> Response {
@@ -165,6 +186,7 @@ async fn dev_token(State(state): State<AppState>, Query(q): Query<DevTokenQuery>
         name
     });
     claims.device = device;
+    claims.grants.room_admin = matches!(q.admin.as_deref(), Some("1" | "true"));
     match token::mint(&claims, &key.secret) {
         Ok(token) => Json(json!({"token": token, "identity": identity})).into_response(),
         Err(e) => (

@@ -7,6 +7,7 @@
 pub mod calls;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod rate_limit;
 pub mod rooms;

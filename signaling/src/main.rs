@@ -28,6 +28,15 @@ enum Command {
     Serve(ServeArgs),
     /// Mint an access token for an app or script.
     Token(TokenArgs),
+    /// Exit 0 if the server on this host answers GET /healthz (for a container HEALTHCHECK).
+    Healthcheck(HealthcheckArgs),
+}
+
+#[derive(Args)]
+struct HealthcheckArgs {
+    /// The server's metrics listener; 0.0.0.0 / [::] mean this host.
+    #[arg(long, env = "ZVON_METRICS_ADDR", default_value = "127.0.0.1:9350")]
+    metrics_addr: SocketAddr,
 }
 
 #[derive(Args)]
@@ -48,6 +57,9 @@ struct ServeArgs {
     /// Signaling HTTP + WebSocket listener.
     #[arg(long, env = "ZVON_HTTP_ADDR")]
     http_addr: Option<SocketAddr>,
+    /// Private listener for /metrics, /healthz and /readyz (keep it off the public internet).
+    #[arg(long, env = "ZVON_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
     /// Address the media UDP sockets bind to.
     #[arg(long, env = "ZVON_MEDIA_BIND_IP")]
     media_bind_ip: Option<IpAddr>,
@@ -124,6 +136,7 @@ struct FileConfig {
     api_key: Option<String>,
     api_secret: Option<String>,
     http_addr: Option<SocketAddr>,
+    metrics_addr: Option<SocketAddr>,
     media_bind_ip: Option<IpAddr>,
     media_ip: Option<IpAddr>,
     media_port: Option<u16>,
@@ -179,6 +192,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if let Some(a) = args.http_addr.or(file.http_addr) {
         config.http_addr = a;
     }
+    if let Some(a) = args.metrics_addr.or(file.metrics_addr) {
+        config.metrics_addr = a;
+    }
     if let Some(ip) = args.media_bind_ip.or(file.media_bind_ip) {
         config.sfu.bind_ip = ip;
     }
@@ -225,6 +241,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let server = zvon_signaling::start(config.clone()).await?;
     let media: Vec<String> = server.media_addrs.iter().map(|a| a.to_string()).collect();
     info!(media_sockets = ?media, advertised_ip = %config.sfu.advertised_ip, "media workers listening");
+    info!(
+        "metrics, health and readiness on http://{}/metrics, /healthz, /readyz",
+        server.metrics_addr
+    );
     println!(
         "Zvon is running. Open http://{}/ in two browser tabs to call.",
         server.http_addr
@@ -242,6 +262,32 @@ async fn wait_for_stop_signal() -> Result<()> {
     tokio::select! {
         r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C")?,
         _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+/// Plain std HTTP/1.0: the runtime image has no curl, and a probe needs no async runtime.
+fn healthcheck(args: HealthcheckArgs) -> Result<()> {
+    use std::io::{Read, Write};
+    let mut addr = args.metrics_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let timeout = Duration::from_secs(2);
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(stream, "GET /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut reply = Vec::new();
+    stream.take(4096).read_to_end(&mut reply)?;
+    let status = reply.split(|&b| b == b'\r').next().unwrap_or_default();
+    let status = String::from_utf8_lossy(status);
+    if !(status.starts_with("HTTP/1.") && status.get(9..12) == Some("200")) {
+        bail!("http://{addr}/healthz answered {status:?}");
     }
     Ok(())
 }
@@ -273,6 +319,7 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Token(args) => mint_token(args),
+        Command::Healthcheck(args) => healthcheck(args),
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()

@@ -8,7 +8,8 @@ use crate::token::Grants;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
-const KNOWN_TYPES: [&str; 13] = [
+/// Every client message `type` this version knows.
+pub const KNOWN_TYPES: [&str; 23] = [
     "join",
     "publish_offer",
     "subscriber_answer",
@@ -22,6 +23,16 @@ const KNOWN_TYPES: [&str; 13] = [
     "call_decline",
     "call_cancel",
     "call_hangup",
+    "admin_mute",
+    "remove_participant",
+    "set_publish",
+    "raise_hand",
+    "lower_hand",
+    "approve_hand",
+    "dismiss_hand",
+    "set_lecture_mode",
+    "chat",
+    "track_settings",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +60,10 @@ fn unknown_source() -> TrackSource {
     TrackSource::Unknown
 }
 
+fn enabled_by_default() -> bool {
+    true
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientMessage {
@@ -59,6 +74,9 @@ pub enum ClientMessage {
         room: Option<String>,
         #[serde(default)]
         resume: Option<String>,
+        /// An admin's join may switch the room's lecture mode on or off.
+        #[serde(default)]
+        lecture_mode: Option<bool>,
     },
     PublishOffer {
         sdp: String,
@@ -70,6 +88,17 @@ pub enum ClientMessage {
     Mute {
         track_id: String,
         muted: bool,
+    },
+    /// How the client shows a video track it receives (adaptive stream): the rendered
+    /// size in device pixels picks the simulcast layer; hidden or 0x0 pauses it.
+    TrackSettings {
+        track_id: String,
+        #[serde(default)]
+        width: u32,
+        #[serde(default)]
+        height: u32,
+        #[serde(default = "enabled_by_default")]
+        enabled: bool,
     },
     Leave,
     Ping,
@@ -98,6 +127,56 @@ pub enum ClientMessage {
     CallHangup {
         call_id: String,
     },
+    // Classroom (`crate::rooms::moderation`, `crate::rooms::chat`).
+    AdminMute {
+        participant_id: String,
+        track_id: String,
+        muted: bool,
+    },
+    RemoveParticipant {
+        participant_id: String,
+        #[serde(default)]
+        ban: bool,
+    },
+    SetPublish {
+        participant_id: String,
+        allowed: bool,
+    },
+    RaiseHand,
+    LowerHand,
+    ApproveHand {
+        participant_id: String,
+    },
+    DismissHand {
+        participant_id: String,
+    },
+    SetLectureMode {
+        enabled: bool,
+    },
+    Chat {
+        text: String,
+        /// A participant id for a private message; absent for the whole room.
+        #[serde(default)]
+        to: Option<String>,
+    },
+}
+
+impl ClientMessage {
+    /// Moderation, hands, lecture mode and chat: handled by the hub's classroom code.
+    pub fn is_classroom(&self) -> bool {
+        matches!(
+            self,
+            ClientMessage::AdminMute { .. }
+                | ClientMessage::RemoveParticipant { .. }
+                | ClientMessage::SetPublish { .. }
+                | ClientMessage::RaiseHand
+                | ClientMessage::LowerHand
+                | ClientMessage::ApproveHand { .. }
+                | ClientMessage::DismissHand { .. }
+                | ClientMessage::SetLectureMode { .. }
+                | ClientMessage::Chat { .. }
+        )
+    }
 }
 
 /// A parsed client frame, or the error code it earns.
@@ -195,9 +274,61 @@ pub enum LeaveReason {
     Disconnected,
     Replaced,
     RoomClosed,
+    /// An admin removed the participant.
+    Removed,
 }
 
+/// One raised hand, in the order hands were raised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HandInfo {
+    pub participant_id: String,
+    pub identity: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandReason {
+    Raised,
+    Lowered,
+    Approved,
+    Dismissed,
+}
+
+/// A chat message as delivered; the sender fields are set by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChatMessage {
+    pub from: String,
+    pub identity: String,
+    pub name: String,
+    pub text: String,
+    /// Set on private messages: the recipient's participant id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// Server time, milliseconds since the Unix epoch.
+    pub at: u64,
+}
+
+/// The classroom part of `joined`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassroomSnapshot {
+    pub lecture_mode: bool,
+    /// The raised hands, oldest first; only in an admin's `joined`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hands: Option<Vec<HandInfo>>,
+    /// The latest room-wide chat messages, oldest first.
+    pub chat: Vec<ChatMessage>,
+}
+
+/// One entry of `active_speakers`, loudest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpeakerInfo {
+    pub participant_id: String,
+    /// Smoothed audio level, 0..1 linear amplitude (0.1 ≈ -20 dBov, normal speech).
+    pub level: f32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
     Joined {
@@ -207,6 +338,7 @@ pub enum ServerMessage {
         room: RoomInfo,
         participant: SelfInfo,
         participants: Vec<ParticipantInfo>,
+        classroom: Box<ClassroomSnapshot>,
     },
     PublishAnswer {
         sdp: String,
@@ -236,6 +368,40 @@ pub enum ServerMessage {
         track_id: String,
         muted: bool,
     },
+    /// Who is speaking now, loudest first (the first is the dominant speaker); sent when the
+    /// ranking changes, at most 4 times a second; empty when nobody speaks.
+    ActiveSpeakers {
+        speakers: Vec<SpeakerInfo>,
+    },
+    /// To a publisher (dynacast): send only the simulcast layers of `track_id` marked `true`,
+    /// lowest first; nobody receives the others.
+    PublishLayers {
+        track_id: String,
+        active: Vec<bool>,
+    },
+    /// To a publisher: an admin muted (or released) one of its tracks.
+    AdminMuted {
+        track_id: String,
+        muted: bool,
+    },
+    /// To a participant whose effective grants changed (publish granted or revoked, lecture
+    /// mode switched).
+    PermissionChanged {
+        grants: Grants,
+    },
+    /// To admins: the raised hands, oldest first, after every change.
+    HandQueue {
+        hands: Vec<HandInfo>,
+    },
+    /// To a participant: its own hand's state.
+    Hand {
+        raised: bool,
+        reason: HandReason,
+    },
+    LectureMode {
+        enabled: bool,
+    },
+    Chat(ChatMessage),
     Left,
     Pong,
     Error {
@@ -298,6 +464,11 @@ pub enum ErrorCode {
     CallAlreadyAnswered,
     CannotCallSelf,
     TooManyCalls,
+    UnknownParticipant,
+    Removed,
+    Banned,
+    ChatTooLong,
+    ChatRateLimited,
 }
 
 impl ErrorCode {
@@ -313,6 +484,8 @@ impl ErrorCode {
             ErrorCode::RoomFull => Some(4004),
             ErrorCode::ResumeFailed => Some(4005),
             ErrorCode::RateLimited => Some(4029),
+            ErrorCode::Banned => Some(4403),
+            ErrorCode::Removed => Some(4410),
             ErrorCode::MediaUnavailable => Some(4503),
             _ => None,
         }
@@ -366,8 +539,41 @@ mod tests {
                 protocol: 1,
                 token: "t".into(),
                 room: Some("r".into()),
-                resume: None
+                resume: None,
+                lecture_mode: None,
             }
+        );
+    }
+
+    #[test]
+    fn track_settings_parses_with_defaults() {
+        let p = parse_client_message(
+            r#"{"type":"track_settings","track_id":"TR_1","width":320,"height":180}"#,
+        );
+        assert_eq!(
+            p.message.unwrap(),
+            ClientMessage::TrackSettings {
+                track_id: "TR_1".into(),
+                width: 320,
+                height: 180,
+                enabled: true,
+            }
+        );
+        let hidden =
+            parse_client_message(r#"{"type":"track_settings","track_id":"TR_1","enabled":false}"#);
+        assert!(matches!(
+            hidden.message,
+            Ok(ClientMessage::TrackSettings {
+                width: 0,
+                height: 0,
+                enabled: false,
+                ..
+            })
+        ));
+        let code = |s: &str| parse_client_message(s).message.err().map(|e| e.0);
+        assert_eq!(
+            code(r#"{"type":"track_settings","track_id":"TR_1","width":-1}"#),
+            Some(ErrorCode::InvalidMessage)
         );
     }
 }

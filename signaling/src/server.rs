@@ -12,6 +12,7 @@ use crate::config::ServerConfig;
 /// How often ring timeouts are checked.
 const CALL_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 use crate::http::{router, AppState};
+use crate::metrics::{Metrics, MetricsError};
 use crate::rate_limit::PerIpLimiter;
 use crate::rooms::Hub;
 use crate::session::SessionContext;
@@ -23,6 +24,13 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot bind metrics listener {addr}: {source}")]
+    BindMetrics {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("cannot start media node: {0}")]
     Media(#[from] zvon_sfu::SfuError),
     #[error("configuration: {0}")]
@@ -35,11 +43,16 @@ pub struct RunningServer {
     pub http_addr: SocketAddr,
     /// The media sockets, one per worker, as bound.
     pub media_addrs: Vec<SocketAddr>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub metrics_addr: SocketAddr,
     /// Live media counters (dropped garbage datagrams, forwarded packets, keyframe requests...).
     pub sfu_stats: Arc<SfuStats>,
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<()>,
     hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    metrics_task: tokio::task::JoinHandle<()>,
+    metrics_stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl RunningServer {
@@ -71,8 +84,12 @@ impl RunningServer {
     }
 
     pub async fn shutdown(self) {
+        // Load balancers watching /readyz stop sending new clients while sessions drain.
+        self.metrics.set_shutting_down();
         let _ = self.shutdown.send(());
         let _ = self.task.await;
+        let _ = self.metrics_stop.send(());
+        let _ = self.metrics_task.await;
     }
 }
 
@@ -98,6 +115,21 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         .local_addr()
         .map_err(|source| StartError::BindHttp {
             addr: config.http_addr,
+            source,
+        })?;
+
+    // Bound before the media node starts so a taken port fails fast, and /healthz answers
+    // (with /readyz still 503) while the workers come up.
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .map_err(|source| StartError::BindMetrics {
+            addr: config.metrics_addr,
+            source,
+        })?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|source| StartError::BindMetrics {
+            addr: config.metrics_addr,
             source,
         })?;
 
@@ -136,9 +168,19 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     });
     let dispatcher = tokio::spawn(hub.clone().dispatch_media_events(events));
 
+    let metrics = Arc::new(Metrics::new(sfu_stats.clone(), hub.clone())?);
+    let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = tokio::spawn(crate::metrics::serve(
+        metrics_listener,
+        metrics.clone(),
+        async move {
+            let _ = metrics_stopped.await;
+        },
+    ));
     let state = AppState {
         session: Arc::new(SessionContext {
             hub: hub.clone(),
+            metrics: metrics.clone(),
             keys: Arc::new(config.api_keys.clone()),
             limits: config.limits.clone(),
         }),
@@ -162,9 +204,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     Ok(RunningServer {
         http_addr,
         media_addrs,
+        metrics_addr,
         sfu_stats,
         shutdown,
         task,
         hub,
+        metrics,
+        metrics_task,
+        metrics_stop,
     })
 }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::config::{ApiKey, Limits};
+use crate::metrics::Metrics;
 use crate::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage, PROTOCOL_VERSION,
 };
@@ -24,6 +25,7 @@ pub struct SessionContext {
     pub hub: Arc<Hub>,
     pub keys: Arc<Vec<ApiKey>>,
     pub limits: Limits,
+    pub metrics: Arc<Metrics>,
 }
 
 enum Flow {
@@ -46,6 +48,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
     let (mut sink, mut stream) = socket.split();
     let (outbox, mut outgoing) = mpsc::unbounded_channel();
     let limits = ctx.limits.clone();
+    let metrics = ctx.metrics.clone();
+    let _open = metrics.connection_opened();
     let mut session = Session {
         ctx,
         outbox,
@@ -78,6 +82,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                         }
                     }
                     Message::Binary(_) => {
+                        metrics.received_invalid();
                         session.reply_error(ErrorCode::InvalidMessage, "binary frames are not part of the protocol", None);
                         Flow::Continue
                     }
@@ -97,7 +102,9 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                 let Some(out) = out else { break None };
                 match out {
                     Outbound::Message(m, request_id) => {
-                        if sink.send(Message::Text(m.to_json(request_id.as_deref()).into())).await.is_err() {
+                        let text = m.to_json(request_id.as_deref());
+                        metrics.sent(&text);
+                        if sink.send(Message::Text(text.into())).await.is_err() {
                             break None;
                         }
                     }
@@ -105,7 +112,9 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                         if let (Some(id), Some(obj)) = (request_id, v.as_object_mut()) {
                             obj.insert("request_id".into(), id.into());
                         }
-                        if sink.send(Message::Text(v.to_string().into())).await.is_err() {
+                        let text = v.to_string();
+                        metrics.sent(&text);
+                        if sink.send(Message::Text(text.into())).await.is_err() {
                             break None;
                         }
                     }
@@ -145,10 +154,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                 Outbound::Json(v, _) => v.to_string(),
                 Outbound::Fatal(..) | Outbound::Close => continue,
             };
+            metrics.sent(&text);
             let _ = sink.send(Message::Text(text.into())).await;
         }
-        let error = ServerMessage::error(code, message.clone());
-        let _ = sink.send(Message::Text(error.to_json(None).into())).await;
+        let error = ServerMessage::error(code, message.clone()).to_json(None);
+        metrics.sent(&error);
+        let _ = sink.send(Message::Text(error.into())).await;
         let close_code = match code {
             ErrorCode::UnknownCall => 4404,
             _ => code.close_code().unwrap_or(1011),
@@ -231,7 +242,9 @@ impl Session {
     }
 
     async fn handle_text(&mut self, text: &str) -> Flow {
+        let received_at = Instant::now();
         let parsed = parse_client_message(text);
+        self.ctx.metrics.received(text, parsed.message.is_ok());
         let request_id = parsed.request_id;
         let message = match parsed.message {
             Ok(m) => m,
@@ -292,6 +305,7 @@ impl Session {
                 token,
                 room,
                 resume,
+                lecture_mode,
             } => {
                 let claims = match self.sign_in(protocol, &token) {
                     Ok(c) => c,
@@ -324,7 +338,15 @@ impl Session {
                 };
                 match joined {
                     Ok(j) => {
+                        self.ctx.metrics.joined(received_at.elapsed());
+                        let pid = j.participant_id.clone();
                         self.joined = Some(j);
+                        if let Some(enabled) = lecture_mode {
+                            let set = hub.set_lecture_mode(&pid, enabled).await;
+                            if let Err(refusal) = set {
+                                return self.refuse(refusal, request_id);
+                            }
+                        }
                         Flow::Continue
                     }
                     // A room socket that cannot join has no use: close it.
@@ -350,6 +372,22 @@ impl Session {
             },
             ClientMessage::Mute { track_id, muted } => match hub.mute(&pid, &track_id, muted).await
             {
+                Ok(()) => Flow::Continue,
+                Err(refusal) => self.refuse(refusal, request_id),
+            },
+            ClientMessage::TrackSettings {
+                track_id,
+                width,
+                height,
+                enabled,
+            } => match hub
+                .track_settings(&pid, &track_id, width, height, enabled)
+                .await
+            {
+                Ok(()) => Flow::Continue,
+                Err(refusal) => self.refuse(refusal, request_id),
+            },
+            m if m.is_classroom() => match hub.classroom(&pid, m).await {
                 Ok(()) => Flow::Continue,
                 Err(refusal) => self.refuse(refusal, request_id),
             },

@@ -1,6 +1,8 @@
 // Page wiring: URL parameters, token, camera/mic, and client events -> UI.
 import { ZvonClient, ZvonDevice } from './client.js';
 import * as ui from './ui.js';
+import { attachClassroom } from './classroom.js';
+import { watchVideo } from './adaptive.js';
 
 const LOCAL_TILE = 'local';
 const params = new URLSearchParams(location.search);
@@ -14,7 +16,8 @@ class UserError extends Error {}
 const mark = (name) => performance.mark?.(`zvon:${name}`);
 
 async function fetchToken(room, name) {
-  return (await fetchDevToken({ room, name })).token;
+  // `?admin=1` asks dev mode for a teacher (room_admin) token.
+  return (await fetchDevToken({ room, name, admin: params.get('admin') })).token;
 }
 
 /** `GET /api/dev-token` with the given query; returns {token, identity}. */
@@ -67,7 +70,8 @@ async function getLocalMedia({ withVideo = true } = {}) {
     ui.showMessage('Camera and microphone need a secure page (https or localhost). Joining to watch and listen only.', 'warning');
     return null;
   }
-  const video = { width: { ideal: 640 }, height: { ideal: 480 } };
+  // 720p so that all three simulcast layers (1/4, 1/2, full) are worth sending.
+  const video = { width: { ideal: 1280 }, height: { ideal: 720 } };
   try {
     return await navigator.mediaDevices.getUserMedia(withVideo ? { audio: true, video } : { audio: true });
   } catch (both) {
@@ -96,6 +100,19 @@ function mutedState(p) {
   return byKind;
 }
 
+/** Reports the size of a remote tile's video to `c` (adaptive stream); once per element. */
+function watchTile(c, id) {
+  const v = document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"] video`);
+  if (!v || v.zvonUnwatch) return;
+  v.zvonUnwatch = watchVideo(v, (s) => c.setVideoSettings(id, s));
+}
+
+function unwatchTile(id) {
+  const v = document.querySelector(`.tile[data-participant-id="${CSS.escape(id)}"] video`);
+  v?.zvonUnwatch?.();
+  if (v) v.zvonUnwatch = null;
+}
+
 function playOrOfferSound(id, stream) {
   ui.setTileStream(id, stream).catch((e) => {
     if (e.name !== 'NotAllowedError') return;
@@ -109,6 +126,7 @@ function playOrOfferSound(id, stream) {
 let client = null;
 let localStream = null;
 let joining = false;
+let detachClassroom = null;
 
 function refreshControls() {
   const hasMic = !!localStream?.getAudioTracks().length;
@@ -168,6 +186,10 @@ async function join(room, name, token = params.get('token')) {
       },
     });
 
+    detachClassroom?.();
+    detachClassroom = attachClassroom(c, document.getElementById('call'));
+    c.addEventListener('localmutechanged', refreshControls);
+
     ui.showCall();
     ui.addTile(LOCAL_TILE, name || 'You', { local: true });
     refreshControls();
@@ -224,6 +246,7 @@ function wire(c, {
   c.addEventListener('participantjoined', ({ detail: { participant: p } }) => {
     if (!live()) return;
     ui.addTile(p.id, p.name);
+    watchTile(c, p.id);
     ui.setTileMuted(p.id, mutedState(p));
     if (p.stream) playOrOfferSound(p.id, p.stream);
   });
@@ -235,11 +258,17 @@ function wire(c, {
   c.addEventListener('media', ({ detail: { participant: p } }) => {
     if (!live()) return;
     ui.addTile(p.id, p.name);
+    watchTile(c, p.id);
     playOrOfferSound(p.id, p.stream);
   });
   c.addEventListener('participantleft', ({ detail: { participant: p } }) => {
     if (!live()) return;
+    unwatchTile(p.id);
     ui.removeTile(p.id);
+  });
+  c.addEventListener('activespeakers', ({ detail: { speakers } }) => {
+    if (!live()) return;
+    ui.setActiveSpeakers(speakers.map((s) => s.participant_id));
   });
   c.addEventListener('servererror', ({ detail: e }) => {
     if (!live()) return;

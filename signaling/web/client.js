@@ -11,6 +11,8 @@
 //   publisherror       {message}              could not start sending (local WebRTC failure)
 //   servererror        {code, message, fatal, request_id}
 //   connectionerror    {message}              socket failed or closed unexpectedly
+//   classroom          {msg}                  a classroom message (chat, hand, hand_queue,
+//                                              lecture_mode, admin_muted, permission_changed)
 //   left               {reason?}               reason only when the server removed us
 //                                              (participant_left with our own id: replaced,
 //                                              room_closed, ...)
@@ -23,7 +25,7 @@ const LEAVE_TIMEOUT_MS = 1000;
 const FATAL_ERRORS = new Set([
   'message_too_large', 'unsupported_protocol', 'join_timeout', 'unauthorized',
   'token_expired', 'wrong_room', 'room_full', 'resume_failed', 'rate_limited',
-  'media_unavailable',
+  'media_unavailable', 'removed', 'banned',
 ]);
 
 export function signalingUrl(loc = window.location) {
@@ -44,17 +46,33 @@ function preferCodec(transceiver, mimeType) {
   transceiver.setCodecPreferences([...wanted, ...helpers]);
 }
 
+/**
+ * The camera's simulcast layers, lowest first (the protocol's order): each subscriber gets the
+ * one that fits how big it shows the video.
+ */
+const SIMULCAST_LAYERS = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
+];
+
 export class ZvonClient extends EventTarget {
   /**
    * `videoCodec`: a mime type such as 'video/VP9' or 'video/H264' to publish the camera with,
-   * when the browser can encode it (else the browser's default, usually VP8).
+   * when the browser can encode it (else VP8). `simulcast`: send the camera in three layers;
+   * only with VP8, which every browser can send as simulcast.
    */
-  constructor({ url = signalingUrl(), token, room, videoCodec = null } = {}) {
+  constructor({ url = signalingUrl(), token, room, videoCodec = null, simulcast = true } = {}) {
     super();
     this.url = url;
     this.token = token;
     this.room = room;
     this.videoCodec = videoCodec;
+    this.simulcast = simulcast && (!videoCodec || videoCodec.toLowerCase() === 'video/vp8');
+    /** participant id -> {width, height, enabled} of its video as shown (adaptive stream) */
+    this._videoSettings = new Map();
+    /** track id -> the track_settings last sent for it */
+    this._sentSettings = new Map();
     this.state = 'idle';
     this.localParticipant = null;
     this.roomInfo = null;
@@ -143,6 +161,56 @@ export class ZvonClient extends EventTarget {
         settle(new Error(message));
       };
     });
+  }
+
+  /** Sends a protocol message (classroom requests); returns its request id. */
+  send(msg) {
+    const request_id = this._requestId();
+    this._send({ ...msg, request_id });
+    return request_id;
+  }
+
+  /**
+   * Adaptive stream: `participantId`'s video is shown at `width`x`height` device pixels, or
+   * not at all (`enabled: false` / 0x0). Sent as track_settings for its video tracks, now and
+   * for video tracks it publishes later.
+   */
+  setVideoSettings(participantId, { width, height, enabled }) {
+    this._videoSettings.set(participantId, { width, height, enabled });
+    this._flushTrackSettings();
+  }
+
+  // Dynacast: stop encoding the simulcast layers nobody receives (CPU and uplink).
+  async _onPublishLayers(trackId, active) {
+    const local = [...this.localTracks.values()].find((l) => l.id === trackId);
+    const tr = local && this.publisherPc?.getTransceivers().find((t) => t.mid === local.mid);
+    if (!tr) return;
+    const params = tr.sender.getParameters();
+    if (!params.encodings || params.encodings.length < 2) return;
+    let changed = false;
+    params.encodings.forEach((e, i) => {
+      const on = active[i] ?? true;
+      if (e.active !== on) { e.active = on; changed = true; }
+    });
+    if (!changed) return;
+    try {
+      await tr.sender.setParameters(params);
+      this.publishedLayers = params.encodings.map((e) => e.active);
+    } catch (e) {
+      console.warn('zvon: cannot change simulcast layers', e);
+    }
+  }
+
+  _flushTrackSettings() {
+    for (const t of this.subscriberTracks.values()) {
+      if (t.kind !== 'video') continue;
+      const s = this._videoSettings.get(t.participant_id);
+      if (!s) continue;
+      const key = `${s.width}x${s.height}:${s.enabled}`;
+      if (this._sentSettings.get(t.track_id) === key) continue;
+      this._sentSettings.set(t.track_id, key);
+      this._send({ type: 'track_settings', track_id: t.track_id, ...s });
+    }
   }
 
   /** Mutes or unmutes the local 'audio' or 'video' track. */
@@ -243,6 +311,19 @@ export class ZvonClient extends EventTarget {
         // e.g. at the end of a call). A normal close follows; that is not an error.
         this._removed('room_closed');
         return;
+      case 'publish_layers': return this._onPublishLayers(msg.track_id, msg.active ?? []);
+      case 'active_speakers':
+        // Loudest first; the first is the dominant speaker. Ids may include our own.
+        this.activeSpeakers = msg.speakers ?? [];
+        this._emit('activespeakers', { speakers: this.activeSpeakers });
+        return;
+      case 'permission_changed':
+        this._onPermissionChanged(msg.grants ?? {});
+        this._emit('classroom', { msg });
+        return;
+      case 'admin_muted': case 'hand': case 'hand_queue': case 'lecture_mode': case 'chat':
+        this._emit('classroom', { msg });
+        return;
       case 'pong': return;
       default:
         // Additive protocol changes may bring new events; old clients ignore them.
@@ -275,7 +356,9 @@ export class ZvonClient extends EventTarget {
     for (const p of msg.participants ?? []) this._addParticipant(p);
     this._createSubscriber();
     this._setState('joined');
-    this._emit('joined', { participant: msg.participant, room: msg.room, resumed: !!msg.resumed });
+    this._emit('joined', {
+      participant: msg.participant, room: msg.room, resumed: !!msg.resumed, classroom: msg.classroom,
+    });
     for (const p of this.participants.values()) this._emit('participantjoined', { participant: p });
 
     const grants = msg.participant?.grants ?? {};
@@ -287,6 +370,24 @@ export class ZvonClient extends EventTarget {
         if (this.state === 'joined' && stream && stream.getTracks().length > 0) return this._publish();
       })
       .catch((e) => this._emit('publisherror', { message: e.message }));
+  }
+
+  // An admin granted or revoked publishing (or lecture mode changed): start or stop sending.
+  _onPermissionChanged(grants) {
+    if (this.localParticipant) this.localParticipant.grants = grants;
+    const may = grants.can_publish !== false && !grants.hidden;
+    if (!may && this.publisherPc) {
+      // The server already unpublished our tracks; a later grant publishes afresh.
+      try { this.publisherPc.close(); } catch { /* already closed */ }
+      this.publisherPc = null;
+      this.localTracks.clear();
+    } else if (may && !this.publisherPc && this.state === 'joined') {
+      this._media
+        .then((stream) => {
+          if (this.state === 'joined' && !this.publisherPc && stream?.getTracks().length) return this._publish();
+        })
+        .catch((e) => this._emit('publisherror', { message: e.message }));
+    }
   }
 
   _createSubscriber() {
@@ -309,8 +410,11 @@ export class ZvonClient extends EventTarget {
     for (const kind of ['audio', 'video']) {
       const track = this._localTrack(kind);
       if (!track) continue;
-      const tr = pc.addTransceiver(track, { direction: 'sendonly', streams: [this.localStream] });
-      if (kind === 'video' && this.videoCodec) preferCodec(tr, this.videoCodec);
+      const init = { direction: 'sendonly', streams: [this.localStream] };
+      const simulcast = kind === 'video' && this.simulcast;
+      if (simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
+      const tr = pc.addTransceiver(track, init);
+      if (kind === 'video' && (this.videoCodec || simulcast)) preferCodec(tr, this.videoCodec ?? 'video/VP8');
       transceivers.push({ kind, tr, track });
     }
     const offer = await pc.createOffer();
@@ -351,6 +455,7 @@ export class ZvonClient extends EventTarget {
     await pc.setLocalDescription(answer);
     this._send({ type: 'subscriber_answer', sdp: pc.localDescription.sdp });
     this._reconcileMedia();
+    this._flushTrackSettings();
   }
 
   // Rebuilds every participant's MediaStream from the transceivers of the current offer.
@@ -408,6 +513,7 @@ export class ZvonClient extends EventTarget {
     }
     const p = this.participants.get(id);
     this._gone.add(id);
+    this._videoSettings.delete(id);
     if (!p) return;
     this.participants.delete(id);
     this._emit('participantleft', { participant: p, reason });

@@ -148,6 +148,21 @@ function badge(text, cls) {
   return b;
 }
 
+/**
+ * Rings the tiles of everyone speaking; the first (dominant) speaker's tile is shown large
+ * once there are more than two tiles, so a class sees the teacher or whoever asks a question.
+ */
+export function setActiveSpeakers(ids) {
+  const speaking = new Set(ids);
+  const dominant = ids[0] ?? null;
+  for (const el of $('grid').querySelectorAll('.tile')) {
+    const id = el.dataset.participantId;
+    el.classList.toggle('speaking', speaking.has(id));
+    // The own tile is never enlarged: nobody needs to see themselves big.
+    el.classList.toggle('dominant', id === dominant && !el.classList.contains('local'));
+  }
+}
+
 // Column count from tile count keeps tiles as large as possible for 1–9+ people.
 function updateGridLayout() {
   const grid = $('grid');

@@ -2,7 +2,7 @@
 //   node e2e.mjs            (server binary from $ZVON_BIN, default target/release/zvon)
 import {
   startServer, launchBrowser, openPage, snapshot, waitFor, waitJoined, waitMediaFlowing,
-  saveArtifacts, pageUrl, uniqueName, log, tail,
+  saveArtifacts, pageUrl, uniqueName, log, tail, sleep,
 } from './harness.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 30_000);
@@ -134,6 +134,231 @@ async function scenarioCodecs(browser, server, pages, results) {
   }
 }
 
+// Replaces the fake microphone with a WebAudio tone whose gain the test controls
+// (window.__micGain), so who is loud is the test's choice, not Chromium's beep. Quiet means
+// gain 0: the sender's automatic gain control lifts even a -66 dB tone to speech level.
+function toneMicrophone(gain) {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await real({ ...constraints, audio: false });
+    if (constraints?.audio) {
+      const ctx = new AudioContext();
+      const osc = ctx.createOscillator();
+      osc.frequency.value = 220;
+      const g = ctx.createGain();
+      g.gain.value = gain;
+      const dest = ctx.createMediaStreamDestination();
+      osc.connect(g).connect(dest);
+      osc.start();
+      window.__micGain = g;
+      stream.addTrack(dest.stream.getAudioTracks()[0]);
+    }
+    return stream;
+  };
+}
+
+// d) Active speaker: of two publishers only one is loud; both pages are told it is the
+// dominant speaker and ring its tile; when the other one gets loud instead, dominance moves.
+async function scenarioActiveSpeaker(browser, server, pages, results) {
+  const room = uniqueName('e2e-speaker');
+  const open = async (name, gain) => {
+    const p = await openPage(browser, null, name);
+    await p.addInitScript(toneMicrophone, gain);
+    await p.goto(pageUrl(server, room, name));
+    pages.push(p);
+    return p;
+  };
+  const loud = await open('Loud', 0.5);
+  const quiet = await open('Quiet', 0);
+  const { me: idLoud } = await waitJoined(loud, TIMEOUT_MS);
+  const { me: idQuiet } = await waitJoined(quiet, TIMEOUT_MS);
+  await waitMediaFlowing(quiet, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+
+  const dominantSeen = (p, want, other) => waitFor(`${p.label} to see ${want} as dominant speaker`, async () => {
+    const seen = await p.evaluate(() => ({
+      speakers: (window.zvon.client.activeSpeakers ?? []).map((s) => `${s.participant_id}:${s.level}`),
+      ids: (window.zvon.client.activeSpeakers ?? []).map((s) => s.participant_id),
+      ringed: [...document.querySelectorAll('#grid .tile.speaking')].map((t) => t.dataset.participantId),
+    }));
+    return { ok: seen.ids[0] === want && !seen.ids.includes(other) && seen.ringed.includes(want) && !seen.ringed.includes(other), seen };
+  }, { timeoutMs: 10_000 });
+
+  for (const p of [loud, quiet]) {
+    const r = await dominantSeen(p, idLoud, idQuiet);
+    log(`${p.label} sees speakers ${JSON.stringify(r.seen.speakers)}`);
+  }
+  results.push({ name: 'd-dominant', ok: true, detail: 'the loud publisher is the dominant speaker on both pages, the quiet one is not listed' });
+
+  await loud.evaluate(() => { window.__micGain.gain.value = 0; });
+  await quiet.evaluate(() => { window.__micGain.gain.value = 0.5; });
+  const t0 = Date.now();
+  for (const p of [loud, quiet]) await dominantSeen(p, idQuiet, idLoud);
+  log(`dominance moved to the newly loud publisher within ${Date.now() - t0} ms`);
+  results.push({ name: 'd-switch', ok: true, detail: `dominance moved in ${Date.now() - t0} ms` });
+}
+
+// Subscribers of the simulcast scenario send audio only: three 720p encoders would not fit
+// on the test machine next to the decoders.
+function noCamera() {
+  const real = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => real({ ...constraints, video: false });
+}
+
+// Sizes the remote videos of a page from the test: `window.__setVideoBox('160px', '120px')`;
+// no arguments restores the page's own layout.
+function videoBox() {
+  window.__setVideoBox = (w, h) => {
+    let el = document.getElementById('e2e-video-box');
+    if (!el) {
+      el = document.createElement('style');
+      el.id = 'e2e-video-box';
+      document.head.append(el);
+    }
+    el.textContent = w ? `#grid .tile.remote video { width: ${w} !important; height: ${h} !important; }` : '';
+  };
+}
+
+/** The page's one remote video as decoded now: size, frames, freezes, packets. */
+function inboundVideo(page) {
+  return page.evaluate(async () => {
+    const stats = await window.zvon.client.subscriberPc.getStats();
+    let v = null;
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'video' && (!v || s.packetsReceived > v.packetsReceived)) v = s;
+    });
+    return v && {
+      frameWidth: v.frameWidth ?? 0, frameHeight: v.frameHeight ?? 0, framesDecoded: v.framesDecoded ?? 0,
+      freezeCount: v.freezeCount ?? 0, packetsReceived: v.packetsReceived ?? 0, at: Date.now(),
+    };
+  });
+}
+
+/** Per simulcast layer of the publisher: size, fps, keyframes encoded, what limits it. */
+function outboundLayers(page) {
+  return page.evaluate(async () => {
+    const stats = await window.zvon.client.publisherPc.getStats();
+    const out = {};
+    stats.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video') {
+        out[s.rid] = `${s.frameWidth ?? 0}x${s.frameHeight ?? 0}@${s.framesPerSecond ?? 0} kf=${s.keyFramesEncoded} pli=${s.pliCount} ${s.qualityLimitationReason}`;
+      }
+    });
+    return out;
+  });
+}
+
+// e) Simulcast + adaptive stream: one publisher sends three layers; a subscriber showing the
+// video small decodes the low layer while one showing it large decodes a high one; enlarging
+// the small one moves it up within seconds without more than one freeze; hiding it stops its
+// video packets.
+async function scenarioSimulcast(browser, server, pages, results) {
+  const room = uniqueName('e2e-simulcast');
+  const pub = await openPage(browser, pageUrl(server, room, 'Pub'), 'Pub');
+  pages.push(pub);
+  const open = async (name, box) => {
+    const p = await openPage(browser, null, name);
+    await p.addInitScript(noCamera);
+    await p.addInitScript(videoBox);
+    if (box) await p.addInitScript(([w, h]) => { document.addEventListener('DOMContentLoaded', () => window.__setVideoBox(w, h)); }, box);
+    await p.goto(pageUrl(server, room, name));
+    pages.push(p);
+    return p;
+  };
+  const small = await open('Small', ['160px', '120px']);
+  const large = await open('Large', null);
+  for (const p of [pub, small, large]) await waitJoined(p, TIMEOUT_MS);
+
+  const layersSent = await waitFor('Pub to send three simulcast layers', async () => {
+    const sent = await pub.evaluate(async () => {
+      const stats = await window.zvon.client.publisherPc.getStats();
+      const out = [];
+      stats.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') out.push(`${s.rid}:${s.frameWidth ?? 0}x${s.frameHeight ?? 0}`); });
+      return out.sort();
+    });
+    return { ok: sent.length === 3 && sent.every((x) => !x.endsWith(':0x0')), sent, seen: sent };
+  }, { timeoutMs: TIMEOUT_MS });
+  log(`Pub sends layers ${layersSent.sent.join(', ')}`);
+
+  const decodes = (p, what, pred, timeoutMs = TIMEOUT_MS) => waitFor(`${p.label} to decode ${what}`, async (prev) => {
+    const v = await inboundVideo(p);
+    const growing = v && prev?.v && v.framesDecoded > prev.v.framesDecoded;
+    return { ok: !!(growing && pred(v)), v, seen: v };
+  }, { timeoutMs, intervalMs: 100 });
+  const s0 = await decodes(small, 'the low layer (width <= 320)', (v) => v.frameWidth > 0 && v.frameWidth <= 320);
+  const l0 = await decodes(large, 'a high layer (width >= 640)', (v) => v.frameWidth >= 640);
+  log(`Small decodes ${s0.v.frameWidth}x${s0.v.frameHeight}, Large decodes ${l0.v.frameWidth}x${l0.v.frameHeight}`);
+  results.push({ name: 'e-layers', ok: true, detail: `small tile ${s0.v.frameWidth}x${s0.v.frameHeight}, large tile ${l0.v.frameWidth}x${l0.v.frameHeight}` });
+
+  // Up: the small tile becomes 640x360, the middle layer's size.
+  const freezesBefore = (await inboundVideo(small)).freezeCount;
+  const largeFreezesBefore = (await inboundVideo(large)).freezeCount;
+  log(`Pub layers before the switch: ${JSON.stringify(await outboundLayers(pub))}`);
+  const upAt = Date.now();
+  await small.evaluate(() => window.__setVideoBox('640px', '360px'));
+  const up = await decodes(small, 'a high layer after enlarging (width >= 640)', (v) => v.frameWidth >= 640, 10_000);
+  const upMs = up.v.at - upAt;
+  log(`Small moved up to ${up.v.frameWidth}x${up.v.frameHeight} in ${upMs} ms (resize -> first decoded frame of the new layer, 100 ms polling)`);
+  log(`Pub layers after the switch: ${JSON.stringify(await outboundLayers(pub))}`);
+  await sleep(1500);
+  const afterUp = (await inboundVideo(small)).freezeCount;
+  log(`Small freezeCount ${freezesBefore} -> ${afterUp} after the switch up`);
+
+  // Down again: back to 160x120.
+  const downAt = Date.now();
+  await small.evaluate(() => window.__setVideoBox('160px', '120px'));
+  const down = await decodes(small, 'the low layer after shrinking (width <= 320)', (v) => v.frameWidth <= 320, 10_000);
+  const downMs = down.v.at - downAt;
+  log(`Small moved down to ${down.v.frameWidth}x${down.v.frameHeight} in ${downMs} ms`);
+  // Freezes are counted when a frame is late; give the counter time to settle.
+  await sleep(2000);
+  const after = await inboundVideo(small);
+  const freezes = after.freezeCount - freezesBefore;
+  const largeFreezes = (await inboundVideo(large)).freezeCount - largeFreezesBefore;
+  log(`Small freezeCount ${freezesBefore} -> ${after.freezeCount} across two switches; Large (no switch) +${largeFreezes} in the same time`);
+  if (freezes > 2) throw new Error(`${freezes} freezes across two layer switches (at most 1 each)`);
+  results.push({ name: 'e-switch', ok: true, detail: `up in ${upMs} ms, down in ${downMs} ms, ${freezes} freeze(s) in 2 switches`, upMs, downMs, freezes });
+
+  // Hidden: the server stops sending its video.
+  await small.evaluate(() => window.__setVideoBox('0px', '0px'));
+  await sleep(1500);
+  const h0 = await inboundVideo(small);
+  await sleep(1500);
+  const h1 = await inboundVideo(small);
+  log(`Small hidden: ${h1.packetsReceived - h0.packetsReceived} video packets in 1.5 s`);
+  if (h1.packetsReceived - h0.packetsReceived > 5) throw new Error(`hidden video still receives ${h1.packetsReceived - h0.packetsReceived} packets per 1.5 s`);
+  const lv = await decodes(large, 'on while Small is hidden', (v) => v.frameWidth >= 640, 5000);
+  await small.evaluate(() => window.__setVideoBox('160px', '120px'));
+  const shownAt = Date.now();
+  const back = await decodes(small, 'video again after showing it', (v) => v.frameWidth > 0 && v.frameWidth <= 320, 10_000);
+  log(`Small video resumed ${back.v.at - shownAt} ms after showing it again; Large kept decoding ${lv.v.frameWidth}x${lv.v.frameHeight}`);
+  results.push({ name: 'e-pause', ok: true, detail: `hidden video gets no packets; resumes in ${back.v.at - shownAt} ms` });
+
+  // Dynacast: with both tiles small nobody needs the upper layers; the publisher is told to
+  // stop them, and to start again when a tile is enlarged.
+  await large.evaluate(() => window.__setVideoBox('320px', '180px'));
+  const sentOf = () => pub.evaluate(async () => {
+    const stats = await window.zvon.client.publisherPc.getStats();
+    const out = {};
+    stats.forEach((s) => { if (s.type === 'outbound-rtp' && s.kind === 'video') out[s.rid] = s.bytesSent; });
+    return { layers: window.zvon.client.publishedLayers ?? null, bytes: out };
+  });
+  const off = await waitFor('Pub to be told to stop layers h and f', async () => {
+    const s = await sentOf();
+    return { ok: JSON.stringify(s.layers) === '[true,false,false]', s, seen: s };
+  }, { timeoutMs: 10_000 });
+  await sleep(1000);
+  const o1 = await sentOf();
+  const grew = (rid) => o1.bytes[rid] - off.s.bytes[rid];
+  log(`Pub layers ${JSON.stringify(off.s.layers)}; bytes sent in 1 s: q +${grew('q')}, h +${grew('h')}, f +${grew('f')}`);
+  if (grew('f') > 2000 || grew('h') > 2000) throw new Error(`stopped layers still send: h +${grew('h')}, f +${grew('f')} bytes`);
+  const bigAt = Date.now();
+  await large.evaluate(() => window.__setVideoBox('1280px', '720px'));
+  const big = await decodes(large, 'a high layer after dynacast turned it back on (width >= 640)', (v) => v.frameWidth >= 640, 10_000);
+  const onLayers = (await sentOf()).layers;
+  log(`Large back at ${big.v.frameWidth}x${big.v.frameHeight} ${big.v.at - bigAt} ms after enlarging (publisher layers ${JSON.stringify(onLayers)})`);
+  results.push({ name: 'e-dynacast', ok: true, detail: `unwatched layers stopped; a stopped layer reaches a subscriber ${big.v.at - bigAt} ms after it asks`, dynacastUpMs: big.v.at - bigAt });
+}
+
 async function runScenario(name, fn, browser, server, results) {
   const pages = [];
   const t0 = Date.now();
@@ -161,6 +386,8 @@ async function main() {
     ['a-two-party', scenarioTwoParty],
     ['b-four-party', scenarioFour],
     ['c-codecs', scenarioCodecs],
+    ['d-active-speaker', scenarioActiveSpeaker],
+    ['e-simulcast', scenarioSimulcast],
   ].filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
 
   let server = null;

@@ -82,6 +82,8 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
     '--media-ip', '127.0.0.1',
     '--media-port', String(udpPort),
     '--workers', '1',
+    // A free port, so a server already on the default 9350 cannot stop this one from starting.
+    '--metrics-addr', '127.0.0.1:0',
   ];
   log(`starting ${bin} ${args.join(' ')}`);
   const child = spawn(bin, args, {

@@ -2,9 +2,9 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
-# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs (run that one as
-# `node calls.mjs [prefix...]`); without arguments both run, and the exit status is non-zero
-# if either failed.
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs and classroom.mjs (run
+# those as `node calls.mjs [prefix...]`, `node classroom.mjs`); without arguments all run, and
+# the exit status is non-zero if any failed.
 set -eu
 cd "$(dirname "$0")"
 if [ ! -d node_modules ]; then
@@ -14,5 +14,6 @@ status=0
 node e2e.mjs "$@" || status=1
 if [ $# -eq 0 ]; then
   node calls.mjs || status=1
+  node classroom.mjs || status=1
 fi
 exit $status

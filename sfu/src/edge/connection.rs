@@ -5,13 +5,21 @@ use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
 use rand::Rng;
+use str0m::bwe::Bitrate;
 use str0m::change::SdpPendingOffer;
 use str0m::config::DtlsCert;
-use str0m::media::Mid;
+use str0m::media::{Mid, Rid};
 use str0m::{Candidate, IceCreds, Rtc, RtcError};
 
+use super::meter::EgressTally;
 use crate::api::{ParticipantId, PeerStats, TrackId};
+use crate::forward::keyframe::VideoCodec;
+use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
+
+/// Where a subscriber's estimate starts: enough for audio and a middle layer or two, so a
+/// new subscriber sees video at once and probing finds the rest within seconds.
+const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_500);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
@@ -20,6 +28,8 @@ pub struct Connection {
     pub ufrag: String,
     /// The media-lost event was sent; never again.
     pub lost_reported: bool,
+    /// What was sent on this connection's streams, for the retransmission count.
+    pub egress: EgressTally,
 }
 
 impl Connection {
@@ -29,6 +39,25 @@ impl Connection {
     pub fn new(
         candidate: SocketAddr,
         cert: Option<&DtlsCert>,
+        now: Instant,
+    ) -> Result<Self, RtcError> {
+        Self::build(candidate, cert, None, now)
+    }
+
+    /// A subscriber connection: like [`Connection::new`], plus a send-side bandwidth
+    /// estimate (TWCC) that the forwarding core fits the subscriber's layers into.
+    pub fn new_subscriber(
+        candidate: SocketAddr,
+        cert: Option<&DtlsCert>,
+        now: Instant,
+    ) -> Result<Self, RtcError> {
+        Self::build(candidate, cert, Some(INITIAL_SUBSCRIBER_ESTIMATE), now)
+    }
+
+    fn build(
+        candidate: SocketAddr,
+        cert: Option<&DtlsCert>,
+        bwe: Option<Bitrate>,
         now: Instant,
     ) -> Result<Self, RtcError> {
         let mut rng = rand::thread_rng();
@@ -54,6 +83,7 @@ impl Connection {
                 pass,
             })
             .set_stats_interval(Some(Duration::from_secs(2)))
+            .enable_bwe(bwe)
             .build(now);
         let host = Candidate::host(candidate, "udp").map_err(RtcError::Ice)?;
         rtc.add_local_candidate(host);
@@ -62,6 +92,7 @@ impl Connection {
             next_timeout: now,
             ufrag,
             lost_reported: false,
+            egress: EgressTally::default(),
         })
     }
 }
@@ -77,6 +108,25 @@ pub struct PublishedTrackEntry {
     pub mid: Mid,
     pub key: TrackKey,
     pub id: TrackId,
+    /// Simulcast rids, lowest layer first (the offer's order); empty without simulcast.
+    pub rids: Vec<Rid>,
+    /// Negotiated video payload types and their codecs, for keyframe detection.
+    pub codecs: Vec<(u8, VideoCodec)>,
+}
+
+impl PublishedTrackEntry {
+    /// The layer a stream with this rid carries; a few entries, so a scan.
+    pub fn layer_of(&self, rid: Option<Rid>) -> Layer {
+        rid.and_then(|r| self.rids.iter().position(|x| *x == r))
+            .map_or(0, |i| i as Layer)
+    }
+
+    pub fn codec_of(&self, pt: u8) -> VideoCodec {
+        self.codecs
+            .iter()
+            .find(|(p, _)| *p == pt)
+            .map_or(VideoCodec::Other, |(_, c)| *c)
+    }
 }
 
 pub struct Participant {
@@ -111,6 +161,10 @@ impl Participant {
 
     /// The published track on the publisher connection's m-line `mid`; at most a few, so a scan.
     pub fn track_by_mid(&self, mid: Mid) -> Option<TrackKey> {
-        self.published.iter().find(|t| t.mid == mid).map(|t| t.key)
+        self.published_by_mid(mid).map(|t| t.key)
+    }
+
+    pub fn published_by_mid(&self, mid: Mid) -> Option<&PublishedTrackEntry> {
+        self.published.iter().find(|t| t.mid == mid)
     }
 }

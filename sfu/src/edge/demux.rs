@@ -55,6 +55,12 @@ impl Demux {
         self.by_addr.insert(from, key);
     }
 
+    /// Forgets the ufrag and addresses of one connection.
+    pub fn remove_connection(&mut self, key: ConnectionKey) {
+        self.by_addr.retain(|_, k| *k != key);
+        self.by_ufrag.retain(|_, k| *k != key);
+    }
+
     /// Forgets every ufrag and address of `peer`.
     pub fn remove_peer(&mut self, peer: PeerKey) {
         self.by_addr.retain(|_, (p, _)| *p != peer);

@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod demux;
+pub mod meter;
 pub mod payload_types;
 pub mod stun;
 pub mod udp_batch;

@@ -3,9 +3,11 @@
 //! Each browser numbers codecs its own way; the same VP8 may be PT 96 upstream and PT 98
 //! downstream. Matched on codec, clock rate and, for H.264, profile and packetization mode.
 
-use str0m::format::PayloadParams;
-use str0m::media::Mid;
+use str0m::format::{Codec, PayloadParams};
+use str0m::media::{Mid, Rid, Rids};
 use str0m::Rtc;
+
+use crate::forward::keyframe::VideoCodec;
 
 pub fn payload_type_map(
     publisher: &Rtc,
@@ -43,4 +45,29 @@ fn same_codec(a: &PayloadParams, b: &PayloadParams) -> bool {
         && a.clock_rate == b.clock_rate
         && a.format.profile_level_id.map(|p| p >> 16) == b.format.profile_level_id.map(|p| p >> 16)
         && a.format.packetization_mode == b.format.packetization_mode
+}
+
+/// The video codecs negotiated on a publisher's m-line, by payload type.
+pub fn video_codecs(publisher: &Rtc, mid: Mid) -> Vec<(u8, VideoCodec)> {
+    negotiated(publisher, mid)
+        .iter()
+        .map(|p| {
+            let codec = match p.spec().codec {
+                Codec::Vp8 => VideoCodec::Vp8,
+                Codec::Vp9 => VideoCodec::Vp9,
+                Codec::H264 => VideoCodec::H264,
+                _ => VideoCodec::Other,
+            };
+            (*p.pt(), codec)
+        })
+        .collect()
+}
+
+/// The simulcast rids a publisher's m-line receives, in the offer's order (which the
+/// protocol fixes as lowest layer first); empty without simulcast.
+pub fn simulcast_rids(publisher: &Rtc, mid: Mid) -> Vec<Rid> {
+    match publisher.media(mid).map(|m| m.rids_rx()) {
+        Some(Rids::Specific(rids)) if rids.len() > 1 => rids.clone(),
+        _ => vec![],
+    }
 }

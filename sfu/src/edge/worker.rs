@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use slab::Slab;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
@@ -21,14 +22,22 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Connection, Participant, PendingSubscriberOffer, PublishedTrackEntry};
 use super::demux::{ConnectionKey, Demux, Route, Side};
-use super::payload_types::payload_type_map;
+use super::meter::{WorkerMeter, MAX_BATCHES};
+use super::payload_types::{payload_type_map, simulcast_rids, video_codecs};
 use super::udp_batch::{recv_batch, send_batch, RecvBatch, SendQueue};
 use crate::api::{
-    ParticipantId, SfuError, SfuEvent, SfuRequest, SfuResponse, SubscribedTrack, TrackId, TrackKind,
+    ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
+    SubscribedTrack, TrackId, TrackKind,
 };
+use crate::forward::keyframe::keyframe_start;
+use crate::forward::layer_selector::Want;
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest};
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
 use crate::stats::SfuStats;
+
+mod forwarding;
+mod negotiation;
+mod requests;
 
 /// A request for this worker and where its answer goes.
 pub struct Command {
@@ -42,6 +51,8 @@ const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
+// The meter attributes forwards to each batch of one wake.
+const _: () = assert!(MAX_BATCHES_PER_WAKE <= MAX_BATCHES);
 
 pub struct Worker {
     candidate: SocketAddr,
@@ -52,10 +63,13 @@ pub struct Worker {
     track_ids: HashMap<crate::forward::TrackKey, TrackId>,
     events: mpsc::UnboundedSender<SfuEvent>,
     stats: Arc<SfuStats>,
+    meter: WorkerMeter,
     send_queue: SendQueue,
     forwards: Vec<Forward>,
     dirty: Vec<ConnectionKey>,
     dtls_cert: Option<DtlsCert>,
+    /// Subscriber connections estimate their bandwidth and the router fits layers into it.
+    bandwidth_allocation: bool,
 }
 
 impl Worker {
@@ -64,6 +78,7 @@ impl Worker {
         keyframe_interval: Duration,
         events: mpsc::UnboundedSender<SfuEvent>,
         stats: Arc<SfuStats>,
+        index: usize,
     ) -> Self {
         Worker {
             candidate,
@@ -73,6 +88,7 @@ impl Worker {
             router: Router::new(keyframe_interval),
             track_ids: HashMap::new(),
             events,
+            meter: WorkerMeter::new(stats.clone(), index),
             stats,
             send_queue: SendQueue::default(),
             forwards: Vec::with_capacity(256),
@@ -80,7 +96,14 @@ impl Worker {
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
+            bandwidth_allocation: false,
         }
+    }
+
+    /// See [`crate::config::SfuConfig::bandwidth_allocation`].
+    pub fn with_bandwidth_allocation(mut self, on: bool) -> Self {
+        self.bandwidth_allocation = on;
+        self
     }
 
     /// Runs until the command channel closes.
@@ -96,12 +119,14 @@ impl Worker {
             }
         };
         let mut batch = RecvBatch::default();
+        self.meter.set_running(true);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;
                 command = commands.recv() => match command {
                     Some(c) => {
+                        self.meter.woke(Instant::now());
                         let result = self.handle_request(c.request, Instant::now());
                         let _ = c.reply.send(result);
                     }
@@ -111,6 +136,7 @@ impl Worker {
                     if ready.is_err() {
                         break;
                     }
+                    self.meter.woke(Instant::now());
                     for _ in 0..MAX_BATCHES_PER_WAKE {
                         // try_io clears readiness on WouldBlock so the next await really waits.
                         match socket.try_io(Interest::READABLE, || recv_batch(&socket, &mut batch)) {
@@ -123,16 +149,28 @@ impl Worker {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => self.handle_timeouts(Instant::now()),
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    let now = Instant::now();
+                    self.meter.woke(now);
+                    self.handle_timeouts(now);
+                }
             }
-            self.drain(Instant::now());
+            let now = Instant::now();
+            self.drain(now);
+            self.report_speakers(now);
+            self.report_layer_demand(now);
             self.flush(&socket).await;
+            self.meter.flushed(Instant::now());
         }
+        self.meter.set_running(false);
         info!("media worker on {} stopped", self.candidate);
     }
 
     fn next_deadline(&self) -> Instant {
         let mut deadline = Instant::now() + IDLE_TICK;
+        if let Some(tick) = self.router.next_speaker_tick() {
+            deadline = deadline.min(tick);
+        }
         for (_, p) in &self.participants {
             for c in [&p.publisher, &p.subscriber].into_iter().flatten() {
                 if !c.lost_reported && c.next_timeout < deadline {
@@ -168,6 +206,7 @@ impl Worker {
 
     fn handle_datagrams(&mut self, batch: &RecvBatch, now: Instant) {
         SfuStats::add(&self.stats.datagrams_received, batch.len() as u64);
+        self.meter.batch_received(now);
         for (from, data) in batch.iter() {
             self.handle_datagram(from, data, now);
         }
@@ -277,6 +316,46 @@ impl Worker {
         }
     }
 
+    /// Dynacast: tells publishers which simulcast layers someone receives.
+    fn report_layer_demand(&mut self, now: Instant) {
+        for (track, active) in self.router.poll_layer_demand(now) {
+            let (Some(t), Some(track_id)) = (self.router.track(track), self.track_ids.get(&track))
+            else {
+                continue;
+            };
+            let count = usize::from(t.layer_count());
+            let Some(p) = self.participants.get(t.publisher.0 as usize) else {
+                continue;
+            };
+            let _ = self.events.send(SfuEvent::PublisherLayers {
+                participant: p.id.clone(),
+                track_id: track_id.clone(),
+                active: active[..count].to_vec(),
+            });
+        }
+    }
+
+    /// Reports rooms whose active speakers changed; cheap when no tick is due.
+    fn report_speakers(&mut self, now: Instant) {
+        for update in self.router.poll_speakers(now) {
+            let speakers = update
+                .speakers
+                .iter()
+                .filter_map(|s| {
+                    let p = self.participants.get(s.peer.0 as usize)?;
+                    Some(ActiveSpeaker {
+                        participant: p.id.clone(),
+                        level: s.level,
+                    })
+                })
+                .collect();
+            let _ = self.events.send(SfuEvent::ActiveSpeakers {
+                room: RoomId(update.room),
+                speakers,
+            });
+        }
+    }
+
     fn report_media_lost(&mut self, peer: PeerKey) {
         if let Some(p) = self.participants.get(peer.0 as usize) {
             info!(participant = %p.id, "media connection lost");
@@ -321,6 +400,7 @@ impl Worker {
                 }
             }
             Event::PeerStats(s) => {
+                self.meter.peer_stats(side == Side::Publisher, &s);
                 if let Some(p) = self.participants.get_mut(peer.0 as usize) {
                     match side {
                         Side::Publisher => {
@@ -337,8 +417,43 @@ impl Worker {
                     }
                 }
             }
+            Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
+                if side == Side::Subscriber =>
+            {
+                let desired = self.router.set_egress_budget(peer, estimate.as_u64(), now);
+                debug!(
+                    peer = peer.0,
+                    estimate = estimate.as_u64(),
+                    desired,
+                    "subscriber estimate"
+                );
+                if let Some(c) = self
+                    .participants
+                    .get_mut(peer.0 as usize)
+                    .and_then(|p| p.subscriber.as_mut())
+                {
+                    // Probe towards what the subscriber wants, so layers cut for lack of
+                    // bandwidth come back when it returns.
+                    c.rtc
+                        .bwe()
+                        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired.max(100_000)));
+                }
+            }
+            Event::MediaIngressStats(s) if side == Side::Publisher => {
+                let track = self
+                    .participants
+                    .get(peer.0 as usize)
+                    .and_then(|p| p.track_by_mid(s.mid))
+                    .and_then(|t| self.router.track(t));
+                if let Some(t) = track {
+                    self.meter.ingress_stats(t.kind, &s);
+                }
+            }
             Event::MediaEgressStats(s) => {
                 if let Some(p) = self.participants.get_mut(peer.0 as usize) {
+                    if let (Side::Subscriber, Some(c)) = (side, p.subscriber.as_mut()) {
+                        self.meter.egress_stats(&mut c.egress, &s);
+                    }
                     if let Some(rtt) = s.rtt {
                         p.stats.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
                     }
@@ -349,455 +464,5 @@ impl Worker {
             }
             _ => {}
         }
-    }
-
-    /// The packet path: attribute, fan out, write to each subscriber. No allocation beyond
-    /// what str0m does per encrypted datagram.
-    fn forward(&mut self, publisher: PeerKey, pkt: RtpPacket, now: Instant) {
-        let Some(p) = self.participants.get_mut(publisher.0 as usize) else {
-            return;
-        };
-        let Some(conn) = p.publisher.as_mut() else {
-            return;
-        };
-        let Some(mid) = conn
-            .rtc
-            .direct_api()
-            .stream_rx(&pkt.header.ssrc)
-            .map(|s| s.mid())
-        else {
-            return;
-        };
-        let Some(track) = p.track_by_mid(mid) else {
-            return;
-        };
-        let incoming = IncomingRtp {
-            track,
-            source: *pkt.header.ssrc,
-            seq: *pkt.seq_no,
-            ts: pkt.header.timestamp,
-            pt: *pkt.header.payload_type,
-        };
-        let mut forwards = std::mem::take(&mut self.forwards);
-        self.router.on_rtp(&incoming, now, &mut forwards);
-        let video = self
-            .router
-            .track(track)
-            .is_some_and(|t| t.kind == TrackKind::Video);
-        for f in &forwards {
-            let Some(sub) = self
-                .participants
-                .get_mut(f.subscriber.0 as usize)
-                .and_then(|s| s.subscriber.as_mut())
-            else {
-                continue;
-            };
-            let mut api = sub.rtc.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
-                continue;
-            };
-            let ext = ExtensionValues {
-                audio_level: pkt.header.ext_vals.audio_level,
-                voice_activity: pkt.header.ext_vals.voice_activity,
-                video_orientation: pkt.header.ext_vals.video_orientation,
-                ..Default::default()
-            };
-            let write = RtpWrite::new(
-                f.pt.into(),
-                SeqNo::from(f.seq),
-                f.ts,
-                pkt.timestamp,
-                pkt.payload.clone(),
-            )
-            .marker(pkt.header.marker)
-            .ext_vals(ext)
-            .nackable(video);
-            tx.write_rtp(write);
-            SfuStats::add(&self.stats.rtp_packets_forwarded, 1);
-            self.dirty.push((f.subscriber, Side::Subscriber));
-        }
-        self.forwards = forwards;
-    }
-
-    fn request_keyframe(&mut self, req: KeyframeRequest) {
-        let Some(conn) = self
-            .participants
-            .get_mut(req.publisher.0 as usize)
-            .and_then(|p| p.publisher.as_mut())
-        else {
-            return;
-        };
-        if let Some(rx) = conn.rtc.direct_api().stream_rx_by_mid(req.mid, None) {
-            rx.request_keyframe(KeyframeRequestKind::Pli);
-            SfuStats::add(&self.stats.keyframe_requests_sent, 1);
-            self.dirty.push((req.publisher, Side::Publisher));
-        }
-    }
-
-    fn peer_of(&self, id: &ParticipantId) -> Result<PeerKey, SfuError> {
-        self.by_id
-            .get(id)
-            .copied()
-            .ok_or(SfuError::UnknownParticipant)
-    }
-
-    pub fn handle_request(
-        &mut self,
-        request: SfuRequest,
-        now: Instant,
-    ) -> Result<SfuResponse, SfuError> {
-        let result = match request {
-            SfuRequest::AddParticipant {
-                room,
-                participant,
-                can_subscribe,
-            } => {
-                if self.by_id.contains_key(&participant) {
-                    return Err(SfuError::ParticipantExists);
-                }
-                let key = PeerKey(
-                    self.participants
-                        .insert(Participant::new(participant.clone(), can_subscribe))
-                        as u32,
-                );
-                self.by_id.insert(participant, key);
-                self.router.add_participant(key, &room.0, can_subscribe);
-                Ok(SfuResponse::Done)
-            }
-            SfuRequest::PublishOffer {
-                participant,
-                sdp,
-                tracks,
-            } => {
-                let peer = self.peer_of(&participant)?;
-                self.publish(peer, &sdp, &tracks, now)
-                    .map(|sdp| SfuResponse::PublishAnswer { sdp })
-            }
-            SfuRequest::SubscriberAnswer { participant, sdp } => {
-                let peer = self.peer_of(&participant)?;
-                self.accept_subscriber_answer(peer, &sdp, now)
-                    .map(|_| SfuResponse::Done)
-            }
-            SfuRequest::SetTrackMuted {
-                participant,
-                track_id,
-                muted,
-            } => {
-                let peer = self.peer_of(&participant)?;
-                let track = self.participants[peer.0 as usize]
-                    .published
-                    .iter()
-                    .find(|t| t.id == track_id)
-                    .map(|t| t.key)
-                    .ok_or_else(|| SfuError::InvalidRequest(format!("unknown track {track_id}")))?;
-                if let Some(req) = self.router.set_muted(track, muted, now) {
-                    self.request_keyframe(req);
-                }
-                Ok(SfuResponse::Done)
-            }
-            SfuRequest::RemoveParticipant { participant } => {
-                let peer = self.peer_of(&participant)?;
-                self.remove(peer);
-                Ok(SfuResponse::Done)
-            }
-            SfuRequest::PeerStats { participant } => {
-                let peer = self.peer_of(&participant)?;
-                Ok(SfuResponse::PeerStats(
-                    self.participants[peer.0 as usize].stats.clone(),
-                ))
-            }
-        };
-        self.negotiate_all(now);
-        result
-    }
-
-    fn publish(
-        &mut self,
-        peer: PeerKey,
-        sdp: &str,
-        tracks: &[crate::api::PublishedTrack],
-        now: Instant,
-    ) -> Result<String, SfuError> {
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        if self.participants[peer.0 as usize].publisher.is_some() {
-            return Err(SfuError::InvalidRequest("already published".into()));
-        }
-        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
-            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
-        let answer = conn
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let mut checked = vec![];
-        for t in tracks {
-            let mid = Mid::from(t.mid.as_str());
-            let media = conn
-                .rtc
-                .media(mid)
-                .ok_or_else(|| SfuError::InvalidSdp(format!("no m-line with mid {}", t.mid)))?;
-            let kind_ok = matches!(
-                (media.kind(), t.kind),
-                (MediaKind::Audio, TrackKind::Audio) | (MediaKind::Video, TrackKind::Video)
-            );
-            if !kind_ok {
-                return Err(SfuError::InvalidSdp(format!(
-                    "m-line {} is not {:?}",
-                    t.mid, t.kind
-                )));
-            }
-            if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
-                return Err(SfuError::InvalidSdp(format!(
-                    "m-line {} does not send",
-                    t.mid
-                )));
-            }
-            checked.push((mid, t.clone()));
-        }
-        let ufrag = conn.ufrag.clone();
-        let participant = &mut self.participants[peer.0 as usize];
-        participant.publisher = Some(conn);
-        for (mid, t) in checked {
-            let clock_rate = if t.kind == TrackKind::Audio {
-                48_000
-            } else {
-                90_000
-            };
-            if let Some(key) = self
-                .router
-                .add_track(peer, mid, t.kind, clock_rate, t.muted)
-            {
-                self.track_ids.insert(key, t.track_id.clone());
-                self.participants[peer.0 as usize]
-                    .published
-                    .push(PublishedTrackEntry {
-                        mid,
-                        key,
-                        id: t.track_id,
-                    });
-            }
-        }
-        self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
-        self.dirty.push((peer, Side::Publisher));
-        Ok(answer.to_sdp_string())
-    }
-
-    fn negotiate_all(&mut self, now: Instant) {
-        for peer in self.router.take_needs_negotiation() {
-            self.negotiate(peer, now);
-        }
-    }
-
-    /// Sends a subscriber offer for everything that changed, unless one is outstanding (the
-    /// answer will trigger the next round).
-    fn negotiate(&mut self, peer: PeerKey, now: Instant) {
-        let Some(p) = self.participants.get(peer.0 as usize) else {
-            return;
-        };
-        if p.pending_offer.is_some() {
-            return;
-        }
-        let downtracks: Vec<_> = self
-            .router
-            .downtracks_of(peer)
-            .into_iter()
-            .map(|(k, d)| (k, d.state.clone(), d.kind, d.publisher, d.track))
-            .collect();
-        if !downtracks
-            .iter()
-            .any(|d| matches!(d.1, DowntrackState::Pending | DowntrackState::Closing(_)))
-        {
-            return;
-        }
-        if self.participants[peer.0 as usize].subscriber.is_none() {
-            let conn = match Connection::new(self.candidate, self.dtls_cert.as_ref(), now) {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!("cannot create subscriber connection: {e}");
-                    return;
-                }
-            };
-            self.demux
-                .add_ufrag(conn.ufrag.clone(), (peer, Side::Subscriber));
-            self.participants[peer.0 as usize].subscriber = Some(conn);
-        }
-        let publisher_ids: Vec<Option<ParticipantId>> = downtracks
-            .iter()
-            .map(|d| self.participants.get(d.3 .0 as usize).map(|p| p.id.clone()))
-            .collect();
-        let Some(conn) = self.participants[peer.0 as usize].subscriber.as_mut() else {
-            return;
-        };
-        let mut api = conn.rtc.sdp_api();
-        let mut offered = vec![];
-        let mut closing = vec![];
-        let mut listed = vec![];
-        for ((key, state, kind, _, track), publisher_id) in downtracks.iter().zip(publisher_ids) {
-            match state {
-                DowntrackState::Pending => {
-                    let (Some(track), Some(publisher_id)) = (track, publisher_id) else {
-                        continue;
-                    };
-                    let track_id = self
-                        .track_ids
-                        .get(track)
-                        .cloned()
-                        .unwrap_or_else(|| TrackId(String::new()));
-                    let media_kind = if *kind == TrackKind::Audio {
-                        MediaKind::Audio
-                    } else {
-                        MediaKind::Video
-                    };
-                    let mid = api.add_media(
-                        media_kind,
-                        Direction::SendOnly,
-                        Some(publisher_id.0.clone()),
-                        Some(track_id.0.clone()),
-                        None,
-                    );
-                    offered.push((*key, mid));
-                    listed.push(SubscribedTrack {
-                        mid: mid.to_string(),
-                        track_id,
-                        participant_id: publisher_id,
-                        kind: *kind,
-                    });
-                }
-                DowntrackState::Closing(mid) => {
-                    api.stop_media(*mid);
-                    closing.push(*key);
-                }
-                DowntrackState::Offered(mid) | DowntrackState::Active { mid, .. } => {
-                    if let (Some(track), Some(publisher_id)) = (track, publisher_id) {
-                        let track_id = self
-                            .track_ids
-                            .get(track)
-                            .cloned()
-                            .unwrap_or_else(|| TrackId(String::new()));
-                        listed.push(SubscribedTrack {
-                            mid: mid.to_string(),
-                            track_id,
-                            participant_id: publisher_id,
-                            kind: *kind,
-                        });
-                    }
-                }
-            }
-        }
-        let Some((offer, pending)) = api.apply() else {
-            return;
-        };
-        for (key, mid) in &offered {
-            self.router.mark_offered(*key, *mid);
-        }
-        let participant = &mut self.participants[peer.0 as usize];
-        participant.pending_offer = Some(PendingSubscriberOffer {
-            pending,
-            offered: offered.into_iter().map(|(k, _)| k).collect(),
-            closing,
-        });
-        let _ = self.events.send(SfuEvent::SubscriberOffer {
-            participant: participant.id.clone(),
-            sdp: offer.to_sdp_string(),
-            tracks: listed,
-        });
-        self.dirty.push((peer, Side::Subscriber));
-    }
-
-    fn accept_subscriber_answer(
-        &mut self,
-        peer: PeerKey,
-        sdp: &str,
-        now: Instant,
-    ) -> Result<(), SfuError> {
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let participant = &mut self.participants[peer.0 as usize];
-        let Some(pending) = participant.pending_offer.take() else {
-            return Err(SfuError::InvalidRequest(
-                "no subscriber offer is outstanding".into(),
-            ));
-        };
-        let Some(conn) = participant.subscriber.as_mut() else {
-            return Err(SfuError::InvalidRequest("no subscriber connection".into()));
-        };
-        if let Err(e) = conn.rtc.sdp_api().accept_answer(pending.pending, answer) {
-            // The offer is spent either way; its downtracks go back to pending so the next
-            // offer carries them again.
-            warn!("subscriber answer refused: {e}");
-            return Err(SfuError::InvalidSdp(e.to_string()));
-        }
-        for key in pending.closing {
-            self.router.forget(key);
-        }
-        let mut keyframe_requests = vec![];
-        for key in pending.offered {
-            let Some(dt) = self.router.downtrack(key) else {
-                continue;
-            };
-            let DowntrackState::Offered(sub_mid) = dt.state else {
-                continue;
-            };
-            let Some(track) = dt.track.and_then(|t| self.router.track(t)) else {
-                continue;
-            };
-            let (publisher, pub_mid) = (track.publisher, track.publisher_mid);
-            let map = match (
-                self.participants
-                    .get(publisher.0 as usize)
-                    .and_then(|p| p.publisher.as_ref()),
-                self.participants[peer.0 as usize].subscriber.as_ref(),
-            ) {
-                (Some(p), Some(s)) => payload_type_map(&p.rtc, pub_mid, &s.rtc, sub_mid),
-                _ => vec![],
-            };
-            if map.is_empty() {
-                warn!("no common codec between publisher and subscriber for m-line {sub_mid}");
-            }
-            keyframe_requests.extend(self.router.activate(key, map, now));
-            if let Some(sub) = self.participants[peer.0 as usize].subscriber.as_mut() {
-                if let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(sub_mid, None) {
-                    // Answer NACKs for 1.5 s of video (RTTs up to about a second), not str0m's
-                    // default 3 s: the cache is per subscriber and dominates its memory.
-                    tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
-                }
-            }
-        }
-        for r in keyframe_requests {
-            self.request_keyframe(r);
-        }
-        self.dirty.push((peer, Side::Subscriber));
-        // Changes that arrived while the offer was out.
-        self.negotiate(peer, now);
-        Ok(())
-    }
-
-    fn remove(&mut self, peer: PeerKey) {
-        self.router.remove_participant(peer);
-        self.demux.remove_peer(peer);
-        if let Some(mut p) = self.participants.try_remove(peer.0 as usize) {
-            self.by_id.remove(&p.id);
-            for t in &p.published {
-                self.track_ids.remove(&t.key);
-            }
-            // Tell the remote we are gone (DTLS close_notify) before forgetting the connection.
-            for conn in [p.publisher.as_mut(), p.subscriber.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                let _ = conn.rtc.close();
-                while let Ok(out) = conn.rtc.poll_output() {
-                    match out {
-                        Output::Transmit(t) => {
-                            self.send_queue.push(t.destination, t.contents.into())
-                        }
-                        Output::Timeout(_) => break,
-                        Output::Event(_) => {}
-                    }
-                }
-            }
-        }
-        self.dirty.retain(|(p, _)| *p != peer);
     }
 }

@@ -4,10 +4,21 @@
 //! and negotiation needs come out. No sockets, no clocks, no str0m `Rtc`: the edge feeds
 //! it and carries out what it returns, and tests drive it packet by packet.
 
+pub mod allocator;
+mod downtrack_layers;
+pub mod dynacast;
+pub mod keyframe;
 pub mod keyframe_requests;
+pub mod layer_selector;
 pub mod router;
 pub mod rtp_rewriter;
+pub mod speaker_detector;
 
 pub use keyframe_requests::KeyframeRequestThrottle;
-pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, TrackKey};
+pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, SpeakerUpdate, TrackKey};
 pub use rtp_rewriter::RtpRewriter;
+
+#[cfg(test)]
+mod router_tests;
+#[cfg(test)]
+mod simulcast_tests;

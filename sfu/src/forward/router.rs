@@ -11,9 +11,17 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use str0m::media::Mid;
 
+use super::downtrack_layers::{select_layer, LayerCap};
+use super::dynacast::LayerDemand;
+use super::keyframe::KeyframeStart;
 use super::keyframe_requests::KeyframeRequestThrottle;
+use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MAX_LAYERS};
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
+use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
 use crate::api::TrackKind;
+
+/// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
+pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
 
 /// A participant slot on this worker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -31,7 +39,23 @@ pub struct Track {
     pub muted: bool,
     clock_rate: u32,
     downtracks: Vec<DowntrackKey>,
-    keyframe_throttle: KeyframeRequestThrottle,
+    pub(super) keyframe_throttle: KeyframeRequestThrottle,
+    /// Simulcast layers (one for a plain track) and a request throttle per layer, since a
+    /// keyframe on one layer does not help a subscriber waiting on another.
+    pub(super) layers: TrackLayers,
+    pub(super) layer_throttles: [KeyframeRequestThrottle; MAX_LAYERS],
+    /// Which layers the publisher was told to send (dynacast).
+    demand: LayerDemand,
+}
+
+impl Track {
+    pub fn layer_count(&self) -> u8 {
+        self.layers.count()
+    }
+
+    pub(super) fn downtracks(&self) -> &[DowntrackKey] {
+        &self.downtracks
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +79,18 @@ pub struct Downtrack {
     pub publisher: PeerKey,
     pub state: DowntrackState,
     rewriter: RtpRewriter,
+    /// What the subscriber asked for (video only).
+    pub(super) want: Want,
+    pub(super) selector: LayerSelector,
+    /// The bandwidth allocator's limit for this downtrack.
+    pub(super) cap: LayerCap,
+}
+
+impl Downtrack {
+    /// The simulcast layer being forwarded; `None` while paused or waiting for a keyframe.
+    pub fn current_layer(&self) -> Option<Layer> {
+        self.selector.current()
+    }
 }
 
 #[derive(Debug)]
@@ -73,6 +109,21 @@ pub struct IncomingRtp {
     pub seq: u64,
     pub ts: u32,
     pub pt: u8,
+    /// The `ssrc-audio-level` extension in dBov (0 = loudest, -127 = silence), when present.
+    pub audio_level: Option<i8>,
+    /// The simulcast layer this packet belongs to (0 for a track without simulcast).
+    pub layer: Layer,
+    /// Set when the packet is the first one of a keyframe.
+    pub keyframe: Option<KeyframeStart>,
+    /// For the per-layer bitrates the bandwidth allocator works with.
+    pub payload_len: usize,
+}
+
+/// A room's active speakers changed (loudest first; empty when nobody speaks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakerUpdate {
+    pub room: String,
+    pub speakers: Vec<Speaker>,
 }
 
 /// The packet must go to `subscriber` on `mid` with these header values.
@@ -90,6 +141,8 @@ pub struct Forward {
 pub struct KeyframeRequest {
     pub publisher: PeerKey,
     pub mid: Mid,
+    /// The simulcast layer that needs it; `None` for every stream of the m-line.
+    pub layer: Option<Layer>,
 }
 
 /// Result of a subscriber's keyframe request.
@@ -108,6 +161,13 @@ pub struct Router {
     needs_negotiation: Vec<PeerKey>,
     keyframe_interval: Duration,
     next_seq_seed: u32,
+    speakers: SpeakerDetector,
+    /// The ranking last reported per room, to report only changes.
+    reported_speakers: HashMap<String, Vec<Speaker>>,
+    /// Keyframe requests decided while forwarding, for [`Router::pop_keyframe_request`].
+    keyframe_out: Vec<KeyframeRequest>,
+    /// When [`Router::poll_layer_demand`] next looks at the tracks.
+    next_demand_check: Option<Instant>,
 }
 
 impl Router {
@@ -120,6 +180,10 @@ impl Router {
             needs_negotiation: Vec::new(),
             keyframe_interval,
             next_seq_seed: 0x1234,
+            speakers: SpeakerDetector::default(),
+            reported_speakers: HashMap::new(),
+            keyframe_out: Vec::with_capacity(8),
+            next_demand_check: None,
         }
     }
 
@@ -189,15 +253,18 @@ impl Router {
             }
         }
         self.needs_negotiation.retain(|p| *p != peer);
+        self.speakers.forget(peer);
         if let Some(peers) = self.rooms.get_mut(&member.room) {
             peers.retain(|p| *p != peer);
             if peers.is_empty() {
                 self.rooms.remove(&member.room);
+                self.reported_speakers.remove(&member.room);
             }
         }
     }
 
     /// A new published track; every subscriber in the room gets a pending downtrack.
+    /// `layers` is the number of simulcast layers (1 without simulcast).
     pub fn add_track(
         &mut self,
         publisher: PeerKey,
@@ -205,6 +272,7 @@ impl Router {
         kind: TrackKind,
         clock_rate: u32,
         muted: bool,
+        layers: usize,
     ) -> Option<TrackKey> {
         let room = self.members.get(&publisher)?.room.clone();
         let key = TrackKey(self.tracks.insert(Track {
@@ -215,6 +283,11 @@ impl Router {
             clock_rate,
             downtracks: vec![],
             keyframe_throttle: KeyframeRequestThrottle::new(self.keyframe_interval),
+            layers: TrackLayers::new(layers),
+            demand: LayerDemand::default(),
+            layer_throttles: std::array::from_fn(|_| {
+                KeyframeRequestThrottle::new(self.keyframe_interval)
+            }),
         }) as u32);
         if let Some(m) = self.members.get_mut(&publisher) {
             m.tracks.push(key);
@@ -253,6 +326,9 @@ impl Router {
             publisher: track.publisher,
             state: DowntrackState::Pending,
             rewriter: RtpRewriter::new(track.clock_rate, first_seq, self.next_seq_seed),
+            want: Want::Highest,
+            selector: LayerSelector::default(),
+            cap: LayerCap::Unlimited,
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {
@@ -327,13 +403,16 @@ impl Router {
         };
         dt.state = DowntrackState::Active { mid, pt_map };
         let track = self.tracks.get_mut(dt.track?.0 as usize)?;
+        // A simulcast subscriber asks for its layer's keyframe once it knows which layer.
         if track.kind == TrackKind::Video
             && !track.muted
+            && !track.layers.is_simulcast()
             && track.keyframe_throttle.should_send(now)
         {
             return Some(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,
+                layer: None,
             });
         }
         None
@@ -365,22 +444,103 @@ impl Router {
             return Some(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,
+                layer: None,
             });
         }
         None
+    }
+
+    /// What `subscriber` wants of its copy of video track `track`: a rendered size picks
+    /// the smallest simulcast layer covering it, [`Want::Paused`] stops the video. Takes
+    /// effect at the next packet (a switch at the next keyframe of the new layer).
+    pub fn set_want(&mut self, subscriber: PeerKey, track: TrackKey, want: Want) -> bool {
+        let Some(member) = self.members.get(&subscriber) else {
+            return false;
+        };
+        let found = member
+            .downtracks
+            .iter()
+            .find(|k| {
+                self.downtracks
+                    .get(k.0 as usize)
+                    .is_some_and(|d| d.track == Some(track))
+            })
+            .copied();
+        match found.and_then(|k| self.downtracks.get_mut(k.0 as usize)) {
+            Some(dt) => {
+                dt.want = want;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The subscriber connection's send-side bandwidth estimate: caps the layers of its
+    /// video downtracks so that audio, then the dominant speaker, then the others fit.
+    /// Returns the rate everything it wants would take, for the estimator to probe towards.
+    pub fn set_egress_budget(&mut self, subscriber: PeerKey, bps: u64, now: Instant) -> u64 {
+        let Some(member) = self.members.get(&subscriber) else {
+            return 0;
+        };
+        let dominant = self
+            .reported_speakers
+            .get(&member.room)
+            .and_then(|s| s.first())
+            .map(|s| s.peer);
+        super::downtrack_layers::apply_budget(
+            &member.downtracks,
+            &mut self.downtracks,
+            &self.tracks,
+            dominant,
+            bps,
+            now,
+        )
+    }
+
+    /// Dynacast: simulcast tracks whose set of needed layers changed, with the layers the
+    /// publisher should send (lowest first). Looks at most every [`DEMAND_CHECK`].
+    pub fn poll_layer_demand(&mut self, now: Instant) -> Vec<(TrackKey, [bool; MAX_LAYERS])> {
+        if self.next_demand_check.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
+        self.next_demand_check = Some(now + DEMAND_CHECK);
+        let mut changes = Vec::new();
+        for (key, track) in self.tracks.iter_mut() {
+            if !track.layers.is_simulcast() {
+                continue;
+            }
+            let needed = super::downtrack_layers::needed_layers(track, &self.downtracks);
+            if let Some(active) = track.demand.update(needed, track.layers.count(), now) {
+                changes.push((TrackKey(key as u32), active));
+            }
+        }
+        changes
+    }
+
+    /// Keyframe requests decided while forwarding; the driver drains them after each packet.
+    pub fn pop_keyframe_request(&mut self) -> Option<KeyframeRequest> {
+        self.keyframe_out.pop()
     }
 
     /// Fans one packet out to every active downtrack of its track. `out` is cleared first and
     /// reused by the caller, so steady-state forwarding allocates nothing.
     pub fn on_rtp(&mut self, rtp: &IncomingRtp, now: Instant, out: &mut Vec<Forward>) {
         out.clear();
-        let Some(track) = self.tracks.get(rtp.track.0 as usize) else {
+        let Some(track) = self.tracks.get_mut(rtp.track.0 as usize) else {
             return;
         };
         if track.muted {
             return;
         }
-        for dt_key in &track.downtracks {
+        if let (TrackKind::Audio, Some(level)) = (track.kind, rtp.audio_level) {
+            self.speakers.observe(track.publisher, level);
+        }
+        let video = track.kind == TrackKind::Video;
+        track
+            .layers
+            .on_packet(rtp.layer, rtp.keyframe, rtp.payload_len, now);
+        for i in 0..track.downtracks.len() {
+            let dt_key = track.downtracks[i];
             let Some(dt) = self.downtracks.get_mut(dt_key.0 as usize) else {
                 continue;
             };
@@ -390,18 +550,55 @@ impl Router {
             let Some(&(_, pt)) = pt_map.iter().find(|(from, _)| *from == rtp.pt) else {
                 continue;
             };
+            let mid = *mid;
+            if video {
+                match select_layer(track, dt, rtp, now, &mut self.keyframe_out) {
+                    Verdict::Drop => continue,
+                    Verdict::SwitchAndForward => dt.rewriter.restart(),
+                    Verdict::Forward => {}
+                }
+            }
             if let Rewritten::Send { seq, ts } =
                 dt.rewriter.rewrite(rtp.source, rtp.seq, rtp.ts, now)
             {
                 out.push(Forward {
                     subscriber: dt.subscriber,
-                    mid: *mid,
+                    mid,
                     pt,
                     seq,
                     ts,
                 });
             }
         }
+    }
+
+    /// When [`Router::poll_speakers`] next has work, for the driver's timer.
+    pub fn next_speaker_tick(&self) -> Option<Instant> {
+        self.speakers.next_tick()
+    }
+
+    /// Rooms whose speaker ranking changed since it was last reported. Does nothing until a
+    /// [`SPEAKER_TICK`](super::speaker_detector::SPEAKER_TICK) has passed.
+    pub fn poll_speakers(&mut self, now: Instant) -> Vec<SpeakerUpdate> {
+        if !self.speakers.tick_due(now) {
+            return Vec::new();
+        }
+        self.speakers.close_window();
+        let mut updates = Vec::new();
+        let mut ranking = Vec::new();
+        for (room, members) in &self.rooms {
+            let previous = self.reported_speakers.get(room).map_or(&[][..], |p| p);
+            let dominant = previous.first().map(|s| s.peer);
+            self.speakers.rank(members, dominant, &mut ranking);
+            if !same_order(previous, &ranking) {
+                self.reported_speakers.insert(room.clone(), ranking.clone());
+                updates.push(SpeakerUpdate {
+                    room: room.clone(),
+                    speakers: ranking.clone(),
+                });
+            }
+        }
+        updates
     }
 
     /// A subscriber asked for a keyframe on its m-line `mid`.
@@ -414,182 +611,34 @@ impl Router {
         let Some(member) = self.members.get(&subscriber) else {
             return KeyframeDecision::UnknownMid;
         };
-        let track_key = member.downtracks.iter().find_map(|k| {
+        let found = member.downtracks.iter().find_map(|k| {
             let dt = self.downtracks.get(k.0 as usize)?;
             match &dt.state {
-                DowntrackState::Active { mid: m, .. } if *m == mid => dt.track,
+                DowntrackState::Active { mid: m, .. } if *m == mid => {
+                    Some((dt.track?, dt.selector.current()))
+                }
                 _ => None,
             }
         });
-        let Some(track) = track_key.and_then(|k| self.tracks.get_mut(k.0 as usize)) else {
+        let Some((track, layer)) =
+            found.and_then(|(k, l)| Some((self.tracks.get_mut(k.0 as usize)?, l)))
+        else {
             return KeyframeDecision::UnknownMid;
         };
-        if track.keyframe_throttle.should_send(now) {
+        // A simulcast subscriber decodes one layer: only that layer needs a keyframe.
+        let layer = layer.filter(|_| track.layers.is_simulcast());
+        let throttle = match layer {
+            Some(l) => &mut track.layer_throttles[usize::from(l)],
+            None => &mut track.keyframe_throttle,
+        };
+        if throttle.should_send(now) {
             KeyframeDecision::Send(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,
+                layer,
             })
         } else {
             KeyframeDecision::Suppressed
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mid(s: &str) -> Mid {
-        Mid::from(s)
-    }
-
-    /// Router with `n` participants in one room, each publishing one video track, and every
-    /// downtrack negotiated (subscriber mid = "s<publisher>").
-    fn room_of(n: u32) -> (Router, Vec<TrackKey>, Instant) {
-        let now = Instant::now();
-        let mut r = Router::new(Duration::from_millis(500));
-        let mut tracks = vec![];
-        for p in 0..n {
-            r.add_participant(PeerKey(p), "room", true);
-        }
-        for p in 0..n {
-            tracks.push(
-                r.add_track(PeerKey(p), mid("1"), TrackKind::Video, 90_000, false)
-                    .unwrap(),
-            );
-        }
-        for s in 0..n {
-            for (k, dt) in r
-                .downtracks_of(PeerKey(s))
-                .into_iter()
-                .map(|(k, d)| (k, d.publisher))
-                .collect::<Vec<_>>()
-            {
-                r.mark_offered(k, mid(&format!("s{}", dt.0)));
-                r.activate(k, vec![(96, 100)], now);
-            }
-        }
-        (r, tracks, now)
-    }
-
-    #[test]
-    fn fans_out_to_everyone_but_the_publisher_with_mapped_pt() {
-        let (mut r, tracks, now) = room_of(3);
-        let mut out = vec![];
-        r.on_rtp(
-            &IncomingRtp {
-                track: tracks[0],
-                source: 1,
-                seq: 10,
-                ts: 0,
-                pt: 96,
-            },
-            now,
-            &mut out,
-        );
-        let mut subs: Vec<_> = out.iter().map(|f| (f.subscriber, f.mid, f.pt)).collect();
-        subs.sort_by_key(|s| s.0);
-        assert_eq!(
-            subs,
-            vec![(PeerKey(1), mid("s0"), 100), (PeerKey(2), mid("s0"), 100)]
-        );
-    }
-
-    #[test]
-    fn sequence_numbers_continue_per_downtrack() {
-        let (mut r, tracks, now) = room_of(2);
-        let mut out = vec![];
-        let mut seqs = vec![];
-        for i in 0..5 {
-            r.on_rtp(
-                &IncomingRtp {
-                    track: tracks[0],
-                    source: 1,
-                    seq: 60_000 + i,
-                    ts: 0,
-                    pt: 96,
-                },
-                now,
-                &mut out,
-            );
-            seqs.push(out[0].seq);
-        }
-        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
-        assert!(seqs[0] < 1 << 15, "starts with ROC 0");
-    }
-
-    #[test]
-    fn unnegotiated_and_muted_tracks_are_not_forwarded() {
-        let now = Instant::now();
-        let mut r = Router::new(Duration::from_millis(500));
-        r.add_participant(PeerKey(0), "room", true);
-        r.add_participant(PeerKey(1), "room", true);
-        let t = r
-            .add_track(PeerKey(0), mid("0"), TrackKind::Audio, 48_000, false)
-            .unwrap();
-        assert_eq!(r.take_needs_negotiation(), vec![PeerKey(1)]);
-        let mut out = vec![];
-        let pkt = IncomingRtp {
-            track: t,
-            source: 1,
-            seq: 1,
-            ts: 0,
-            pt: 111,
-        };
-        r.on_rtp(&pkt, now, &mut out);
-        assert!(out.is_empty(), "pending downtrack must not receive");
-        let (k, _) = r.downtracks_of(PeerKey(1))[0];
-        r.mark_offered(k, mid("0"));
-        r.activate(k, vec![(111, 111)], now);
-        r.on_rtp(&pkt, now, &mut out);
-        assert_eq!(out.len(), 1);
-        r.set_muted(t, true, now);
-        r.on_rtp(&pkt, now, &mut out);
-        assert!(out.is_empty(), "muted track must not be forwarded");
-    }
-
-    #[test]
-    fn keyframe_requests_from_many_subscribers_collapse() {
-        let (mut r, _tracks, now) = room_of(3);
-        let later = now + Duration::from_secs(1);
-        // Subscribers 1 and 2 both lose publisher 0's video at the same moment.
-        let a = r.on_keyframe_request(PeerKey(1), mid("s0"), later);
-        let b = r.on_keyframe_request(PeerKey(2), mid("s0"), later + Duration::from_millis(10));
-        assert_eq!(
-            a,
-            KeyframeDecision::Send(KeyframeRequest {
-                publisher: PeerKey(0),
-                mid: mid("1")
-            })
-        );
-        assert_eq!(b, KeyframeDecision::Suppressed);
-        let c = r.on_keyframe_request(PeerKey(1), mid("s0"), later + Duration::from_millis(600));
-        assert!(matches!(c, KeyframeDecision::Send(_)));
-        assert_eq!(
-            r.on_keyframe_request(PeerKey(1), mid("zz"), later),
-            KeyframeDecision::UnknownMid
-        );
-    }
-
-    #[test]
-    fn leaving_publisher_closes_downtracks_and_late_joiner_gets_existing_tracks() {
-        let (mut r, _tracks, _now) = room_of(2);
-        r.take_needs_negotiation();
-        r.remove_participant(PeerKey(0));
-        assert_eq!(r.take_needs_negotiation(), vec![PeerKey(1)]);
-        let dts = r.downtracks_of(PeerKey(1));
-        assert_eq!(dts.len(), 1);
-        assert_eq!(dts[0].1.state, DowntrackState::Closing(mid("s0")));
-        let k = dts[0].0;
-        r.forget(k);
-        assert!(r.downtracks_of(PeerKey(1)).is_empty());
-
-        r.add_participant(PeerKey(5), "room", true);
-        assert_eq!(r.downtracks_of(PeerKey(5)).len(), 1, "gets peer 1's track");
-        r.add_participant(PeerKey(6), "room", false);
-        assert!(
-            r.downtracks_of(PeerKey(6)).is_empty(),
-            "no can_subscribe, no downtracks"
-        );
     }
 }

@@ -80,6 +80,13 @@ impl RtpRewriter {
         Rewritten::Send { seq, ts }
     }
 
+    /// The next packet continues the stream whatever its source and number: after a pause,
+    /// or when a layer becomes current again, the packets in between were never sent and
+    /// must not show as a gap the receiver would ask to be retransmitted.
+    pub fn restart(&mut self) {
+        self.mapping = None;
+    }
+
     fn switch_to(&mut self, source: SourceId, in_seq: u64, in_ts: u32, now: Instant) -> Mapping {
         let next_seq = self.highest_out_seq.wrapping_add(1);
         let next_ts = match self.last_out_at {
@@ -141,6 +148,18 @@ mod tests {
         // The retransmission arrives late and fills it.
         assert_eq!(send(r.rewrite(7, 101, 960, t0)).0, 11);
         assert_eq!(send(r.rewrite(7, 103, 2880, t0)).0, 13);
+    }
+
+    #[test]
+    fn restart_closes_the_gap_of_a_pause() {
+        let t0 = Instant::now();
+        let mut r = RtpRewriter::new(90_000, 500, 0);
+        assert_eq!(send(r.rewrite(3, 10, 0, t0)), (500, 0));
+        // Packets 11..=99 were not forwarded (paused); the stream goes on without a hole.
+        r.restart();
+        let (seq, ts) = send(r.rewrite(3, 100, 270_000, t0 + Duration::from_secs(1)));
+        assert_eq!(seq, 501);
+        assert_eq!(ts, 90_000);
     }
 
     #[test]

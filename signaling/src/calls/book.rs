@@ -243,6 +243,14 @@ impl CallBook {
         self.calls.get(id)
     }
 
+    /// Calls ringing or in progress (ended ones are kept a while for reports).
+    pub fn active_count(&self) -> usize {
+        self.calls
+            .values()
+            .filter(|c| c.state != CallState::Ended)
+            .count()
+    }
+
     pub fn call_of_room(&self, room: &str) -> Option<&Call> {
         let id = room.strip_prefix("call-")?;
         self.calls.get(id)

@@ -6,10 +6,16 @@
 //! contains).
 //!
 //! Device sockets and calls between users share this state (a call ends when its room empties)
-//! and live in [`devices`].
+//! and live in [`devices`]. Classroom controls — moderation, hands and lecture mode, muting,
+//! chat — live in [`moderation`], [`mute`] and [`chat`].
 
+mod census;
+mod chat;
 mod devices;
+mod moderation;
+mod mute;
 
+pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
 
 use std::collections::HashMap;
@@ -30,7 +36,7 @@ use crate::calls::{CallBook, CallSettings, Now};
 use crate::config::{ApiKey, Limits};
 use crate::protocol::{
     ErrorCode, LeaveReason, ParticipantInfo, PublishedTrackInfo, RoomInfo, SelfInfo, ServerMessage,
-    TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
+    SpeakerInfo, TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
 };
 use crate::token::{Claims, Grants};
 
@@ -62,6 +68,7 @@ struct Participant {
     publishing: bool,
     /// A subscriber offer that arrived while the socket was gone; sent on resume.
     undelivered_offer: Option<ServerMessage>,
+    seat: moderation::Seat,
 }
 
 struct DeviceEntry {
@@ -77,6 +84,11 @@ struct State {
     /// Device sockets by (user, device).
     devices: HashMap<(String, String), DeviceEntry>,
     calls: CallBook,
+    /// Lecture mode, hands, bans and chat history of open rooms.
+    classrooms: HashMap<String, moderation::Classroom>,
+    /// The last `active_speakers` of each room: the SFU reports changes only, so a
+    /// participant joining while someone speaks would otherwise see nobody speaking.
+    speakers: HashMap<String, Vec<SpeakerInfo>>,
 }
 
 impl State {
@@ -154,6 +166,8 @@ impl Hub {
                 participants: HashMap::new(),
                 devices: HashMap::new(),
                 calls: CallBook::new(call_settings),
+                classrooms: HashMap::new(),
+                speakers: HashMap::new(),
             }),
             sfu,
             limits,
@@ -167,6 +181,8 @@ impl Hub {
         let timeout = self.limits.empty_timeout;
         if timeout.is_zero() {
             state.rooms.remove(room);
+            state.classrooms.remove(room);
+            state.speakers.remove(room);
             info!(room, "room closed");
             return;
         }
@@ -179,6 +195,8 @@ impl Hub {
             let mut state = hub.lock();
             if state.rooms.get(&room).is_some_and(Vec::is_empty) {
                 state.rooms.remove(&room);
+                state.classrooms.remove(&room);
+                state.speakers.remove(&room);
                 info!(room, "room closed after empty timeout");
             }
         });
@@ -237,6 +255,9 @@ impl Hub {
                     .is_some_and(|c| c.state == CallState::Active)
             {
                 return Err((ErrorCode::UnknownCall, "this call is not active".into()));
+            }
+            if moderation::is_banned(&state, &claims.room, &claims.sub) {
+                return Err((ErrorCode::Banned, "banned from this room".into()));
             }
             let members = state
                 .rooms
@@ -299,11 +320,18 @@ impl Hub {
                 },
                 participant: SelfInfo {
                     info: info.clone(),
-                    grants: claims.grants,
+                    grants: moderation::effective(&state, &claims.room, claims.grants, false),
                 },
                 participants: others,
+                classroom: moderation::snapshot(&state, &claims.room, claims.grants.room_admin),
             };
             let _ = outbox.send(Outbound::Message(joined, request_id));
+            if let Some(speakers) = state.speakers.get(&claims.room).filter(|s| !s.is_empty()) {
+                let current = ServerMessage::ActiveSpeakers {
+                    speakers: speakers.clone(),
+                };
+                let _ = outbox.send(Outbound::Message(current, None));
+            }
             if !claims.grants.hidden {
                 state.broadcast(
                     &claims.room,
@@ -329,6 +357,7 @@ impl Hub {
                     resume_token,
                     publishing: false,
                     undelivered_offer: None,
+                    seat: moderation::Seat::new(),
                 },
             );
         }
@@ -387,6 +416,12 @@ impl Hub {
             .filter(|p| !p.grants.hidden)
             .map(|p| p.info.clone())
             .collect();
+        let classroom = moderation::snapshot(&state, &claims.room, claims.grants.room_admin);
+        let grants = state
+            .participants
+            .get(&pid)
+            .map(|p| moderation::effective_grants(&state, p))
+            .ok_or_else(refused)?;
         let p = state.participants.get_mut(&pid).ok_or_else(refused)?;
         if let Some(old) = p.outbox.take() {
             let _ = old.send(Outbound::Close);
@@ -402,9 +437,10 @@ impl Hub {
             },
             participant: SelfInfo {
                 info: p.info.clone(),
-                grants: p.grants,
+                grants,
             },
             participants: others,
+            classroom,
         };
         let _ = outbox.send(Outbound::Message(joined, request_id));
         if let Some(offer) = p.undelivered_offer.take() {
@@ -426,14 +462,16 @@ impl Hub {
     ) -> Result<ServerMessage, Refusal> {
         let tracks: Vec<TrackInfo> = {
             let mut state = self.lock();
+            let may = |p: &Participant| moderation::may_publish(&state, p);
+            let allowed = state.participants.get(pid).is_some_and(may);
             let p = state
                 .participants
                 .get_mut(pid)
                 .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
-            if !p.grants.can_publish || p.grants.hidden {
+            if !allowed {
                 return Err((
                     ErrorCode::PermissionDenied,
-                    "token does not grant can_publish".into(),
+                    "not allowed to publish (token grant, an admin, or lecture mode)".into(),
                 ));
             }
             if p.publishing {
@@ -495,6 +533,9 @@ impl Hub {
                 return Err(sfu_refusal(e));
             }
         };
+        if self.revoked_while_publishing(pid).await {
+            return Err((ErrorCode::PermissionDenied, "publishing was revoked".into()));
+        }
         let mut state = self.lock();
         let Some(p) = state.participants.get_mut(pid) else {
             return Err((ErrorCode::NotJoined, "left while publishing".into()));
@@ -538,58 +579,27 @@ impl Hub {
             .map_err(sfu_refusal)
     }
 
-    pub async fn mute(&self, pid: &str, track_id: &str, muted: bool) -> Result<(), Refusal> {
-        {
-            let state = self.lock();
-            let p = state
-                .participants
-                .get(pid)
-                .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
-            if !p.info.tracks.iter().any(|t| t.id == track_id) {
-                let someone_elses = state
-                    .participants
-                    .values()
-                    .any(|o| o.info.tracks.iter().any(|t| t.id == track_id));
-                return Err(if someone_elses {
-                    (
-                        ErrorCode::PermissionDenied,
-                        "only the publisher mutes its track in v1".into(),
-                    )
-                } else {
-                    (
-                        ErrorCode::InvalidRequest,
-                        format!("unknown track {track_id:?}"),
-                    )
-                });
-            }
-        }
+    /// A subscriber's adaptive-stream report for one video track it receives.
+    pub async fn track_settings(
+        &self,
+        pid: &str,
+        track_id: &str,
+        width: u32,
+        height: u32,
+        enabled: bool,
+    ) -> Result<(), Refusal> {
+        let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
         self.sfu
-            .request(SfuRequest::SetTrackMuted {
+            .request(SfuRequest::SetTrackSettings {
                 participant: ParticipantId(pid.to_string()),
                 track_id: TrackId(track_id.to_string()),
-                muted,
+                width: clamp(width),
+                height: clamp(height),
+                enabled,
             })
             .await
-            .map_err(sfu_refusal)?;
-        let mut state = self.lock();
-        let Some(p) = state.participants.get_mut(pid) else {
-            return Ok(());
-        };
-        let mut changed = false;
-        for t in p.info.tracks.iter_mut().filter(|t| t.id == track_id) {
-            changed = t.muted != muted;
-            t.muted = muted;
-        }
-        let (room, hidden) = (p.room.clone(), p.grants.hidden);
-        if changed && !hidden {
-            let msg = ServerMessage::TrackMuted {
-                participant_id: pid.to_string(),
-                track_id: track_id.to_string(),
-                muted,
-            };
-            state.broadcast(&room, pid, &msg);
-        }
-        Ok(())
+            .map(|_| ())
+            .map_err(sfu_refusal)
     }
 
     /// Takes a participant out of its room and tells everyone.
@@ -599,6 +609,7 @@ impl Hub {
             let Some(p) = state.participants.remove(pid) else {
                 return;
             };
+            moderation::forget(&mut state, &p.room, pid);
             if let Some(members) = state.rooms.get_mut(&p.room) {
                 members.retain(|id| id != pid);
                 if members.is_empty() {
@@ -624,7 +635,7 @@ impl Hub {
             }
             if let Some(outbox) = &p.outbox {
                 match reason {
-                    LeaveReason::Left => {
+                    LeaveReason::Left | LeaveReason::RoomClosed => {
                         let _ = outbox.send(Outbound::Message(ServerMessage::Left, None));
                         let _ = outbox.send(Outbound::Close);
                     }
@@ -638,16 +649,14 @@ impl Hub {
                         ));
                         let _ = outbox.send(Outbound::Close);
                     }
-                    LeaveReason::RoomClosed => {
-                        let _ = outbox.send(Outbound::Message(ServerMessage::Left, None));
-                        let _ = outbox.send(Outbound::Close);
-                    }
                     LeaveReason::Disconnected => {
                         let _ = outbox.send(Outbound::Fatal(
                             ErrorCode::MediaUnavailable,
                             "media connection lost".into(),
                         ));
                     }
+                    // The admin's request already sent the `removed` error.
+                    LeaveReason::Removed => {}
                 }
             }
             info!(participant = %pid, ?reason, "left");
@@ -740,6 +749,38 @@ impl Hub {
                     self.remove(&participant.0, LeaveReason::Disconnected).await
                 }
                 SfuEvent::MediaConnected { .. } => {}
+                SfuEvent::PublisherLayers {
+                    participant,
+                    track_id,
+                    active,
+                } => {
+                    let message = ServerMessage::PublishLayers {
+                        track_id: track_id.0,
+                        active,
+                    };
+                    self.lock().send(&participant.0, message);
+                }
+                SfuEvent::ActiveSpeakers { room, speakers } => {
+                    let mut state = self.lock();
+                    // Hidden participants (recorders, monitors) never show up as speakers.
+                    let speakers = speakers
+                        .into_iter()
+                        .filter(|s| {
+                            state
+                                .participants
+                                .get(&s.participant.0)
+                                .is_some_and(|p| !p.grants.hidden)
+                        })
+                        .map(|s| SpeakerInfo {
+                            participant_id: s.participant.0,
+                            level: (s.level * 1000.0).round() / 1000.0,
+                        })
+                        .collect::<Vec<_>>();
+                    if state.rooms.contains_key(&room.0) {
+                        state.speakers.insert(room.0.clone(), speakers.clone());
+                    }
+                    state.broadcast(&room.0, "", &ServerMessage::ActiveSpeakers { speakers });
+                }
             }
         }
     }

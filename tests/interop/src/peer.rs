@@ -12,6 +12,9 @@ use rtc::interceptor::{
 use rtc::rtcp;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
+    nack_pairs_from_sequence_numbers, TransportLayerNack,
+};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use tokio::sync::watch;
@@ -307,6 +310,29 @@ impl Peer {
             .write_rtcp(vec![Box::new(pli)])
             .await
             .context("write PLI")?;
+        Ok(ssrc)
+    }
+
+    /// Sends a NACK on received track `index` for sequence numbers `seqs` as received (so the
+    /// server resends them from its RTX cache); returns the SSRC it names.
+    pub async fn send_nack(&self, index: usize, seqs: &[u16]) -> Result<u32> {
+        let ssrc = self
+            .received()
+            .get(index)
+            .map(|t| t.ssrc)
+            .with_context(|| format!("no received track #{index}"))?;
+        let remote = self
+            .remote_track(index)
+            .with_context(|| format!("no remote track handle #{index}"))?;
+        let nack = TransportLayerNack {
+            sender_ssrc: 0x5eed_0001,
+            media_ssrc: ssrc,
+            nacks: nack_pairs_from_sequence_numbers(seqs),
+        };
+        remote
+            .write_rtcp(vec![Box::new(nack)])
+            .await
+            .context("write NACK")?;
         Ok(ssrc)
     }
 

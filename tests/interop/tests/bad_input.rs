@@ -102,8 +102,8 @@ async fn oversized_message_is_refused_and_closed() {
     bounded(LIMIT, async {
         let (server, call) = start().await?;
         let ws = connect(&server).await?;
-        let big = json!({"type": "ping", "pad": "x".repeat(70 * 1024)}).to_string();
-        ensure!(big.len() > 64 * 1024);
+        let big = json!({"type": "ping", "pad": "x".repeat(1100 * 1024)}).to_string();
+        ensure!(big.len() > 1024 * 1024);
         ws.send_text(big).await?;
         expect_fatal(&ws, "message_too_large", 1009).await?;
         finish(server, call).await

@@ -1,0 +1,494 @@
+//! One simulated participant: a signaling session from the [`Target`], a publisher connection
+//! that offers Opus + VP8 and sends them, and a subscriber connection that answers every server
+//! offer and measures what arrives. Everything a participant owns lives in one tokio task, so
+//! a few runtime threads drive thousands of them with no locks on the packet path.
+
+pub mod peer;
+pub mod receiver;
+pub mod sender;
+pub mod view;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid};
+use str0m::{Event, IceConnectionState};
+use tokio::sync::watch;
+use tokio::time::sleep_until;
+
+use crate::measure::histogram::Histogram;
+use crate::media::opus_source::OpusClip;
+use crate::progress::LiveCounters;
+use crate::scenario::ParticipantPlan;
+use crate::targets::{JoinRequest, Kind, SignalCommand, SignalEvent, Target, TrackOffer};
+
+use peer::{negotiated_pt, Peer, MAX_IDLE};
+use receiver::Receiver;
+use sender::{AudioSend, SentCounts, VideoSend};
+use view::View;
+
+/// From the join request to connected media; slower is a failure (`ice_timeout`).
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(20);
+const JOIN_LIMIT: Duration = Duration::from_secs(10);
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+
+/// What every participant shares.
+#[derive(Clone)]
+pub struct Env {
+    pub target: Arc<dyn Target>,
+    pub clip: Arc<OpusClip>,
+    pub bind_ip: IpAddr,
+    pub live: Arc<LiveCounters>,
+    pub stop: watch::Receiver<bool>,
+    pub end_at: Instant,
+    pub epoch: Instant,
+    pub cert: Option<str0m::config::DtlsCert>,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamResult {
+    pub from: String,
+    /// The publisher's role (`teacher`, `student`, `peer`).
+    pub source: &'static str,
+    pub kind: Kind,
+    /// The subscriber's view asked for it (not paused with `track_settings`).
+    pub wanted: bool,
+    pub received: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub duplicates: u64,
+    pub jitter_ms: f64,
+    pub bytes: u64,
+    pub keyframes: u64,
+}
+
+#[derive(Debug)]
+pub struct ParticipantResult {
+    pub room: String,
+    pub identity: String,
+    pub role: &'static str,
+    pub participant_id: Option<String>,
+    pub failure: Option<String>,
+    pub join_latency: Option<Duration>,
+    /// Kinds this participant actually sent (published and not muted).
+    pub sending: Vec<Kind>,
+    pub sent: SentCounts,
+    pub streams: Vec<StreamResult>,
+    pub latency: Histogram,
+    /// Latency per publisher role and kind, e.g. (`teacher`, audio).
+    pub latency_by_source: Vec<(&'static str, Kind, Histogram)>,
+    /// Publishers whose video this participant paused: not expected to flow.
+    pub paused_from: Vec<String>,
+    pub unstamped: u64,
+    pub audio_with_level: u64,
+    pub recv_bitrate_bps: Option<f64>,
+    /// Non-fatal `error` messages from the server, by code.
+    pub errors: Vec<String>,
+}
+
+impl ParticipantResult {
+    /// Nothing happened yet.
+    pub fn new(plan: &ParticipantPlan) -> Self {
+        ParticipantResult {
+            room: plan.room.clone(),
+            identity: plan.identity.clone(),
+            role: plan.role,
+            participant_id: None,
+            failure: None,
+            join_latency: None,
+            sending: Vec::new(),
+            sent: SentCounts::default(),
+            streams: Vec::new(),
+            latency: Histogram::default(),
+            latency_by_source: Vec::new(),
+            paused_from: Vec::new(),
+            unstamped: 0,
+            audio_with_level: 0,
+            recv_bitrate_bps: None,
+            errors: Vec::new(),
+        }
+    }
+}
+
+struct Flushed {
+    sent: u64,
+    received: u64,
+    expected: u64,
+}
+
+async fn recv_opt(peer: Option<&Peer>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match peer {
+        Some(p) => p.socket.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+pub async fn run(plan: ParticipantPlan, local_ip: Option<IpAddr>, env: Env) -> ParticipantResult {
+    let mut result = ParticipantResult::new(&plan);
+    if let Err(reason) = session(&plan, local_ip, &env, &mut result).await {
+        result.failure = Some(reason);
+    }
+    if result.failure.is_some() {
+        LiveCounters::add(&env.live.failed, 1);
+    }
+    LiveCounters::add(&env.live.finished, 1);
+    result
+}
+
+async fn session(
+    plan: &ParticipantPlan,
+    local_ip: Option<IpAddr>,
+    env: &Env,
+    result: &mut ParticipantResult,
+) -> Result<(), String> {
+    let publishing = plan.audio.is_some() || plan.video.is_some();
+    let req = JoinRequest {
+        room: plan.room.clone(),
+        identity: plan.identity.clone(),
+        name: plan.identity.clone(),
+        can_publish: publishing,
+        local_ip,
+    };
+    let mut sig = env.target.connect(req).await.map_err(|e| {
+        tracing::debug!("{}: {e}", plan.identity);
+        e.reason
+    })?;
+    let join_sent = sig.join_sent;
+
+    let mut view = View::new(plan.view);
+    let joined = tokio::time::timeout(JOIN_LIMIT, async {
+        loop {
+            match sig.events.recv().await {
+                Some(SignalEvent::Joined {
+                    participant_id,
+                    others,
+                }) => {
+                    for (id, identity) in &others {
+                        view.learn(id, identity);
+                    }
+                    return Ok(participant_id);
+                }
+                Some(SignalEvent::Error { code, .. }) => return Err(format!("join_{code}")),
+                Some(SignalEvent::Closed { reason }) => return Err(format!("signaling_{reason}")),
+                Some(_) => {}
+                None => return Err("signaling_gone".to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "join_timeout".to_string())??;
+    result.participant_id = Some(joined);
+
+    let mut sub = Peer::new(env.bind_ip, false, env.cert.as_ref()).await?;
+    let mut publ = if publishing {
+        Some(Peer::new(env.bind_ip, true, env.cert.as_ref()).await?)
+    } else {
+        None
+    };
+
+    // Publisher offer: sendonly Opus and VP8.
+    let mut pending: Option<SdpPendingOffer> = None;
+    let mut mids: Vec<(Mid, Kind, bool)> = Vec::new();
+    if let Some(p) = publ.as_mut() {
+        let mut api = p.rtc.sdp_api();
+        let stream = format!("s-{}", plan.identity);
+        if let Some(a) = &plan.audio {
+            let mid = api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(stream.clone()),
+                Some("mic".into()),
+                None,
+            );
+            mids.push((mid, Kind::Audio, a.muted));
+        }
+        if plan.video.is_some() {
+            let mid = api.add_media(
+                MediaKind::Video,
+                Direction::SendOnly,
+                Some(stream),
+                Some("cam".into()),
+                None,
+            );
+            mids.push((mid, Kind::Video, false));
+        }
+        let (offer, pend) = api.apply().ok_or("publish_offer_empty")?;
+        pending = Some(pend);
+        let tracks = mids
+            .iter()
+            .map(|(mid, kind, muted)| TrackOffer {
+                mid: mid.to_string(),
+                kind: *kind,
+                source: if *kind == Kind::Audio {
+                    "microphone"
+                } else {
+                    "camera"
+                },
+                muted: *muted,
+            })
+            .collect();
+        sig.commands
+            .send(SignalCommand::PublishOffer {
+                sdp: offer.to_sdp_string(),
+                tracks,
+            })
+            .await
+            .map_err(|_| "signaling_gone")?;
+        p.drive(|_, _| {}).map_err(|e| format!("rtc: {e}"))?;
+    }
+
+    let mut receiver = Receiver::new(env.epoch);
+    let mut audio: Option<AudioSend> = None;
+    let mut video: Option<VideoSend> = None;
+    let mut pub_connected: Option<Instant> = None;
+    let mut sub_connected: Option<Instant> = None;
+    let mut connected_reported = false;
+    let mut stop = env.stop.clone();
+    let mut sub_buf = vec![0u8; 2000];
+    let mut pub_buf = vec![0u8; if publishing { 2000 } else { 0 }];
+    let mut flush_at = Instant::now() + FLUSH_EVERY;
+    let mut flushed = Flushed {
+        sent: 0,
+        received: 0,
+        expected: 0,
+    };
+    let mut failure: Option<String> = None;
+    let seed: u64 = rand::random();
+
+    loop {
+        let now = Instant::now();
+        if now >= env.end_at || *stop.borrow() {
+            break;
+        }
+        let ready = if publishing {
+            pub_connected
+        } else {
+            sub_connected
+        };
+        if ready.is_none() && now >= join_sent + CONNECT_LIMIT {
+            failure = Some(if publishing && pending.is_some() {
+                "publish_answer_timeout".into()
+            } else {
+                "ice_timeout".into()
+            });
+            break;
+        }
+        if let (Some(at), false) = (ready, connected_reported) {
+            connected_reported = true;
+            result.join_latency = Some(at.saturating_duration_since(join_sent));
+            LiveCounters::add(&env.live.connected, 1);
+        }
+
+        let mut next = sub
+            .next_timeout
+            .min(flush_at)
+            .min(env.end_at)
+            .min(now + MAX_IDLE);
+        if let Some(p) = &publ {
+            next = next.min(p.next_timeout);
+        }
+        if pub_connected.is_some() {
+            if let Some(a) = &audio {
+                next = next.min(a.next_at());
+            }
+            if let Some(v) = &video {
+                next = next.min(v.next_at());
+            }
+        }
+
+        tokio::select! {
+            ev = sig.events.recv() => {
+                match ev {
+                    Some(SignalEvent::PublishAnswer { sdp, tracks: _ }) => {
+                        let (Some(p), Some(pend)) = (publ.as_mut(), pending.take()) else { continue };
+                        let answer = SdpAnswer::from_sdp_string(&sdp).map_err(|e| format!("bad_answer_sdp: {e}"))?;
+                        p.rtc.sdp_api().accept_answer(pend, answer).map_err(|e| format!("answer_rejected: {e}"))?;
+                        let start = Instant::now();
+                        for (mid, kind, muted) in &mids {
+                            match kind {
+                                Kind::Audio => {
+                                    let pt = negotiated_pt(&p.rtc, *mid, Codec::Opus).ok_or("no_opus_pt")?;
+                                    audio = Some(AudioSend::new(*mid, pt, *muted, env.clip.clone(), seed, start));
+                                    if !*muted { result.sending.push(Kind::Audio); }
+                                }
+                                Kind::Video => {
+                                    let pt = negotiated_pt(&p.rtc, *mid, Codec::Vp8).ok_or("no_vp8_pt")?;
+                                    let cfg = plan.video.as_ref().ok_or("no_video_plan")?;
+                                    video = Some(VideoSend::new(*mid, pt, cfg, seed, start));
+                                    result.sending.push(Kind::Video);
+                                }
+                            }
+                        }
+                    }
+                    Some(SignalEvent::SubscriberOffer { sdp, tracks }) => {
+                        receiver.on_offer(&tracks, &view);
+                        let settings = view.on_offer(&tracks);
+                        let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| format!("bad_offer_sdp: {e}"))?;
+                        let answer = sub.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer_rejected: {e}"))?;
+                        let sdp = answer.to_sdp_string();
+                        tracing::debug!("{}: subscriber answer {} bytes for {} tracks", plan.identity, sdp.len(), tracks.len());
+                        tracing::trace!("subscriber answer: {sdp}");
+                        sig.commands
+                            .send(SignalCommand::SubscriberAnswer { sdp })
+                            .await
+                            .map_err(|_| "signaling_gone")?;
+                        // After the answer, as a browser does once its video elements exist.
+                        for t in settings {
+                            sig.commands
+                                .send(SignalCommand::TrackSettings {
+                                    track_id: t.track_id,
+                                    width: t.width,
+                                    height: t.height,
+                                    enabled: t.enabled,
+                                })
+                                .await
+                                .map_err(|_| "signaling_gone")?;
+                        }
+                    }
+                    Some(SignalEvent::ParticipantJoined { participant_id, identity }) => {
+                        view.learn(&participant_id, &identity);
+                    }
+                    Some(SignalEvent::Error { code, .. }) => result.errors.push(code),
+                    Some(SignalEvent::Joined { .. }) => {}
+                    Some(SignalEvent::Closed { reason }) => {
+                        failure = Some(format!("signaling_{reason}"));
+                        break;
+                    }
+                    None => {
+                        failure = Some("signaling_gone".into());
+                        break;
+                    }
+                }
+            }
+            r = sub.socket.recv_from(&mut sub_buf) => {
+                if let Ok(first) = r {
+                    sub.handle_datagrams(&mut sub_buf, first, |rtc, ev| match ev {
+                        Event::RtpPacket(pkt) => receiver.on_rtp(rtc, pkt),
+                        Event::Connected => sub_connected = Some(Instant::now()),
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            failure.get_or_insert_with(|| "ice_disconnected".into());
+                        }
+                        _ => {}
+                    }).map_err(|e| format!("rtc: {e}"))?;
+                }
+            }
+            r = recv_opt(publ.as_ref(), &mut pub_buf) => {
+                if let (Ok(first), Some(p)) = (r, publ.as_mut()) {
+                    p.handle_datagrams(&mut pub_buf, first, |_, ev| match ev {
+                        Event::Connected => pub_connected = Some(Instant::now()),
+                        Event::KeyframeRequest(_) => {
+                            if let Some(v) = video.as_mut() { v.request_keyframe(); }
+                        }
+                        Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                            failure.get_or_insert_with(|| "ice_disconnected".into());
+                        }
+                        _ => {}
+                    }).map_err(|e| format!("rtc: {e}"))?;
+                }
+            }
+            _ = sleep_until(next.into()) => {}
+            _ = stop.changed() => break,
+        }
+        if failure.is_some() {
+            break;
+        }
+
+        let now = Instant::now();
+        sub.handle_timeout(now).map_err(|e| format!("rtc: {e}"))?;
+        sub.drive(|rtc, ev| {
+            if let Event::RtpPacket(pkt) = ev {
+                receiver.on_rtp(rtc, pkt);
+            }
+        })
+        .map_err(|e| format!("rtc: {e}"))?;
+        if let Some(p) = publ.as_mut() {
+            if pub_connected.is_some() {
+                if let Some(a) = audio.as_mut() {
+                    a.tick(&mut p.rtc, now, &mut result.sent);
+                }
+                if let Some(v) = video.as_mut() {
+                    v.tick(&mut p.rtc, now, &mut result.sent);
+                }
+            }
+            p.handle_timeout(now).map_err(|e| format!("rtc: {e}"))?;
+            p.drive(|_, ev| {
+                if let Event::KeyframeRequest(_) = ev {
+                    if let Some(v) = video.as_mut() {
+                        v.request_keyframe();
+                    }
+                }
+            })
+            .map_err(|e| format!("rtc: {e}"))?;
+        }
+        if now >= flush_at {
+            flush_at = now + FLUSH_EVERY;
+            flush(&env.live, &mut flushed, &result.sent, &receiver);
+        }
+    }
+    flush(&env.live, &mut flushed, &result.sent, &receiver);
+
+    // Leave politely; the signaling task closes the socket when the channel drops.
+    let _ = sig.commands.try_send(SignalCommand::Leave);
+    sub.rtc.disconnect();
+    if let Some(p) = publ.as_mut() {
+        p.rtc.disconnect();
+    }
+
+    result.streams = receiver
+        .streams
+        .iter()
+        .map(|s| StreamResult {
+            from: s.participant.to_string(),
+            source: s.source,
+            kind: s.kind,
+            wanted: view.wants(&s.participant, s.kind),
+            received: s.stats.received,
+            expected: s.stats.expected(),
+            lost: s.stats.lost(),
+            duplicates: s.stats.duplicates,
+            jitter_ms: s.stats.jitter_ms(),
+            bytes: s.stats.bytes,
+            keyframes: s.keyframes,
+        })
+        .collect();
+    let first = receiver.streams.iter().map(|s| s.stats.first_at).min();
+    let last = receiver.streams.iter().map(|s| s.stats.last_at).max();
+    if let (Some(first), Some(last)) = (first, last) {
+        let secs = (last - first).as_secs_f64();
+        if secs >= 0.5 {
+            let bytes: u64 = receiver.streams.iter().map(|s| s.stats.bytes).sum();
+            result.recv_bitrate_bps = Some(bytes as f64 * 8.0 / secs);
+        }
+    }
+    result.unstamped = receiver.unstamped;
+    result.audio_with_level = receiver.audio_with_level;
+    result.latency = std::mem::take(&mut receiver.latency);
+    result.latency_by_source = std::mem::take(&mut receiver.latency_by_source);
+    result.paused_from = view.paused_publishers();
+    if let Some(f) = failure {
+        return Err(f);
+    }
+    Ok(())
+}
+
+fn flush(live: &LiveCounters, flushed: &mut Flushed, sent: &SentCounts, receiver: &Receiver) {
+    let (expected, received) = receiver.totals();
+    LiveCounters::add(
+        &live.packets_sent,
+        sent.packets().saturating_sub(flushed.sent),
+    );
+    LiveCounters::add(
+        &live.packets_received,
+        received.saturating_sub(flushed.received),
+    );
+    LiveCounters::add(
+        &live.packets_expected,
+        expected.saturating_sub(flushed.expected),
+    );
+    flushed.sent = sent.packets();
+    flushed.received = received;
+    flushed.expected = expected;
+}

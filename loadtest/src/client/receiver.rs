@@ -1,0 +1,158 @@
+//! The subscriber side's accounting: one entry per received SSRC (loss, jitter, bytes), one
+//! latency histogram per participant, and which publisher each stream belongs to.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use str0m::media::{MediaKind, Mid};
+use str0m::rtp::RtpPacket;
+use str0m::Rtc;
+
+use crate::measure::histogram::Histogram;
+use crate::measure::latency::{now_micros, one_way_us};
+use crate::measure::loss::StreamStats;
+use crate::media::stamp::{read_opus_stamp, read_vp8_stamp};
+use crate::targets::{Kind, RemoteTrack};
+
+use super::peer::kind_of_pt;
+use super::view::View;
+
+pub struct RecvStream {
+    pub ssrc: u32,
+    pub participant: Arc<str>,
+    /// The publisher's role as the view sees it (`teacher`, `student`, `peer`).
+    pub source: &'static str,
+    pub kind: Kind,
+    pub stats: StreamStats,
+    pub keyframes: u64,
+}
+
+pub struct Receiver {
+    epoch: Instant,
+    pub streams: Vec<RecvStream>,
+    /// m-line → (publishing participant, its role, kind), from the subscriber offers.
+    tracks: HashMap<Mid, (Arc<str>, &'static str, Kind)>,
+    pub latency: Histogram,
+    /// Latency again, per (publisher role, kind): a handful of entries.
+    pub latency_by_source: Vec<(&'static str, Kind, Histogram)>,
+    pub unstamped: u64,
+    /// Audio packets that arrived with the ssrc-audio-level extension.
+    pub audio_with_level: u64,
+}
+
+impl Receiver {
+    pub fn new(epoch: Instant) -> Self {
+        Receiver {
+            epoch,
+            streams: Vec::new(),
+            tracks: HashMap::new(),
+            latency: Histogram::default(),
+            latency_by_source: Vec::new(),
+            unstamped: 0,
+            audio_with_level: 0,
+        }
+    }
+
+    pub fn on_offer(&mut self, tracks: &[RemoteTrack], view: &View) {
+        for t in tracks {
+            self.tracks.insert(
+                Mid::from(t.mid.as_str()),
+                (
+                    Arc::from(t.participant_id.as_str()),
+                    view.role_of(&t.participant_id),
+                    t.kind,
+                ),
+            );
+        }
+    }
+
+    pub fn on_rtp(&mut self, rtc: &mut Rtc, pkt: RtpPacket) {
+        let ssrc = *pkt.header.ssrc;
+        let idx = match self.streams.iter().position(|s| s.ssrc == ssrc) {
+            Some(i) => i,
+            None => {
+                let Some(stream) = self.new_stream(rtc, &pkt) else {
+                    return;
+                };
+                self.streams.push(stream);
+                self.streams.len() - 1
+            }
+        };
+        let arrival_us = pkt
+            .timestamp
+            .saturating_duration_since(self.epoch)
+            .as_micros() as u64;
+        let s = &mut self.streams[idx];
+        s.stats.on_packet(
+            *pkt.seq_no,
+            pkt.header.timestamp,
+            arrival_us,
+            pkt.payload.len(),
+            pkt.timestamp,
+        );
+        let stamp = match s.kind {
+            Kind::Audio => {
+                self.audio_with_level += u64::from(pkt.header.ext_vals.audio_level.is_some());
+                read_opus_stamp(&pkt.payload)
+            }
+            Kind::Video => read_vp8_stamp(&pkt.payload).map(|(us, key)| {
+                s.keyframes += u64::from(key);
+                us
+            }),
+        };
+        let (source, kind) = (s.source, s.kind);
+        match stamp.and_then(|sent| one_way_us(sent, now_micros())) {
+            Some(us) => {
+                self.latency.record(us);
+                let i = match self
+                    .latency_by_source
+                    .iter()
+                    .position(|(r, k, _)| *r == source && *k == kind)
+                {
+                    Some(i) => i,
+                    None => {
+                        self.latency_by_source
+                            .push((source, kind, Histogram::default()));
+                        self.latency_by_source.len() - 1
+                    }
+                };
+                self.latency_by_source[i].2.record(us);
+            }
+            None => self.unstamped += 1,
+        }
+    }
+
+    fn new_stream(&self, rtc: &mut Rtc, pkt: &RtpPacket) -> Option<RecvStream> {
+        let ssrc = pkt.header.ssrc;
+        let mid = rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
+        let (participant, source, kind) = match mid.and_then(|m| self.tracks.get(&m)) {
+            Some((p, r, k)) => (p.clone(), *r, *k),
+            None => {
+                let kind = match kind_of_pt(rtc, pkt.header.payload_type)? {
+                    MediaKind::Audio => Kind::Audio,
+                    MediaKind::Video => Kind::Video,
+                };
+                (Arc::from("?"), "unknown", kind)
+            }
+        };
+        let clock = match kind {
+            Kind::Audio => 48_000,
+            Kind::Video => 90_000,
+        };
+        Some(RecvStream {
+            ssrc: *ssrc,
+            participant,
+            source,
+            kind,
+            stats: StreamStats::new(clock, *pkt.seq_no, pkt.timestamp),
+            keyframes: 0,
+        })
+    }
+
+    pub fn totals(&self) -> (u64, u64) {
+        self.streams.iter().fold((0, 0), |(e, r), s| {
+            (e + s.stats.expected(), r + s.stats.received)
+        })
+    }
+}

@@ -1,0 +1,149 @@
+//! The signaling side of a load-test target, behind a small trait so that other servers can be
+//! driven by the same participants (the WebRTC side is standard and stays in `client`).
+//!
+//! A target turns a [`JoinRequest`] into a [`SignalSession`]: two channels, commands from the
+//! participant (publish offer, subscriber answer, mute, leave) and events from the server
+//! (joined, publish answer, subscriber offers, errors, close). The participant is always the
+//! offerer on its publisher connection and always the answerer on its subscriber connection.
+
+pub mod janus;
+pub mod raw;
+pub mod zvon;
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use futures_util::future::BoxFuture;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Audio,
+    Video,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub room: String,
+    pub identity: String,
+    pub name: String,
+    pub can_publish: bool,
+    /// Source address for the signaling connection (spreads joins over loopback addresses so
+    /// that a per-IP upgrade limit does not cap the join rate). `None`: the OS picks.
+    pub local_ip: Option<IpAddr>,
+}
+
+/// One m-line of the publisher offer that sends media.
+#[derive(Debug, Clone)]
+pub struct TrackOffer {
+    pub mid: String,
+    pub kind: Kind,
+    pub source: &'static str,
+    pub muted: bool,
+}
+
+/// A published track as the server named it.
+#[derive(Debug, Clone)]
+pub struct PublishedTrack {
+    pub mid: String,
+    pub id: String,
+    pub kind: Kind,
+}
+
+/// An m-line of a subscriber offer and the track it carries.
+#[derive(Debug, Clone)]
+pub struct RemoteTrack {
+    pub mid: String,
+    pub track_id: String,
+    pub participant_id: String,
+    pub kind: Kind,
+}
+
+#[derive(Debug)]
+pub enum SignalEvent {
+    Joined {
+        participant_id: String,
+        /// The others already in the room: (participant id, identity).
+        others: Vec<(String, String)>,
+    },
+    /// Someone joined later: (participant id, identity).
+    ParticipantJoined {
+        participant_id: String,
+        identity: String,
+    },
+    PublishAnswer {
+        sdp: String,
+        tracks: Vec<PublishedTrack>,
+    },
+    SubscriberOffer {
+        sdp: String,
+        tracks: Vec<RemoteTrack>,
+    },
+    Error {
+        code: String,
+        message: String,
+    },
+    /// The session ended: `reason` is a short failure code (`closed`, `eof`, …).
+    Closed {
+        reason: String,
+    },
+}
+
+#[derive(Debug)]
+pub enum SignalCommand {
+    PublishOffer {
+        sdp: String,
+        tracks: Vec<TrackOffer>,
+    },
+    SubscriberAnswer {
+        sdp: String,
+    },
+    Mute {
+        track_id: String,
+        muted: bool,
+    },
+    /// Adaptive stream for a received video: rendered size, or paused (`enabled: false`).
+    TrackSettings {
+        track_id: String,
+        width: u32,
+        height: u32,
+        enabled: bool,
+    },
+    Leave,
+}
+
+pub struct SignalSession {
+    pub events: mpsc::Receiver<SignalEvent>,
+    pub commands: mpsc::Sender<SignalCommand>,
+    /// When the join request went out: join latency counts from here.
+    pub join_sent: Instant,
+}
+
+/// Why a session could not be opened; `reason` is the failure bucket in the report.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct TargetError {
+    pub reason: String,
+    pub detail: String,
+}
+
+impl TargetError {
+    pub fn new(reason: impl Into<String>, detail: impl std::fmt::Display) -> Self {
+        TargetError {
+            reason: reason.into(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+pub trait Target: Send + Sync {
+    fn name(&self) -> &str;
+    /// Opens the signaling session and sends the join. Must finish in bounded time.
+    fn connect(&self, req: JoinRequest) -> BoxFuture<'static, Result<SignalSession, TargetError>>;
+    /// `Some(relay)` for the raw UDP relay baseline: its participants send plain RTP
+    /// ([`raw::run`]) instead of speaking WebRTC.
+    fn raw_relay(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
+}

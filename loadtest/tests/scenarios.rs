@@ -1,0 +1,162 @@
+//! Runs the load tester against a real server started in this process: small scenarios must
+//! join everybody, deliver every publisher's media to every subscriber with low loss and
+//! measured latency, and a threshold nobody can meet must make the binary exit non-zero.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use zvon_loadtest::report::{Report, Thresholds};
+use zvon_loadtest::runner::{self, RunConfig};
+use zvon_loadtest::scenario::{Scenario, VideoProfiles};
+use zvon_loadtest::targets::zvon::{TokenSource, ZvonTarget};
+use zvon_signaling::ServerConfig;
+
+fn config(addr: std::net::SocketAddr, scenario: Scenario, run_id: &str) -> RunConfig {
+    RunConfig {
+        target: Arc::new(ZvonTarget::new(
+            addr,
+            TokenSource::Mint {
+                api_key: ServerConfig::DEV_API_KEY.into(),
+                api_secret: ServerConfig::DEV_API_SECRET.into(),
+            },
+        )),
+        scenario,
+        rooms: 1,
+        ramp: 15.0,
+        duration: Duration::from_secs(3),
+        bind_ip: [127, 0, 0, 1].into(),
+        source_ips: 0,
+        // Two 300 kbit/s cameras per subscriber stay under any subscriber's starting bandwidth
+        // estimate, so this checks the tester's plumbing, not how fast the SFU's BWE ramps.
+        video: {
+            let mut v = VideoProfiles::default();
+            v.main.bitrate_bps = 300_000;
+            v
+        },
+        thresholds: Thresholds {
+            max_loss_percent: Some(1.0),
+            max_p99_latency_ms: Some(200.0),
+            max_failures: Some(0),
+        },
+        quiet: true,
+        run_id: run_id.into(),
+    }
+}
+
+fn assert_healthy(r: &Report, participants: usize, streams: usize) {
+    let ctx = format!("{r:#?}");
+    assert_eq!(r.participants_planned, participants, "{ctx}");
+    assert_eq!(r.participants_connected, participants, "all joined: {ctx}");
+    assert_eq!(r.participants_failed, 0, "{ctx}");
+    assert_eq!(r.streams.expected, streams, "{ctx}");
+    assert_eq!(
+        r.streams.received, streams,
+        "every subscriber got every publisher's media: {ctx}"
+    );
+    assert!(r.packets.received_by_subscribers > 0, "{ctx}");
+    assert!(r.packets.loss_percent < 1.0, "loss: {ctx}");
+    let p99 = r.e2e_latency_ms.p99.expect("latency measured");
+    assert!(p99 > 0.0 && p99 < 200.0, "p99 {p99} ms: {ctx}");
+    assert_eq!(
+        r.packets.unstamped, 0,
+        "every packet carried its send stamp: {ctx}"
+    );
+    assert!(r.passed, "{ctx}");
+    let json = serde_json::to_string(r).expect("serialize");
+    let back: Report = serde_json::from_str(&json).expect("the JSON report parses");
+    assert_eq!(back.streams.received, streams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meeting_and_audio_scenarios_deliver_everything() {
+    let server = zvon_signaling::start(ServerConfig::for_tests())
+        .await
+        .expect("server starts");
+    let addr = server.http_addr;
+
+    // 3 members × 2 others × (audio + video).
+    let meeting = runner::run(config(addr, Scenario::Meeting { size: 3 }, "t1"))
+        .await
+        .expect("meeting runs");
+    assert_healthy(&meeting, 3, 12);
+    assert!(meeting.packets.video_sent > 0 && meeting.packets.audio_sent > 0);
+    assert!(
+        meeting.keyframes_received >= 6,
+        "each subscriber saw keyframes of each video"
+    );
+
+    // 3 listeners × 2 speakers + 2 speakers × 1 other, audio only.
+    let audio = runner::run(config(
+        addr,
+        Scenario::Audio {
+            speakers: 2,
+            listeners: 3,
+        },
+        "t2",
+    ))
+    .await
+    .expect("audio runs");
+    assert_healthy(&audio, 5, 8);
+    assert_eq!(audio.packets.video_sent, 0);
+    assert_eq!(
+        audio.packets.audio_with_level, audio.packets.received_by_subscribers,
+        "the audio-level extension reaches subscribers"
+    );
+
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impossible_threshold_fails_the_binary() {
+    let server = zvon_signaling::start(ServerConfig::for_tests())
+        .await
+        .expect("server starts");
+    let url = format!("http://{}", server.http_addr);
+    let dir = std::env::temp_dir().join(format!("zvon-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let report_path = dir.join("report.json");
+    let args: Vec<String> = [
+        "call",
+        "--pairs",
+        "1",
+        "--url",
+        &url,
+        "--duration",
+        "2s",
+        "--dev-token",
+        "--quiet",
+        "--max-p99-latency",
+        "0ms",
+        "--report",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([report_path.display().to_string()])
+    .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_zvon-loadtest"))
+            .args(&args)
+            .output()
+            .expect("run zvon-loadtest")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "threshold failure exits 1: {stdout}"
+    );
+    assert!(stdout.contains("FAIL: p99 latency"), "{stdout}");
+    let report: Report =
+        serde_json::from_str(&std::fs::read_to_string(&report_path).expect("report written"))
+            .expect("report parses");
+    assert!(!report.passed);
+    assert_eq!(
+        report.participants_connected, 2,
+        "joined with dev tokens: {stdout}"
+    );
+    assert!(report.e2e_latency_ms.p99.is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+    server.shutdown().await;
+}

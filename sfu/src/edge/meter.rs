@@ -1,0 +1,238 @@
+//! A worker's measurements before they reach the shared [`SfuStats`].
+//!
+//! The packet path only bumps plain fields here; [`WorkerMeter::flushed`] moves them into the
+//! shared atomics once per loop iteration, so the per-packet cost is a few register adds, not
+//! an atomic read-modify-write per packet per metric.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use slab::Slab;
+use str0m::media::Mid;
+use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
+
+use super::connection::Participant;
+use crate::forward::router::DowntrackState;
+use crate::forward::{PeerKey, Router};
+
+use crate::api::TrackKind;
+use crate::stats::{kind_index, SfuStats};
+
+/// Receive batches whose forwarded copies one flush can carry (the loop reads at most this
+/// many before it drains and flushes).
+pub const MAX_BATCHES: usize = 16;
+
+pub struct WorkerMeter {
+    stats: Arc<SfuStats>,
+    index: usize,
+    packets_in: [u64; 2],
+    bytes_in: [u64; 2],
+    packets_out: [u64; 2],
+    bytes_out: [u64; 2],
+    /// Receive instant of each batch read since the last flush and how many forwarded copies
+    /// it produced.
+    batches: [(Instant, u64); MAX_BATCHES],
+    batch_count: usize,
+    woke: Option<Instant>,
+}
+
+impl WorkerMeter {
+    pub fn new(stats: Arc<SfuStats>, index: usize) -> Self {
+        WorkerMeter {
+            stats,
+            index,
+            packets_in: [0; 2],
+            bytes_in: [0; 2],
+            packets_out: [0; 2],
+            bytes_out: [0; 2],
+            batches: [(Instant::now(), 0); MAX_BATCHES],
+            batch_count: 0,
+            woke: None,
+        }
+    }
+
+    pub fn stats(&self) -> &SfuStats {
+        &self.stats
+    }
+
+    pub fn set_running(&self, running: bool) {
+        if let Some(w) = self.stats.workers.get(self.index) {
+            w.running.store(running, Ordering::Relaxed);
+        }
+    }
+
+    /// The loop stopped waiting: busy time counts from here to the next flush.
+    pub fn woke(&mut self, now: Instant) {
+        self.woke = Some(now);
+    }
+
+    /// A `recvmmsg` batch returned at `now`; forwards until the next call belong to it.
+    pub fn batch_received(&mut self, now: Instant) {
+        if self.batch_count < MAX_BATCHES {
+            self.batches[self.batch_count] = (now, 0);
+            self.batch_count += 1;
+        }
+        // Beyond MAX_BATCHES (the loop never reads that many) later forwards are attributed
+        // to the last batch: slightly shorter latencies, never a lost count.
+    }
+
+    pub fn rtp_received(&mut self, kind: TrackKind, payload: usize) {
+        let k = kind_index(kind);
+        self.packets_in[k] += 1;
+        self.bytes_in[k] += payload as u64;
+    }
+
+    pub fn rtp_forwarded(&mut self, kind: TrackKind, payload: usize) {
+        let k = kind_index(kind);
+        self.packets_out[k] += 1;
+        self.bytes_out[k] += payload as u64;
+        if let Some(b) = self.batch_count.checked_sub(1) {
+            self.batches[b].1 += 1;
+        }
+    }
+
+    /// The send queue was flushed at `now`: record latencies and busy time, publish counts.
+    pub fn flushed(&mut self, now: Instant) {
+        let s = &*self.stats;
+        for &(received, forwarded) in &self.batches[..self.batch_count] {
+            let latency = now.saturating_duration_since(received).as_secs_f64();
+            s.forwarding_latency.observe_n(latency, forwarded);
+        }
+        self.batch_count = 0;
+        for k in 0..2 {
+            SfuStats::add(&s.rtp_packets_received[k], self.packets_in[k]);
+            SfuStats::add(&s.rtp_bytes_received[k], self.bytes_in[k]);
+            SfuStats::add(&s.rtp_packets_sent[k], self.packets_out[k]);
+            SfuStats::add(&s.rtp_bytes_sent[k], self.bytes_out[k]);
+        }
+        self.packets_in = [0; 2];
+        self.bytes_in = [0; 2];
+        self.packets_out = [0; 2];
+        self.bytes_out = [0; 2];
+        if let (Some(woke), Some(w)) = (self.woke.take(), s.workers.get(self.index)) {
+            let busy = now.saturating_duration_since(woke);
+            SfuStats::add(&w.busy_nanos, busy.as_nanos() as u64);
+        }
+    }
+
+    /// A connection's periodic stats: RTT, loss by direction, the egress bandwidth estimate.
+    pub fn peer_stats(&self, publisher_side: bool, s: &PeerStats) {
+        let st = &*self.stats;
+        if let Some(rtt) = s.rtt {
+            st.peer_rtt.observe(rtt.as_secs_f64());
+        }
+        if publisher_side {
+            if let Some(loss) = s.ingress_loss_fraction {
+                st.ingress_loss.observe(loss as f64);
+            }
+        } else {
+            if let Some(loss) = s.egress_loss_fraction {
+                st.egress_loss.observe(loss as f64);
+            }
+            // Only present when str0m's send-side BWE is enabled on the connection.
+            if let Some(bwe) = s.bwe_tx {
+                st.bandwidth_estimate.observe(bwe.as_f64());
+            }
+        }
+    }
+
+    /// One incoming stream's periodic stats: its interarrival jitter, in seconds.
+    pub fn ingress_stats(&self, kind: TrackKind, s: &MediaIngressStats) {
+        let clock_rate = match kind {
+            TrackKind::Audio => 48_000.0,
+            TrackKind::Video => 90_000.0,
+        };
+        self.stats.jitter.observe(s.jitter as f64 / clock_rate);
+    }
+
+    /// One outgoing stream's periodic stats, folded into its connection's tally.
+    pub fn egress_stats(&self, tally: &mut EgressTally, s: &MediaEgressStats) {
+        let (nacks, resent) = tally.on_egress_stats(s.mid, s.packets, s.nacks);
+        SfuStats::add(&self.stats.nacks_received, nacks);
+        SfuStats::add(&self.stats.retransmissions_sent, resent);
+    }
+
+    /// Recounts the gauges that change only with commands: connections and tracks on this
+    /// worker. Called after each command, never on the packet path.
+    pub fn update_census(&self, participants: &Slab<Participant>, router: &Router) {
+        let Some(w) = self.stats.workers.get(self.index) else {
+            return;
+        };
+        let (mut peers, mut published, mut subscribed) = (0, [0u64; 2], [0u64; 2]);
+        for (key, p) in participants {
+            peers += p.publisher.is_some() as u64 + p.subscriber.is_some() as u64;
+            for t in &p.published {
+                if let Some(track) = router.track(t.key) {
+                    published[kind_index(track.kind)] += 1;
+                }
+            }
+            for (_, d) in router.downtracks_of(PeerKey(key as u32)) {
+                if !matches!(d.state, DowntrackState::Closing(_)) {
+                    subscribed[kind_index(d.kind)] += 1;
+                }
+            }
+        }
+        w.peers.store(peers, Ordering::Relaxed);
+        for k in 0..2 {
+            w.published_tracks[k].store(published[k], Ordering::Relaxed);
+            w.subscribed_tracks[k].store(subscribed[k], Ordering::Relaxed);
+        }
+    }
+}
+
+/// What one subscriber connection sent, to tell retransmissions from originals.
+///
+/// str0m counts packets per outgoing stream *including* RTX resends but does not expose the
+/// resends alone; it reports the total in `MediaEgressStats` every stats interval. Resends
+/// are that total minus the originals we wrote. Originals still queued in str0m when the stats
+/// were taken make the difference briefly too small, so only increases are reported.
+#[derive(Debug, Default)]
+pub struct EgressTally {
+    /// Original packets written to this connection's streams.
+    pub written: u64,
+    /// Latest str0m totals per stream: (mid, packets incl. resends, NACKs received).
+    streams: Vec<(Mid, u64, u64)>,
+    resent_reported: u64,
+    nacks_reported: u64,
+}
+
+impl EgressTally {
+    /// Takes one stream's egress stats; returns (new NACKs, new retransmissions).
+    pub fn on_egress_stats(&mut self, mid: Mid, packets: u64, nacks: u64) -> (u64, u64) {
+        match self.streams.iter_mut().find(|s| s.0 == mid) {
+            Some(s) => {
+                s.1 = s.1.max(packets);
+                s.2 = s.2.max(nacks);
+            }
+            None => self.streams.push((mid, packets, nacks)),
+        }
+        let total_packets: u64 = self.streams.iter().map(|s| s.1).sum();
+        let total_nacks: u64 = self.streams.iter().map(|s| s.2).sum();
+        let resent = total_packets.saturating_sub(self.written);
+        let new_resent = resent.saturating_sub(self.resent_reported);
+        self.resent_reported = self.resent_reported.max(resent);
+        let new_nacks = total_nacks.saturating_sub(self.nacks_reported);
+        self.nacks_reported = self.nacks_reported.max(total_nacks);
+        (new_nacks, new_resent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resends_are_packets_beyond_the_originals() {
+        let mut t = EgressTally::default();
+        let (a, v) = (Mid::from("0"), Mid::from("1"));
+        t.written = 100;
+        // Two streams, 100 originals between them, 3 of them resent.
+        assert_eq!(t.on_egress_stats(a, 40, 0), (0, 0));
+        assert_eq!(t.on_egress_stats(v, 63, 2), (2, 3));
+        // Originals written but not yet sent when stats were taken: no negative resends.
+        t.written = 150;
+        assert_eq!(t.on_egress_stats(v, 100, 2), (0, 0));
+        assert_eq!(t.on_egress_stats(a, 55, 2), (2, 2));
+    }
+}

@@ -1,0 +1,130 @@
+//! The packet path: a publisher's RTP packet fanned out to its subscribers' connections,
+//! and keyframe requests carried back to publishers.
+
+use super::*;
+
+impl Worker {
+    /// The packet path: attribute, fan out, write to each subscriber. No allocation beyond
+    /// what str0m does per encrypted datagram.
+    pub(super) fn forward(&mut self, publisher: PeerKey, pkt: RtpPacket, now: Instant) {
+        let Some(p) = self.participants.get_mut(publisher.0 as usize) else {
+            return;
+        };
+        let Some(conn) = p.publisher.as_mut() else {
+            return;
+        };
+        let Some((mid, rid)) = conn
+            .rtc
+            .direct_api()
+            .stream_rx(&pkt.header.ssrc)
+            .map(|s| (s.mid(), s.rid()))
+        else {
+            return;
+        };
+        let Some(entry) = p.published_by_mid(mid) else {
+            return;
+        };
+        let track = entry.key;
+        let Some(kind) = self.router.track(track).map(|t| t.kind) else {
+            return;
+        };
+        let (layer, keyframe) = match kind {
+            TrackKind::Video => (
+                entry.layer_of(rid),
+                keyframe_start(entry.codec_of(*pkt.header.payload_type), &pkt.payload),
+            ),
+            TrackKind::Audio => (0, None),
+        };
+        self.meter.rtp_received(kind, pkt.payload.len());
+        let incoming = IncomingRtp {
+            track,
+            source: *pkt.header.ssrc,
+            seq: *pkt.seq_no,
+            ts: pkt.header.timestamp,
+            pt: *pkt.header.payload_type,
+            audio_level: pkt.header.ext_vals.audio_level,
+            layer,
+            keyframe,
+            payload_len: pkt.payload.len(),
+        };
+        let mut forwards = std::mem::take(&mut self.forwards);
+        self.router.on_rtp(&incoming, now, &mut forwards);
+        while let Some(r) = self.router.pop_keyframe_request() {
+            self.request_keyframe(r);
+        }
+        let video = kind == TrackKind::Video;
+        for f in &forwards {
+            let Some(sub) = self
+                .participants
+                .get_mut(f.subscriber.0 as usize)
+                .and_then(|s| s.subscriber.as_mut())
+            else {
+                continue;
+            };
+            let mut api = sub.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
+                continue;
+            };
+            let ext = ExtensionValues {
+                audio_level: pkt.header.ext_vals.audio_level,
+                voice_activity: pkt.header.ext_vals.voice_activity,
+                video_orientation: pkt.header.ext_vals.video_orientation,
+                ..Default::default()
+            };
+            let write = RtpWrite::new(
+                f.pt.into(),
+                SeqNo::from(f.seq),
+                f.ts,
+                pkt.timestamp,
+                pkt.payload.clone(),
+            )
+            .marker(pkt.header.marker)
+            .ext_vals(ext)
+            .nackable(video);
+            tx.write_rtp(write);
+            sub.egress.written += 1;
+            self.meter.rtp_forwarded(kind, pkt.payload.len());
+            self.dirty.push((f.subscriber, Side::Subscriber));
+        }
+        self.forwards = forwards;
+    }
+
+    /// Sends a PLI for one simulcast layer, or for every stream of the m-line.
+    pub(super) fn request_keyframe(&mut self, req: KeyframeRequest) {
+        let Some(p) = self.participants.get_mut(req.publisher.0 as usize) else {
+            return;
+        };
+        let rids = p
+            .published_by_mid(req.mid)
+            .map_or(&[][..], |t| t.rids.as_slice());
+        // At most MAX_LAYERS streams; `None` is the m-line's only stream without simulcast.
+        let mut targets = [None; crate::forward::layer_selector::MAX_LAYERS];
+        let n = match req.layer {
+            Some(l) => {
+                targets[0] = rids.get(usize::from(l)).copied();
+                1
+            }
+            None => {
+                for (t, r) in targets.iter_mut().zip(rids) {
+                    *t = Some(*r);
+                }
+                rids.len().clamp(1, targets.len())
+            }
+        };
+        let Some(conn) = p.publisher.as_mut() else {
+            return;
+        };
+        let mut api = conn.rtc.direct_api();
+        let mut sent = false;
+        for rid in &targets[..n] {
+            if let Some(rx) = api.stream_rx_by_mid(req.mid, *rid) {
+                rx.request_keyframe(KeyframeRequestKind::Pli);
+                SfuStats::add(&self.stats.keyframe_requests_sent, 1);
+                sent = true;
+            }
+        }
+        if sent {
+            self.dirty.push((req.publisher, Side::Publisher));
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! Subscriber renegotiation: turning the router's pending and closing downtracks into SDP
+//! offers, and applying the answers.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn negotiate_all(&mut self, now: Instant) {
+        for peer in self.router.take_needs_negotiation() {
+            self.negotiate(peer, now);
+        }
+    }
+
+    /// Sends a subscriber offer for everything that changed, unless one is outstanding (the
+    /// answer will trigger the next round).
+    pub(super) fn negotiate(&mut self, peer: PeerKey, now: Instant) {
+        let Some(p) = self.participants.get(peer.0 as usize) else {
+            return;
+        };
+        if p.pending_offer.is_some() {
+            return;
+        }
+        let downtracks: Vec<_> = self
+            .router
+            .downtracks_of(peer)
+            .into_iter()
+            .map(|(k, d)| (k, d.state.clone(), d.kind, d.publisher, d.track))
+            .collect();
+        if !downtracks
+            .iter()
+            .any(|d| matches!(d.1, DowntrackState::Pending | DowntrackState::Closing(_)))
+        {
+            return;
+        }
+        if self.participants[peer.0 as usize].subscriber.is_none() {
+            let conn = if self.bandwidth_allocation {
+                Connection::new_subscriber(self.candidate, self.dtls_cert.as_ref(), now)
+            } else {
+                Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
+            };
+            let conn = match conn {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!("cannot create subscriber connection: {e}");
+                    return;
+                }
+            };
+            self.demux
+                .add_ufrag(conn.ufrag.clone(), (peer, Side::Subscriber));
+            self.participants[peer.0 as usize].subscriber = Some(conn);
+        }
+        let publisher_ids: Vec<Option<ParticipantId>> = downtracks
+            .iter()
+            .map(|d| self.participants.get(d.3 .0 as usize).map(|p| p.id.clone()))
+            .collect();
+        let Some(conn) = self.participants[peer.0 as usize].subscriber.as_mut() else {
+            return;
+        };
+        let mut api = conn.rtc.sdp_api();
+        let mut offered = vec![];
+        let mut closing = vec![];
+        let mut listed = vec![];
+        for ((key, state, kind, _, track), publisher_id) in downtracks.iter().zip(publisher_ids) {
+            match state {
+                DowntrackState::Pending => {
+                    let (Some(track), Some(publisher_id)) = (track, publisher_id) else {
+                        continue;
+                    };
+                    let track_id = self
+                        .track_ids
+                        .get(track)
+                        .cloned()
+                        .unwrap_or_else(|| TrackId(String::new()));
+                    let media_kind = if *kind == TrackKind::Audio {
+                        MediaKind::Audio
+                    } else {
+                        MediaKind::Video
+                    };
+                    let mid = api.add_media(
+                        media_kind,
+                        Direction::SendOnly,
+                        Some(publisher_id.0.clone()),
+                        Some(track_id.0.clone()),
+                        None,
+                    );
+                    offered.push((*key, mid));
+                    listed.push(SubscribedTrack {
+                        mid: mid.to_string(),
+                        track_id,
+                        participant_id: publisher_id,
+                        kind: *kind,
+                    });
+                }
+                DowntrackState::Closing(mid) => {
+                    api.stop_media(*mid);
+                    closing.push(*key);
+                }
+                DowntrackState::Offered(mid) | DowntrackState::Active { mid, .. } => {
+                    if let (Some(track), Some(publisher_id)) = (track, publisher_id) {
+                        let track_id = self
+                            .track_ids
+                            .get(track)
+                            .cloned()
+                            .unwrap_or_else(|| TrackId(String::new()));
+                        listed.push(SubscribedTrack {
+                            mid: mid.to_string(),
+                            track_id,
+                            participant_id: publisher_id,
+                            kind: *kind,
+                        });
+                    }
+                }
+            }
+        }
+        let Some((offer, pending)) = api.apply() else {
+            return;
+        };
+        for (key, mid) in &offered {
+            self.router.mark_offered(*key, *mid);
+        }
+        let participant = &mut self.participants[peer.0 as usize];
+        participant.pending_offer = Some(PendingSubscriberOffer {
+            pending,
+            offered: offered.into_iter().map(|(k, _)| k).collect(),
+            closing,
+        });
+        let _ = self.events.send(SfuEvent::SubscriberOffer {
+            participant: participant.id.clone(),
+            sdp: offer.to_sdp_string(),
+            tracks: listed,
+        });
+        self.dirty.push((peer, Side::Subscriber));
+    }
+
+    pub(super) fn accept_subscriber_answer(
+        &mut self,
+        peer: PeerKey,
+        sdp: &str,
+        now: Instant,
+    ) -> Result<(), SfuError> {
+        let answer =
+            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let participant = &mut self.participants[peer.0 as usize];
+        let Some(pending) = participant.pending_offer.take() else {
+            return Err(SfuError::InvalidRequest(
+                "no subscriber offer is outstanding".into(),
+            ));
+        };
+        let Some(conn) = participant.subscriber.as_mut() else {
+            return Err(SfuError::InvalidRequest("no subscriber connection".into()));
+        };
+        if let Err(e) = conn.rtc.sdp_api().accept_answer(pending.pending, answer) {
+            // The offer is spent either way; its downtracks go back to pending so the next
+            // offer carries them again.
+            warn!("subscriber answer refused: {e}");
+            return Err(SfuError::InvalidSdp(e.to_string()));
+        }
+        for key in pending.closing {
+            self.router.forget(key);
+        }
+        let mut keyframe_requests = vec![];
+        for key in pending.offered {
+            let Some(dt) = self.router.downtrack(key) else {
+                continue;
+            };
+            let DowntrackState::Offered(sub_mid) = dt.state else {
+                continue;
+            };
+            let Some(track) = dt.track.and_then(|t| self.router.track(t)) else {
+                continue;
+            };
+            let (publisher, pub_mid) = (track.publisher, track.publisher_mid);
+            let map = match (
+                self.participants
+                    .get(publisher.0 as usize)
+                    .and_then(|p| p.publisher.as_ref()),
+                self.participants[peer.0 as usize].subscriber.as_ref(),
+            ) {
+                (Some(p), Some(s)) => payload_type_map(&p.rtc, pub_mid, &s.rtc, sub_mid),
+                _ => vec![],
+            };
+            if map.is_empty() {
+                warn!("no common codec between publisher and subscriber for m-line {sub_mid}");
+            }
+            keyframe_requests.extend(self.router.activate(key, map, now));
+            if let Some(sub) = self.participants[peer.0 as usize].subscriber.as_mut() {
+                if let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(sub_mid, None) {
+                    // Answer NACKs for 1.5 s of video (RTTs up to about a second), not str0m's
+                    // default 3 s: the cache is per subscriber and dominates its memory.
+                    tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                }
+            }
+        }
+        for r in keyframe_requests {
+            self.request_keyframe(r);
+        }
+        self.dirty.push((peer, Side::Subscriber));
+        // Changes that arrived while the offer was out.
+        self.negotiate(peer, now);
+        Ok(())
+    }
+}

@@ -1,0 +1,240 @@
+//! The control plane: signaling's requests (join, publish, settings, leave) carried out on
+//! this worker's connections and router.
+
+use super::*;
+
+impl Worker {
+    pub(super) fn peer_of(&self, id: &ParticipantId) -> Result<PeerKey, SfuError> {
+        self.by_id
+            .get(id)
+            .copied()
+            .ok_or(SfuError::UnknownParticipant)
+    }
+
+    pub fn handle_request(
+        &mut self,
+        request: SfuRequest,
+        now: Instant,
+    ) -> Result<SfuResponse, SfuError> {
+        let result = match request {
+            SfuRequest::AddParticipant {
+                room,
+                participant,
+                can_subscribe,
+            } => {
+                if self.by_id.contains_key(&participant) {
+                    return Err(SfuError::ParticipantExists);
+                }
+                let key = PeerKey(
+                    self.participants
+                        .insert(Participant::new(participant.clone(), can_subscribe))
+                        as u32,
+                );
+                self.by_id.insert(participant, key);
+                self.router.add_participant(key, &room.0, can_subscribe);
+                Ok(SfuResponse::Done)
+            }
+            SfuRequest::PublishOffer {
+                participant,
+                sdp,
+                tracks,
+            } => {
+                let peer = self.peer_of(&participant)?;
+                self.publish(peer, &sdp, &tracks, now)
+                    .map(|sdp| SfuResponse::PublishAnswer { sdp })
+            }
+            SfuRequest::SubscriberAnswer { participant, sdp } => {
+                let peer = self.peer_of(&participant)?;
+                self.accept_subscriber_answer(peer, &sdp, now)
+                    .map(|_| SfuResponse::Done)
+            }
+            SfuRequest::SetTrackMuted {
+                participant,
+                track_id,
+                muted,
+            } => {
+                let peer = self.peer_of(&participant)?;
+                let track = self.participants[peer.0 as usize]
+                    .published
+                    .iter()
+                    .find(|t| t.id == track_id)
+                    .map(|t| t.key)
+                    .ok_or_else(|| SfuError::InvalidRequest(format!("unknown track {track_id}")))?;
+                if let Some(req) = self.router.set_muted(track, muted, now) {
+                    self.request_keyframe(req);
+                }
+                Ok(SfuResponse::Done)
+            }
+            SfuRequest::Unpublish { participant } => {
+                let peer = self.peer_of(&participant)?;
+                self.unpublish(peer);
+                Ok(SfuResponse::Done)
+            }
+            SfuRequest::RemoveParticipant { participant } => {
+                let peer = self.peer_of(&participant)?;
+                self.remove(peer);
+                Ok(SfuResponse::Done)
+            }
+            SfuRequest::SetTrackSettings {
+                participant,
+                track_id,
+                width,
+                height,
+                enabled,
+            } => {
+                let peer = self.peer_of(&participant)?;
+                let want = if !enabled || width == 0 || height == 0 {
+                    Want::Paused
+                } else {
+                    Want::Size { width, height }
+                };
+                // Settings for a track that went meanwhile are moot, not an error.
+                if let Some((&key, _)) = self.track_ids.iter().find(|(_, id)| **id == track_id) {
+                    self.router.set_want(peer, key, want);
+                }
+                Ok(SfuResponse::Done)
+            }
+            SfuRequest::PeerStats { participant } => {
+                let peer = self.peer_of(&participant)?;
+                Ok(SfuResponse::PeerStats(
+                    self.participants[peer.0 as usize].stats.clone(),
+                ))
+            }
+        };
+        self.negotiate_all(now);
+        self.meter.update_census(&self.participants, &self.router);
+        result
+    }
+
+    pub(super) fn publish(
+        &mut self,
+        peer: PeerKey,
+        sdp: &str,
+        tracks: &[crate::api::PublishedTrack],
+        now: Instant,
+    ) -> Result<String, SfuError> {
+        let offer =
+            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        if self.participants[peer.0 as usize].publisher.is_some() {
+            return Err(SfuError::InvalidRequest("already published".into()));
+        }
+        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
+            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
+        let answer = conn
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let mut checked = vec![];
+        for t in tracks {
+            let mid = Mid::from(t.mid.as_str());
+            let media = conn
+                .rtc
+                .media(mid)
+                .ok_or_else(|| SfuError::InvalidSdp(format!("no m-line with mid {}", t.mid)))?;
+            let kind_ok = matches!(
+                (media.kind(), t.kind),
+                (MediaKind::Audio, TrackKind::Audio) | (MediaKind::Video, TrackKind::Video)
+            );
+            if !kind_ok {
+                return Err(SfuError::InvalidSdp(format!(
+                    "m-line {} is not {:?}",
+                    t.mid, t.kind
+                )));
+            }
+            if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
+                return Err(SfuError::InvalidSdp(format!(
+                    "m-line {} does not send",
+                    t.mid
+                )));
+            }
+            checked.push((mid, t.clone()));
+        }
+        let ufrag = conn.ufrag.clone();
+        let participant = &mut self.participants[peer.0 as usize];
+        participant.publisher = Some(conn);
+        for (mid, t) in checked {
+            let clock_rate = if t.kind == TrackKind::Audio {
+                48_000
+            } else {
+                90_000
+            };
+            let (rids, codecs) = match (
+                t.kind,
+                self.participants[peer.0 as usize].publisher.as_ref(),
+            ) {
+                (TrackKind::Video, Some(c)) => {
+                    (simulcast_rids(&c.rtc, mid), video_codecs(&c.rtc, mid))
+                }
+                _ => (vec![], vec![]),
+            };
+            if let Some(key) =
+                self.router
+                    .add_track(peer, mid, t.kind, clock_rate, t.muted, rids.len().max(1))
+            {
+                self.track_ids.insert(key, t.track_id.clone());
+                self.participants[peer.0 as usize]
+                    .published
+                    .push(PublishedTrackEntry {
+                        mid,
+                        key,
+                        id: t.track_id,
+                        rids,
+                        codecs,
+                    });
+            }
+        }
+        self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
+        self.dirty.push((peer, Side::Publisher));
+        Ok(answer.to_sdp_string())
+    }
+
+    pub(super) fn remove(&mut self, peer: PeerKey) {
+        self.router.remove_participant(peer);
+        self.demux.remove_peer(peer);
+        if let Some(mut p) = self.participants.try_remove(peer.0 as usize) {
+            self.by_id.remove(&p.id);
+            for t in &p.published {
+                self.track_ids.remove(&t.key);
+            }
+            for conn in [p.publisher.as_mut(), p.subscriber.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                self.close_connection(conn);
+            }
+        }
+        self.dirty.retain(|(p, _)| *p != peer);
+    }
+
+    /// Withdraws a participant's tracks from every subscriber and closes its publisher
+    /// connection, keeping it in the room as a subscriber.
+    pub(super) fn unpublish(&mut self, peer: PeerKey) {
+        let Some(p) = self.participants.get_mut(peer.0 as usize) else {
+            return;
+        };
+        let published = std::mem::take(&mut p.published);
+        let publisher = p.publisher.take();
+        for t in published {
+            self.router.remove_track(t.key);
+            self.track_ids.remove(&t.key);
+        }
+        self.demux.remove_connection((peer, Side::Publisher));
+        self.dirty.retain(|k| *k != (peer, Side::Publisher));
+        if let Some(mut conn) = publisher {
+            self.close_connection(&mut conn);
+        }
+    }
+
+    /// Tells the remote we are gone (DTLS close_notify) before the connection is forgotten.
+    pub(super) fn close_connection(&mut self, conn: &mut Connection) {
+        let _ = conn.rtc.close();
+        while let Ok(out) = conn.rtc.poll_output() {
+            match out {
+                Output::Transmit(t) => self.send_queue.push(t.destination, t.contents.into()),
+                Output::Timeout(_) => break,
+                Output::Event(_) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The router's glue between a downtrack and the layer decisions: per packet, which layer
+//! it receives (subscriber's wish, capped by the bandwidth allocator) and which keyframes
+//! that needs; per bandwidth estimate, the caps themselves.
+
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::allocator::{allocate, desired_bps, Priority, VideoDemand};
+use super::layer_selector::{Layer, Verdict, Want, MAX_LAYERS};
+use super::router::{Downtrack, DowntrackState, IncomingRtp, KeyframeRequest, Track};
+use super::{DowntrackKey, PeerKey};
+use crate::api::TrackKind;
+
+/// Bitrate assumed for an audio track not measured yet (Opus voice with overhead).
+const NOMINAL_AUDIO_BPS: u64 = 40_000;
+
+/// What the bandwidth allocator allows a video downtrack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCap {
+    /// No estimate yet: whatever the subscriber wants.
+    Unlimited,
+    UpTo(Layer),
+    /// Does not fit: no video until the estimate grows.
+    Paused,
+}
+
+/// One subscriber's verdict on one video packet, and the keyframe request a pending layer
+/// switch (or a resume of a plain track) needs.
+pub(super) fn select_layer(
+    track: &mut Track,
+    dt: &mut Downtrack,
+    rtp: &IncomingRtp,
+    now: Instant,
+    keyframe_out: &mut Vec<KeyframeRequest>,
+) -> Verdict {
+    let request = |track: &mut Track, layer: Option<Layer>, out: &mut Vec<KeyframeRequest>| {
+        let throttle = match layer {
+            Some(l) => &mut track.layer_throttles[usize::from(l)],
+            None => &mut track.keyframe_throttle,
+        };
+        if throttle.should_send(now) {
+            out.push(KeyframeRequest {
+                publisher: track.publisher,
+                mid: track.publisher_mid,
+                layer,
+            });
+        }
+    };
+    let max = match dt.cap {
+        LayerCap::Unlimited => Layer::MAX,
+        LayerCap::UpTo(l) => l,
+        LayerCap::Paused => {
+            dt.selector.set_target(None);
+            return Verdict::Drop;
+        }
+    };
+    if !track.layers.is_simulcast() {
+        // One layer: no keyframe to wait for, but a resumed stream needs one to decode.
+        let target = (dt.want != Want::Paused).then_some(0);
+        dt.selector.set_target(target);
+        let verdict = dt.selector.on_packet(0, true);
+        if verdict == Verdict::SwitchAndForward {
+            request(track, None, keyframe_out);
+        }
+        return verdict;
+    }
+    dt.selector
+        .set_target(track.layers.choose_at_most(dt.want, max, now));
+    let verdict = dt.selector.on_packet(rtp.layer, rtp.keyframe.is_some());
+    if let Some(layer) = dt.selector.pending_switch() {
+        request(track, Some(layer), keyframe_out);
+    }
+    verdict
+}
+
+/// The layers of `track` some subscriber would receive if the publisher sent them all.
+pub(super) fn needed_layers(track: &Track, downtracks: &Slab<Downtrack>) -> [bool; MAX_LAYERS] {
+    let mut needed = [false; MAX_LAYERS];
+    for key in track.downtracks() {
+        let Some(dt) = downtracks.get(key.0 as usize) else {
+            continue;
+        };
+        if !matches!(dt.state, DowntrackState::Active { .. }) {
+            continue;
+        }
+        let max = match dt.cap {
+            LayerCap::Unlimited => Layer::MAX,
+            LayerCap::UpTo(l) => l,
+            LayerCap::Paused => continue,
+        };
+        if let Some(l) = track.layers.choose_among_all(dt.want, max) {
+            needed[usize::from(l)] = true;
+        }
+    }
+    needed
+}
+
+/// Re-divides a subscriber's bandwidth estimate over its negotiated downtracks and returns
+/// the rate it would take to give every downtrack what it wants. Runs per estimate (a few
+/// per second), not per packet.
+pub(super) fn apply_budget(
+    keys: &[DowntrackKey],
+    downtracks: &mut Slab<Downtrack>,
+    tracks: &Slab<Track>,
+    dominant: Option<PeerKey>,
+    bps: u64,
+    now: Instant,
+) -> u64 {
+    let mut audio_bps = 0;
+    let mut videos = Vec::with_capacity(keys.len());
+    let mut video_keys = Vec::with_capacity(keys.len());
+    for key in keys {
+        let Some(dt) = downtracks.get(key.0 as usize) else {
+            continue;
+        };
+        if !matches!(dt.state, DowntrackState::Active { .. }) {
+            continue;
+        }
+        let Some(track) = dt.track.and_then(|t| tracks.get(t.0 as usize)) else {
+            continue;
+        };
+        if track.muted {
+            continue;
+        }
+        let rates = track.layers.bitrates();
+        match track.kind {
+            TrackKind::Audio => {
+                audio_bps += if rates[0] > 0 {
+                    rates[0]
+                } else {
+                    NOMINAL_AUDIO_BPS
+                }
+            }
+            TrackKind::Video => {
+                videos.push(VideoDemand {
+                    priority: if Some(track.publisher) == dominant {
+                        Priority::High
+                    } else {
+                        Priority::Normal
+                    },
+                    wanted: track.layers.choose(dt.want, now),
+                    layer_bps: rates,
+                });
+                video_keys.push(*key);
+            }
+        }
+    }
+    let mut caps = Vec::with_capacity(videos.len());
+    allocate(bps, audio_bps, &videos, &mut caps);
+    for ((key, cap), demand) in video_keys.iter().zip(caps).zip(&videos) {
+        if let Some(dt) = downtracks.get_mut(key.0 as usize) {
+            dt.cap = match (cap, demand.wanted) {
+                (Some(l), _) => LayerCap::UpTo(l),
+                (None, Some(_)) => LayerCap::Paused,
+                // Not wanted anyway: the subscriber's own pause applies.
+                (None, None) => LayerCap::Unlimited,
+            };
+        }
+    }
+    desired_bps(audio_bps, &videos)
+}

@@ -1,0 +1,394 @@
+//! Simulcast through the router, packet by packet: what each subscriber receives when the
+//! publisher sends three layers and subscribers want different sizes.
+
+use std::time::{Duration, Instant};
+
+use str0m::media::Mid;
+
+use super::keyframe::KeyframeStart;
+use super::layer_selector::Want;
+use super::router::{IncomingRtp, KeyframeRequest, Router};
+use super::{Forward, PeerKey, TrackKey};
+use crate::api::TrackKind;
+
+const PUBLISHER: PeerKey = PeerKey(0);
+const SMALL: PeerKey = PeerKey(1);
+const LARGE: PeerKey = PeerKey(2);
+/// 30 fps on the 90 kHz video clock.
+const FRAME: Duration = Duration::from_millis(33);
+const TICKS_PER_FRAME: u32 = 3000;
+
+struct Room {
+    r: Router,
+    video: TrackKey,
+    audio: TrackKey,
+    t0: Instant,
+    /// Per layer: next input sequence number (each layer has its own SSRC and numbering).
+    next_seq: [u64; 3],
+    /// Per subscriber: everything forwarded on the video m-line, in order.
+    got: Vec<(PeerKey, Forward)>,
+    keyframe_requests: Vec<KeyframeRequest>,
+}
+
+impl Room {
+    /// A publisher with a 3-layer video track and an audio track; two subscribers, both
+    /// negotiated (video m-line "v", audio "a").
+    fn new() -> Self {
+        let t0 = Instant::now();
+        let mut r = Router::new(Duration::from_millis(500));
+        for p in [PUBLISHER, SMALL, LARGE] {
+            r.add_participant(p, "class", true);
+        }
+        let video = r
+            .add_track(
+                PUBLISHER,
+                Mid::from("1"),
+                TrackKind::Video,
+                90_000,
+                false,
+                3,
+            )
+            .unwrap();
+        let audio = r
+            .add_track(
+                PUBLISHER,
+                Mid::from("0"),
+                TrackKind::Audio,
+                48_000,
+                false,
+                1,
+            )
+            .unwrap();
+        for s in [SMALL, LARGE] {
+            for (k, track) in r
+                .downtracks_of(s)
+                .into_iter()
+                .map(|(k, d)| (k, d.track))
+                .collect::<Vec<_>>()
+            {
+                let (m, pt) = if track == Some(video) {
+                    ("v", (96, 96))
+                } else {
+                    ("a", (111, 111))
+                };
+                r.mark_offered(k, Mid::from(m));
+                assert_eq!(r.activate(k, vec![pt], t0), None, "simulcast: no blind PLI");
+            }
+        }
+        Room {
+            r,
+            video,
+            audio,
+            t0,
+            next_seq: [1_000, 30_000, 65_000],
+            got: vec![],
+            keyframe_requests: vec![],
+        }
+    }
+
+    fn at(&self, frame: u32) -> Instant {
+        self.t0 + FRAME * frame
+    }
+
+    /// One frame on each layer in `layers`: layer `l` takes `l + 1` packets, so what a
+    /// subscriber receives per frame tells which layer it is on. Keyframes where `key`.
+    fn frame(&mut self, frame: u32, layers: &[u8], key: &[u8]) {
+        let now = self.at(frame);
+        let mut out = vec![];
+        for &layer in layers {
+            for i in 0..=u64::from(layer) {
+                let seq = self.next_seq[usize::from(layer)];
+                self.next_seq[usize::from(layer)] += 1;
+                let keyframe = (i == 0 && key.contains(&layer)).then_some(KeyframeStart {
+                    width: 320 << layer,
+                    height: 180 << layer,
+                });
+                let pkt = IncomingRtp {
+                    track: self.video,
+                    source: 100 + u32::from(layer),
+                    seq,
+                    // Layers share the capture clock but not its offset.
+                    ts: (frame * TICKS_PER_FRAME).wrapping_add(u32::from(layer) * 77_777),
+                    pt: 96,
+                    audio_level: None,
+                    layer,
+                    keyframe,
+                    payload_len: 1000,
+                };
+                self.r.on_rtp(&pkt, now, &mut out);
+                self.got.extend(out.iter().map(|f| (f.subscriber, *f)));
+                while let Some(k) = self.r.pop_keyframe_request() {
+                    self.keyframe_requests.push(k);
+                }
+            }
+        }
+    }
+
+    fn frames(&mut self, range: std::ops::Range<u32>, layers: &[u8]) {
+        for f in range {
+            self.frame(f, layers, &[]);
+        }
+    }
+
+    /// Packets `who` received since the last call.
+    fn take(&mut self, who: PeerKey) -> Vec<Forward> {
+        let (mine, rest) = self.got.drain(..).partition(|(p, _)| *p == who);
+        self.got = rest;
+        mine.into_iter().map(|(_, f)| f).collect()
+    }
+
+    fn want(&mut self, who: PeerKey, want: Want) {
+        assert!(self.r.set_want(who, self.video, want));
+    }
+}
+
+fn assert_continuous(packets: &[Forward]) {
+    for w in packets.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq + 1, "sequence gap or jump: {packets:?}");
+        let dt = w[1].ts.wrapping_sub(w[0].ts);
+        assert!(dt < 5 * 90_000, "timestamp ran backwards or leapt: {w:?}");
+    }
+}
+
+fn size(width: u16, height: u16) -> Want {
+    Want::Size { width, height }
+}
+
+#[test]
+fn each_subscriber_gets_one_layer_and_switches_only_at_its_keyframe() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.want(LARGE, size(1280, 720));
+    // Nothing is forwarded before a keyframe of the chosen layer: a decoder cannot start.
+    room.frames(0..3, &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty());
+    assert!(room.take(LARGE).is_empty());
+    let mut asked: Vec<_> = room.keyframe_requests.drain(..).map(|k| k.layer).collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        vec![Some(0), Some(2)],
+        "one request per needed layer"
+    );
+
+    room.frame(3, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(4..20, &[0, 1, 2]);
+    let small = room.take(SMALL);
+    let large = room.take(LARGE);
+    assert_eq!(small.len(), 17, "1 packet per frame: layer 0 only");
+    assert_eq!(large.len(), 17 * 3, "3 packets per frame: layer 2 only");
+    assert_continuous(&small);
+    assert_continuous(&large);
+
+    // The small video is enlarged: it stays on layer 0 until layer 2 has a keyframe.
+    room.want(SMALL, size(1280, 720));
+    room.frames(20..24, &[0, 1, 2]);
+    assert_eq!(room.keyframe_requests.len(), 1);
+    assert_eq!(room.keyframe_requests[0].layer, Some(2));
+    // A keyframe on layer 1 is no use to it.
+    room.frame(24, &[0, 1, 2], &[1]);
+    room.frame(25, &[0, 1, 2], &[2]);
+    room.frames(26..30, &[0, 1, 2]);
+    let after = room.take(SMALL);
+    // Frame 25's layer 0 packet precedes the layer 2 keyframe of the same frame.
+    assert_eq!(
+        after.len(),
+        6 + 5 * 3,
+        "layer 0 up to frame 25, layer 2 from 25"
+    );
+    let mut all = small;
+    all.extend(after);
+    assert_continuous(&all);
+    // The large subscriber was never disturbed.
+    assert_eq!(room.take(LARGE).len(), 10 * 3);
+}
+
+#[test]
+fn keyframe_requests_for_a_switch_are_throttled() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.want(LARGE, size(160, 120));
+    // 2 s without a keyframe on layer 0: both subscribers wait; one request per 500 ms.
+    room.frames(0..60, &[0, 1, 2]);
+    let n = room.keyframe_requests.len();
+    assert!((4..=5).contains(&n), "{n} requests in 2 s");
+    assert!(room.keyframe_requests.iter().all(|k| k.layer == Some(0)));
+}
+
+#[test]
+fn paused_video_forwards_nothing_while_audio_flows() {
+    let mut room = Room::new();
+    room.want(SMALL, size(320, 180));
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..5, &[0, 1, 2]);
+    let before = room.take(SMALL);
+    assert_eq!(before.len(), 5);
+
+    room.want(SMALL, Want::Paused);
+    room.keyframe_requests.clear();
+    room.frame(5, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(6..30, &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty(), "paused: no video packets");
+    assert!(
+        room.keyframe_requests.is_empty(),
+        "paused: no keyframe wanted"
+    );
+    // Audio of the same publisher is not the selector's business.
+    let mut out = vec![];
+    let audio = IncomingRtp {
+        track: room.audio,
+        source: 7,
+        seq: 5,
+        ts: 960,
+        pt: 111,
+        audio_level: Some(-30),
+        layer: 0,
+        keyframe: None,
+        payload_len: 100,
+    };
+    room.r.on_rtp(&audio, room.at(30), &mut out);
+    let mut subs: Vec<_> = out.iter().map(|f| (f.subscriber, f.mid)).collect();
+    subs.sort();
+    assert_eq!(subs, vec![(SMALL, Mid::from("a")), (LARGE, Mid::from("a"))]);
+
+    // Shown again: it resumes at the next keyframe with no gap in the numbering.
+    room.want(SMALL, size(320, 180));
+    room.frames(31..33, &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty());
+    assert_eq!(room.keyframe_requests.len(), 1);
+    room.frame(33, &[0, 1, 2], &[0]);
+    room.frames(34..36, &[0, 1, 2]);
+    let resumed = room.take(SMALL);
+    assert_eq!(resumed.len(), 3);
+    let mut all = before;
+    all.extend(resumed);
+    assert_continuous(&all);
+}
+
+#[test]
+fn a_layer_the_publisher_stops_is_replaced_by_the_next_one_down() {
+    let mut room = Room::new();
+    room.want(LARGE, Want::Highest);
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..10, &[0, 1, 2]);
+    let top = room.take(LARGE);
+    assert_eq!(top.len(), 30);
+    room.keyframe_requests.clear();
+    // The encoder drops its top layer (bandwidth): after a second without it, layer 1.
+    room.frames(10..50, &[0, 1]);
+    assert!(room.keyframe_requests.iter().any(|k| k.layer == Some(1)));
+    room.frame(50, &[0, 1], &[1]);
+    room.frames(51..55, &[0, 1]);
+    let down = room.take(LARGE);
+    assert_eq!(down.len(), 5 * 2, "layer 1 from its keyframe on");
+    let mut all = top;
+    all.extend(down);
+    assert_continuous(&all);
+}
+
+#[test]
+fn a_plain_track_is_forwarded_at_once_and_resumes_with_a_keyframe_request() {
+    let t0 = Instant::now();
+    let mut r = Router::new(Duration::from_millis(500));
+    r.add_participant(PUBLISHER, "r", true);
+    r.add_participant(SMALL, "r", true);
+    let t = r
+        .add_track(
+            PUBLISHER,
+            Mid::from("1"),
+            TrackKind::Video,
+            90_000,
+            false,
+            1,
+        )
+        .unwrap();
+    let (k, _) = r.downtracks_of(SMALL)[0];
+    r.mark_offered(k, Mid::from("v"));
+    assert!(r.activate(k, vec![(96, 96)], t0).is_some());
+    let mut out = vec![];
+    let pkt = |seq| IncomingRtp {
+        track: t,
+        source: 1,
+        seq,
+        ts: 0,
+        pt: 96,
+        audio_level: None,
+        layer: 0,
+        keyframe: None,
+        payload_len: 100,
+    };
+    r.on_rtp(&pkt(1), t0, &mut out);
+    assert_eq!(out.len(), 1, "no keyframe gating without simulcast");
+    let first = out[0].seq;
+    assert!(r.set_want(SMALL, t, Want::Paused));
+    r.on_rtp(&pkt(2), t0, &mut out);
+    assert!(out.is_empty());
+    while r.pop_keyframe_request().is_some() {}
+    assert!(r.set_want(SMALL, t, Want::Highest));
+    let later = t0 + Duration::from_secs(1);
+    r.on_rtp(&pkt(3), later, &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].seq, first + 1, "no gap for the paused packets");
+    assert_eq!(r.pop_keyframe_request().map(|k| k.layer), Some(None));
+}
+
+#[test]
+fn bandwidth_estimate_caps_the_layer_and_pauses_video_that_does_not_fit() {
+    let mut room = Room::new();
+    room.want(LARGE, Want::Highest);
+    // Layer l carries (l + 1) kB per frame at 30 fps: 240, 480 and 720 kbit/s.
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..40, &[0, 1, 2]);
+    assert_eq!(room.take(LARGE).len(), 40 * 3);
+
+    // 400 kbit/s: audio (nominal 40k) and layer 0 fit, layer 1 does not.
+    room.r.set_egress_budget(LARGE, 400_000, room.at(40));
+    room.keyframe_requests.clear();
+    room.frames(40..42, &[0, 1, 2]);
+    assert_eq!(
+        room.take(LARGE).len(),
+        2 * 3,
+        "still layer 2 until layer 0's keyframe"
+    );
+    assert!(room.keyframe_requests.iter().any(|k| k.layer == Some(0)));
+    room.frame(42, &[0, 1, 2], &[0]);
+    room.frames(43..45, &[0, 1, 2]);
+    assert_eq!(room.take(LARGE).len(), 3, "layer 0 from its keyframe");
+
+    // Not even the lowest layer fits: paused, while the other subscriber is untouched.
+    room.r.set_egress_budget(LARGE, 100_000, room.at(45));
+    room.frames(45..50, &[0, 1, 2]);
+    assert!(room.take(LARGE).is_empty());
+    assert!(!room.take(SMALL).is_empty());
+
+    // Plenty again: back to the top layer at its keyframe.
+    room.r.set_egress_budget(LARGE, 10_000_000, room.at(50));
+    room.frame(50, &[0, 1, 2], &[2]);
+    assert_eq!(room.take(LARGE).len(), 3);
+}
+
+#[test]
+fn dynacast_asks_only_for_layers_someone_receives() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.want(LARGE, size(640, 360));
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    assert!(
+        room.r.poll_layer_demand(room.at(0)).is_empty(),
+        "all on at first"
+    );
+    // Nobody shows it large: the top layer goes off after the delay.
+    let later = room.at(0) + super::dynacast::OFF_DELAY + Duration::from_millis(300);
+    room.r.poll_layer_demand(room.at(1));
+    assert_eq!(
+        room.r.poll_layer_demand(later),
+        vec![(room.video, [true, true, false])]
+    );
+    // The top layer is asked back at once, although it is not flowing now.
+    room.want(LARGE, size(1280, 720));
+    let again = later + Duration::from_millis(300);
+    assert_eq!(
+        room.r.poll_layer_demand(again),
+        vec![(room.video, [true, true, true])]
+    );
+}

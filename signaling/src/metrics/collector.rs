@@ -1,0 +1,269 @@
+//! Reads the media node's counters and the hub's census at scrape time and turns them into
+//! Prometheus metric families (`docs/metrics.md`). Nothing here runs unless `/metrics` is
+//! scraped, and reading never blocks a media worker: the counters are relaxed atomics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
+use zvon_sfu::histogram::HistogramSnapshot;
+use zvon_sfu::stats::{kind_index, kind_label, KINDS};
+use zvon_sfu::SfuStats;
+
+use crate::rooms::Hub;
+
+/// Every family this collector emits: name, help, type, label names.
+#[rustfmt::skip]
+const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
+    ("zvon_rooms", "Rooms open on this node.", MetricType::GAUGE, &[]),
+    ("zvon_participants", "Participants joined, not counting those in reconnect grace.", MetricType::GAUGE, &[]),
+    ("zvon_calls_active", "Calls ringing or in progress.", MetricType::GAUGE, &[]),
+    ("zvon_published_tracks", "Tracks being published.", MetricType::GAUGE, &["kind"]),
+    ("zvon_subscribed_tracks", "Downtracks: one per subscriber per track.", MetricType::GAUGE, &["kind"]),
+    ("zvon_rtp_packets_received_total", "RTP packets received from publishers.", MetricType::COUNTER, &["kind"]),
+    ("zvon_rtp_bytes_received_total", "RTP payload bytes received from publishers.", MetricType::COUNTER, &["kind"]),
+    ("zvon_rtp_packets_sent_total", "RTP packets forwarded to subscribers.", MetricType::COUNTER, &["kind"]),
+    ("zvon_rtp_bytes_sent_total", "RTP payload bytes forwarded to subscribers.", MetricType::COUNTER, &["kind"]),
+    ("zvon_udp_datagrams_received_total", "Datagrams read from the media sockets.", MetricType::COUNTER, &[]),
+    ("zvon_udp_datagrams_sent_total", "Datagrams written to the media sockets.", MetricType::COUNTER, &[]),
+    ("zvon_udp_datagrams_dropped_total", "Datagrams dropped, by reason.", MetricType::COUNTER, &["reason"]),
+    ("zvon_nacks_received_total", "NACK feedback received from subscribers.", MetricType::COUNTER, &[]),
+    ("zvon_retransmissions_sent_total", "Packets resent from the RTX cache.", MetricType::COUNTER, &[]),
+    ("zvon_keyframe_requests_received_total", "PLI/FIR received from subscribers.", MetricType::COUNTER, &[]),
+    ("zvon_keyframe_requests_sent_total", "PLI/FIR sent to publishers.", MetricType::COUNTER, &[]),
+    ("zvon_keyframe_requests_suppressed_total", "Keyframe requests collapsed by the throttle.", MetricType::COUNTER, &[]),
+    ("zvon_forwarding_latency_seconds", "Datagram received (recvmmsg returned) to forwarded copy handed to the socket (sendmmsg returned).", MetricType::HISTOGRAM, &[]),
+    ("zvon_peer_rtt_seconds", "RTT samples from RTCP, every stats interval per peer connection.", MetricType::HISTOGRAM, &[]),
+    ("zvon_peer_loss_ratio", "Loss fraction samples per peer connection.", MetricType::HISTOGRAM, &["direction"]),
+    ("zvon_peer_jitter_seconds", "Interarrival jitter samples per incoming stream.", MetricType::HISTOGRAM, &[]),
+    ("zvon_bandwidth_estimate_bits_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
+    ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
+    ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
+    ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
+];
+
+pub struct NodeCollector {
+    sfu: Arc<SfuStats>,
+    hub: Arc<Hub>,
+    descs: Vec<Desc>,
+}
+
+impl NodeCollector {
+    pub fn new(sfu: Arc<SfuStats>, hub: Arc<Hub>) -> prometheus::Result<Self> {
+        let descs = FAMILIES
+            .iter()
+            .map(|(name, help, _, labels)| {
+                Desc::new(
+                    (*name).into(),
+                    (*help).into(),
+                    labels.iter().map(|l| (*l).into()).collect(),
+                    HashMap::new(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(NodeCollector { sfu, hub, descs })
+    }
+}
+
+/// Builds the families in [`FAMILIES`] order; each `add_*` fills the named family.
+struct Families(HashMap<&'static str, MetricFamily>);
+
+impl Families {
+    fn new() -> Self {
+        let map = FAMILIES
+            .iter()
+            .map(|(name, help, kind, _)| {
+                let mut mf = MetricFamily::default();
+                mf.set_name((*name).into());
+                mf.set_help((*help).into());
+                mf.set_field_type(*kind);
+                (*name, mf)
+            })
+            .collect();
+        Families(map)
+    }
+
+    fn push(&mut self, name: &str, labels: &[(&str, &str)], fill: impl FnOnce(&mut Metric)) {
+        let mut m = Metric::default();
+        m.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut l = LabelPair::default();
+                    l.set_name((*k).into());
+                    l.set_value((*v).into());
+                    l
+                })
+                .collect(),
+        );
+        fill(&mut m);
+        if let Some(mf) = self.0.get_mut(name) {
+            mf.mut_metric().push(m);
+        }
+    }
+
+    fn counter(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.push(name, labels, |m| {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        });
+    }
+
+    fn gauge(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.push(name, labels, |m| {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        });
+    }
+
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], snap: &HistogramSnapshot) {
+        self.push(name, labels, |m| {
+            let mut h = Histogram::default();
+            h.set_sample_count(snap.count());
+            h.set_sample_sum(snap.sum);
+            // The encoder adds `+Inf` from the sample count; give it only the finite bounds.
+            h.set_bucket(
+                snap.cumulative()
+                    .into_iter()
+                    .filter(|(bound, _)| bound.is_finite())
+                    .map(|(bound, count)| {
+                        let mut b = Bucket::default();
+                        b.set_upper_bound(bound);
+                        b.set_cumulative_count(count);
+                        b
+                    })
+                    .collect(),
+            );
+            m.set_histogram(h);
+        });
+    }
+
+    fn into_vec(mut self) -> Vec<MetricFamily> {
+        FAMILIES
+            .iter()
+            .filter_map(|(name, ..)| self.0.remove(name))
+            .collect()
+    }
+}
+
+impl Collector for NodeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let s = &*self.sfu;
+        let get = |c: &std::sync::atomic::AtomicU64| SfuStats::get(c) as f64;
+        let mut f = Families::new();
+
+        let census = self.hub.census();
+        f.gauge("zvon_rooms", &[], census.rooms as f64);
+        f.gauge("zvon_participants", &[], census.participants as f64);
+        f.gauge("zvon_calls_active", &[], census.calls_active as f64);
+
+        for kind in KINDS {
+            let (k, l) = (kind_index(kind), [("kind", kind_label(kind))]);
+            let sum =
+                |pick: fn(&zvon_sfu::stats::WorkerStats) -> &[std::sync::atomic::AtomicU64; 2]| {
+                    s.workers.iter().map(|w| get(&pick(w)[k])).sum::<f64>()
+                };
+            f.gauge("zvon_published_tracks", &l, sum(|w| &w.published_tracks));
+            f.gauge("zvon_subscribed_tracks", &l, sum(|w| &w.subscribed_tracks));
+            f.counter(
+                "zvon_rtp_packets_received_total",
+                &l,
+                get(&s.rtp_packets_received[k]),
+            );
+            f.counter(
+                "zvon_rtp_bytes_received_total",
+                &l,
+                get(&s.rtp_bytes_received[k]),
+            );
+            f.counter(
+                "zvon_rtp_packets_sent_total",
+                &l,
+                get(&s.rtp_packets_sent[k]),
+            );
+            f.counter("zvon_rtp_bytes_sent_total", &l, get(&s.rtp_bytes_sent[k]));
+        }
+
+        f.counter(
+            "zvon_udp_datagrams_received_total",
+            &[],
+            get(&s.datagrams_received),
+        );
+        f.counter("zvon_udp_datagrams_sent_total", &[], get(&s.datagrams_sent));
+        for (reason, c) in [
+            ("unknown_source", &s.datagrams_dropped_unknown_source),
+            ("malformed", &s.datagrams_dropped_malformed),
+        ] {
+            f.counter(
+                "zvon_udp_datagrams_dropped_total",
+                &[("reason", reason)],
+                get(c),
+            );
+        }
+        f.counter("zvon_nacks_received_total", &[], get(&s.nacks_received));
+        f.counter(
+            "zvon_retransmissions_sent_total",
+            &[],
+            get(&s.retransmissions_sent),
+        );
+        f.counter(
+            "zvon_keyframe_requests_received_total",
+            &[],
+            get(&s.keyframe_requests_received),
+        );
+        f.counter(
+            "zvon_keyframe_requests_sent_total",
+            &[],
+            get(&s.keyframe_requests_sent),
+        );
+        f.counter(
+            "zvon_keyframe_requests_suppressed_total",
+            &[],
+            get(&s.keyframe_requests_suppressed),
+        );
+
+        f.histogram(
+            "zvon_forwarding_latency_seconds",
+            &[],
+            &s.forwarding_latency.snapshot(),
+        );
+        f.histogram("zvon_peer_rtt_seconds", &[], &s.peer_rtt.snapshot());
+        f.histogram(
+            "zvon_peer_loss_ratio",
+            &[("direction", "ingress")],
+            &s.ingress_loss.snapshot(),
+        );
+        f.histogram(
+            "zvon_peer_loss_ratio",
+            &[("direction", "egress")],
+            &s.egress_loss.snapshot(),
+        );
+        f.histogram("zvon_peer_jitter_seconds", &[], &s.jitter.snapshot());
+        f.histogram(
+            "zvon_bandwidth_estimate_bits_per_second",
+            &[],
+            &s.bandwidth_estimate.snapshot(),
+        );
+
+        f.gauge("zvon_workers", &[], s.workers.len() as f64);
+        for (i, w) in s.workers.iter().enumerate() {
+            let worker = i.to_string();
+            let l = [("worker", worker.as_str())];
+            f.counter(
+                "zvon_worker_busy_seconds_total",
+                &l,
+                SfuStats::get(&w.busy_nanos) as f64 / 1e9,
+            );
+            f.gauge("zvon_worker_peers", &l, get(&w.peers));
+        }
+        f.into_vec()
+    }
+}
