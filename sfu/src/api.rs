@@ -48,12 +48,33 @@ pub enum TrackKind {
     Video,
 }
 
+/// What a track carries, as the publisher declared it. Screen shares outrank cameras when a
+/// subscriber's bandwidth is short.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrackSource {
+    Microphone,
+    Camera,
+    Screen,
+    ScreenAudio,
+    #[default]
+    Unknown,
+}
+
+impl TrackSource {
+    pub fn is_screen(self) -> bool {
+        matches!(self, TrackSource::Screen | TrackSource::ScreenAudio)
+    }
+}
+
 /// A track the publisher declared in its offer, with the id signaling gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedTrack {
     pub mid: String,
     pub track_id: TrackId,
     pub kind: TrackKind,
+    #[serde(default)]
+    pub source: TrackSource,
     pub muted: bool,
 }
 
@@ -64,6 +85,9 @@ pub struct SubscribedTrack {
     pub track_id: TrackId,
     pub participant_id: ParticipantId,
     pub kind: TrackKind,
+    /// So a receiver can show a screen share apart from the person's camera.
+    #[serde(default)]
+    pub source: TrackSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +101,9 @@ pub enum SfuRequest {
         can_subscribe: bool,
     },
     /// The publisher connection's offer. Answered with [`SfuResponse::PublishAnswer`].
+    /// Sent again on the same connection (renegotiation), `tracks` lists everything it sends
+    /// now: tracks with a new mid are added, those whose mid is missing or no longer sends are
+    /// withdrawn, the others stay as they are.
     PublishOffer {
         participant: ParticipantId,
         sdp: String,

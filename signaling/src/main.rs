@@ -92,6 +92,10 @@ struct ServeArgs {
     /// A callee already in a call gets the new call as "waiting" instead of answering busy.
     #[arg(long, env = "ZVON_CALL_WAITING")]
     call_waiting: bool,
+    /// Fit each subscriber's video layers into its TWCC bandwidth estimate (experimental: on a
+    /// loaded loopback the estimate collapses and pins viewers to the low layer).
+    #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION")]
+    bandwidth_allocation: bool,
 }
 
 #[derive(Args)]
@@ -146,6 +150,7 @@ struct FileConfig {
     webhook_url: Option<String>,
     ring_timeout_secs: Option<u64>,
     call_waiting: Option<bool>,
+    bandwidth_allocation: Option<bool>,
     reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
 }
@@ -228,6 +233,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .or(file.ring_timeout_secs.map(Duration::from_secs))
     {
         config.calls.ring_timeout = t;
+    }
+    if args.bandwidth_allocation || file.bandwidth_allocation.unwrap_or(false) {
+        config.sfu.bandwidth_allocation = true;
     }
     if args.call_waiting || file.call_waiting.unwrap_or(false) {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;

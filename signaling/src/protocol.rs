@@ -35,15 +35,8 @@ pub const KNOWN_TYPES: [&str; 23] = [
     "track_settings",
 ];
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TrackSource {
-    Microphone,
-    Camera,
-    Screen,
-    ScreenAudio,
-    Unknown,
-}
+/// The media node needs the source too (screen shares outrank cameras): one definition.
+pub use zvon_sfu::api::TrackSource;
 
 /// A track as the client declares it in `publish_offer`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

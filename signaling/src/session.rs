@@ -131,7 +131,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
                     }
                 }
             }
-            _ = &mut join_deadline, if session.joined.is_none() => {
+            // A registered device socket is signed in too: it never sends `join`.
+            _ = &mut join_deadline, if session.joined.is_none() && session.device.is_none() => {
                 break Some((ErrorCode::JoinTimeout, format!("no join within {:?}", limits.join_timeout)));
             }
             _ = ping.tick() => {

@@ -96,7 +96,8 @@ async function getLocalMedia({ withVideo = true } = {}) {
 function mutedState(p) {
   // A kind with no published track counts as muted, so the tile shows "camera off".
   const byKind = { audio: true, video: true };
-  for (const t of p.tracks.values()) if (!t.muted) byKind[t.kind] = false;
+  // A screen share is a tile of its own: it does not turn the camera tile on.
+  for (const t of p.tracks.values()) if (!t.muted && !t.source?.startsWith('screen')) byKind[t.kind] = false;
   return byKind;
 }
 
@@ -265,6 +266,16 @@ function wire(c, {
     if (!live()) return;
     unwatchTile(p.id);
     ui.removeTile(p.id);
+    ui.setScreenTile(p.id, null, null);
+  });
+  c.addEventListener('screen', ({ detail: { participant: p } }) => {
+    if (!live()) return;
+    ui.setScreenTile(p.id, p.name, p.screenStream);
+  });
+  c.addEventListener('localscreen', ({ detail: { stream } }) => {
+    if (!live()) return;
+    ui.setScreenTile(c.localParticipant?.id ?? LOCAL_TILE, null, stream, { local: true });
+    refreshScreenButton(c);
   });
   c.addEventListener('activespeakers', ({ detail: { speakers } }) => {
     if (!live()) return;
@@ -284,6 +295,10 @@ function wire(c, {
   });
   c.addEventListener('statechange', ({ detail }) => {
     if (detail.state === 'error') onDead?.();
+    if (live()) refreshScreenButton(c);
+  });
+  c.addEventListener('classroom', ({ detail: { msg } }) => {
+    if (live() && msg.type === 'permission_changed') refreshScreenButton(c);
   });
   c.addEventListener('left', ({ detail }) => {
     if (detail?.reason && live()) onRemoved?.(detail.reason);
@@ -299,6 +314,39 @@ ui.onControl('cam', () => {
   if (!client || !localStream?.getVideoTracks().length) return;
   client.setMuted('video', !client.isMuted('video'));
   refreshControls();
+});
+function refreshScreenButton(c) {
+  const grants = c.localParticipant?.grants ?? {};
+  const may = grants.can_publish !== false && !grants.hidden;
+  ui.setScreenButton({
+    sharing: c.isSharingScreen(),
+    available: c.state === 'joined' && may && !!navigator.mediaDevices?.getDisplayMedia,
+  });
+}
+
+ui.onControl('screen', async () => {
+  const c = client;
+  if (!c || c.state !== 'joined') return;
+  if (c.isSharingScreen()) {
+    await c.stopScreenShare();
+    return;
+  }
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
+  } catch (e) {
+    // The user closed the picker: not an error worth a message.
+    if (e?.name !== 'NotAllowedError') ui.showMessage(`Cannot share the screen: ${e?.message || e}`, 'warning');
+    return;
+  }
+  const [track] = stream.getVideoTracks();
+  if (!track) return;
+  try {
+    await c.shareScreen(track);
+  } catch (e) {
+    track.stop();
+    ui.showMessage(`Cannot share the screen: ${e.message}`);
+  }
 });
 ui.onControl('audio', () => {
   ui.enableRemoteAudio();

@@ -7,6 +7,10 @@
 //   participantleft    {participant, reason}
 //   participantupdated {participant}          tracks published/unpublished/muted
 //   media              {participant}          participant.stream changed (new MediaStream)
+//   screen             {participant}          participant.screenStream changed (their screen
+//                                              share, shown apart from the camera; null = none)
+//   localscreen        {stream}               our own screen share started (stream) or
+//                                              stopped (null)
 //   published          {tracks}
 //   publisherror       {message}              could not start sending (local WebRTC failure)
 //   servererror        {code, message, fatal, request_id}
@@ -83,8 +87,12 @@ export class ZvonClient extends EventTarget {
     this.localStream = null;
     /** mid -> {track_id, participant_id, kind} of the last subscriber offer */
     this.subscriberTracks = new Map();
-    /** local kind ('audio'|'video') -> {mid, id, muted} */
+    /** local kind ('audio'|'video', or 'screen' while sharing) -> {mid, id, muted} */
     this.localTracks = new Map();
+    /** The screen share's transceiver; kept (inactive) after a share so the next reuses it. */
+    this._screenTr = null;
+    /** Resolves when the outstanding publish_offer is answered (or refused). */
+    this._publishDone = Promise.resolve();
     this.ws = null;
     this._queue = Promise.resolve();
     this._pingTimer = null;
@@ -203,7 +211,9 @@ export class ZvonClient extends EventTarget {
 
   _flushTrackSettings() {
     for (const t of this.subscriberTracks.values()) {
-      if (t.kind !== 'video') continue;
+      // A screen share is shown large and gets its one full layer; the camera tile's size
+      // must not pause it.
+      if (t.kind !== 'video' || t.source === 'screen') continue;
       const s = this._videoSettings.get(t.participant_id);
       if (!s) continue;
       const key = `${s.width}x${s.height}:${s.enabled}`;
@@ -228,6 +238,108 @@ export class ZvonClient extends EventTarget {
   isMuted(kind) {
     const track = this._localTrack(kind);
     return track ? !track.enabled : true;
+  }
+
+  /** True while our screen share is published (or being published). */
+  isSharingScreen() {
+    return this.localTracks.has('screen');
+  }
+
+  /**
+   * Publishes `track` (from getDisplayMedia, or any video track) as a screen share: a second
+   * video m-line with source `screen`, one layer of VP8 tuned for detail, added by
+   * renegotiating the publisher connection. Ending the track (the browser's "Stop sharing")
+   * stops the share.
+   */
+  async shareScreen(track) {
+    if (this.state !== 'joined') throw new Error(`shareScreen() in state ${this.state}`);
+    if (this.isSharingScreen()) await this.stopScreenShare();
+    if ('contentHint' in track) track.contentHint = 'detail';
+    this.localTracks.set('screen', { mid: null, id: null, muted: false, track });
+    track.addEventListener('ended', () => {
+      if (this.localTracks.get('screen')?.track === track) this.stopScreenShare();
+    }, { once: true });
+    await this._publishDone;
+    const pc = this.publisherPc ?? this._newPublisherPc();
+    const stream = new MediaStream([track]);
+    if (this._screenTr && this._screenTr.currentDirection !== 'stopped') {
+      // Same m-line as the last share: no new mid, nothing recycled.
+      await this._screenTr.sender.replaceTrack(track);
+      this._screenTr.sender.setStreams?.(stream);
+      this._screenTr.direction = 'sendonly';
+    } else {
+      this._screenTr = pc.addTransceiver(track, {
+        direction: 'sendonly', streams: [stream],
+        sendEncodings: [{ maxBitrate: 2_500_000, networkPriority: 'high', priority: 'high' }],
+      });
+      preferCodec(this._screenTr, 'video/VP8');
+    }
+    this._emit('localscreen', { stream });
+    await this._renegotiate();
+  }
+
+  /** Stops the screen share: its m-line goes inactive and receivers drop the tile. */
+  async stopScreenShare() {
+    const local = this.localTracks.get('screen');
+    if (!local) return;
+    this.localTracks.delete('screen');
+    local.track.stop();
+    this._emit('localscreen', { stream: null });
+    await this._publishDone;
+    const tr = this._screenTr;
+    if (!tr || !this.publisherPc || this.state !== 'joined') return;
+    await tr.sender.replaceTrack(null);
+    tr.direction = 'inactive';
+    await this._renegotiate();
+  }
+
+  _newPublisherPc() {
+    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    this.publisherPc = pc;
+    pc.addEventListener('connectionstatechange', () => {
+      if (pc.connectionState === 'connected') mark('publisher-connected');
+    });
+    return pc;
+  }
+
+  // A publish_offer listing every track the publisher connection sends now; the server adds
+  // and withdraws tracks to match. One at a time: the next waits for this one's answer.
+  async _renegotiate() {
+    const pc = this.publisherPc;
+    const sources = { audio: 'microphone', video: 'camera', screen: 'screen' };
+    const offer = await pc.createOffer();
+    await pc.setLocalDescription(offer);
+    const tracks = [];
+    for (const [key, local] of this.localTracks) {
+      const tr = key === 'screen'
+        ? this._screenTr
+        : pc.getTransceivers().find((t) => t.mid === local.mid && t.mid != null);
+      if (!tr || tr.mid == null) continue;
+      local.mid = tr.mid;
+      tracks.push({ mid: tr.mid, kind: key === 'audio' ? 'audio' : 'video', source: sources[key], muted: !!local.muted });
+    }
+    const request_id = this._requestId();
+    this._expectAnswer(request_id);
+    this._send({ type: 'publish_offer', request_id, sdp: pc.localDescription.sdp, tracks });
+    await this._publishDone;
+    // Refused: back to the last agreed state, so the next offer can be made.
+    if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' }).catch(() => {});
+  }
+
+  /** `_publishDone` resolves at the publish_answer, or at an error for `requestId`. */
+  _expectAnswer(requestId) {
+    let done;
+    this._publishDone = new Promise((resolve) => { done = resolve; });
+    const onError = ({ detail }) => { if (detail.request_id === requestId) finish(); };
+    const timer = setTimeout(() => finish(), 10_000);
+    const finish = () => {
+      clearTimeout(timer);
+      this.removeEventListener('servererror', onError);
+      this._answered = null;
+      done();
+    };
+    this.addEventListener('servererror', onError);
+    this._answered = finish;
   }
 
   /** Sends `leave`, waits briefly for `left`, then tears everything down. */
@@ -380,7 +492,10 @@ export class ZvonClient extends EventTarget {
       // The server already unpublished our tracks; a later grant publishes afresh.
       try { this.publisherPc.close(); } catch { /* already closed */ }
       this.publisherPc = null;
+      const screen = this.localTracks.get('screen');
       this.localTracks.clear();
+      this._screenTr = null;
+      if (screen) { screen.track.stop(); this._emit('localscreen', { stream: null }); }
     } else if (may && !this.publisherPc && this.state === 'joined') {
       this._media
         .then((stream) => {
@@ -399,11 +514,7 @@ export class ZvonClient extends EventTarget {
   }
 
   async _publish() {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
-    this.publisherPc = pc;
-    pc.addEventListener('connectionstatechange', () => {
-      if (pc.connectionState === 'connected') mark('publisher-connected');
-    });
+    const pc = this._newPublisherPc();
     const sources = { audio: 'microphone', video: 'camera' };
     const transceivers = [];
     // Audio first so mids are stable ("0" mic, "1" camera) when both exist.
@@ -425,10 +536,9 @@ export class ZvonClient extends EventTarget {
       return { mid: tr.mid, kind, source: sources[kind], muted };
     });
     mark('publish-offer');
-    this._send({
-      type: 'publish_offer', request_id: this._requestId(),
-      sdp: pc.localDescription.sdp, tracks,
-    });
+    const request_id = this._requestId();
+    this._expectAnswer(request_id);
+    this._send({ type: 'publish_offer', request_id, sdp: pc.localDescription.sdp, tracks });
   }
 
   async _onPublishAnswer(msg) {
@@ -442,7 +552,8 @@ export class ZvonClient extends EventTarget {
       }
     }
     // The user may have toggled mute while the offer was in flight.
-    for (const kind of this.localTracks.keys()) this.setMuted(kind, this.isMuted(kind));
+    for (const kind of ['audio', 'video']) if (this.localTracks.has(kind)) this.setMuted(kind, this.isMuted(kind));
+    this._answered?.();
     this._emit('published', { tracks: msg.tracks ?? [] });
   }
 
@@ -463,6 +574,7 @@ export class ZvonClient extends EventTarget {
   // m-lines that were recycled for another participant or set inactive.
   _reconcileMedia() {
     const wanted = new Map(); // participant id -> [MediaStreamTrack]
+    const screens = new Map(); // participant id -> [MediaStreamTrack] of its screen share
     for (const tr of this.subscriberPc.getTransceivers()) {
       if (tr.mid == null) continue;
       const entry = this.subscriberTracks.get(tr.mid);
@@ -472,9 +584,10 @@ export class ZvonClient extends EventTarget {
         this._addParticipant({ id: entry.participant_id, name: '', tracks: [] });
         this._emit('participantjoined', { participant: this.participants.get(entry.participant_id) });
       }
-      const list = wanted.get(entry.participant_id) ?? [];
+      const into = entry.source === 'screen' || entry.source === 'screen_audio' ? screens : wanted;
+      const list = into.get(entry.participant_id) ?? [];
       list.push(tr.receiver.track);
-      wanted.set(entry.participant_id, list);
+      into.set(entry.participant_id, list);
     }
     for (const p of this.participants.values()) {
       const next = wanted.get(p.id) ?? [];
@@ -484,6 +597,13 @@ export class ZvonClient extends EventTarget {
       // A fresh MediaStream per change: media elements reliably pick up a new srcObject.
       p.stream = next.length ? new MediaStream(next) : null;
       this._emit('media', { participant: p });
+    }
+    for (const p of this.participants.values()) {
+      const next = screens.get(p.id) ?? [];
+      const cur = p.screenStream ? p.screenStream.getTracks() : [];
+      if (next.length === cur.length && next.every((t) => cur.includes(t))) continue;
+      p.screenStream = next.length ? new MediaStream(next) : null;
+      this._emit('screen', { participant: p });
     }
   }
 

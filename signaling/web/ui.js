@@ -163,10 +163,59 @@ export function setActiveSpeakers(ids) {
   }
 }
 
-// Column count from tile count keeps tiles as large as possible for 1–9+ people.
+/**
+ * Shows `stream` as the screen share of participant `id`: a tile of its own spanning the
+ * grid, first, apart from the person's camera tile. A null stream removes it.
+ */
+export function setScreenTile(id, name, stream, { local = false } = {}) {
+  const grid = $('grid');
+  let el = grid.querySelector(`.tile.screen[data-screen-of="${CSS.escape(id)}"]`);
+  if (!stream) {
+    if (el) {
+      el.querySelector('video').srcObject = null;
+      el.remove();
+      updateGridLayout();
+    }
+    return;
+  }
+  if (!el) {
+    el = document.createElement('div');
+    el.className = local ? 'tile screen mine' : 'tile screen';
+    el.dataset.screenOf = id;
+    const video = document.createElement('video');
+    video.autoplay = true;
+    video.playsInline = true;
+    // Screen shares carry no sound here; muted also lets it autoplay without a gesture.
+    video.muted = true;
+    const label = document.createElement('div');
+    label.className = 'label';
+    const nameEl = document.createElement('span');
+    nameEl.className = 'name';
+    label.append(nameEl);
+    el.append(video, label);
+    grid.prepend(el);
+    updateGridLayout();
+  }
+  el.querySelector('.name').textContent = local ? 'Your screen' : `${name || '…'}'s screen`;
+  const video = el.querySelector('video');
+  if (video.srcObject !== stream) {
+    video.srcObject = stream;
+    video.play().catch(() => {});
+  }
+}
+
+export function setScreenButton({ sharing, available }) {
+  const b = $('btn-screen');
+  b.hidden = !available;
+  b.textContent = sharing ? 'Stop sharing' : 'Share screen';
+  b.setAttribute('aria-pressed', String(!!sharing));
+}
+
+// Column count from tile count keeps tiles as large as possible for 1–9+ people (a screen
+// share spans a row of its own and does not count).
 function updateGridLayout() {
   const grid = $('grid');
-  const n = grid.children.length;
+  const n = grid.querySelectorAll(':scope > .tile:not(.screen)').length;
   grid.style.setProperty('--cols', String(Math.max(1, Math.ceil(Math.sqrt(n)))));
 }
 

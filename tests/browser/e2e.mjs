@@ -359,6 +359,131 @@ async function scenarioSimulcast(browser, server, pages, results) {
   results.push({ name: 'e-dynacast', ok: true, detail: `unwatched layers stopped; a stopped layer reaches a subscriber ${big.v.at - bigAt} ms after it asks`, dynacastUpMs: big.v.at - bigAt });
 }
 
+// Headless Chromium has no screen to capture: the page's "Share screen" button gets a
+// 1280x720 canvas that keeps changing (moving bar, frame counter), declared as source
+// `screen` like a real capture; the server path is the same.
+function fakeDisplayMedia() {
+  navigator.mediaDevices.getDisplayMedia = async () => {
+    const canvas = document.createElement('canvas');
+    canvas.width = 1280;
+    canvas.height = 720;
+    const g = canvas.getContext('2d');
+    let n = 0;
+    const draw = () => {
+      g.fillStyle = '#fff';
+      g.fillRect(0, 0, 1280, 720);
+      g.fillStyle = '#123';
+      g.font = '48px sans-serif';
+      g.fillText(`slide text, frame ${n}`, 40, 100);
+      g.fillRect((n * 16) % 1280, 400, 80, 80);
+      n += 1;
+    };
+    draw();
+    const stream = canvas.captureStream(15);
+    const timer = setInterval(draw, 66);
+    stream.getVideoTracks()[0].addEventListener('ended', () => clearInterval(timer));
+    window.__screenTrack = stream.getVideoTracks()[0];
+    return stream;
+  };
+}
+
+/** Per inbound video m-line of the page: its track's source, decoded frames and size. */
+function inboundBySource(page) {
+  return page.evaluate(async () => {
+    const c = window.zvon.client;
+    const stats = await c.subscriberPc.getStats();
+    const out = [];
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
+      const entry = c.subscriberTracks.get(s.mid);
+      if (!entry) return;
+      out.push({
+        mid: s.mid, source: entry.source, framesDecoded: s.framesDecoded ?? 0,
+        frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0,
+      });
+    });
+    return out;
+  });
+}
+
+/** The screen tile of participant `id` on a page: present, its label, its video's size. */
+function screenTile(page, id) {
+  return page.evaluate((id) => {
+    const el = document.querySelector(`#grid .tile.screen[data-screen-of="${CSS.escape(id)}"]`);
+    const grid = document.getElementById('grid');
+    return el && {
+      name: el.querySelector('.name')?.textContent ?? '',
+      width: el.querySelector('video').videoWidth,
+      first: grid.firstElementChild === el,
+      spans: el.getBoundingClientRect().width >= grid.getBoundingClientRect().width * 0.9,
+    };
+  }, id);
+}
+
+// f) Screen share: a publisher with a camera starts sharing (publisher renegotiation); the
+// subscriber decodes both videos, the screen at its full size in a large tile of its own
+// next to the camera tile; stopping removes the tile and the track; sharing again works.
+async function scenarioScreenShare(browser, server, pages, results) {
+  const room = uniqueName('e2e-screen');
+  const pub = await openPage(browser, null, 'Teacher');
+  await pub.addInitScript(fakeDisplayMedia);
+  await pub.goto(pageUrl(server, room, 'Teacher'));
+  pages.push(pub);
+  const sub = await openPage(browser, null, 'Student');
+  await sub.addInitScript(noCamera);
+  await sub.goto(pageUrl(server, room, 'Student'));
+  pages.push(sub);
+  const { me: pubId } = await waitJoined(pub, TIMEOUT_MS);
+  await waitJoined(sub, TIMEOUT_MS);
+  await waitMediaFlowing(sub, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+
+  const decoding = async (label, min) => {
+    const before = await inboundBySource(sub);
+    await sleep(1000);
+    const after = await inboundBySource(sub);
+    const grew = after.filter((a) => a.framesDecoded > (before.find((b) => b.mid === a.mid)?.framesDecoded ?? 0));
+    return { ok: grew.length >= min, grew, seen: after, label };
+  };
+
+  for (let round = 1; round <= 2; round += 1) {
+    const t0 = Date.now();
+    await pub.click('#btn-screen');
+    const both = await waitFor(`Student to decode Teacher's camera and screen (share ${round})`, async () => {
+      const r = await decoding('both', 2);
+      const screen = r.grew.find((v) => v.source === 'screen');
+      const camera = r.grew.find((v) => v.source === 'camera');
+      return { ...r, ok: !!screen && !!camera && screen.frameWidth === 1280, screen, camera };
+    }, { timeoutMs: 15_000 });
+    const tile = await waitFor('Student to show the screen as a large tile of its own', async () => {
+      const t = await screenTile(sub, pubId);
+      const s = await snapshot(sub);
+      const camTile = s.tiles.find((x) => x.id === pubId);
+      return { ok: !!t && t.width === 1280 && t.first && t.spans && !!camTile && !camTile.noVideo, t, tiles: s.tiles };
+    }, { timeoutMs: 5000 });
+    const mine = await screenTile(pub, pubId);
+    const button = await pub.textContent('#btn-screen');
+    if (!mine || button !== 'Stop sharing') throw new Error(`Teacher's page: own screen tile ${JSON.stringify(mine)}, button "${button}"`);
+    log(`share ${round}: Student decodes the screen ${both.screen.frameWidth}x${both.screen.frameHeight} and the camera ${both.camera.frameWidth}x${both.camera.frameHeight}, tile "${tile.t.name}", ${Date.now() - t0} ms after the click`);
+
+    const t1 = Date.now();
+    await pub.click('#btn-screen');
+    await waitFor('Student to drop the screen tile and the screen track', async () => {
+      const t = await screenTile(sub, pubId);
+      const tracks = await sub.evaluate((id) => [...(window.zvon.client.participants.get(id)?.tracks.values() ?? [])].map((x) => x.source), pubId);
+      const offered = await sub.evaluate(() => [...window.zvon.client.subscriberTracks.values()].map((x) => x.source));
+      return { ok: !t && !tracks.includes('screen') && !offered.includes('screen'), t, tracks, offered };
+    }, { timeoutMs: 5000 });
+    const goneMs = Date.now() - t1;
+    const camOnly = await waitFor('Student to keep decoding the camera', async () => {
+      const r = await decoding('camera', 1);
+      return { ...r, ok: r.grew.some((v) => v.source === 'camera') && !r.grew.some((v) => v.source === 'screen') };
+    }, { timeoutMs: 5000 });
+    if (await screenTile(pub, pubId)) throw new Error('Teacher still shows its own screen tile after stopping');
+    log(`share ${round} stopped: tile and track gone within ${goneMs} ms of the click; camera still decoding (${camOnly.grew.length} video)`);
+  }
+  results.push({ name: 'f-screen-share', ok: true, detail: 'screen share added and removed twice by publisher renegotiation; subscriber decodes camera + 1280x720 screen in its own tile' });
+}
+
 async function runScenario(name, fn, browser, server, results) {
   const pages = [];
   const t0 = Date.now();
@@ -388,6 +513,7 @@ async function main() {
     ['c-codecs', scenarioCodecs],
     ['d-active-speaker', scenarioActiveSpeaker],
     ['e-simulcast', scenarioSimulcast],
+    ['f-screen-share', scenarioScreenShare],
   ].filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
 
   let server = null;

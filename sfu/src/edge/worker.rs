@@ -270,7 +270,9 @@ impl Worker {
                         if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
                             debug!("timeout input failed: {e}");
                         }
-                        due.push((PeerKey(k as u32), side));
+                        if !std::mem::replace(&mut c.queued_for_poll, true) {
+                            due.push((PeerKey(k as u32), side));
+                        }
                     }
                 }
             }
@@ -282,7 +284,25 @@ impl Worker {
     /// events; forwarding makes more connections dirty, which are polled in turn.
     fn drain(&mut self, now: Instant) {
         while let Some(key) = self.dirty.pop() {
+            if let Some(conn) = self.connection_mut(key) {
+                conn.queued_for_poll = false;
+            }
             self.poll_connection(key, now);
+        }
+    }
+
+    fn connection_mut(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
+        self.participants
+            .get_mut(key.0 .0 as usize)
+            .and_then(|p| p.connection_mut(key.1))
+    }
+
+    /// Queues a connection for polling once, however often it is marked before the drain.
+    pub(super) fn mark_dirty(&mut self, key: ConnectionKey) {
+        if let Some(conn) = self.connection_mut(key) {
+            if !std::mem::replace(&mut conn.queued_for_poll, true) {
+                self.dirty.push(key);
+            }
         }
     }
 

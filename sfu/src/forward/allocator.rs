@@ -15,7 +15,7 @@ pub const NOMINAL_LAYER_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
-    /// The dominant speaker's camera (or a screen share): kept sharp first.
+    /// The dominant speaker's camera and every screen share: kept sharp first.
     High,
     Normal,
 }

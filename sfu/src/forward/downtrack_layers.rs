@@ -134,7 +134,8 @@ pub(super) fn apply_budget(
             }
             TrackKind::Video => {
                 videos.push(VideoDemand {
-                    priority: if Some(track.publisher) == dominant {
+                    // A screen share is what a class is looking at: never behind a camera.
+                    priority: if Some(track.publisher) == dominant || track.source.is_screen() {
                         Priority::High
                     } else {
                         Priority::Normal

@@ -21,4 +21,6 @@ pub use rtp_rewriter::RtpRewriter;
 #[cfg(test)]
 mod router_tests;
 #[cfg(test)]
+mod screen_priority_tests;
+#[cfg(test)]
 mod simulcast_tests;

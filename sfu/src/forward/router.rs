@@ -18,7 +18,7 @@ use super::keyframe_requests::KeyframeRequestThrottle;
 use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MAX_LAYERS};
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
-use crate::api::TrackKind;
+use crate::api::{TrackKind, TrackSource};
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
 pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
@@ -36,6 +36,8 @@ pub struct Track {
     pub publisher: PeerKey,
     pub publisher_mid: Mid,
     pub kind: TrackKind,
+    /// A screen share ranks with the dominant speaker when bandwidth is short.
+    pub source: TrackSource,
     pub muted: bool,
     clock_rate: u32,
     downtracks: Vec<DowntrackKey>,
@@ -279,6 +281,7 @@ impl Router {
             publisher,
             publisher_mid,
             kind,
+            source: TrackSource::Unknown,
             muted,
             clock_rate,
             downtracks: vec![],
@@ -338,6 +341,13 @@ impl Router {
             m.downtracks.push(key);
         }
         self.mark_needs_negotiation(subscriber);
+    }
+
+    /// What the track carries (set once, right after [`Router::add_track`]).
+    pub fn set_source(&mut self, key: TrackKey, source: TrackSource) {
+        if let Some(t) = self.tracks.get_mut(key.0 as usize) {
+            t.source = source;
+        }
     }
 
     /// Unpublishes a track: its downtracks close (or vanish if never offered).

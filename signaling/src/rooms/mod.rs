@@ -14,6 +14,7 @@ mod chat;
 mod devices;
 mod moderation;
 mod mute;
+mod publish;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
@@ -66,6 +67,9 @@ struct Participant {
     session: u64,
     resume_token: String,
     publishing: bool,
+    /// (mid, track id) of what the publisher connection carries, for renegotiation: a mid
+    /// declared again keeps its track id.
+    track_mids: Vec<(String, String)>,
     /// A subscriber offer that arrived while the socket was gone; sent on resume.
     undelivered_offer: Option<ServerMessage>,
     seat: moderation::Seat,
@@ -356,6 +360,7 @@ impl Hub {
                     session: 1,
                     resume_token,
                     publishing: false,
+                    track_mids: vec![],
                     undelivered_offer: None,
                     seat: moderation::Seat::new(),
                 },
@@ -451,120 +456,6 @@ impl Hub {
         Ok(Joined {
             participant_id: pid,
             session: p.session,
-        })
-    }
-
-    pub async fn publish(
-        &self,
-        pid: &str,
-        sdp: String,
-        declarations: Vec<TrackDeclaration>,
-    ) -> Result<ServerMessage, Refusal> {
-        let tracks: Vec<TrackInfo> = {
-            let mut state = self.lock();
-            let may = |p: &Participant| moderation::may_publish(&state, p);
-            let allowed = state.participants.get(pid).is_some_and(may);
-            let p = state
-                .participants
-                .get_mut(pid)
-                .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
-            if !allowed {
-                return Err((
-                    ErrorCode::PermissionDenied,
-                    "not allowed to publish (token grant, an admin, or lecture mode)".into(),
-                ));
-            }
-            if p.publishing {
-                return Err((
-                    ErrorCode::InvalidRequest,
-                    "already published; v1 publishes once per session".into(),
-                ));
-            }
-            if declarations.is_empty() || declarations.len() > 8 {
-                return Err((ErrorCode::InvalidRequest, "declare 1 to 8 tracks".into()));
-            }
-            let mut mids: Vec<&str> = declarations.iter().map(|d| d.mid.as_str()).collect();
-            mids.sort_unstable();
-            mids.dedup();
-            if mids.len() != declarations.len() || mids.iter().any(|m| m.is_empty() || m.len() > 32)
-            {
-                return Err((
-                    ErrorCode::InvalidRequest,
-                    "track mids must be unique, 1-32 characters".into(),
-                ));
-            }
-            p.publishing = true;
-            declarations
-                .iter()
-                .map(|d| TrackInfo {
-                    id: format!("TR_{}", random_id(10)),
-                    kind: d.kind,
-                    source: d.source,
-                    muted: d.muted,
-                })
-                .collect()
-        };
-        let request = SfuRequest::PublishOffer {
-            participant: ParticipantId(pid.to_string()),
-            sdp,
-            tracks: declarations
-                .iter()
-                .zip(&tracks)
-                .map(|(d, t)| PublishedTrack {
-                    mid: d.mid.clone(),
-                    track_id: TrackId(t.id.clone()),
-                    kind: d.kind,
-                    muted: d.muted,
-                })
-                .collect(),
-        };
-        let answer = match self.sfu.request(request).await {
-            Ok(SfuResponse::PublishAnswer { sdp }) => sdp,
-            Ok(other) => {
-                return Err((
-                    ErrorCode::Internal,
-                    format!("unexpected media answer {other:?}"),
-                ))
-            }
-            Err(e) => {
-                if let Some(p) = self.lock().participants.get_mut(pid) {
-                    p.publishing = false;
-                }
-                return Err(sfu_refusal(e));
-            }
-        };
-        if self.revoked_while_publishing(pid).await {
-            return Err((ErrorCode::PermissionDenied, "publishing was revoked".into()));
-        }
-        let mut state = self.lock();
-        let Some(p) = state.participants.get_mut(pid) else {
-            return Err((ErrorCode::NotJoined, "left while publishing".into()));
-        };
-        p.info.tracks.extend(tracks.iter().cloned());
-        let room = p.room.clone();
-        let hidden = p.grants.hidden;
-        if !hidden {
-            for t in &tracks {
-                state.broadcast(
-                    &room,
-                    pid,
-                    &ServerMessage::TrackPublished {
-                        participant_id: pid.to_string(),
-                        track: t.clone(),
-                    },
-                );
-            }
-        }
-        Ok(ServerMessage::PublishAnswer {
-            sdp: answer,
-            tracks: declarations
-                .iter()
-                .zip(tracks)
-                .map(|(d, track)| PublishedTrackInfo {
-                    mid: d.mid.clone(),
-                    track,
-                })
-                .collect(),
         })
     }
 

@@ -83,8 +83,10 @@ impl Worker {
             .nackable(video);
             tx.write_rtp(write);
             sub.egress.written += 1;
+            if !std::mem::replace(&mut sub.queued_for_poll, true) {
+                self.dirty.push((f.subscriber, Side::Subscriber));
+            }
             self.meter.rtp_forwarded(kind, pkt.payload.len());
-            self.dirty.push((f.subscriber, Side::Subscriber));
         }
         self.forwards = forwards;
     }
@@ -124,7 +126,7 @@ impl Worker {
             }
         }
         if sent {
-            self.dirty.push((req.publisher, Side::Publisher));
+            self.mark_dirty((req.publisher, Side::Publisher));
         }
     }
 }

@@ -88,6 +88,11 @@ impl Worker {
                         track_id,
                         participant_id: publisher_id,
                         kind: *kind,
+                        source: self
+                            .router
+                            .track(*track)
+                            .map(|t| t.source)
+                            .unwrap_or_default(),
                     });
                 }
                 DowntrackState::Closing(mid) => {
@@ -106,6 +111,11 @@ impl Worker {
                             track_id,
                             participant_id: publisher_id,
                             kind: *kind,
+                            source: self
+                                .router
+                                .track(*track)
+                                .map(|t| t.source)
+                                .unwrap_or_default(),
                         });
                     }
                 }
@@ -128,7 +138,7 @@ impl Worker {
             sdp: offer.to_sdp_string(),
             tracks: listed,
         });
-        self.dirty.push((peer, Side::Subscriber));
+        self.mark_dirty((peer, Side::Subscriber));
     }
 
     pub(super) fn accept_subscriber_answer(
@@ -193,7 +203,7 @@ impl Worker {
         for r in keyframe_requests {
             self.request_keyframe(r);
         }
-        self.dirty.push((peer, Side::Subscriber));
+        self.mark_dirty((peer, Side::Subscriber));
         // Changes that arrived while the offer was out.
         self.negotiate(peer, now);
         Ok(())

@@ -16,6 +16,13 @@ impl Worker {
         request: SfuRequest,
         now: Instant,
     ) -> Result<SfuResponse, SfuError> {
+        // Settings and stats change no connection or track. Recounting (every participant's
+        // downtracks) after each of them made a 200-student class, whose subscribers pause
+        // ~200 videos each, cost O(N^2) per message.
+        let recount = !matches!(
+            request,
+            SfuRequest::SetTrackSettings { .. } | SfuRequest::PeerStats { .. }
+        );
         let result = match request {
             SfuRequest::AddParticipant {
                 room,
@@ -102,10 +109,15 @@ impl Worker {
             }
         };
         self.negotiate_all(now);
-        self.meter.update_census(&self.participants, &self.router);
+        if recount {
+            self.meter.update_census(&self.participants, &self.router);
+        }
         result
     }
 
+    /// A publisher offer: the first one opens the publisher connection; a later one
+    /// renegotiates it (tracks added or withdrawn, e.g. a screen share), see
+    /// [`SfuRequest::PublishOffer`].
     pub(super) fn publish(
         &mut self,
         peer: PeerKey,
@@ -116,7 +128,7 @@ impl Worker {
         let offer =
             SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
         if self.participants[peer.0 as usize].publisher.is_some() {
-            return Err(SfuError::InvalidRequest("already published".into()));
+            return self.republish(peer, offer, tracks);
         }
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
@@ -125,34 +137,91 @@ impl Worker {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
-        let mut checked = vec![];
-        for t in tracks {
-            let mid = Mid::from(t.mid.as_str());
-            let media = conn
-                .rtc
-                .media(mid)
-                .ok_or_else(|| SfuError::InvalidSdp(format!("no m-line with mid {}", t.mid)))?;
-            let kind_ok = matches!(
-                (media.kind(), t.kind),
-                (MediaKind::Audio, TrackKind::Audio) | (MediaKind::Video, TrackKind::Video)
-            );
-            if !kind_ok {
-                return Err(SfuError::InvalidSdp(format!(
-                    "m-line {} is not {:?}",
-                    t.mid, t.kind
-                )));
-            }
-            if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
-                return Err(SfuError::InvalidSdp(format!(
-                    "m-line {} does not send",
-                    t.mid
-                )));
-            }
-            checked.push((mid, t.clone()));
-        }
+        let checked = check_declared(&conn.rtc, tracks)?;
         let ufrag = conn.ufrag.clone();
-        let participant = &mut self.participants[peer.0 as usize];
-        participant.publisher = Some(conn);
+        self.participants[peer.0 as usize].publisher = Some(conn);
+        self.add_published(peer, checked);
+        self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
+        self.mark_dirty((peer, Side::Publisher));
+        Ok(answer.to_sdp_string())
+    }
+
+    /// Renegotiation on the existing publisher connection. str0m applies the offer to the
+    /// same `Rtc` (new m-lines, direction changes, stopped m-lines); here the published
+    /// tracks follow it.
+    fn republish(
+        &mut self,
+        peer: PeerKey,
+        offer: SdpOffer,
+        tracks: &[crate::api::PublishedTrack],
+    ) -> Result<String, SfuError> {
+        let Some(conn) = self.participants[peer.0 as usize].publisher.as_mut() else {
+            return Err(SfuError::InvalidRequest("no publisher connection".into()));
+        };
+        let answer = conn
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let checked = check_declared(&conn.rtc, tracks);
+        let sending: Vec<Mid> = self.participants[peer.0 as usize]
+            .published
+            .iter()
+            .map(|t| t.mid)
+            .filter(|mid| conn_sends(&self.participants[peer.0 as usize], *mid))
+            .collect();
+        let result = match checked {
+            Ok(checked) => {
+                // Kept: same mid, same id, still sending. Everything else declared is new.
+                let kept: Vec<(Mid, TrackId)> = self.participants[peer.0 as usize]
+                    .published
+                    .iter()
+                    .filter(|e| {
+                        sending.contains(&e.mid)
+                            && checked
+                                .iter()
+                                .any(|(m, t)| *m == e.mid && t.track_id == e.id)
+                    })
+                    .map(|e| (e.mid, e.id.clone()))
+                    .collect();
+                self.withdraw_published(peer, |e| kept.contains(&(e.mid, e.id.clone())));
+                let new = checked
+                    .into_iter()
+                    .filter(|(m, t)| !kept.contains(&(*m, t.track_id.clone())))
+                    .collect();
+                self.add_published(peer, new);
+                Ok(answer.to_sdp_string())
+            }
+            Err(e) => {
+                // The connection took the offer either way: keep what still sends, add nothing.
+                self.withdraw_published(peer, |t| sending.contains(&t.mid));
+                Err(e)
+            }
+        };
+        self.mark_dirty((peer, Side::Publisher));
+        result
+    }
+
+    /// Withdraws the participant's published tracks for which `keep` is false from every
+    /// subscriber (their downtracks close at the next subscriber offer).
+    fn withdraw_published(&mut self, peer: PeerKey, keep: impl Fn(&PublishedTrackEntry) -> bool) {
+        let Some(p) = self.participants.get_mut(peer.0 as usize) else {
+            return;
+        };
+        let (kept, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut p.published)
+            .into_iter()
+            .partition(|t| keep(t));
+        p.published = kept;
+        for t in gone {
+            debug!(participant = %p.id, track = %t.id, "track withdrawn by renegotiation");
+            self.router.remove_track(t.key);
+            self.track_ids.remove(&t.key);
+        }
+    }
+
+    /// Registers checked tracks of the publisher connection with the router, which gives
+    /// every subscriber in the room a pending downtrack.
+    fn add_published(&mut self, peer: PeerKey, checked: Vec<(Mid, crate::api::PublishedTrack)>) {
         for (mid, t) in checked {
             let clock_rate = if t.kind == TrackKind::Audio {
                 48_000
@@ -172,6 +241,7 @@ impl Worker {
                 self.router
                     .add_track(peer, mid, t.kind, clock_rate, t.muted, rids.len().max(1))
             {
+                self.router.set_source(key, t.source);
                 self.track_ids.insert(key, t.track_id.clone());
                 self.participants[peer.0 as usize]
                     .published
@@ -184,9 +254,6 @@ impl Worker {
                     });
             }
         }
-        self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
-        self.dirty.push((peer, Side::Publisher));
-        Ok(answer.to_sdp_string())
     }
 
     pub(super) fn remove(&mut self, peer: PeerKey) {
@@ -237,4 +304,45 @@ impl Worker {
             }
         }
     }
+}
+
+/// The publisher connection's m-line `mid` still carries media to us.
+fn conn_sends(p: &Participant, mid: Mid) -> bool {
+    p.publisher
+        .as_ref()
+        .and_then(|c| c.rtc.media(mid))
+        .is_some_and(|m| matches!(m.direction(), Direction::RecvOnly | Direction::SendRecv))
+}
+
+/// Each declared track against the negotiated m-lines: it must exist, be of the declared
+/// kind and send.
+fn check_declared(
+    rtc: &str0m::Rtc,
+    tracks: &[crate::api::PublishedTrack],
+) -> Result<Vec<(Mid, crate::api::PublishedTrack)>, SfuError> {
+    let mut checked = vec![];
+    for t in tracks {
+        let mid = Mid::from(t.mid.as_str());
+        let media = rtc
+            .media(mid)
+            .ok_or_else(|| SfuError::InvalidSdp(format!("no m-line with mid {}", t.mid)))?;
+        let kind_ok = matches!(
+            (media.kind(), t.kind),
+            (MediaKind::Audio, TrackKind::Audio) | (MediaKind::Video, TrackKind::Video)
+        );
+        if !kind_ok {
+            return Err(SfuError::InvalidSdp(format!(
+                "m-line {} is not {:?}",
+                t.mid, t.kind
+            )));
+        }
+        if !matches!(media.direction(), Direction::RecvOnly | Direction::SendRecv) {
+            return Err(SfuError::InvalidSdp(format!(
+                "m-line {} does not send",
+                t.mid
+            )));
+        }
+        checked.push((mid, t.clone()));
+    }
+    Ok(checked)
 }

@@ -1,0 +1,168 @@
+//! Publishing: a participant's `publish_offer`, first or again on the same connection
+//! (renegotiation adds and withdraws tracks, e.g. a screen share), carried to the media node
+//! and announced to the room.
+
+use super::*;
+
+impl Hub {
+    /// Answers a `publish_offer`. A mid declared again keeps its track id; tracks no longer
+    /// declared are withdrawn (`track_unpublished`), new ones announced (`track_published`).
+    pub async fn publish(
+        &self,
+        pid: &str,
+        sdp: String,
+        declarations: Vec<TrackDeclaration>,
+    ) -> Result<ServerMessage, Refusal> {
+        let (tracks, again): (Vec<TrackInfo>, bool) = {
+            let mut state = self.lock();
+            let may = |p: &Participant| moderation::may_publish(&state, p);
+            let allowed = state.participants.get(pid).is_some_and(may);
+            let p = state
+                .participants
+                .get_mut(pid)
+                .ok_or((ErrorCode::NotJoined, "not in a room".to_string()))?;
+            if !allowed {
+                return Err((
+                    ErrorCode::PermissionDenied,
+                    "not allowed to publish (token grant, an admin, or lecture mode)".into(),
+                ));
+            }
+            // Again on the same connection: renegotiation (a screen share starts or stops).
+            let again = p.publishing;
+            let fewest = if again { 0 } else { 1 };
+            if declarations.len() < fewest || declarations.len() > 8 {
+                return Err((ErrorCode::InvalidRequest, "declare 1 to 8 tracks".into()));
+            }
+            let mut mids: Vec<&str> = declarations.iter().map(|d| d.mid.as_str()).collect();
+            mids.sort_unstable();
+            mids.dedup();
+            if mids.len() != declarations.len() || mids.iter().any(|m| m.is_empty() || m.len() > 32)
+            {
+                return Err((
+                    ErrorCode::InvalidRequest,
+                    "track mids must be unique, 1-32 characters".into(),
+                ));
+            }
+            p.publishing = true;
+            let tracks = declarations
+                .iter()
+                .map(|d| {
+                    let kept = p
+                        .track_mids
+                        .iter()
+                        .filter(|_| again)
+                        .find(|(mid, _)| *mid == d.mid)
+                        .and_then(|(_, id)| {
+                            p.info
+                                .tracks
+                                .iter()
+                                .find(|t| t.id == *id && t.kind == d.kind)
+                        });
+                    kept.cloned().unwrap_or_else(|| TrackInfo {
+                        id: format!("TR_{}", random_id(10)),
+                        kind: d.kind,
+                        source: d.source,
+                        muted: d.muted,
+                    })
+                })
+                .collect();
+            (tracks, again)
+        };
+        let request = SfuRequest::PublishOffer {
+            participant: ParticipantId(pid.to_string()),
+            sdp,
+            tracks: declarations
+                .iter()
+                .zip(&tracks)
+                .map(|(d, t)| PublishedTrack {
+                    mid: d.mid.clone(),
+                    track_id: TrackId(t.id.clone()),
+                    kind: t.kind,
+                    source: t.source,
+                    muted: t.muted,
+                })
+                .collect(),
+        };
+        let answer = match self.sfu.request(request).await {
+            Ok(SfuResponse::PublishAnswer { sdp }) => sdp,
+            Ok(other) => {
+                return Err((
+                    ErrorCode::Internal,
+                    format!("unexpected media answer {other:?}"),
+                ))
+            }
+            Err(e) => {
+                // A refused renegotiation leaves the first connection publishing.
+                if let Some(p) = self.lock().participants.get_mut(pid).filter(|_| !again) {
+                    p.publishing = false;
+                }
+                return Err(sfu_refusal(e));
+            }
+        };
+        if self.revoked_while_publishing(pid).await {
+            return Err((ErrorCode::PermissionDenied, "publishing was revoked".into()));
+        }
+        let mut state = self.lock();
+        let Some(p) = state.participants.get_mut(pid) else {
+            return Err((ErrorCode::NotJoined, "left while publishing".into()));
+        };
+        let is_now = |t: &TrackInfo| tracks.iter().any(|n| n.id == t.id);
+        let withdrawn: Vec<TrackInfo> = p
+            .info
+            .tracks
+            .iter()
+            .filter(|t| !is_now(t))
+            .cloned()
+            .collect();
+        let added: Vec<TrackInfo> = tracks
+            .iter()
+            .filter(|n| !p.info.tracks.iter().any(|t| t.id == n.id))
+            .cloned()
+            .collect();
+        p.info.tracks.retain(is_now);
+        p.info.tracks.extend(added.iter().cloned());
+        p.seat
+            .admin_muted
+            .retain(|(id, _)| tracks.iter().any(|t| t.id == *id));
+        p.track_mids = declarations
+            .iter()
+            .zip(&tracks)
+            .map(|(d, t)| (d.mid.clone(), t.id.clone()))
+            .collect();
+        let room = p.room.clone();
+        let hidden = p.grants.hidden;
+        if !hidden {
+            for t in withdrawn {
+                state.broadcast(
+                    &room,
+                    pid,
+                    &ServerMessage::TrackUnpublished {
+                        participant_id: pid.to_string(),
+                        track_id: t.id,
+                    },
+                );
+            }
+            for t in &added {
+                state.broadcast(
+                    &room,
+                    pid,
+                    &ServerMessage::TrackPublished {
+                        participant_id: pid.to_string(),
+                        track: t.clone(),
+                    },
+                );
+            }
+        }
+        Ok(ServerMessage::PublishAnswer {
+            sdp: answer,
+            tracks: declarations
+                .iter()
+                .zip(tracks)
+                .map(|(d, track)| PublishedTrackInfo {
+                    mid: d.mid.clone(),
+                    track,
+                })
+                .collect(),
+        })
+    }
+}
