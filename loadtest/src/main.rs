@@ -76,7 +76,8 @@ struct Cli {
     #[arg(long, global = true, default_value = "127.0.0.1")]
     bind_ip: IpAddr,
     /// Spread signaling connections over N loopback source addresses (127.0.0.2…) so a per-IP
-    /// join limit does not cap --ramp. Default: 50 when the server is on 127.x and --ramp > 15.
+    /// join limit does not cap --ramp. Default: 50 when the server is on 127.x and --ramp > 10
+    /// (the server allows 20 upgrades/s per IP, and a busy runtime launches joins in bursts).
     #[arg(long, global = true)]
     source_ips: Option<u8>,
     /// Runtime threads driving the participants (default: one per core).
@@ -244,7 +245,7 @@ fn run(cli: Cli) -> Result<bool> {
         }
     };
     let source_ips = cli.source_ips.unwrap_or(match addr.ip() {
-        IpAddr::V4(ip) if ip.is_loopback() && cli.ramp > 15.0 => 50,
+        IpAddr::V4(ip) if ip.is_loopback() && cli.ramp > 10.0 => 50,
         _ => 0,
     });
     let mut video = VideoProfiles::default();

@@ -160,3 +160,43 @@ async fn impossible_threshold_fails_the_binary() {
     let _ = std::fs::remove_dir_all(&dir);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classroom_view_pauses_videos_off_the_page() {
+    let server = zvon_signaling::start(ServerConfig::for_tests())
+        .await
+        .expect("server starts");
+    let r = runner::run(config(
+        server.http_addr,
+        Scenario::Classroom {
+            students: 3,
+            unmuted: 1,
+            visible: 1,
+        },
+        "t3",
+    ))
+    .await
+    .expect("classroom runs");
+    // Teacher: s0's audio + 1 student video. s0: the teacher's audio + video + 1 student video.
+    // s1, s2: the teacher's audio + video, s0's audio, 1 student video. Muted audio and the
+    // paused videos are not expected.
+    assert_healthy(&r, 4, 2 + 3 + 4 + 4);
+    let ctx = format!("{r:#?}");
+    let teacher_audio = &r.by_source["teacher_audio"];
+    assert_eq!(
+        teacher_audio.streams, 3,
+        "every student hears the teacher: {ctx}"
+    );
+    assert!(teacher_audio.loss_percent < 1.0, "{ctx}");
+    assert!(teacher_audio.latency_ms.p99.is_some(), "{ctx}");
+    assert_eq!(
+        r.by_source["student_video"].streams, 4,
+        "one thumbnail each: {ctx}"
+    );
+    // Eight videos are paused; unpaused they would bring as much as the four shown twice over.
+    assert!(
+        r.packets.unwanted_received * 4 < r.by_source["student_video"].received,
+        "paused videos stopped: {ctx}"
+    );
+    server.shutdown().await;
+}

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::api::{ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse};
 use crate::config::SfuConfig;
+use crate::edge::udp_batch::set_receive_buffer;
 use crate::edge::worker::{Command, Worker};
 use crate::stats::SfuStats;
 
@@ -58,6 +59,10 @@ impl SfuNode {
             let socket = UdpSocket::bind(SocketAddr::new(config.bind_ip, port)).map_err(|e| {
                 SfuError::Unavailable(format!("bind {}:{port}: {e}", config.bind_ip))
             })?;
+            // One socket carries every peer of the worker: with the kernel's default buffer
+            // (~208 KiB) a 50-student class already lost ingress packets whenever the worker
+            // was busy for a few ms (`/proc/net/udp` drops), each lost for every subscriber.
+            set_receive_buffer(&socket, 4 << 20);
             let bound = socket
                 .local_addr()
                 .map_err(|e| SfuError::Unavailable(e.to_string()))?;

@@ -8,6 +8,7 @@ pub mod receiver;
 pub mod sender;
 pub mod view;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,6 +35,9 @@ use view::View;
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(20);
 const JOIN_LIMIT: Duration = Duration::from_secs(10);
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// Queued commands go out at most 40 a second: the server closes a socket sending more than
+/// 50/s (bursts of 100), and a late joiner in a class of 200 has ~200 videos to pause.
+const COMMAND_SPACING: Duration = Duration::from_millis(25);
 
 /// What every participant shares.
 #[derive(Clone)]
@@ -256,6 +260,9 @@ async fn session(
         expected: 0,
     };
     let mut failure: Option<String> = None;
+    // Commands waiting for room in the signaling channel (track settings).
+    let mut outbox: VecDeque<SignalCommand> = VecDeque::new();
+    let mut outbox_at = Instant::now();
     let seed: u64 = rand::random();
 
     loop {
@@ -289,6 +296,9 @@ async fn session(
             .min(now + MAX_IDLE);
         if let Some(p) = &publ {
             next = next.min(p.next_timeout);
+        }
+        if !outbox.is_empty() {
+            next = next.min(outbox_at);
         }
         if pub_connected.is_some() {
             if let Some(a) = &audio {
@@ -331,22 +341,18 @@ async fn session(
                         let sdp = answer.to_sdp_string();
                         tracing::debug!("{}: subscriber answer {} bytes for {} tracks", plan.identity, sdp.len(), tracks.len());
                         tracing::trace!("subscriber answer: {sdp}");
-                        sig.commands
-                            .send(SignalCommand::SubscriberAnswer { sdp })
-                            .await
-                            .map_err(|_| "signaling_gone")?;
-                        // After the answer, as a browser does once its video elements exist.
-                        for t in settings {
-                            sig.commands
-                                .send(SignalCommand::TrackSettings {
-                                    track_id: t.track_id,
-                                    width: t.width,
-                                    height: t.height,
-                                    enabled: t.enabled,
-                                })
-                                .await
-                                .map_err(|_| "signaling_gone")?;
-                        }
+                        // Queued, not awaited here: a first offer in a big class brings ~200
+                        // track settings, and waiting for room in the command channel while
+                        // the signaling task waits for room in our event channel deadlocks
+                        // both. Settings follow the answer, as a browser sends them once its
+                        // video elements exist.
+                        outbox.push_back(SignalCommand::SubscriberAnswer { sdp });
+                        outbox.extend(settings.into_iter().map(|t| SignalCommand::TrackSettings {
+                            track_id: t.track_id,
+                            width: t.width,
+                            height: t.height,
+                            enabled: t.enabled,
+                        }));
                     }
                     Some(SignalEvent::ParticipantJoined { participant_id, identity }) => {
                         view.learn(&participant_id, &identity);
@@ -387,6 +393,19 @@ async fn session(
                         }
                         _ => {}
                     }).map_err(|e| format!("rtc: {e}"))?;
+                }
+            }
+            permit = sig.commands.reserve(), if !outbox.is_empty() && now >= outbox_at => {
+                match (permit, outbox.pop_front()) {
+                    (Ok(permit), Some(cmd)) => {
+                        permit.send(cmd);
+                        outbox_at = Instant::now() + COMMAND_SPACING;
+                    }
+                    (Ok(_), None) => {}
+                    (Err(_), _) => {
+                        failure = Some("signaling_gone".into());
+                        break;
+                    }
                 }
             }
             _ = sleep_until(next.into()) => {}

@@ -67,6 +67,21 @@ impl SendQueue {
     }
 }
 
+/// Asks for a receive buffer of `bytes`; best effort, capped by `net.core.rmem_max`.
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) {
+    let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: a valid open socket and a pointer to a c_int of the size passed.
+    let _ = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &bytes as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
 /// Reads up to [`BATCH`] datagrams. `WouldBlock` when none is waiting.
 pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     // SAFETY: all-zero is a valid bit pattern for these plain C structs.

@@ -480,7 +480,8 @@ impl Hub {
         enabled: bool,
     ) -> Result<(), Refusal> {
         let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
-        self.sfu
+        match self
+            .sfu
             .request(SfuRequest::SetTrackSettings {
                 participant: ParticipantId(pid.to_string()),
                 track_id: TrackId(track_id.to_string()),
@@ -489,8 +490,12 @@ impl Hub {
                 enabled,
             })
             .await
-            .map(|_| ())
-            .map_err(sfu_refusal)
+        {
+            // The media node already dropped this participant (its connection was lost and
+            // the leave is on its way): a late size report is moot, not a server fault.
+            Ok(_) | Err(SfuError::UnknownParticipant) => Ok(()),
+            Err(e) => Err(sfu_refusal(e)),
+        }
     }
 
     /// Takes a participant out of its room and tells everyone.
