@@ -21,6 +21,7 @@ use tokio::sync::watch;
 use tokio::time::sleep_until;
 
 use crate::measure::histogram::Histogram;
+use crate::measure::loss::StreamStats;
 use crate::media::opus_source::OpusClip;
 use crate::progress::LiveCounters;
 use crate::scenario::ParticipantPlan;
@@ -67,6 +68,41 @@ pub struct StreamResult {
     pub jitter_ms: f64,
     pub bytes: u64,
     pub keyframes: u64,
+}
+
+impl StreamResult {
+    /// One received stream's outcome from its loss/jitter statistics.
+    pub fn new(
+        from: String,
+        source: &'static str,
+        kind: Kind,
+        wanted: bool,
+        stats: &StreamStats,
+        keyframes: u64,
+    ) -> Self {
+        StreamResult {
+            from,
+            source,
+            kind,
+            wanted,
+            received: stats.received,
+            expected: stats.expected(),
+            lost: stats.lost(),
+            duplicates: stats.duplicates,
+            jitter_ms: stats.jitter_ms(),
+            bytes: stats.bytes,
+            keyframes,
+        }
+    }
+}
+
+/// Received bits per second over the span from the first to the last packet of any stream;
+/// `None` under half a second, where one keyframe would dominate the rate.
+pub fn received_bitrate<'a>(streams: impl Iterator<Item = &'a StreamStats> + Clone) -> Option<f64> {
+    let first = streams.clone().map(|s| s.first_at).min()?;
+    let last = streams.clone().map(|s| s.last_at).max()?;
+    let secs = (last - first).as_secs_f64();
+    (secs >= 0.5).then(|| streams.map(|s| s.bytes).sum::<u64>() as f64 * 8.0 / secs)
 }
 
 #[derive(Debug)]
@@ -459,29 +495,18 @@ async fn session(
     result.streams = receiver
         .streams
         .iter()
-        .map(|s| StreamResult {
-            from: s.participant.to_string(),
-            source: s.source,
-            kind: s.kind,
-            wanted: view.wants(&s.participant, s.kind),
-            received: s.stats.received,
-            expected: s.stats.expected(),
-            lost: s.stats.lost(),
-            duplicates: s.stats.duplicates,
-            jitter_ms: s.stats.jitter_ms(),
-            bytes: s.stats.bytes,
-            keyframes: s.keyframes,
+        .map(|s| {
+            StreamResult::new(
+                s.participant.to_string(),
+                s.source,
+                s.kind,
+                view.wants(&s.participant, s.kind),
+                &s.stats,
+                s.keyframes,
+            )
         })
         .collect();
-    let first = receiver.streams.iter().map(|s| s.stats.first_at).min();
-    let last = receiver.streams.iter().map(|s| s.stats.last_at).max();
-    if let (Some(first), Some(last)) = (first, last) {
-        let secs = (last - first).as_secs_f64();
-        if secs >= 0.5 {
-            let bytes: u64 = receiver.streams.iter().map(|s| s.stats.bytes).sum();
-            result.recv_bitrate_bps = Some(bytes as f64 * 8.0 / secs);
-        }
-    }
+    result.recv_bitrate_bps = received_bitrate(receiver.streams.iter().map(|s| &s.stats));
     result.unstamped = receiver.unstamped;
     result.audio_with_level = receiver.audio_with_level;
     result.latency = std::mem::take(&mut receiver.latency);

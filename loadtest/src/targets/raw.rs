@@ -15,7 +15,7 @@ use futures_util::future::BoxFuture;
 use tokio::net::UdpSocket;
 
 use crate::client::sender::SentCounts;
-use crate::client::{Env, ParticipantResult, StreamResult};
+use crate::client::{received_bitrate, Env, ParticipantResult, StreamResult};
 use crate::measure::histogram::Histogram;
 use crate::measure::latency::{now_micros, one_way_us};
 use crate::measure::loss::StreamStats;
@@ -415,29 +415,12 @@ impl RawReceiver {
         result.streams = self
             .streams
             .iter()
-            .map(|s| StreamResult {
-                from: (s.ssrc >> 1).to_string(),
-                kind: s.kind,
-                source: "peer",
-                wanted: true,
-                received: s.stats.received,
-                expected: s.stats.expected(),
-                lost: s.stats.lost(),
-                duplicates: s.stats.duplicates,
-                jitter_ms: s.stats.jitter_ms(),
-                bytes: s.stats.bytes,
-                keyframes: s.keyframes,
+            .map(|s| {
+                let from = (s.ssrc >> 1).to_string();
+                StreamResult::new(from, "peer", s.kind, true, &s.stats, s.keyframes)
             })
             .collect();
-        let first = self.streams.iter().map(|s| s.stats.first_at).min();
-        let last = self.streams.iter().map(|s| s.stats.last_at).max();
-        if let (Some(first), Some(last)) = (first, last) {
-            let secs = (last - first).as_secs_f64();
-            if secs >= 0.5 {
-                let bytes: u64 = self.streams.iter().map(|s| s.stats.bytes).sum();
-                result.recv_bitrate_bps = Some(bytes as f64 * 8.0 / secs);
-            }
-        }
+        result.recv_bitrate_bps = received_bitrate(self.streams.iter().map(|s| &s.stats));
         result.unstamped = self.unstamped;
         result.latency = self.latency;
     }
