@@ -30,66 +30,33 @@ pub struct AppState {
     pub upgrades: Arc<PerIpLimiter>,
 }
 
+/// The browser client, compiled into the binary: path, content type, contents.
+const WEB_ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../web/index.html"),
+    ),
+    (
+        "/style.css",
+        "text/css; charset=utf-8",
+        include_str!("../web/style.css"),
+    ),
+    ("/app.js", JS, include_str!("../web/app.js")),
+    ("/calls_mode.js", JS, include_str!("../web/calls_mode.js")),
+    ("/client.js", JS, include_str!("../web/client.js")),
+    ("/adaptive.js", JS, include_str!("../web/adaptive.js")),
+    ("/classroom.js", JS, include_str!("../web/classroom.js")),
+    ("/ui.js", JS, include_str!("../web/ui.js")),
+];
+const JS: &str = "text/javascript; charset=utf-8";
+
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                asset(
-                    "text/html; charset=utf-8",
-                    include_str!("../web/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/style.css",
-            get(|| async { asset("text/css; charset=utf-8", include_str!("../web/style.css")) }),
-        )
-        .route(
-            "/app.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../web/app.js"),
-                )
-            }),
-        )
-        .route(
-            "/client.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../web/client.js"),
-                )
-            }),
-        )
-        .route(
-            "/adaptive.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../web/adaptive.js"),
-                )
-            }),
-        )
-        .route(
-            "/classroom.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../web/classroom.js"),
-                )
-            }),
-        )
-        .route(
-            "/ui.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../web/ui.js"),
-                )
-            }),
-        )
+    let mut router = Router::new();
+    for &(path, content_type, body) in WEB_ASSETS {
+        router = router.route(path, get(move || async move { asset(content_type, body) }));
+    }
+    router
         .route("/rtc", get(upgrade))
         .route("/api/dev-token", get(dev_token))
         .route("/api/info", get(info))
