@@ -3,8 +3,7 @@
 // (`/?user=ID&device=DEV&name=NAME`): a device socket for the call, a room for the media.
 //   node calls.mjs [scenario-prefix...]     (server binary from $ZVON_BIN, default target/release/zvon)
 import {
-  startServer, launchBrowser, openPage, snapshot, waitFor, waitMediaFlowing,
-  saveArtifacts, uniqueName, log, tail,
+  runSuite, openPage, snapshot, waitFor, waitMediaFlowing, uniqueName, log,
 } from './harness.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 30_000);
@@ -314,64 +313,13 @@ async function scenarioGlare(browser, server, pages, results) {
   results.push({ name: 'e-glare', ok: true, detail: 'calling each other at once gives one call' });
 }
 
-async function runScenario(name, fn, browser, server, results) {
-  const pages = [];
-  const t0 = Date.now();
-  try {
-    await fn(browser, server, pages, results);
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    return true;
-  } catch (e) {
-    console.log(`FAIL ${name}: ${e.message}`);
-    results.push({ name, ok: false, detail: e.message });
-    for (const p of pages) {
-      if (p.consoleLines.length) console.log(`--- console of ${p.label} (last 20) ---\n${p.consoleLines.slice(-20).join('\n')}`);
-      const v = await callsView(p).catch(() => null);
-      if (v) console.log(`--- calls view of ${p.label} ---\n${JSON.stringify(brief(v))}`);
-    }
-    console.log(`--- server log (tail) ---\n${tail(server.logText(), 40)}`);
-    await saveArtifacts(`calls-${name}`, pages, server);
-    return false;
-  } finally {
-    for (const p of pages) await p.context().close().catch(() => {});
-  }
-}
-
-async function main() {
-  const only = process.argv.slice(2);
-  const scenarios = [
-    ['a-answer-two-devices', scenarioAnswer],
-    ['b-decline', scenarioDecline],
-    ['c-cancel', scenarioCancel],
-    ['d-audio-only', scenarioAudio],
-    ['e-glare', scenarioGlare],
-  ].filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
-
-  let server = null;
-  let browser = null;
-  let ok = true;
-  const results = [];
-  try {
-    server = await startServer();
-    browser = await launchBrowser();
-    for (const [name, fn] of scenarios) {
-      ok = (await runScenario(name, fn, browser, server, results)) && ok;
-    }
-  } catch (e) {
-    console.log(`FAIL setup: ${e.message}`);
-    ok = false;
-  } finally {
-    await browser?.close().catch(() => {});
-    if (server) {
-      const exit = await server.stop();
-      log(`server stopped: ${JSON.stringify(exit)}`);
-      const panics = server.logText().split('\n').filter((l) => /panicked|ERROR/.test(l));
-      if (panics.length) console.log(`server log has ${panics.length} ERROR/panic line(s):\n${panics.slice(0, 10).join('\n')}`);
-    }
-  }
-  console.log(JSON.stringify({ calls: ok ? 'pass' : 'fail', results }));
-  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
-  process.exit(ok ? 0 : 1);
-}
-
-main();
+runSuite('calls', [
+  ['a-answer-two-devices', scenarioAnswer],
+  ['b-decline', scenarioDecline],
+  ['c-cancel', scenarioCancel],
+  ['d-audio-only', scenarioAudio],
+  ['e-glare', scenarioGlare],
+], {
+  artifactPrefix: 'calls-',
+  describePage: async (p) => `calls view: ${JSON.stringify(brief(await callsView(p)))}`,
+});

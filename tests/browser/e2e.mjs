@@ -1,8 +1,8 @@
 // End-to-end tests: real headless Chromium pages talking to a real Zvon server.
 //   node e2e.mjs            (server binary from $ZVON_BIN, default target/release/zvon)
 import {
-  startServer, launchBrowser, openPage, snapshot, waitFor, waitJoined, waitMediaFlowing,
-  saveArtifacts, pageUrl, uniqueName, log, tail, sleep,
+  runSuite, openPage, snapshot, waitFor, waitJoined, waitMediaFlowing, pageUrl, uniqueName, log,
+  sleep,
 } from './harness.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 30_000);
@@ -484,63 +484,11 @@ async function scenarioScreenShare(browser, server, pages, results) {
   results.push({ name: 'f-screen-share', ok: true, detail: 'screen share added and removed twice by publisher renegotiation; subscriber decodes camera + 1280x720 screen in its own tile' });
 }
 
-async function runScenario(name, fn, browser, server, results) {
-  const pages = [];
-  const t0 = Date.now();
-  try {
-    await fn(browser, server, pages, results);
-    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
-    return true;
-  } catch (e) {
-    console.log(`FAIL ${name}: ${e.message}`);
-    results.push({ name, ok: false, detail: e.message });
-    for (const p of pages) {
-      if (p.consoleLines.length) console.log(`--- console of ${p.label} (last 20) ---\n${p.consoleLines.slice(-20).join('\n')}`);
-    }
-    console.log(`--- server log (tail) ---\n${tail(server.logText(), 40)}`);
-    await saveArtifacts(name, pages, server);
-    return false;
-  } finally {
-    for (const p of pages) await p.context().close().catch(() => {});
-  }
-}
-
-async function main() {
-  const only = process.argv.slice(2);
-  const scenarios = [
-    ['a-two-party', scenarioTwoParty],
-    ['b-four-party', scenarioFour],
-    ['c-codecs', scenarioCodecs],
-    ['d-active-speaker', scenarioActiveSpeaker],
-    ['e-simulcast', scenarioSimulcast],
-    ['f-screen-share', scenarioScreenShare],
-  ].filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
-
-  let server = null;
-  let browser = null;
-  let ok = true;
-  const results = [];
-  try {
-    server = await startServer();
-    browser = await launchBrowser();
-    for (const [name, fn] of scenarios) {
-      ok = (await runScenario(name, fn, browser, server, results)) && ok;
-    }
-  } catch (e) {
-    console.log(`FAIL setup: ${e.message}`);
-    ok = false;
-  } finally {
-    await browser?.close().catch(() => {});
-    if (server) {
-      const exit = await server.stop();
-      log(`server stopped: ${JSON.stringify(exit)}`);
-      const panics = server.logText().split('\n').filter((l) => /panicked|ERROR/.test(l));
-      if (panics.length) console.log(`server log has ${panics.length} ERROR/panic line(s):\n${panics.slice(0, 10).join('\n')}`);
-    }
-  }
-  console.log(JSON.stringify({ e2e: ok ? 'pass' : 'fail', results }));
-  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
-  process.exit(ok ? 0 : 1);
-}
-
-main();
+runSuite('e2e', [
+  ['a-two-party', scenarioTwoParty],
+  ['b-four-party', scenarioFour],
+  ['c-codecs', scenarioCodecs],
+  ['d-active-speaker', scenarioActiveSpeaker],
+  ['e-simulcast', scenarioSimulcast],
+  ['f-screen-share', scenarioScreenShare],
+]);

@@ -300,3 +300,63 @@ export function median(xs) {
   const m = Math.floor(s.length / 2);
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
+
+/**
+ * Runs scenarios (`[name, async (browser, server, pages, results) => …]`) against one server and
+ * one browser, the ones named by the command-line prefixes or all; prints PASS/FAIL per scenario,
+ * a JSON summary `{[suite]: "pass"|"fail", results}`, and exits 0 only if all passed. On a failure
+ * it prints each page's console (and `describePage(page)` if given) and the server log's tail,
+ * and saves artifacts.
+ */
+export async function runSuite(suite, scenarios, { artifactPrefix = '', describePage = null } = {}) {
+  const only = process.argv.slice(2);
+  const chosen = scenarios.filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
+  let server = null;
+  let browser = null;
+  let ok = true;
+  const results = [];
+  try {
+    server = await startServer();
+    browser = await launchBrowser();
+    for (const [name, fn] of chosen) {
+      ok = (await runScenario(name, fn, browser, server, results, { artifactPrefix, describePage })) && ok;
+    }
+  } catch (e) {
+    console.log(`FAIL setup: ${e.message}`);
+    ok = false;
+  } finally {
+    await browser?.close().catch(() => {});
+    if (server) {
+      const exit = await server.stop();
+      log(`server stopped: ${JSON.stringify(exit)}`);
+      const panics = server.logText().split('\n').filter((l) => /panicked|ERROR/.test(l));
+      if (panics.length) console.log(`server log has ${panics.length} ERROR/panic line(s):\n${panics.slice(0, 10).join('\n')}`);
+    }
+  }
+  console.log(JSON.stringify({ [suite]: ok ? 'pass' : 'fail', results }));
+  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
+  process.exit(ok ? 0 : 1);
+}
+
+async function runScenario(name, fn, browser, server, results, { artifactPrefix, describePage }) {
+  const pages = [];
+  const t0 = Date.now();
+  try {
+    await fn(browser, server, pages, results);
+    console.log(`PASS ${name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+    return true;
+  } catch (e) {
+    console.log(`FAIL ${name}: ${e.message}`);
+    results.push({ name, ok: false, detail: e.message });
+    for (const p of pages) {
+      if (p.consoleLines.length) console.log(`--- console of ${p.label} (last 20) ---\n${p.consoleLines.slice(-20).join('\n')}`);
+      const extra = describePage ? await describePage(p).catch(() => null) : null;
+      if (extra) console.log(`--- ${p.label} ---\n${extra}`);
+    }
+    console.log(`--- server log (tail) ---\n${tail(server.logText(), 40)}`);
+    await saveArtifacts(`${artifactPrefix}${name}`, pages, server);
+    return false;
+  } finally {
+    for (const p of pages) await p.context().close().catch(() => {});
+  }
+}
