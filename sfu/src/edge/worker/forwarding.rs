@@ -53,6 +53,13 @@ impl Worker {
             self.request_keyframe(r);
         }
         let video = kind == TrackKind::Video;
+        // The same for every copy: only what the subscriber's decoder and renderer use.
+        let ext = ExtensionValues {
+            audio_level: pkt.header.ext_vals.audio_level,
+            voice_activity: pkt.header.ext_vals.voice_activity,
+            video_orientation: pkt.header.ext_vals.video_orientation,
+            ..Default::default()
+        };
         for f in &forwards {
             let Some(sub) = self
                 .participants
@@ -65,12 +72,6 @@ impl Worker {
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
             };
-            let ext = ExtensionValues {
-                audio_level: pkt.header.ext_vals.audio_level,
-                voice_activity: pkt.header.ext_vals.voice_activity,
-                video_orientation: pkt.header.ext_vals.video_orientation,
-                ..Default::default()
-            };
             let write = RtpWrite::new(
                 f.pt.into(),
                 SeqNo::from(f.seq),
@@ -79,7 +80,7 @@ impl Worker {
                 pkt.payload.clone(),
             )
             .marker(pkt.header.marker)
-            .ext_vals(ext)
+            .ext_vals(ext.clone())
             .nackable(video);
             tx.write_rtp(write);
             sub.egress.written += 1;
