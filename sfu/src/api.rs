@@ -67,6 +67,17 @@ impl TrackSource {
     }
 }
 
+/// Which tracks a subscriber is offered without asking. Audio and screen shares always are
+/// (once unmuted); `OnDemand` leaves cameras out until the subscriber's `track_settings` asks
+/// for one, so a class of hundreds does not negotiate hundreds of m-lines per student.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VideoSubscription {
+    #[default]
+    Auto,
+    OnDemand,
+}
+
 /// A track the publisher declared in its offer, with the id signaling gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PublishedTrack {
@@ -99,6 +110,8 @@ pub enum SfuRequest {
         room: RoomId,
         participant: ParticipantId,
         can_subscribe: bool,
+        #[serde(default)]
+        video_subscription: VideoSubscription,
     },
     /// The publisher connection's offer. Answered with [`SfuResponse::PublishAnswer`].
     /// Sent again on the same connection (renegotiation), `tracks` lists everything it sends
@@ -129,8 +142,9 @@ pub enum SfuRequest {
     PeerStats { participant: ParticipantId },
     /// How `participant` (a subscriber) shows video track `track_id`: rendered at
     /// `width`x`height` device pixels picks the smallest simulcast layer covering it;
-    /// `enabled: false` or a zero size pauses that video for it. Ignored for a track it no
-    /// longer receives.
+    /// `enabled: false` or a zero size pauses that video for it. A shown video the subscriber
+    /// does not receive yet is subscribed (see [`VideoSubscription::OnDemand`]). Ignored for a
+    /// track that is gone.
     SetTrackSettings {
         participant: ParticipantId,
         track_id: TrackId,

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use zvon_sfu::api::{SubscribedTrack, TrackKind};
+use zvon_sfu::api::{SubscribedTrack, TrackKind, VideoSubscription};
 
 use crate::token::Grants;
 
@@ -70,6 +70,9 @@ pub enum ClientMessage {
         /// An admin's join may switch the room's lecture mode on or off.
         #[serde(default)]
         lecture_mode: Option<bool>,
+        /// `on_demand`: cameras are offered only once `track_settings` asks for them.
+        #[serde(default)]
+        video_subscription: VideoSubscription,
     },
     PublishOffer {
         sdp: String,
@@ -534,6 +537,7 @@ mod tests {
                 room: Some("r".into()),
                 resume: None,
                 lecture_mode: None,
+                video_subscription: VideoSubscription::Auto,
             }
         );
     }

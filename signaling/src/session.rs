@@ -307,6 +307,7 @@ impl Session {
                 room,
                 resume,
                 lecture_mode,
+                video_subscription,
             } => {
                 let claims = match self.sign_in(protocol, &token) {
                     Ok(c) => c,
@@ -331,6 +332,7 @@ impl Session {
                         hub.join(
                             &claims,
                             room.as_deref(),
+                            video_subscription,
                             self.outbox.clone(),
                             request_id.clone(),
                         )

@@ -31,7 +31,7 @@ use crate::api::{
 };
 use crate::forward::keyframe::keyframe_start;
 use crate::forward::layer_selector::Want;
-use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest};
+use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
 use crate::stats::SfuStats;
 

@@ -24,3 +24,5 @@ mod router_tests;
 mod screen_priority_tests;
 #[cfg(test)]
 mod simulcast_tests;
+#[cfg(test)]
+mod subscription_tests;

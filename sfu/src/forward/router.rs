@@ -18,7 +18,7 @@ use super::keyframe_requests::KeyframeRequestThrottle;
 use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MAX_LAYERS};
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
-use crate::api::{TrackKind, TrackSource};
+use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
 pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
@@ -39,6 +39,9 @@ pub struct Track {
     /// A screen share ranks with the dominant speaker when bandwidth is short.
     pub source: TrackSource,
     pub muted: bool,
+    /// A track published muted reaches no subscriber until it is first unmuted: a class of
+    /// 200 muted microphones would otherwise cost every student 200 idle m-lines.
+    offered: bool,
     clock_rate: u32,
     downtracks: Vec<DowntrackKey>,
     pub(super) keyframe_throttle: KeyframeRequestThrottle,
@@ -98,7 +101,8 @@ impl Downtrack {
 #[derive(Debug)]
 struct Member {
     room: String,
-    can_subscribe: bool,
+    /// `None` for a participant without the right to subscribe.
+    subscription: Option<VideoSubscription>,
     tracks: Vec<TrackKey>,
     downtracks: Vec<DowntrackKey>,
 }
@@ -119,6 +123,17 @@ pub struct IncomingRtp {
     pub keyframe: Option<KeyframeStart>,
     /// For the per-layer bitrates the bandwidth allocator works with.
     pub payload_len: usize,
+}
+
+/// What [`Router::set_want`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WantOutcome {
+    /// The subscriber's copy now follows the new want.
+    Applied,
+    /// It had no copy: one is pending for its next offer.
+    Subscribed,
+    /// Not a video it may receive (gone, its own, another room, or no subscribe right).
+    Ignored,
 }
 
 /// A room's active speakers changed (loudest first; empty when nobody speaks).
@@ -212,30 +227,76 @@ impl Router {
         }
     }
 
-    /// Joins `peer` to `room` and gives it a downtrack for every track already there.
-    pub fn add_participant(&mut self, peer: PeerKey, room: &str, can_subscribe: bool) {
-        let existing: Vec<TrackKey> = self
-            .rooms
-            .get(room)
-            .into_iter()
-            .flatten()
-            .filter_map(|p| self.members.get(p))
-            .flat_map(|m| m.tracks.iter().copied())
-            .collect();
+    /// Joins `peer` to `room` and gives it a downtrack for every track already there that
+    /// its `subscription` takes without asking (`None`: it may not subscribe at all).
+    pub fn add_participant(
+        &mut self,
+        peer: PeerKey,
+        room: &str,
+        subscription: Option<VideoSubscription>,
+    ) {
+        let existing: Vec<TrackKey> = match subscription {
+            Some(mode) => self
+                .rooms
+                .get(room)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| self.members.get(p))
+                .flat_map(|m| m.tracks.iter().copied())
+                .filter(|t| {
+                    self.tracks
+                        .get(t.0 as usize)
+                        .is_some_and(|t| subscribes_without_asking(t, mode))
+                })
+                .collect(),
+            None => vec![],
+        };
         self.members.insert(
             peer,
             Member {
                 room: room.to_string(),
-                can_subscribe,
+                subscription,
                 tracks: vec![],
                 downtracks: vec![],
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
-        if can_subscribe {
-            for track in existing {
-                self.add_downtrack(track, peer);
-            }
+        for track in existing {
+            self.add_downtrack(track, peer, Want::Highest);
+        }
+    }
+
+    /// Gives every member of the track's room that takes it without asking, and has no copy
+    /// yet, a pending downtrack. Called whenever a track may have become offerable.
+    fn fan_out(&mut self, key: TrackKey) {
+        let Some(track) = self.tracks.get(key.0 as usize) else {
+            return;
+        };
+        let Some(room) = self.members.get(&track.publisher).map(|m| &m.room) else {
+            return;
+        };
+        let has_copy: std::collections::HashSet<PeerKey> = track
+            .downtracks
+            .iter()
+            .filter_map(|k| self.downtracks.get(k.0 as usize))
+            .map(|d| d.subscriber)
+            .collect();
+        let subscribers: Vec<PeerKey> = self
+            .rooms
+            .get(room)
+            .into_iter()
+            .flatten()
+            .copied()
+            .filter(|p| *p != track.publisher && !has_copy.contains(p))
+            .filter(|p| {
+                self.members
+                    .get(p)
+                    .and_then(|m| m.subscription)
+                    .is_some_and(|mode| subscribes_without_asking(track, mode))
+            })
+            .collect();
+        for s in subscribers {
+            self.add_downtrack(key, s, Want::Highest);
         }
     }
 
@@ -276,13 +337,14 @@ impl Router {
         muted: bool,
         layers: usize,
     ) -> Option<TrackKey> {
-        let room = self.members.get(&publisher)?.room.clone();
+        self.members.get(&publisher)?;
         let key = TrackKey(self.tracks.insert(Track {
             publisher,
             publisher_mid,
             kind,
             source: TrackSource::Unknown,
             muted,
+            offered: !muted,
             clock_rate,
             downtracks: vec![],
             keyframe_throttle: KeyframeRequestThrottle::new(self.keyframe_interval),
@@ -295,21 +357,11 @@ impl Router {
         if let Some(m) = self.members.get_mut(&publisher) {
             m.tracks.push(key);
         }
-        let subscribers: Vec<PeerKey> = self
-            .rooms
-            .get(&room)
-            .into_iter()
-            .flatten()
-            .copied()
-            .filter(|p| *p != publisher && self.members.get(p).is_some_and(|m| m.can_subscribe))
-            .collect();
-        for s in subscribers {
-            self.add_downtrack(key, s);
-        }
+        self.fan_out(key);
         Some(key)
     }
 
-    fn add_downtrack(&mut self, track_key: TrackKey, subscriber: PeerKey) {
+    fn add_downtrack(&mut self, track_key: TrackKey, subscriber: PeerKey, want: Want) {
         let Some(track) = self.tracks.get(track_key.0 as usize) else {
             return;
         };
@@ -329,7 +381,7 @@ impl Router {
             publisher: track.publisher,
             state: DowntrackState::Pending,
             rewriter: RtpRewriter::new(track.clock_rate, first_seq, self.next_seq_seed),
-            want: Want::Highest,
+            want,
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
         };
@@ -343,10 +395,12 @@ impl Router {
         self.mark_needs_negotiation(subscriber);
     }
 
-    /// What the track carries (set once, right after [`Router::add_track`]).
+    /// What the track carries (set once, right after [`Router::add_track`]). A screen share
+    /// reaches on-demand subscribers too.
     pub fn set_source(&mut self, key: TrackKey, source: TrackSource) {
         if let Some(t) = self.tracks.get_mut(key.0 as usize) {
             t.source = source;
+            self.fan_out(key);
         }
     }
 
@@ -446,6 +500,11 @@ impl Router {
     ) -> Option<KeyframeRequest> {
         let track = self.tracks.get_mut(key.0 as usize)?;
         let was_muted = std::mem::replace(&mut track.muted, muted);
+        if !muted && !track.offered {
+            track.offered = true;
+            self.fan_out(key);
+        }
+        let track = self.tracks.get_mut(key.0 as usize)?;
         if was_muted
             && !muted
             && track.kind == TrackKind::Video
@@ -462,10 +521,11 @@ impl Router {
 
     /// What `subscriber` wants of its copy of video track `track`: a rendered size picks
     /// the smallest simulcast layer covering it, [`Want::Paused`] stops the video. Takes
-    /// effect at the next packet (a switch at the next keyframe of the new layer).
-    pub fn set_want(&mut self, subscriber: PeerKey, track: TrackKey, want: Want) -> bool {
+    /// effect at the next packet (a switch at the next keyframe of the new layer). A shown
+    /// video it has no copy of yet (on-demand subscription) gets one, in the next offer.
+    pub fn set_want(&mut self, subscriber: PeerKey, track: TrackKey, want: Want) -> WantOutcome {
         let Some(member) = self.members.get(&subscriber) else {
-            return false;
+            return WantOutcome::Ignored;
         };
         let found = member
             .downtracks
@@ -476,13 +536,25 @@ impl Router {
                     .is_some_and(|d| d.track == Some(track))
             })
             .copied();
-        match found.and_then(|k| self.downtracks.get_mut(k.0 as usize)) {
-            Some(dt) => {
-                dt.want = want;
-                true
-            }
-            None => false,
+        if let Some(dt) = found.and_then(|k| self.downtracks.get_mut(k.0 as usize)) {
+            dt.want = want;
+            return WantOutcome::Applied;
         }
+        let same_room = |t: &Track| {
+            self.members
+                .get(&t.publisher)
+                .is_some_and(|p| p.room == member.room)
+        };
+        let subscribe = want != Want::Paused
+            && member.subscription.is_some()
+            && self.tracks.get(track.0 as usize).is_some_and(|t| {
+                t.kind == TrackKind::Video && t.publisher != subscriber && same_room(t)
+            });
+        if !subscribe {
+            return WantOutcome::Ignored;
+        }
+        self.add_downtrack(track, subscriber, want);
+        WantOutcome::Subscribed
     }
 
     /// The subscriber connection's send-side bandwidth estimate: caps the layers of its
@@ -651,4 +723,12 @@ impl Router {
             KeyframeDecision::Suppressed
         }
     }
+}
+
+/// Whether a subscriber in `mode` gets `track` without asking for it.
+fn subscribes_without_asking(track: &Track, mode: VideoSubscription) -> bool {
+    track.offered
+        && (track.kind == TrackKind::Audio
+            || mode == VideoSubscription::Auto
+            || track.source.is_screen())
 }

@@ -1,7 +1,7 @@
 //! Router tests: fan-out, negotiation states, muting, keyframe-request collapse, speakers.
 
 use super::router::*;
-use crate::api::TrackKind;
+use crate::api::{TrackKind, VideoSubscription};
 use std::time::{Duration, Instant};
 use str0m::media::Mid;
 
@@ -16,7 +16,7 @@ fn room_of(n: u32) -> (Router, Vec<TrackKey>, Instant) {
     let mut r = Router::new(Duration::from_millis(500));
     let mut tracks = vec![];
     for p in 0..n {
-        r.add_participant(PeerKey(p), "room", true);
+        r.add_participant(PeerKey(p), "room", Some(VideoSubscription::Auto));
     }
     for p in 0..n {
         tracks.push(
@@ -96,8 +96,8 @@ fn sequence_numbers_continue_per_downtrack() {
 fn unnegotiated_and_muted_tracks_are_not_forwarded() {
     let now = Instant::now();
     let mut r = Router::new(Duration::from_millis(500));
-    r.add_participant(PeerKey(0), "room", true);
-    r.add_participant(PeerKey(1), "room", true);
+    r.add_participant(PeerKey(0), "room", Some(VideoSubscription::Auto));
+    r.add_participant(PeerKey(1), "room", Some(VideoSubscription::Auto));
     let t = r
         .add_track(PeerKey(0), mid("0"), TrackKind::Audio, 48_000, false, 1)
         .unwrap();
@@ -163,9 +163,9 @@ fn leaving_publisher_closes_downtracks_and_late_joiner_gets_existing_tracks() {
     r.forget(k);
     assert!(r.downtracks_of(PeerKey(1)).is_empty());
 
-    r.add_participant(PeerKey(5), "room", true);
+    r.add_participant(PeerKey(5), "room", Some(VideoSubscription::Auto));
     assert_eq!(r.downtracks_of(PeerKey(5)).len(), 1, "gets peer 1's track");
-    r.add_participant(PeerKey(6), "room", false);
+    r.add_participant(PeerKey(6), "room", None);
     assert!(
         r.downtracks_of(PeerKey(6)).is_empty(),
         "no can_subscribe, no downtracks"
@@ -177,13 +177,13 @@ fn loud_publisher_is_reported_as_dominant_speaker_and_only_on_change() {
     let mut r = Router::new(Duration::from_millis(500));
     let mut tracks = vec![];
     for p in 0..3 {
-        r.add_participant(PeerKey(p), "class", true);
+        r.add_participant(PeerKey(p), "class", Some(VideoSubscription::Auto));
         tracks.push(
             r.add_track(PeerKey(p), mid("0"), TrackKind::Audio, 48_000, false, 1)
                 .unwrap(),
         );
     }
-    r.add_participant(PeerKey(9), "other room", true);
+    r.add_participant(PeerKey(9), "other room", Some(VideoSubscription::Auto));
     let t0 = Instant::now();
     let mut out = vec![];
     let mut updates = vec![];

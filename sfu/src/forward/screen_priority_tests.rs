@@ -7,7 +7,7 @@ use str0m::media::Mid;
 
 use super::router::{IncomingRtp, Router};
 use super::{Forward, PeerKey, TrackKey};
-use crate::api::{TrackKind, TrackSource};
+use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 const TEACHER: PeerKey = PeerKey(0);
 const STUDENT: PeerKey = PeerKey(1);
@@ -28,7 +28,7 @@ impl Class {
         let t0 = Instant::now();
         let mut r = Router::new(Duration::from_millis(500));
         for p in [TEACHER, STUDENT, VIEWER] {
-            r.add_participant(p, "class", true);
+            r.add_participant(p, "class", Some(VideoSubscription::Auto));
         }
         let video = |r: &mut Router, p, mid| {
             r.add_track(p, Mid::from(mid), TrackKind::Video, 90_000, false, 1)

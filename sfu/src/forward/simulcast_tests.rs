@@ -7,9 +7,9 @@ use str0m::media::Mid;
 
 use super::keyframe::KeyframeStart;
 use super::layer_selector::Want;
-use super::router::{IncomingRtp, KeyframeRequest, Router};
+use super::router::{IncomingRtp, KeyframeRequest, Router, WantOutcome};
 use super::{Forward, PeerKey, TrackKey};
-use crate::api::TrackKind;
+use crate::api::{TrackKind, VideoSubscription};
 
 const PUBLISHER: PeerKey = PeerKey(0);
 const SMALL: PeerKey = PeerKey(1);
@@ -37,7 +37,7 @@ impl Room {
         let t0 = Instant::now();
         let mut r = Router::new(Duration::from_millis(500));
         for p in [PUBLISHER, SMALL, LARGE] {
-            r.add_participant(p, "class", true);
+            r.add_participant(p, "class", Some(VideoSubscription::Auto));
         }
         let video = r
             .add_track(
@@ -138,7 +138,7 @@ impl Room {
     }
 
     fn want(&mut self, who: PeerKey, want: Want) {
-        assert!(self.r.set_want(who, self.video, want));
+        assert_eq!(self.r.set_want(who, self.video, want), WantOutcome::Applied);
     }
 }
 
@@ -290,8 +290,8 @@ fn a_layer_the_publisher_stops_is_replaced_by_the_next_one_down() {
 fn a_plain_track_is_forwarded_at_once_and_resumes_with_a_keyframe_request() {
     let t0 = Instant::now();
     let mut r = Router::new(Duration::from_millis(500));
-    r.add_participant(PUBLISHER, "r", true);
-    r.add_participant(SMALL, "r", true);
+    r.add_participant(PUBLISHER, "r", Some(VideoSubscription::Auto));
+    r.add_participant(SMALL, "r", Some(VideoSubscription::Auto));
     let t = r
         .add_track(
             PUBLISHER,
@@ -320,11 +320,11 @@ fn a_plain_track_is_forwarded_at_once_and_resumes_with_a_keyframe_request() {
     r.on_rtp(&pkt(1), t0, &mut out);
     assert_eq!(out.len(), 1, "no keyframe gating without simulcast");
     let first = out[0].seq;
-    assert!(r.set_want(SMALL, t, Want::Paused));
+    assert_eq!(r.set_want(SMALL, t, Want::Paused), WantOutcome::Applied);
     r.on_rtp(&pkt(2), t0, &mut out);
     assert!(out.is_empty());
     while r.pop_keyframe_request().is_some() {}
-    assert!(r.set_want(SMALL, t, Want::Highest));
+    assert_eq!(r.set_want(SMALL, t, Want::Highest), WantOutcome::Applied);
     let later = t0 + Duration::from_secs(1);
     r.on_rtp(&pkt(3), later, &mut out);
     assert_eq!(out.len(), 1);

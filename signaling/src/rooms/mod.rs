@@ -28,6 +28,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use zvon_sfu::api::{
     ParticipantId, PublishedTrack, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse, TrackId,
+    VideoSubscription,
 };
 use zvon_sfu::SfuNode;
 
@@ -228,6 +229,7 @@ impl Hub {
         &self,
         claims: &Claims,
         requested_room: Option<&str>,
+        video_subscription: VideoSubscription,
         outbox: Outbox,
         request_id: Option<String>,
     ) -> Result<Joined, Refusal> {
@@ -372,6 +374,7 @@ impl Hub {
                 room: RoomId(claims.room.clone()),
                 participant: ParticipantId(pid.clone()),
                 can_subscribe: claims.grants.can_subscribe,
+                video_subscription,
             })
             .await;
         if let Err(e) = added {

@@ -78,6 +78,16 @@ impl TestParticipant {
     /// Opens the socket, creates the subscriber connection and sends `join` with `room`
     /// (optional field). Fails unless the server answers `joined`.
     pub async fn join(http_addr: SocketAddr, token: &str, room: &str) -> Result<TestParticipant> {
+        Self::join_with(http_addr, token, room, json!({})).await
+    }
+
+    /// [`TestParticipant::join`] with more `join` fields (e.g. `video_subscription`).
+    pub async fn join_with(
+        http_addr: SocketAddr,
+        token: &str,
+        room: &str,
+        extra: Value,
+    ) -> Result<TestParticipant> {
         let subscriber = Arc::new(Peer::new("subscriber").await?);
         let (offer_tx, offer_rx) = mpsc::unbounded_channel();
         let signal = SignalClient::connect(http_addr, Some((vec!["subscriber_offer"], offer_tx)))
@@ -93,9 +103,11 @@ impl TestParticipant {
             answer_errors.clone(),
             answers_sent.clone(),
         ));
-        signal
-            .send_json(&json!({"type": "join", "protocol": 1, "token": token, "room": room, "request_id": "join-1"}))
-            .await?;
+        let mut join = json!({"type": "join", "protocol": 1, "token": token, "room": room, "request_id": "join-1"});
+        if let (Some(join), Some(extra)) = (join.as_object_mut(), extra.as_object()) {
+            join.extend(extra.clone());
+        }
+        signal.send_json(&join).await?;
         let (_, reply) = signal
             .wait_from(0, SIGNAL_TIMEOUT, "joined", |v| {
                 matches!(msg_type(v), "joined" | "error")
@@ -132,6 +144,11 @@ impl TestParticipant {
     /// Publishes a microphone (Opus) and a camera (VP8) track: `publish_offer` →
     /// `publish_answer`, then waits for the publisher connection to be up.
     pub async fn publish(&mut self) -> Result<()> {
+        self.publish_with_audio_muted(false).await
+    }
+
+    /// [`TestParticipant::publish`], declaring the microphone muted (or not) from the start.
+    pub async fn publish_with_audio_muted(&mut self, audio_muted: bool) -> Result<()> {
         let offer = PublisherOffer::create(&self.identity).await?;
         let from = self.signal.log_len();
         self.signal
@@ -140,7 +157,7 @@ impl TestParticipant {
                 "request_id": "publish-1",
                 "sdp": offer.sdp,
                 "tracks": [
-                    {"mid": offer.audio_mid, "kind": "audio", "source": "microphone", "muted": false},
+                    {"mid": offer.audio_mid, "kind": "audio", "source": "microphone", "muted": audio_muted},
                     {"mid": offer.video_mid, "kind": "video", "source": "camera", "muted": false},
                 ],
             }))

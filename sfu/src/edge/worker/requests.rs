@@ -19,7 +19,7 @@ impl Worker {
         // Settings and stats change no connection or track. Recounting (every participant's
         // downtracks) after each of them made a 200-student class, whose subscribers pause
         // ~200 videos each, cost O(N^2) per message.
-        let recount = !matches!(
+        let mut recount = !matches!(
             request,
             SfuRequest::SetTrackSettings { .. } | SfuRequest::PeerStats { .. }
         );
@@ -28,6 +28,7 @@ impl Worker {
                 room,
                 participant,
                 can_subscribe,
+                video_subscription,
             } => {
                 if self.by_id.contains_key(&participant) {
                     return Err(SfuError::ParticipantExists);
@@ -38,7 +39,11 @@ impl Worker {
                         as u32,
                 );
                 self.by_id.insert(participant, key);
-                self.router.add_participant(key, &room.0, can_subscribe);
+                self.router.add_participant(
+                    key,
+                    &room.0,
+                    can_subscribe.then_some(video_subscription),
+                );
                 Ok(SfuResponse::Done)
             }
             SfuRequest::PublishOffer {
@@ -97,7 +102,8 @@ impl Worker {
                 };
                 // Settings for a track that went meanwhile are moot, not an error.
                 if let Some((&key, _)) = self.track_ids.iter().find(|(_, id)| **id == track_id) {
-                    self.router.set_want(peer, key, want);
+                    // An on-demand subscription adds a downtrack: that is counted.
+                    recount = self.router.set_want(peer, key, want) == WantOutcome::Subscribed;
                 }
                 Ok(SfuResponse::Done)
             }
