@@ -115,8 +115,8 @@ enum ScenarioCmd {
         /// Students whose microphone is on.
         #[arg(long, default_value_t = 2)]
         unmuted: usize,
-        /// Students' videos each participant renders (thumbnails, besides the teacher's); the
-        /// others are paused with `track_settings`.
+        /// Students' videos each participant renders (thumbnails, besides the teacher's); it
+        /// subscribes on demand and never asks for the others.
         #[arg(long, default_value_t = 8)]
         visible: usize,
     },

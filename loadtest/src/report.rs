@@ -94,8 +94,8 @@ pub struct Packets {
     pub unstamped: u64,
     /// Received audio packets carrying the ssrc-audio-level extension.
     pub audio_with_level: u64,
-    /// Packets of videos the subscriber had paused (`track_settings enabled:false`), mostly
-    /// those in flight before the pause took effect; not in the counts above.
+    /// Packets of videos the subscriber did not ask for (a classroom subscribes to cameras on
+    /// demand, so a server that honours that sends none); not in the counts above.
     #[serde(default)]
     pub unwanted_received: u64,
 }
@@ -115,7 +115,8 @@ pub struct SourceStats {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Streams {
     /// (subscriber, publisher, kind) triples that should flow: every sending track of every
-    /// other joined participant of the room, except the videos the subscriber paused.
+    /// other joined participant of the room (muted microphones do not send), except the
+    /// cameras the subscriber did not ask for or asked for too late in the run to get them.
     pub expected: usize,
     pub received: usize,
     /// Up to 20 missing ones, `subscriber <- publisher/kind`.
@@ -335,7 +336,8 @@ fn streams(results: &[ParticipantResult]) -> Streams {
             .map(|s| (s.from.as_str(), s.kind))
             .collect();
         for (from, kind) in senders.get(p.room.as_str()).into_iter().flatten() {
-            if from == me || (*kind == Kind::Video && p.paused_from.iter().any(|f| f == from)) {
+            if from == me || (*kind == Kind::Video && p.unrequested_from.iter().any(|f| f == from))
+            {
                 continue;
             }
             out.expected += 1;
@@ -433,11 +435,8 @@ pub fn summary(r: &Report) -> String {
     );
     if p.unwanted_received > 0 {
         line(
-            "paused videos",
-            format!(
-                "{} packets before the pause took effect",
-                p.unwanted_received
-            ),
+            "unrequested videos",
+            format!("{} packets of videos nobody asked for", p.unwanted_received),
         );
     }
     let j = &r.jitter_ms;

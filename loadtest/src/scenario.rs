@@ -13,7 +13,8 @@ pub enum Scenario {
     /// `size` participants per room, everyone sending audio + video to everyone.
     Meeting { size: usize },
     /// One teacher (audio + video) and `students` (small video, audio muted except `unmuted`).
-    /// Everyone renders the teacher and at most `visible` students; the other videos are paused.
+    /// Everyone renders the teacher and at most `visible` students, subscribing to cameras on
+    /// demand: the other videos are never requested.
     Classroom {
         students: usize,
         unmuted: usize,

@@ -8,7 +8,7 @@ pub mod receiver;
 pub mod sender;
 pub mod view;
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,8 +37,11 @@ pub const CONNECT_LIMIT: Duration = Duration::from_secs(20);
 const JOIN_LIMIT: Duration = Duration::from_secs(10);
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// Queued commands go out at most 40 a second: the server closes a socket sending more than
-/// 50/s (bursts of 100), and a late joiner in a class of 200 has ~200 videos to pause.
+/// 50/s (bursts of 100), and a late joiner in a big class requests its whole page at once.
 const COMMAND_SPACING: Duration = Duration::from_millis(25);
+/// A video requested this long before the end but still without an m-line counts as missing;
+/// one requested later may just not have been renegotiated yet.
+const REQUEST_GRACE: Duration = Duration::from_secs(2);
 
 /// What every participant shares.
 #[derive(Clone)]
@@ -59,7 +62,7 @@ pub struct StreamResult {
     /// The publisher's role (`teacher`, `student`, `peer`).
     pub source: &'static str,
     pub kind: Kind,
-    /// The subscriber's view asked for it (not paused with `track_settings`).
+    /// The subscriber's view asked for it (or it comes unasked: audio, screen shares).
     pub wanted: bool,
     pub received: u64,
     pub expected: u64,
@@ -120,8 +123,9 @@ pub struct ParticipantResult {
     pub latency: Histogram,
     /// Latency per publisher role and kind, e.g. (`teacher`, audio).
     pub latency_by_source: Vec<(&'static str, Kind, Histogram)>,
-    /// Publishers whose video this participant paused: not expected to flow.
-    pub paused_from: Vec<String>,
+    /// Publishers whose video this participant did not ask for (or asked for too late to
+    /// get it before the end): not expected to flow.
+    pub unrequested_from: Vec<String>,
     pub unstamped: u64,
     pub audio_with_level: u64,
     pub recv_bitrate_bps: Option<f64>,
@@ -144,7 +148,7 @@ impl ParticipantResult {
             streams: Vec::new(),
             latency: Histogram::default(),
             latency_by_source: Vec::new(),
-            paused_from: Vec::new(),
+            unrequested_from: Vec::new(),
             unstamped: 0,
             audio_with_level: 0,
             recv_bitrate_bps: None,
@@ -185,12 +189,14 @@ async fn session(
     result: &mut ParticipantResult,
 ) -> Result<(), String> {
     let publishing = plan.audio.is_some() || plan.video.is_some();
+    let mut view = View::new(plan.view);
     let req = JoinRequest {
         room: plan.room.clone(),
         identity: plan.identity.clone(),
         name: plan.identity.clone(),
         can_publish: publishing,
         local_ip,
+        on_demand_video: view.on_demand(),
     };
     let mut sig = env.target.connect(req).await.map_err(|e| {
         tracing::debug!("{}: {e}", plan.identity);
@@ -198,7 +204,8 @@ async fn session(
     })?;
     let join_sent = sig.join_sent;
 
-    let mut view = View::new(plan.view);
+    // Commands waiting for room in the signaling channel (track settings).
+    let mut outbox: VecDeque<SignalCommand> = VecDeque::new();
     let joined = tokio::time::timeout(JOIN_LIMIT, async {
         loop {
             match sig.events.recv().await {
@@ -206,9 +213,7 @@ async fn session(
                     participant_id,
                     others,
                 }) => {
-                    for (id, identity) in &others {
-                        view.learn(id, identity);
-                    }
+                    queue_settings(&mut outbox, view.on_joined(&participant_id, &others));
                     return Ok(participant_id);
                 }
                 Some(SignalEvent::Error { code, .. }) => return Err(format!("join_{code}")),
@@ -296,9 +301,9 @@ async fn session(
         expected: 0,
     };
     let mut failure: Option<String> = None;
-    // Commands waiting for room in the signaling channel (track settings).
-    let mut outbox: VecDeque<SignalCommand> = VecDeque::new();
     let mut outbox_at = Instant::now();
+    // When each video request went out, to tell a missing video from a late request.
+    let mut requested_at: HashMap<String, Instant> = HashMap::new();
     let seed: u64 = rand::random();
 
     loop {
@@ -371,27 +376,32 @@ async fn session(
                     }
                     Some(SignalEvent::SubscriberOffer { sdp, tracks }) => {
                         receiver.on_offer(&tracks, &view);
-                        let settings = view.on_offer(&tracks);
                         let offer = SdpOffer::from_sdp_string(&sdp).map_err(|e| format!("bad_offer_sdp: {e}"))?;
                         let answer = sub.rtc.sdp_api().accept_offer(offer).map_err(|e| format!("offer_rejected: {e}"))?;
                         let sdp = answer.to_sdp_string();
                         tracing::debug!("{}: subscriber answer {} bytes for {} tracks", plan.identity, sdp.len(), tracks.len());
                         tracing::trace!("subscriber answer: {sdp}");
-                        // Queued, not awaited here: a first offer in a big class brings ~200
-                        // track settings, and waiting for room in the command channel while
-                        // the signaling task waits for room in our event channel deadlocks
-                        // both. Settings follow the answer, as a browser sends them once its
-                        // video elements exist.
-                        outbox.push_back(SignalCommand::SubscriberAnswer { sdp });
-                        outbox.extend(settings.into_iter().map(|t| SignalCommand::TrackSettings {
-                            track_id: t.track_id,
-                            width: t.width,
-                            height: t.height,
-                            enabled: t.enabled,
-                        }));
+                        // Queued, not awaited here: waiting for room in the command channel
+                        // while the signaling task waits for room in our event channel
+                        // deadlocks both. The answer goes ahead of queued requests (they only
+                        // lead to another offer), behind any earlier answer.
+                        let at = outbox
+                            .iter()
+                            .take_while(|c| matches!(c, SignalCommand::SubscriberAnswer { .. }))
+                            .count();
+                        outbox.insert(at, SignalCommand::SubscriberAnswer { sdp });
                     }
-                    Some(SignalEvent::ParticipantJoined { participant_id, identity }) => {
-                        view.learn(&participant_id, &identity);
+                    Some(SignalEvent::ParticipantJoined(p)) => {
+                        queue_settings(&mut outbox, view.on_participant_joined(&p));
+                    }
+                    Some(SignalEvent::TrackPublished { participant_id, track }) => {
+                        queue_settings(&mut outbox, view.on_track_published(&participant_id, &track));
+                    }
+                    Some(SignalEvent::TrackUnpublished { track_id, .. }) => {
+                        queue_settings(&mut outbox, view.on_track_unpublished(&track_id));
+                    }
+                    Some(SignalEvent::ParticipantLeft { participant_id }) => {
+                        queue_settings(&mut outbox, view.on_participant_left(&participant_id));
                     }
                     Some(SignalEvent::Error { code, .. }) => result.errors.push(code),
                     Some(SignalEvent::Joined { .. }) => {}
@@ -434,6 +444,9 @@ async fn session(
             permit = sig.commands.reserve(), if !outbox.is_empty() && now >= outbox_at => {
                 match (permit, outbox.pop_front()) {
                     (Ok(permit), Some(cmd)) => {
+                        if let SignalCommand::TrackSettings { track_id, .. } = &cmd {
+                            requested_at.entry(track_id.clone()).or_insert_with(Instant::now);
+                        }
                         permit.send(cmd);
                         outbox_at = Instant::now() + COMMAND_SPACING;
                     }
@@ -500,7 +513,7 @@ async fn session(
                 s.participant.to_string(),
                 s.source,
                 s.kind,
-                view.wants(&s.participant, s.kind),
+                view.wants(&s.track_id, s.kind),
                 &s.stats,
                 s.keyframes,
             )
@@ -511,11 +524,31 @@ async fn session(
     result.audio_with_level = receiver.audio_with_level;
     result.latency = std::mem::take(&mut receiver.latency);
     result.latency_by_source = std::mem::take(&mut receiver.latency_by_source);
-    result.paused_from = view.paused_publishers();
+    let offered = receiver.offered_tracks();
+    let settled_by = env.end_at.checked_sub(REQUEST_GRACE).unwrap_or(env.end_at);
+    result.unrequested_from = view.unexpected_publishers(|track_id| {
+        offered.contains(track_id)
+            || requested_at
+                .get(track_id)
+                .is_some_and(|at| *at <= settled_by)
+    });
     if let Some(f) = failure {
         return Err(f);
     }
     Ok(())
+}
+
+/// Video requests go out paced with the other queued commands (see `COMMAND_SPACING`).
+fn queue_settings(
+    outbox: &mut VecDeque<SignalCommand>,
+    settings: impl IntoIterator<Item = view::TrackSetting>,
+) {
+    outbox.extend(settings.into_iter().map(|t| SignalCommand::TrackSettings {
+        track_id: t.track_id,
+        width: t.width,
+        height: t.height,
+        enabled: t.enabled,
+    }));
 }
 
 fn flush(live: &LiveCounters, flushed: &mut Flushed, sent: &SentCounts, receiver: &Receiver) {

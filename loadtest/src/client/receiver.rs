@@ -1,7 +1,7 @@
 //! The subscriber side's accounting: one entry per received SSRC (loss, jitter, bytes), one
 //! latency histogram per participant, and which publisher each stream belongs to.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,6 +21,8 @@ use super::view::View;
 pub struct RecvStream {
     pub ssrc: u32,
     pub participant: Arc<str>,
+    /// The published track it carries (empty when no offer named its m-line).
+    pub track_id: Arc<str>,
     /// The publisher's role as the view sees it (`teacher`, `student`, `peer`).
     pub source: &'static str,
     pub kind: Kind,
@@ -28,11 +30,20 @@ pub struct RecvStream {
     pub keyframes: u64,
 }
 
+/// What a subscriber offer says an m-line carries.
+struct OfferedTrack {
+    participant: Arc<str>,
+    /// The publisher's role as the view sees it.
+    source: &'static str,
+    kind: Kind,
+    track_id: Arc<str>,
+}
+
 pub struct Receiver {
     epoch: Instant,
     pub streams: Vec<RecvStream>,
-    /// m-line → (publishing participant, its role, kind), from the subscriber offers.
-    tracks: HashMap<Mid, (Arc<str>, &'static str, Kind)>,
+    /// From the subscriber offers.
+    tracks: HashMap<Mid, OfferedTrack>,
     pub latency: Histogram,
     /// Latency again, per (publisher role, kind): a handful of entries.
     pub latency_by_source: Vec<(&'static str, Kind, Histogram)>,
@@ -58,11 +69,12 @@ impl Receiver {
         for t in tracks {
             self.tracks.insert(
                 Mid::from(t.mid.as_str()),
-                (
-                    Arc::from(t.participant_id.as_str()),
-                    view.role_of(&t.participant_id),
-                    t.kind,
-                ),
+                OfferedTrack {
+                    participant: Arc::from(t.participant_id.as_str()),
+                    source: view.role_of(&t.participant_id),
+                    kind: t.kind,
+                    track_id: Arc::from(t.track_id.as_str()),
+                },
             );
         }
     }
@@ -126,14 +138,14 @@ impl Receiver {
     fn new_stream(&self, rtc: &mut Rtc, pkt: &RtpPacket) -> Option<RecvStream> {
         let ssrc = pkt.header.ssrc;
         let mid = rtc.direct_api().stream_rx(&ssrc).map(|s| s.mid());
-        let (participant, source, kind) = match mid.and_then(|m| self.tracks.get(&m)) {
-            Some((p, r, k)) => (p.clone(), *r, *k),
+        let (participant, source, kind, track_id) = match mid.and_then(|m| self.tracks.get(&m)) {
+            Some(t) => (t.participant.clone(), t.source, t.kind, t.track_id.clone()),
             None => {
                 let kind = match kind_of_pt(rtc, pkt.header.payload_type)? {
                     MediaKind::Audio => Kind::Audio,
                     MediaKind::Video => Kind::Video,
                 };
-                (Arc::from("?"), "unknown", kind)
+                (Arc::from("?"), "unknown", kind, Arc::from(""))
             }
         };
         let clock = match kind {
@@ -143,11 +155,17 @@ impl Receiver {
         Some(RecvStream {
             ssrc: *ssrc,
             participant,
+            track_id,
             source,
             kind,
             stats: StreamStats::new(clock, *pkt.seq_no, pkt.timestamp),
             keyframes: 0,
         })
+    }
+
+    /// The tracks some subscriber offer gave an m-line.
+    pub fn offered_tracks(&self) -> HashSet<&str> {
+        self.tracks.values().map(|t| &*t.track_id).collect()
     }
 
     pub fn totals(&self) -> (u64, u64) {

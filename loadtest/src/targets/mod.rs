@@ -32,6 +32,34 @@ pub struct JoinRequest {
     /// Source address for the signaling connection (spreads joins over loopback addresses so
     /// that a per-IP upgrade limit does not cap the join rate). `None`: the OS picks.
     pub local_ip: Option<IpAddr>,
+    /// Ask the server to offer camera videos only once `track_settings` requests them
+    /// (`video_subscription: on_demand`); targets without the mode ignore it.
+    pub on_demand_video: bool,
+}
+
+/// A track as the room announces it (`joined`, `participant_joined`, `track_published`),
+/// before any subscriber offer carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnouncedTrack {
+    pub id: String,
+    pub kind: Kind,
+    /// `camera`, `microphone`, `screen`, … as the publisher declared it.
+    pub source: String,
+}
+
+impl AnnouncedTrack {
+    /// A video that an on-demand subscriber must ask for: every video but a screen share.
+    pub fn is_camera(&self) -> bool {
+        self.kind == Kind::Video && self.source != "screen"
+    }
+}
+
+/// Someone in the room and the tracks they publish.
+#[derive(Debug, Clone)]
+pub struct AnnouncedParticipant {
+    pub id: String,
+    pub identity: String,
+    pub tracks: Vec<AnnouncedTrack>,
 }
 
 /// One m-line of the publisher offer that sends media.
@@ -64,13 +92,21 @@ pub struct RemoteTrack {
 pub enum SignalEvent {
     Joined {
         participant_id: String,
-        /// The others already in the room: (participant id, identity).
-        others: Vec<(String, String)>,
+        /// The others already in the room, in the server's order.
+        others: Vec<AnnouncedParticipant>,
     },
-    /// Someone joined later: (participant id, identity).
-    ParticipantJoined {
+    /// Someone joined later.
+    ParticipantJoined(AnnouncedParticipant),
+    ParticipantLeft {
         participant_id: String,
-        identity: String,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: AnnouncedTrack,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
     },
     PublishAnswer {
         sdp: String,

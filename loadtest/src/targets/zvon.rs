@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::{
-    JoinRequest, Kind, PublishedTrack, RemoteTrack, SignalCommand, SignalEvent, SignalSession,
-    Target, TargetError,
+    AnnouncedParticipant, AnnouncedTrack, JoinRequest, Kind, PublishedTrack, RemoteTrack,
+    SignalCommand, SignalEvent, SignalSession, Target, TargetError,
 };
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,6 +118,8 @@ async fn open_tcp(addr: SocketAddr, local_ip: Option<IpAddr>) -> std::io::Result
 }
 
 /// The dev endpoint with a plain HTTP/1.1 request: one small GET is not worth an HTTP client.
+/// It asks for the plan's identity, as a minted token carries, because the classroom view tells
+/// the teacher by it (the endpoint would otherwise make up `guest-<n>`).
 async fn dev_token(addr: SocketAddr, host: &str, req: &JoinRequest) -> Result<String, TargetError> {
     #[derive(Deserialize)]
     struct DevToken {
@@ -127,9 +129,10 @@ async fn dev_token(addr: SocketAddr, host: &str, req: &JoinRequest) -> Result<St
         .await
         .map_err(|e| TargetError::new("token_http", e))?;
     let request = format!(
-        "GET /api/dev-token?room={}&name={} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        "GET /api/dev-token?room={}&name={}&identity={} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
         url_encode(&req.room),
-        url_encode(&req.name)
+        url_encode(&req.name),
+        url_encode(&req.identity)
     );
     stream
         .write_all(request.as_bytes())
@@ -173,6 +176,10 @@ enum ClientMsg<'a> {
         token: &'a str,
         room: &'a str,
         request_id: &'a str,
+        /// Left out in the default mode, so servers that predate the field see the join
+        /// they always did.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        video_subscription: Option<&'a str>,
     },
     PublishOffer {
         sdp: &'a str,
@@ -196,10 +203,40 @@ enum ClientMsg<'a> {
 }
 
 #[derive(Deserialize)]
+struct TrackInfoJson {
+    id: String,
+    kind: Kind,
+    #[serde(default)]
+    source: String,
+}
+
+impl From<TrackInfoJson> for AnnouncedTrack {
+    fn from(t: TrackInfoJson) -> Self {
+        AnnouncedTrack {
+            id: t.id,
+            kind: t.kind,
+            source: t.source,
+        }
+    }
+}
+
+#[derive(Deserialize)]
 struct ParticipantJson {
     id: String,
     #[serde(default)]
     identity: String,
+    #[serde(default)]
+    tracks: Vec<TrackInfoJson>,
+}
+
+impl From<ParticipantJson> for AnnouncedParticipant {
+    fn from(p: ParticipantJson) -> Self {
+        AnnouncedParticipant {
+            id: p.id,
+            identity: p.identity,
+            tracks: p.tracks.into_iter().map(AnnouncedTrack::from).collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -228,6 +265,17 @@ enum ServerMsg {
     ParticipantJoined {
         participant: ParticipantJson,
     },
+    ParticipantLeft {
+        participant_id: String,
+    },
+    TrackPublished {
+        participant_id: String,
+        track: TrackInfoJson,
+    },
+    TrackUnpublished {
+        participant_id: String,
+        track_id: String,
+    },
     PublishAnswer {
         sdp: String,
         tracks: Vec<AnswerTrackJson>,
@@ -253,14 +301,27 @@ fn to_event(msg: ServerMsg) -> Option<SignalEvent> {
             participants,
         } => SignalEvent::Joined {
             participant_id: participant.id,
-            others: participants
-                .into_iter()
-                .map(|p| (p.id, p.identity))
-                .collect(),
+            others: participants.into_iter().map(Into::into).collect(),
         },
-        ServerMsg::ParticipantJoined { participant } => SignalEvent::ParticipantJoined {
-            participant_id: participant.id,
-            identity: participant.identity,
+        ServerMsg::ParticipantJoined { participant } => {
+            SignalEvent::ParticipantJoined(participant.into())
+        }
+        ServerMsg::ParticipantLeft { participant_id } => {
+            SignalEvent::ParticipantLeft { participant_id }
+        }
+        ServerMsg::TrackPublished {
+            participant_id,
+            track,
+        } => SignalEvent::TrackPublished {
+            participant_id,
+            track: track.into(),
+        },
+        ServerMsg::TrackUnpublished {
+            participant_id,
+            track_id,
+        } => SignalEvent::TrackUnpublished {
+            participant_id,
+            track_id,
         },
         ServerMsg::PublishAnswer { sdp, tracks } => SignalEvent::PublishAnswer {
             sdp,
@@ -362,6 +423,7 @@ impl ZvonTarget {
             token: &token,
             room: &req.room,
             request_id: "join",
+            video_subscription: req.on_demand_video.then_some("on_demand"),
         })
         .unwrap_or_default();
         let join_sent = Instant::now();
@@ -443,5 +505,78 @@ impl Target for ZvonTarget {
                 )),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(json: &str) -> Option<SignalEvent> {
+        to_event(serde_json::from_str(json).expect("server message parses"))
+    }
+
+    #[test]
+    fn join_asks_for_on_demand_video_only_when_told() {
+        let join = |v| {
+            serde_json::to_string(&ClientMsg::Join {
+                protocol: 1,
+                token: "t",
+                room: "r",
+                request_id: "join",
+                video_subscription: v,
+            })
+            .expect("encodes")
+        };
+        assert!(join(Some("on_demand")).contains(r#""video_subscription":"on_demand""#));
+        assert!(!join(None).contains("video_subscription"));
+    }
+
+    #[test]
+    fn announcements_become_events() {
+        let joined = event(
+            r#"{"type":"joined","participant":{"id":"PA_1","identity":"me","tracks":[]},
+                "participants":[{"id":"PA_0","identity":"bob","name":"Bob","tracks":[
+                  {"id":"TR_0","kind":"audio","source":"microphone","muted":true},
+                  {"id":"TR_1","kind":"video","source":"camera","muted":false}]}]}"#,
+        );
+        let Some(SignalEvent::Joined {
+            participant_id,
+            others,
+        }) = joined
+        else {
+            panic!("not joined: {joined:?}");
+        };
+        assert_eq!(participant_id, "PA_1");
+        assert_eq!(others[0].identity, "bob");
+        assert_eq!(
+            others[0]
+                .tracks
+                .iter()
+                .map(|t| t.is_camera())
+                .collect::<Vec<_>>(),
+            vec![false, true]
+        );
+        let published = event(
+            r#"{"type":"track_published","participant_id":"PA_2",
+                "track":{"id":"TR_5","kind":"video","source":"screen","muted":false}}"#,
+        );
+        assert!(
+            matches!(&published, Some(SignalEvent::TrackPublished { participant_id, track })
+                if participant_id == "PA_2" && track.id == "TR_5" && !track.is_camera()),
+            "{published:?}"
+        );
+        assert!(matches!(
+            event(r#"{"type":"track_unpublished","participant_id":"PA_2","track_id":"TR_5"}"#),
+            Some(SignalEvent::TrackUnpublished { track_id, .. }) if track_id == "TR_5"
+        ));
+        assert!(matches!(
+            event(r#"{"type":"participant_left","participant_id":"PA_2","reason":"left"}"#),
+            Some(SignalEvent::ParticipantLeft { participant_id }) if participant_id == "PA_2"
+        ));
+        assert!(matches!(
+            event(r#"{"type":"participant_joined","participant":{"id":"PA_3","identity":"c","name":"C","tracks":[]}}"#),
+            Some(SignalEvent::ParticipantJoined(p)) if p.id == "PA_3" && p.tracks.is_empty()
+        ));
     }
 }
