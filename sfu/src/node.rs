@@ -12,6 +12,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::api::{ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse};
 use crate::config::SfuConfig;
 use crate::edge::udp_batch::set_receive_buffer;
+
+/// What a media socket asks the kernel for: ~1 s of a 200-student class's ingress.
+const MEDIA_RECEIVE_BUFFER: usize = 4 << 20;
 use crate::edge::worker::{Command, Worker};
 use crate::stats::SfuStats;
 
@@ -62,7 +65,13 @@ impl SfuNode {
             // One socket carries every peer of the worker: with the kernel's default buffer
             // (~208 KiB) a 50-student class already lost ingress packets whenever the worker
             // was busy for a few ms (`/proc/net/udp` drops), each lost for every subscriber.
-            set_receive_buffer(&socket, 4 << 20);
+            let granted = set_receive_buffer(&socket, MEDIA_RECEIVE_BUFFER);
+            if granted < MEDIA_RECEIVE_BUFFER {
+                tracing::warn!(
+                    "media socket receive buffer is {granted} bytes, not {MEDIA_RECEIVE_BUFFER}: \
+                     run as root or raise net.core.rmem_max, or big rooms drop packets"
+                );
+            }
             let bound = socket
                 .local_addr()
                 .map_err(|e| SfuError::Unavailable(e.to_string()))?;

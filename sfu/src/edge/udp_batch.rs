@@ -67,19 +67,45 @@ impl SendQueue {
     }
 }
 
-/// Asks for a receive buffer of `bytes`; best effort, capped by `net.core.rmem_max`.
-pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) {
+/// Asks for a receive buffer of `bytes`, best effort. A media socket's buffer is what absorbs
+/// a worker's stall; a datagram dropped there is lost for every subscriber of its track.
+/// `SO_RCVBUFFORCE` (root or CAP_NET_ADMIN) gets the size past `net.core.rmem_max`, whose
+/// default (~208 KiB) is a few milliseconds of a big room's ingress; otherwise `SO_RCVBUF` is
+/// capped by it. Returns the size the kernel granted (it reports double the usable bytes).
+pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> usize {
     let bytes = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
-    // SAFETY: a valid open socket and a pointer to a c_int of the size passed.
-    let _ = unsafe {
-        libc::setsockopt(
+    let set = |option| {
+        // SAFETY: a valid open socket and a pointer to a c_int of the size passed.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                &bytes as *const libc::c_int as *const libc::c_void,
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        }
+    };
+    if set(libc::SO_RCVBUFFORCE) != 0 {
+        set(libc::SO_RCVBUF);
+    }
+    let mut granted: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: as above, with `len` holding the size of `granted`.
+    let ok = unsafe {
+        libc::getsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_RCVBUF,
-            &bytes as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (&mut granted as *mut libc::c_int).cast(),
+            &mut len,
         )
     };
+    if ok == 0 {
+        usize::try_from(granted).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// Reads up to [`BATCH`] datagrams. `WouldBlock` when none is waiting.
