@@ -10,6 +10,10 @@ const DEBOUNCE_MS = 300;
 
 export function watchVideo(video, report, { debounceMs = DEBOUNCE_MS } = {}) {
   let inView = true;
+  // Until the IntersectionObserver's first callback (next rendering update) whether the
+  // video is in view is unknown; reporting "shown" meanwhile would make an on-demand client
+  // ask for the camera of every offscreen tile of a large class.
+  let viewKnown = typeof IntersectionObserver !== 'function';
   let timer = null;
   let last = '';
 
@@ -22,6 +26,8 @@ export function watchVideo(video, report, { debounceMs = DEBOUNCE_MS } = {}) {
   };
   const flush = () => {
     timer = null;
+    // A background page is known hidden without asking the observer (which may not run).
+    if (!viewKnown && !document.hidden) return;
     const s = measure();
     const key = `${s.width}x${s.height}:${s.enabled}`;
     if (key === last) return;
@@ -39,6 +45,7 @@ export function watchVideo(video, report, { debounceMs = DEBOUNCE_MS } = {}) {
   const view = typeof IntersectionObserver === 'function'
     ? new IntersectionObserver((entries) => {
       inView = entries[entries.length - 1].isIntersecting;
+      viewKnown = true;
       schedule();
     })
     : null;

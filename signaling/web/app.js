@@ -156,6 +156,12 @@ function codecParam() {
   return { vp8: 'video/VP8', vp9: 'video/VP9', h264: 'video/H264' }[c] ?? null;
 }
 
+/**
+ * `?mode=classroom`: a large class. The grid scrolls instead of shrinking every tile to fit,
+ * and the client subscribes on demand: it receives the cameras of the tiles in view only.
+ */
+const CLASSROOM = params.get('mode') === 'classroom';
+
 async function join(room, name, token = params.get('token')) {
   if (joining) return;
   joining = true;
@@ -168,7 +174,10 @@ async function join(room, name, token = params.get('token')) {
   try {
     const tok = token || await fetchToken(room, name);
     mark('token');
-    c = new ZvonClient({ token: tok, room: room || undefined, videoCodec: codecParam() });
+    c = new ZvonClient({
+      token: tok, room: room || undefined, videoCodec: codecParam(),
+      videoSubscription: CLASSROOM ? 'on_demand' : 'auto',
+    });
     client = c;
     window.zvon.client = c;
     wire(c, {
@@ -192,7 +201,7 @@ async function join(room, name, token = params.get('token')) {
     detachClassroom = attachClassroom(c, document.getElementById('call'));
     c.addEventListener('localmutechanged', refreshControls);
 
-    ui.showCall();
+    ui.showCall({ classroom: CLASSROOM });
     ui.addTile(LOCAL_TILE, name || 'You', { local: true });
     refreshControls();
     media.then((stream) => {

@@ -64,10 +64,20 @@ export class ZvonClient extends EventTarget {
   /**
    * `videoCodec`: a mime type such as 'video/VP9' or 'video/H264' to publish the camera with,
    * when the browser can encode it (else VP8). `simulcast`: send the camera in three layers;
-   * only with VP8, which every browser can send as simulcast.
+   * only with VP8, which every browser can send as simulcast. `videoSubscription`:
+   * 'auto' (default) receives every camera in the room; 'on_demand' (a large class) receives
+   * audio and screen shares, and a camera only while `setVideoSettings` shows it (asked for
+   * with track_settings, added to the subscriber connection by a renegotiation), so each
+   * browser negotiates the cameras in view instead of one m-line per participant.
    */
-  constructor({ url = signalingUrl(), token, room, videoCodec = null, simulcast = true } = {}) {
+  constructor({
+    url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
+  } = {}) {
     super();
+    if (!['auto', 'on_demand'].includes(videoSubscription)) {
+      throw new Error(`videoSubscription must be 'auto' or 'on_demand', not ${videoSubscription}`);
+    }
+    this.videoSubscription = videoSubscription;
     this.url = url;
     this.token = token;
     this.room = room;
@@ -135,6 +145,8 @@ export class ZvonClient extends EventTarget {
         mark('ws-open');
         const join = { type: 'join', protocol: PROTOCOL_VERSION, token: this.token, request_id: 'join' };
         if (this.room) join.room = this.room;
+        // Left out in auto mode: the join stays what servers have always seen.
+        if (this.videoSubscription === 'on_demand') join.video_subscription = 'on_demand';
         this._send(join);
         this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
       };
@@ -210,6 +222,7 @@ export class ZvonClient extends EventTarget {
   }
 
   _flushTrackSettings() {
+    if (this.videoSubscription === 'on_demand') { this._flushOnDemand(); return; }
     for (const t of this.subscriberTracks.values()) {
       // A screen share is shown large and gets its one full layer; the camera tile's size
       // must not pause it.
@@ -220,6 +233,35 @@ export class ZvonClient extends EventTarget {
       if (this._sentSettings.get(t.track_id) === key) continue;
       this._sentSettings.set(t.track_id, key);
       this._send({ type: 'track_settings', track_id: t.track_id, ...s });
+    }
+  }
+
+  // On demand a camera has no m-line until asked for, so settings go to every *announced*
+  // camera (joined / participant_joined / track_published), not only to the received ones.
+  // A camera never asked for is left alone while its tile is hidden or the camera is off:
+  // asking would cost an m-line that shows nothing. Once asked for, every change is sent,
+  // so hiding the tile pauses it (the m-line stays).
+  _flushOnDemand() {
+    const cameras = new Map(); // track id -> {participantId, muted}
+    for (const p of this.participants.values()) {
+      for (const t of p.tracks.values()) {
+        if (t.kind === 'video' && t.source !== 'screen') cameras.set(t.id, { participantId: p.id, muted: !!t.muted });
+      }
+    }
+    for (const t of this.subscriberTracks.values()) {
+      if (t.kind !== 'video' || t.source === 'screen' || cameras.has(t.track_id)) continue;
+      cameras.set(t.track_id, { participantId: t.participant_id, muted: false });
+    }
+    for (const [trackId, { participantId, muted }] of cameras) {
+      const s = this._videoSettings.get(participantId);
+      if (!s) continue;
+      const key = `${s.width}x${s.height}:${s.enabled}`;
+      const sent = this._sentSettings.get(trackId);
+      if (sent === key) continue;
+      const shown = s.enabled !== false && s.width > 0 && s.height > 0;
+      if (sent === undefined && (!shown || muted)) continue;
+      this._sentSettings.set(trackId, key);
+      this._send({ type: 'track_settings', track_id: trackId, ...s });
     }
   }
 
@@ -623,6 +665,7 @@ export class ZvonClient extends EventTarget {
     const known = this.participants.has(info.id);
     const p = this._addParticipant(info);
     this._emit(known ? 'participantupdated' : 'participantjoined', { participant: p });
+    if (this.videoSubscription === 'on_demand') this._flushTrackSettings();
   }
 
   _onParticipantLeft(id, reason) {
@@ -635,6 +678,7 @@ export class ZvonClient extends EventTarget {
     this._gone.add(id);
     this._videoSettings.delete(id);
     if (!p) return;
+    for (const trackId of p.tracks.keys()) this._sentSettings.delete(trackId);
     this.participants.delete(id);
     this._emit('participantleft', { participant: p, reason });
   }
@@ -644,12 +688,15 @@ export class ZvonClient extends EventTarget {
     if (!p || !track) return;
     p.tracks.set(track.id, { ...track });
     this._emit('participantupdated', { participant: p });
+    // On demand a camera published into a shown tile is asked for now.
+    if (this.videoSubscription === 'on_demand') this._flushTrackSettings();
   }
 
   _onTrackUnpublished(pid, trackId) {
     const p = this.participants.get(pid);
     if (!p) return;
     p.tracks.delete(trackId);
+    this._sentSettings.delete(trackId);
     this._emit('participantupdated', { participant: p });
   }
 
@@ -659,6 +706,8 @@ export class ZvonClient extends EventTarget {
     if (!t) return;
     t.muted = !!muted;
     this._emit('participantupdated', { participant: p });
+    // On demand a camera that was off when its tile showed is asked for once it turns on.
+    if (this.videoSubscription === 'on_demand' && !muted) this._flushTrackSettings();
   }
 }
 

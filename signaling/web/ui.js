@@ -47,10 +47,12 @@ export function showJoinForm({ room = '', name = '' } = {}, onSubmit) {
   };
 }
 
-export function showCall() {
+/** `classroom`: tiles keep a minimum size and the grid scrolls (a large class). */
+export function showCall({ classroom = false } = {}) {
   $('join-form').hidden = true;
   $('register-form').hidden = true;
   $('call').hidden = false;
+  $('grid').classList.toggle('classroom', classroom);
 }
 
 export function hideCall() {

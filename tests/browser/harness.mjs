@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { createSocket } from 'node:dgram';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -12,6 +12,10 @@ export const HERE = dirname(fileURLToPath(import.meta.url));
 export const REPO_ROOT = resolve(HERE, '..', '..');
 export const ARTIFACTS = join(HERE, 'artifacts');
 export const DEFAULT_TIMEOUT_MS = 30_000;
+// ZVON_WEB_DIR=signaling/web: pages load the browser client from that folder instead of the
+// copy compiled into the server, to try client changes without rebuilding the server.
+const WEB_DIR = process.env.ZVON_WEB_DIR ? resolve(REPO_ROOT, process.env.ZVON_WEB_DIR) : null;
+const WEB_TYPES = { html: 'text/html', js: 'text/javascript', css: 'text/css' };
 
 export const CHROMIUM_ARGS = [
   '--no-sandbox',
@@ -167,7 +171,11 @@ export async function launchBrowser() {
   return chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
-    args: CHROMIUM_ARGS,
+    // A page answered by the test (ZVON_WEB_DIR) has no address, so Chromium's local network
+    // access checks would refuse its WebSocket to 127.0.0.1.
+    args: WEB_DIR
+      ? CHROMIUM_ARGS.map((a) => (a.startsWith('--disable-features=') ? `${a},LocalNetworkAccessChecks` : a))
+      : CHROMIUM_ARGS,
   });
 }
 
@@ -177,6 +185,15 @@ export async function openPage(browser, url, label) {
     permissions: ['camera', 'microphone'],
     viewport: { width: 800, height: 600 },
   });
+  if (WEB_DIR) {
+    await context.route(/^http:\/\/127\.0\.0\.1:\d+\/([\w-]+\.(?:js|css))?(?:\?.*)?$/, (route) => {
+      const file = new URL(route.request().url()).pathname.slice(1) || 'index.html';
+      route.fulfill({
+        contentType: `${WEB_TYPES[file.split('.').pop()]}; charset=utf-8`,
+        body: readFileSync(join(WEB_DIR, file), 'utf8'),
+      });
+    });
+  }
   const page = await context.newPage();
   page.label = label;
   page.consoleLines = [];

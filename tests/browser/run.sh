@@ -3,8 +3,9 @@
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
 # Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs and classroom.mjs (run
-# those as `node calls.mjs [prefix...]`, `node classroom.mjs`); without arguments all run, and
-# the exit status is non-zero if any failed.
+# those as `node calls.mjs [prefix...]`, `node classroom.mjs [prefix...]`); without arguments
+# all run, and the exit status is non-zero if any failed. ZVON_WEB_DIR=signaling/web makes the
+# pages load the browser client from disk (trying client changes without rebuilding the server).
 set -eu
 cd "$(dirname "$0")"
 if [ ! -d node_modules ]; then
