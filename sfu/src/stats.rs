@@ -56,6 +56,8 @@ pub struct WorkerStats {
     pub subscribed_tracks: [AtomicU64; 2],
     /// The worker loop is running.
     pub running: AtomicBool,
+    /// Video the worker sheds because it cannot keep up: 0 none, 1 thumbnails, 2 cameras.
+    pub shedding_level: AtomicU64,
 }
 
 /// Node-wide counters. Workers add; readers take a [`StatsSnapshot`] or read fields.

@@ -116,6 +116,13 @@ impl WorkerMeter {
         }
     }
 
+    /// The overload guard's level (see [`crate::forward::overload::Shedding::level`]).
+    pub fn set_shedding(&self, level: u64) {
+        if let Some(w) = self.stats.workers.get(self.index) {
+            w.shedding_level.store(level, Ordering::Relaxed);
+        }
+    }
+
     /// A connection's periodic stats: RTT, loss by direction, the egress bandwidth estimate.
     pub fn peer_stats(&self, publisher_side: bool, s: &PeerStats) {
         let st = &*self.stats;

@@ -108,6 +108,37 @@ pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> usize {
     }
 }
 
+/// `SO_MEMINFO` (asm-generic value, as on x86_64 and aarch64; not every libc target exports it).
+const SO_MEMINFO: libc::c_int = 55;
+/// Entries of the `SO_MEMINFO` array (`SK_MEMINFO_VARS`).
+const MEMINFO_VARS: usize = libc::SK_MEMINFO_DROPS as usize + 1;
+
+/// The receive queue of `socket` as the kernel accounts it: what the overload guard watches.
+/// `None` where `SO_MEMINFO` is unsupported.
+pub fn socket_backlog(socket: &impl AsRawFd) -> Option<crate::forward::overload::Backlog> {
+    let mut info = [0u32; MEMINFO_VARS];
+    let mut len = size_of::<[u32; MEMINFO_VARS]>() as libc::socklen_t;
+    // SAFETY: a valid open socket and a buffer of `len` bytes.
+    let ok = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if ok != 0 {
+        return None;
+    }
+    let at = |i: libc::c_int| info[i as usize];
+    Some(crate::forward::overload::Backlog {
+        queued: at(libc::SK_MEMINFO_RMEM_ALLOC) as usize,
+        capacity: at(libc::SK_MEMINFO_RCVBUF) as usize,
+        drops: u64::from(at(libc::SK_MEMINFO_DROPS)),
+    })
+}
+
 /// Reads up to [`BATCH`] datagrams. `WouldBlock` when none is waiting.
 pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<usize> {
     // SAFETY: all-zero is a valid bit pattern for these plain C structs.
@@ -258,6 +289,23 @@ fn to_storage(addr: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sockle
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    #[test]
+    fn backlog_shows_unread_bytes_and_overflow_drops() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let idle = socket_backlog(&b).expect("SO_MEMINFO on Linux");
+        assert_eq!((idle.queued, idle.drops), (0, 0));
+        assert!(idle.capacity > 0);
+        // Far more than the default buffer holds, never read.
+        let datagram = [7u8; 1200];
+        for _ in 0..4000 {
+            let _ = a.send_to(&datagram, b.local_addr().unwrap());
+        }
+        let full = socket_backlog(&b).unwrap();
+        assert!(full.queued > full.capacity / 2, "{full:?}");
+        assert!(full.drops > 0, "the overflow is counted: {full:?}");
+    }
 
     #[test]
     fn batch_round_trip_over_loopback() {

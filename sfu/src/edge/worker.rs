@@ -24,13 +24,14 @@ use super::connection::{Connection, Participant, PendingSubscriberOffer, Publish
 use super::demux::{ConnectionKey, Demux, Route, Side};
 use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{payload_type_map, simulcast_rids, video_codecs};
-use super::udp_batch::{recv_batch, send_batch, RecvBatch, SendQueue};
+use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
 use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
     SubscribedTrack, TrackId, TrackKind,
 };
 use crate::forward::keyframe::keyframe_start;
 use crate::forward::layer_selector::Want;
+use crate::forward::overload::{Backlog, OverloadGuard};
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
 use crate::stats::SfuStats;
@@ -64,6 +65,7 @@ pub struct Worker {
     events: mpsc::UnboundedSender<SfuEvent>,
     stats: Arc<SfuStats>,
     meter: WorkerMeter,
+    overload: OverloadGuard,
     send_queue: SendQueue,
     forwards: Vec<Forward>,
     dirty: Vec<ConnectionKey>,
@@ -89,6 +91,7 @@ impl Worker {
             track_ids: HashMap::new(),
             events,
             meter: WorkerMeter::new(stats.clone(), index),
+            overload: OverloadGuard::default(),
             stats,
             send_queue: SendQueue::default(),
             forwards: Vec::with_capacity(256),
@@ -160,10 +163,33 @@ impl Worker {
             self.report_speakers(now);
             self.report_layer_demand(now);
             self.flush(&socket).await;
-            self.meter.flushed(Instant::now());
+            let now = Instant::now();
+            self.meter.flushed(now);
+            if self.overload.due(now) {
+                self.guard_against_overload(socket_backlog(&socket), now);
+            }
         }
         self.meter.set_running(false);
         info!("media worker on {} stopped", self.candidate);
+    }
+
+    /// Sheds video when the loop stops keeping up, before the socket starts dropping.
+    fn guard_against_overload(&mut self, backlog: Option<Backlog>, now: Instant) {
+        let before = self.overload.level();
+        // Without SO_MEMINFO (Linux before 3.9) the guard never raises.
+        let Some(level) = self.overload.judge(backlog.unwrap_or_default(), now) else {
+            return;
+        };
+        if level > before {
+            warn!(
+                "media worker on {} overloaded: shedding {level:?} video",
+                self.candidate
+            );
+        } else {
+            info!("media worker on {}: shedding now {level:?}", self.candidate);
+        }
+        self.router.set_shedding(level);
+        self.meter.set_shedding(level.level());
     }
 
     fn next_deadline(&self) -> Instant {

@@ -8,6 +8,7 @@ use slab::Slab;
 
 use super::allocator::{allocate, desired_bps, Priority, VideoDemand};
 use super::layer_selector::{Layer, Verdict, Want, MAX_LAYERS};
+use super::overload::Shedding;
 use super::router::{Downtrack, DowntrackState, IncomingRtp, KeyframeRequest, Track};
 use super::{DowntrackKey, PeerKey};
 use crate::api::TrackKind;
@@ -31,6 +32,7 @@ pub(super) fn select_layer(
     track: &mut Track,
     dt: &mut Downtrack,
     rtp: &IncomingRtp,
+    shedding: Shedding,
     now: Instant,
     keyframe_out: &mut Vec<KeyframeRequest>,
 ) -> Verdict {
@@ -47,7 +49,12 @@ pub(super) fn select_layer(
             });
         }
     };
+    let shed = !track.source.is_screen() && shedding.sheds(dt.want);
     let max = match dt.cap {
+        _ if shed => {
+            dt.selector.set_target(None);
+            return Verdict::Drop;
+        }
         LayerCap::Unlimited => Layer::MAX,
         LayerCap::UpTo(l) => l,
         LayerCap::Paused => {

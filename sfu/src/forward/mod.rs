@@ -10,6 +10,7 @@ pub mod dynacast;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod layer_selector;
+pub mod overload;
 pub mod router;
 pub mod rtp_rewriter;
 pub mod speaker_detector;

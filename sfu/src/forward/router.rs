@@ -16,6 +16,7 @@ use super::dynacast::LayerDemand;
 use super::keyframe::KeyframeStart;
 use super::keyframe_requests::KeyframeRequestThrottle;
 use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MAX_LAYERS};
+use super::overload::Shedding;
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
@@ -185,6 +186,8 @@ pub struct Router {
     keyframe_out: Vec<KeyframeRequest>,
     /// When [`Router::poll_layer_demand`] next looks at the tracks.
     next_demand_check: Option<Instant>,
+    /// Video the worker gave up forwarding because it cannot keep up.
+    shedding: Shedding,
 }
 
 impl Router {
@@ -201,7 +204,14 @@ impl Router {
             reported_speakers: HashMap::new(),
             keyframe_out: Vec::with_capacity(8),
             next_demand_check: None,
+            shedding: Shedding::None,
         }
+    }
+
+    /// The worker's overload level: shed copies stop at the next packet and resume, from a
+    /// keyframe, once the level drops.
+    pub fn set_shedding(&mut self, shedding: Shedding) {
+        self.shedding = shedding;
     }
 
     pub fn room_count(&self) -> usize {
@@ -634,7 +644,7 @@ impl Router {
             };
             let mid = *mid;
             if video {
-                match select_layer(track, dt, rtp, now, &mut self.keyframe_out) {
+                match select_layer(track, dt, rtp, self.shedding, now, &mut self.keyframe_out) {
                     Verdict::Drop => continue,
                     Verdict::SwitchAndForward => dt.rewriter.restart(),
                     Verdict::Forward => {}

@@ -1,10 +1,12 @@
-//! A screen share under a short bandwidth estimate: it is what a class looks at, so it keeps
-//! flowing while the cameras pause.
+//! A screen share under a short bandwidth estimate or an overloaded worker: it is what a class
+//! looks at, so it keeps flowing while the cameras pause.
 
 use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
 
+use super::layer_selector::Want;
+use super::overload::Shedding;
 use super::router::{IncomingRtp, Router};
 use super::{Forward, PeerKey, TrackKey};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
@@ -137,4 +139,47 @@ fn without_a_screen_share_cameras_share_the_budget_in_publish_order() {
     assert_eq!(count(&got, "teacher"), 20);
     assert_eq!(count(&got, "screen"), 0);
     assert_eq!(count(&got, "student"), 20);
+}
+
+#[test]
+fn an_overloaded_worker_sheds_thumbnails_then_cameras_but_never_the_screen() {
+    let (mut class, [teacher_cam, _, student_cam]) = Class::new();
+    let size = |width, height| Want::Size { width, height };
+    class.r.set_want(VIEWER, teacher_cam, size(1280, 720));
+    class.r.set_want(VIEWER, student_cam, size(320, 180));
+    let got = class.frames(0..10);
+    assert_eq!(count(&got, "student"), 10);
+
+    class.r.set_shedding(Shedding::Thumbnails);
+    let got = class.frames(10..20);
+    assert_eq!(count(&got, "student"), 0, "the thumbnail goes first");
+    assert_eq!(count(&got, "teacher"), 10, "the main view stays");
+    assert_eq!(count(&got, "screen"), 20);
+
+    class.r.set_shedding(Shedding::Cameras);
+    let got = class.frames(20..30);
+    assert_eq!(count(&got, "teacher"), 0);
+    assert_eq!(count(&got, "screen"), 20, "a screen share is never shed");
+
+    // Load gone: the thumbnail resumes at once and asks its publisher for a keyframe, since
+    // the viewer's decoder missed frames.
+    class.r.set_shedding(Shedding::None);
+    let mut out = vec![];
+    let resumed = IncomingRtp {
+        track: student_cam,
+        source: 102,
+        seq: 30_000,
+        ts: 30 * 3000,
+        pt: 96,
+        audio_level: None,
+        layer: 0,
+        keyframe: None,
+        payload_len: 1000,
+    };
+    class.r.on_rtp(&resumed, class.at(30), &mut out);
+    assert!(out
+        .iter()
+        .any(|o| o.subscriber == VIEWER && o.mid == Mid::from("student")));
+    let request = class.r.pop_keyframe_request();
+    assert_eq!(request.map(|r| r.publisher), Some(STUDENT));
 }

@@ -43,6 +43,7 @@ const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
+    ("zvon_worker_shedding_level", "Video an overloaded media worker stops forwarding: 0 none, 1 thumbnails, 2 all cameras.", MetricType::GAUGE, &["worker"]),
 ];
 
 pub struct NodeCollector {
@@ -263,6 +264,7 @@ impl Collector for NodeCollector {
                 SfuStats::get(&w.busy_nanos) as f64 / 1e9,
             );
             f.gauge("zvon_worker_peers", &l, get(&w.peers));
+            f.gauge("zvon_worker_shedding_level", &l, get(&w.shedding_level));
         }
         f.into_vec()
     }
