@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Classroom load: 1 teacher + $STUDENTS students against a release `zvon serve` on loopback.
-# Prints the loadtest's summary plus server CPU (steady phase) and peak RSS, and keeps the JSON
-# report. Starts the server itself and ends it by PID.
-#   STUDENTS=200 VISIBLE=4 UNMUTED=1 RAMP=20 DURATION=30 scripts/bench/classroom.sh
+# Samples the server every 2 s (CPU, worker busy, media-socket drops, shedding level, RSS),
+# then prints the load tester's summary and the server's steady-state figures (median over
+# the samples with everyone joined). Starts the server itself and ends it by PID.
+#   STUDENTS=200 VISIBLE=8 UNMUTED=2 RAMP=20 DURATION=30 scripts/bench/classroom.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STUDENTS=${STUDENTS:-200}
-VISIBLE=${VISIBLE:-4}
-UNMUTED=${UNMUTED:-1}
+VISIBLE=${VISIBLE:-8}
+UNMUTED=${UNMUTED:-2}
 RAMP=${RAMP:-20}
 DURATION=${DURATION:-30}
 OUT=${OUT:-target/bench/classroom}
 PORT_BASE=${PORT_BASE:-27350}
 mkdir -p "$OUT"
 tag="s${STUDENTS}-v${VISIBLE}-u${UNMUTED}"
+metrics="http://127.0.0.1:$((PORT_BASE + 20))/metrics"
 
 cargo build --release -q -p zvon-signaling -p zvon-loadtest
 target/release/zvon serve --dev --max-participants $((STUDENTS + 50)) \
@@ -27,41 +29,53 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$server/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$server/status"; }
+port_hex=$(printf '%04X' $((PORT_BASE + 10)))
+sample() {
+  local m
+  m=$(curl -fs "$metrics" || true)
+  echo "$(date +%s.%N)" \
+    "$(awk '{print $14 + $15}' "/proc/$server/stat")" \
+    "$(echo "$m" | awk '/^zvon_worker_busy_seconds_total/ {s += $2} END {print s + 0}')" \
+    "$(echo "$m" | awk '/^zvon_participants / {print $2 + 0}')" \
+    "$(echo "$m" | awk '/^zvon_worker_shedding_level/ {if ($2 > s) s = $2} END {print s + 0}')" \
+    "$(awk -v port="$port_hex" 'NR > 1 {split($2, a, ":"); if (a[2] == port) s += $NF} END {print s + 0}' /proc/net/udp)" \
+    "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")"
+}
 
 status=0
 target/release/zvon-loadtest classroom --students "$STUDENTS" --visible "$VISIBLE" \
   --unmuted "$UNMUTED" --url "http://127.0.0.1:$PORT_BASE" --ramp "$RAMP" \
   --duration "${DURATION}s" --report "$OUT/report-$tag.json" --quiet >"$OUT/loadtest-$tag.txt" 2>&1 &
 tester=$!
-sleep $((RAMP + 3))
-busy() { curl -fs "http://127.0.0.1:$((PORT_BASE + 20))/metrics" |
-  awk '/^zvon_worker_busy_seconds_total/ { printf "%s ", $2 }'; }
-t0=$(cpu_ticks); s0=$(date +%s.%N); peak=0; b0=$(busy)
-for _ in $(seq 1 $(((DURATION - 6) / 2))); do
-  r=$(rss_kib); [ "$r" -gt "$peak" ] && peak=$r
+: >"$OUT/samples-$tag.txt"
+while kill -0 "$tester" 2>/dev/null; do
+  sample >>"$OUT/samples-$tag.txt"
   sleep 2
 done
-t1=$(cpu_ticks); s1=$(date +%s.%N); b1=$(busy)
-# Kernel receive-buffer drops so far, per socket (last column of /proc/net/udp): the server's
-# media socket apart from everything else (the tester's sockets; other users of the machine).
-udp_drops=$(awk -v port="$(printf '%04X' $((PORT_BASE + 10)))" 'NR > 1 {
-  split($2, a, ":"); if (a[2] == port) s += $NF; else o += $NF } END { print s + 0, o + 0 }' /proc/net/udp)
 wait "$tester" || status=$?
-hz=$(getconf CLK_TCK)
 cat "$OUT/loadtest-$tag.txt"
-python3 - "$t0" "$t1" "$s0" "$s1" "$hz" "$peak" "$OUT/report-$tag.json" $udp_drops "$b0" "$b1" <<'PY'
-import json, sys
-t0, t1, s0, s1, hz, peak, path, server_drops, other_drops = sys.argv[1:10]
-cpu = (float(t1) - float(t0)) / float(hz) / (float(s1) - float(s0))
-print(f"server CPU (steady) {cpu*100:.0f} % of a core, peak RSS {int(peak)/1024:.0f} MiB")
-print(f"kernel UDP receive drops: server media socket {server_drops}, other sockets {other_drops}")
-b0, b1 = (list(map(float, b.split())) for b in (sys.argv[-2], sys.argv[-1]))
-print("worker busy:", ", ".join(f"{(y - x) / (float(s1) - float(s0)) * 100:.0f} %" for x, y in zip(b0, b1)))
-r = json.load(open(path))
-ta = r.get("by_source", {}).get("teacher_audio", {})
-print("teacher_audio:", json.dumps(ta))
+python3 - "$OUT/samples-$tag.txt" "$OUT/report-$tag.json" "$((STUDENTS + 1))" "$(getconf CLK_TCK)" <<'PY'
+import json, statistics, sys
+path, report, planned, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+rows = [list(map(float, l.split())) for l in open(path) if len(l.split()) == 7]
+cpu, busy, shed = [], [], []
+for a, b in zip(rows, rows[1:]):
+    dt = b[0] - a[0]
+    if a[3] >= planned and b[3] >= planned and dt > 0:
+        cpu.append((b[1] - a[1]) / hz / dt)
+        busy.append((b[2] - a[2]) / dt)
+        shed.append(b[4])
+med = lambda v: statistics.median(v) * 100 if v else float("nan")
+print(f"server, everyone joined ({len(cpu)} samples of 2 s): CPU {med(cpu):.0f} % of a core, "
+      f"worker busy {med(busy):.0f} %, shedding in {sum(1 for s in shed if s > 0)}/{len(shed)} "
+      f"samples (max level {int(max(shed, default=0))})")
+print(f"server media socket: {int(rows[-1][5]) if rows else 0} kernel drops; "
+      f"peak RSS {max((r[6] for r in rows), default=0) / 1024:.0f} MiB")
+r = json.load(open(report))
+for k in ("teacher_audio", "teacher_video", "student_audio", "student_video"):
+    s = r.get("by_source", {}).get(k)
+    if s:
+        print(f"{k}: received {s['received']} lost {s['lost']} ({s['loss_percent']:.3f} %)")
 PY
 echo "report: $OUT/report-$tag.json (loadtest exit $status)"
 exit "$status"

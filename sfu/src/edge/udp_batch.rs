@@ -181,15 +181,21 @@ pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<us
 /// Sends everything queued, [`BATCH`] datagrams per syscall. Returns how many left the
 /// socket; on `WouldBlock` the rest stay queued for the next call.
 pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<usize> {
+    // Sent (or refused) datagrams leave the queue once at the end: draining the front after
+    // every chunk shifted the rest each time, quadratic in a big room's flush.
+    let mut done = 0;
     let mut sent_total = 0;
-    while !queue.packets.is_empty() {
-        let chunk = queue.packets.len().min(BATCH);
+    let result = loop {
+        let pending = &queue.packets[done..];
+        if pending.is_empty() {
+            break Ok(sent_total);
+        }
+        let chunk = pending.len().min(BATCH);
         // SAFETY: as above, zeroed C structs.
         let mut storages: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for i in 0..chunk {
-            let (addr, data) = &queue.packets[i];
+        for (i, (addr, data)) in pending[..chunk].iter().enumerate() {
             let len = to_storage(addr, &mut storages[i]);
             iovecs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
@@ -212,7 +218,7 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
         if n < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::WouldBlock {
-                return if sent_total > 0 {
+                break if sent_total > 0 {
                     Ok(sent_total)
                 } else {
                     Err(err)
@@ -220,14 +226,14 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
             }
             // A datagram the kernel refuses (e.g. unreachable destination) must not wedge the
             // queue: drop it and go on.
-            queue.packets.remove(0);
+            done += 1;
             continue;
         }
-        let n = n as usize;
-        queue.packets.drain(..n);
-        sent_total += n;
-    }
-    Ok(sent_total)
+        done += n as usize;
+        sent_total += n as usize;
+    };
+    queue.packets.drain(..done);
+    result
 }
 
 fn from_storage(s: &libc::sockaddr_storage) -> Option<SocketAddr> {
