@@ -9,7 +9,7 @@ use crate::token::Grants;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Every client message `type` this version knows.
-pub const KNOWN_TYPES: [&str; 23] = [
+pub const KNOWN_TYPES: [&str; 24] = [
     "join",
     "publish_offer",
     "subscriber_answer",
@@ -33,7 +33,11 @@ pub const KNOWN_TYPES: [&str; 23] = [
     "set_lecture_mode",
     "chat",
     "track_settings",
+    "track_settings_batch",
 ];
+
+/// Entries of one `track_settings_batch`: a whole gallery page and then some.
+pub const MAX_TRACK_SETTINGS_BATCH: usize = 100;
 
 /// The media node needs the source too (screen shares outrank cameras): one definition.
 pub use zvon_sfu::api::TrackSource;
@@ -55,6 +59,18 @@ fn unknown_source() -> TrackSource {
 
 fn enabled_by_default() -> bool {
     true
+}
+
+/// One entry of `track_settings_batch`, with `track_settings`' fields and defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TrackSetting {
+    pub track_id: String,
+    #[serde(default)]
+    pub width: u32,
+    #[serde(default)]
+    pub height: u32,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -95,6 +111,11 @@ pub enum ClientMessage {
         height: u32,
         #[serde(default = "enabled_by_default")]
         enabled: bool,
+    },
+    /// Several `track_settings` in one message: scrolling a class gallery changes dozens of
+    /// tiles at once, which one message each would push past the socket's rate limit.
+    TrackSettingsBatch {
+        tracks: Vec<TrackSetting>,
     },
     Leave,
     Ping,
@@ -539,6 +560,24 @@ mod tests {
                 lecture_mode: None,
                 video_subscription: VideoSubscription::Auto,
             }
+        );
+    }
+
+    #[test]
+    fn track_settings_batch_parses_entries_with_the_same_defaults() {
+        let p = parse_client_message(
+            r#"{"type":"track_settings_batch","tracks":[{"track_id":"TR_1","width":320,"height":180},{"track_id":"TR_2","enabled":false}]}"#,
+        );
+        let Ok(ClientMessage::TrackSettingsBatch { tracks }) = p.message else {
+            panic!("{:?}", p.message);
+        };
+        assert_eq!(tracks.len(), 2);
+        assert_eq!((tracks[0].width, tracks[0].enabled), (320, true));
+        assert_eq!((tracks[1].width, tracks[1].enabled), (0, false));
+        let code = |s: &str| parse_client_message(s).message.err().map(|e| e.0);
+        assert_eq!(
+            code(r#"{"type":"track_settings_batch","tracks":{"track_id":"TR_1"}}"#),
+            Some(ErrorCode::InvalidMessage)
         );
     }
 

@@ -11,7 +11,8 @@ use tracing::debug;
 use crate::config::{ApiKey, Limits};
 use crate::metrics::Metrics;
 use crate::protocol::{
-    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage, PROTOCOL_VERSION,
+    parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage,
+    MAX_TRACK_SETTINGS_BATCH, PROTOCOL_VERSION,
 };
 use crate::rate_limit::TokenBucket;
 use crate::rooms::{CallAction, DeviceSession, Hub, Joined, Outbound, Outbox, Refusal};
@@ -390,6 +391,24 @@ impl Session {
                 Ok(()) => Flow::Continue,
                 Err(refusal) => self.refuse(refusal, request_id),
             },
+            ClientMessage::TrackSettingsBatch { tracks } => {
+                if tracks.is_empty() || tracks.len() > MAX_TRACK_SETTINGS_BATCH {
+                    let refusal = (
+                        ErrorCode::InvalidRequest,
+                        format!("tracks must hold 1 to {MAX_TRACK_SETTINGS_BATCH} entries"),
+                    );
+                    return self.refuse(refusal, request_id);
+                }
+                for t in tracks {
+                    let applied = hub
+                        .track_settings(&pid, &t.track_id, t.width, t.height, t.enabled)
+                        .await;
+                    if let Err(refusal) = applied {
+                        return self.refuse(refusal, request_id);
+                    }
+                }
+                Flow::Continue
+            }
             m if m.is_classroom() => match hub.classroom(&pid, m).await {
                 Ok(()) => Flow::Continue,
                 Err(refusal) => self.refuse(refusal, request_id),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, ensure, Result};
 use serde_json::{json, Value};
-use zvon_interop::{bounded, msg_type, TestParticipant, TestServer};
+use zvon_interop::{bounded, msg_type, TestParticipant, TestServer, SIGNAL_TIMEOUT};
 
 /// Every track listed in the subscriber offers `p` got so far: (participant id, kind).
 fn offered(p: &TestParticipant) -> Vec<(String, String)> {
@@ -66,14 +66,16 @@ async fn on_demand_subscriber_gets_a_camera_only_after_asking() {
         );
         ensure!(student.received_from(&teacher.id, "video").is_none());
 
-        // Asking for it (a rendered size) brings it: a new m-line, then frames.
+        // Asking for it (a rendered size) brings it: a new m-line, then frames. The batch
+        // form, as a scrolled gallery sends it; a track that is gone meanwhile is ignored.
         let camera = announced_camera(&student, &teacher.id)?;
         let asked_at = std::time::Instant::now();
         student
             .signal
-            .send_json(
-                &json!({"type": "track_settings", "track_id": camera, "width": 640, "height": 360}),
-            )
+            .send_json(&json!({"type": "track_settings_batch", "tracks": [
+                {"track_id": "TR_gone", "width": 320, "height": 180},
+                {"track_id": camera, "width": 640, "height": 360},
+            ]}))
             .await?;
         let video = student
             .wait_receiving(&teacher.id, "video", 30, Duration::from_secs(20))
@@ -92,6 +94,26 @@ async fn on_demand_subscriber_gets_a_camera_only_after_asking() {
             "{:?}",
             student.answer_errors()
         );
+        ensure!(
+            !student.signal.log().iter().any(|m| msg_type(m) == "error"),
+            "the batch was refused: {:?}",
+            student.signal.log()
+        );
+
+        // An empty batch is a client bug: a clear error, and the session goes on.
+        let from = student.signal.log_len();
+        student
+            .signal
+            .send_json(
+                &json!({"type": "track_settings_batch", "request_id": "empty", "tracks": []}),
+            )
+            .await?;
+        let (_, error) = student
+            .signal
+            .wait_from(from, SIGNAL_TIMEOUT, "error", |m| msg_type(m) == "error")
+            .await?;
+        ensure!(error["code"] == "invalid_request", "{error}");
+        student.ping().await?;
 
         for p in [auto, student, teacher] {
             p.close().await;
