@@ -110,6 +110,12 @@ pub struct SourceStats {
     pub lost: u64,
     pub loss_percent: f64,
     pub latency_ms: Quantiles,
+    /// Freezes of 0.5 s or more between packets (e.g. video the server shed under load,
+    /// which keeps sequence numbers continuous and so is not loss), summed over streams.
+    #[serde(default)]
+    pub stalls: u64,
+    #[serde(default)]
+    pub stalled_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -244,6 +250,8 @@ pub fn build(info: RunInfo, results: &[ParticipantResult], thresholds: Threshold
             src.received += s.received;
             src.expected += s.expected;
             src.lost += s.lost;
+            src.stalls += s.stalls;
+            src.stalled_seconds += s.stalled_seconds;
             r.packets.received_by_subscribers += s.received;
             r.packets.expected_by_subscribers += s.expected;
             r.packets.lost += s.lost;
@@ -408,13 +416,15 @@ pub fn summary(r: &Report) -> String {
         line(
             key,
             format!(
-                "loss {:.3}% ({} of {}, {} streams), latency p50 {} p99 {}",
+                "loss {:.3}% ({} of {}, {} streams), latency p50 {} p99 {}, stalls {} ({:.1} s)",
                 src.loss_percent,
                 src.lost,
                 src.expected,
                 src.streams,
                 opt(q.p50),
-                opt(q.p99)
+                opt(q.p99),
+                src.stalls,
+                src.stalled_seconds
             ),
         );
     }

@@ -75,7 +75,8 @@ r = json.load(open(report))
 for k in ("teacher_audio", "teacher_video", "student_audio", "student_video"):
     s = r.get("by_source", {}).get(k)
     if s:
-        print(f"{k}: received {s['received']} lost {s['lost']} ({s['loss_percent']:.3f} %)")
+        print(f"{k}: received {s['received']} lost {s['lost']} ({s['loss_percent']:.3f} %), "
+              f"stalls {s.get('stalls', 0)} ({s.get('stalled_seconds', 0):.0f} s over {s['streams']} streams)")
 PY
 echo "report: $OUT/report-$tag.json (loadtest exit $status)"
 exit "$status"

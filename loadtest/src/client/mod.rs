@@ -71,6 +71,9 @@ pub struct StreamResult {
     pub jitter_ms: f64,
     pub bytes: u64,
     pub keyframes: u64,
+    /// Freezes of at least [`crate::measure::loss::STALL`] and their total seconds.
+    pub stalls: u64,
+    pub stalled_seconds: f64,
 }
 
 impl StreamResult {
@@ -95,6 +98,8 @@ impl StreamResult {
             jitter_ms: stats.jitter_ms(),
             bytes: stats.bytes,
             keyframes,
+            stalls: stats.stalls,
+            stalled_seconds: stats.stalled.as_secs_f64(),
         }
     }
 }

@@ -1,7 +1,13 @@
 //! Per-stream receive accounting: loss from sequence gaps (duplicates excluded), RFC 3550
-//! interarrival jitter, bytes for bitrate.
+//! interarrival jitter, bytes for bitrate, and stalls.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// A gap between two packets of a stream this long is a freeze the user sees (a 15 fps
+/// thumbnail sends a frame every 67 ms, audio a packet every 20 ms). The SFU rewrites
+/// sequence numbers across pauses, so a stream the server stopped forwarding for a while
+/// (load shedding) shows here and not as loss.
+pub const STALL: Duration = Duration::from_millis(500);
 
 /// How far back duplicates are recognised; older late packets count as received.
 const WINDOW: u64 = 128;
@@ -21,6 +27,9 @@ pub struct StreamStats {
     last_transit: Option<i64>,
     pub first_at: Instant,
     pub last_at: Instant,
+    /// Gaps of at least [`STALL`] between packets, and their total length.
+    pub stalls: u64,
+    pub stalled: Duration,
 }
 
 impl StreamStats {
@@ -37,6 +46,8 @@ impl StreamStats {
             last_transit: None,
             first_at: now,
             last_at: now,
+            stalls: 0,
+            stalled: Duration::ZERO,
         }
     }
 
@@ -67,6 +78,11 @@ impl StreamStats {
             if seq < self.first_seq {
                 self.first_seq = seq;
             }
+        }
+        let gap = now.saturating_duration_since(self.last_at);
+        if self.received > 0 && gap >= STALL {
+            self.stalls += 1;
+            self.stalled += gap;
         }
         self.received += 1;
         self.bytes += len as u64;
@@ -116,6 +132,19 @@ mod tests {
         assert_eq!(s.received, 6);
         assert_eq!(s.duplicates, 1);
         assert_eq!(s.lost(), 1, "105 is missing");
+    }
+
+    #[test]
+    fn a_long_gap_between_packets_is_a_stall_short_ones_are_not() {
+        let t0 = Instant::now();
+        let mut s = StreamStats::new(90_000, 0, t0);
+        let ms = |m: u64| t0 + Duration::from_millis(m);
+        for (seq, at) in [(0u64, 0u64), (1, 67), (2, 134), (3, 1_634), (4, 1_700)] {
+            s.on_packet(seq, 0, at * 1000, 10, ms(at));
+        }
+        assert_eq!(s.lost(), 0, "a paused stream's sequence numbers stay continuous");
+        assert_eq!(s.stalls, 1);
+        assert_eq!(s.stalled, Duration::from_millis(1_500));
     }
 
     #[test]
