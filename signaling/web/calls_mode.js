@@ -1,6 +1,7 @@
 // Calls mode of the page (docs/protocol.md "Calls between users"): a device socket, placing and
 // answering calls, and the call's room, joined with the room page's own wiring.
-import { ZvonClient, ZvonDevice } from './client.js';
+import { ZvonClient } from './client.js';
+import { ZvonDevice } from './device.js';
 import * as ui from './ui.js';
 
 /** The room page's parts lent to calls mode; set by startCallsMode. */
