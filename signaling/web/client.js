@@ -24,6 +24,10 @@
 export const PROTOCOL_VERSION = 1;
 export const PING_INTERVAL_MS = 15000;
 const LEAVE_TIMEOUT_MS = 1000;
+// Adaptive-stream reports arriving this close together go out as one message.
+const SETTINGS_COALESCE_MS = 30;
+// The server takes at most this many entries per track_settings_batch.
+const MAX_SETTINGS_BATCH = 100;
 
 // The server closes the socket after these (protocol table "fatal").
 const FATAL_ERRORS = new Set([
@@ -197,7 +201,13 @@ export class ZvonClient extends EventTarget {
    */
   setVideoSettings(participantId, { width, height, enabled }) {
     this._videoSettings.set(participantId, { width, height, enabled });
-    this._flushTrackSettings();
+    // Tiles report one by one (a scrolled gallery: dozens within a few ms); one flush a
+    // moment later sends them as one track_settings_batch.
+    if (this._settingsTimer) return;
+    this._settingsTimer = setTimeout(() => {
+      this._settingsTimer = null;
+      this._flushTrackSettings();
+    }, SETTINGS_COALESCE_MS);
   }
 
   // Dynacast: stop encoding the simulcast layers nobody receives (CPU and uplink).
@@ -222,7 +232,17 @@ export class ZvonClient extends EventTarget {
   }
 
   _flushTrackSettings() {
-    if (this.videoSubscription === 'on_demand') { this._flushOnDemand(); return; }
+    const changed = this.videoSubscription === 'on_demand' ? this._onDemandChanges() : this._autoChanges();
+    for (let i = 0; i < changed.length; i += MAX_SETTINGS_BATCH) {
+      const chunk = changed.slice(i, i + MAX_SETTINGS_BATCH);
+      this._send(chunk.length === 1
+        ? { type: 'track_settings', ...chunk[0] }
+        : { type: 'track_settings_batch', tracks: chunk });
+    }
+  }
+
+  _autoChanges() {
+    const changed = [];
     for (const t of this.subscriberTracks.values()) {
       // A screen share is shown large and gets its one full layer; the camera tile's size
       // must not pause it.
@@ -232,8 +252,9 @@ export class ZvonClient extends EventTarget {
       const key = `${s.width}x${s.height}:${s.enabled}`;
       if (this._sentSettings.get(t.track_id) === key) continue;
       this._sentSettings.set(t.track_id, key);
-      this._send({ type: 'track_settings', track_id: t.track_id, ...s });
+      changed.push({ track_id: t.track_id, ...s });
     }
+    return changed;
   }
 
   // On demand a camera has no m-line until asked for, so settings go to every *announced*
@@ -241,7 +262,8 @@ export class ZvonClient extends EventTarget {
   // A camera never asked for is left alone while its tile is hidden or the camera is off:
   // asking would cost an m-line that shows nothing. Once asked for, every change is sent,
   // so hiding the tile pauses it (the m-line stays).
-  _flushOnDemand() {
+  _onDemandChanges() {
+    const changed = [];
     const cameras = new Map(); // track id -> {participantId, muted}
     for (const p of this.participants.values()) {
       for (const t of p.tracks.values()) {
@@ -261,8 +283,9 @@ export class ZvonClient extends EventTarget {
       const shown = s.enabled !== false && s.width > 0 && s.height > 0;
       if (sent === undefined && (!shown || muted)) continue;
       this._sentSettings.set(trackId, key);
-      this._send({ type: 'track_settings', track_id: trackId, ...s });
+      changed.push({ track_id: trackId, ...s });
     }
+    return changed;
   }
 
   /** Mutes or unmutes the local 'audio' or 'video' track. */
