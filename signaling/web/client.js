@@ -64,7 +64,20 @@ const SIMULCAST_LAYERS = [
   { rid: 'f', scaleResolutionDownBy: 1, maxBitrate: 1_500_000 },
 ];
 
-export class ZvonClient extends EventTarget {
+/** Events and a `state` with 'statechange' events: what the room and device clients share. */
+export class StatefulEmitter extends EventTarget {
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  _setState(state) {
+    if (this.state === state) return;
+    this.state = state;
+    this._emit('statechange', { state });
+  }
+}
+
+export class ZvonClient extends StatefulEmitter {
   /**
    * `videoCodec`: a mime type such as 'video/VP9' or 'video/H264' to publish the camera with,
    * when the browser can encode it (else VP8). `simulcast`: send the camera in three layers;
@@ -434,16 +447,6 @@ export class ZvonClient extends EventTarget {
 
   _requestId() {
     return String(this._nextRequestId++);
-  }
-
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
-  _setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this._emit('statechange', { state });
   }
 
   _fail(message) {

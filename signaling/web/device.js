@@ -11,7 +11,9 @@
 //   servererror      {code, message, fatal, request_id}
 //   connectionerror  {message, code, reconnectable}   socket closed other than by close()
 
-import { PING_INTERVAL_MS, PROTOCOL_VERSION, signalingUrl } from './client.js';
+import {
+  PING_INTERVAL_MS, PROTOCOL_VERSION, StatefulEmitter, signalingUrl,
+} from './client.js';
 
 // Closing errors of a device socket (same codes as for `join`; call errors are not fatal).
 const DEVICE_FATAL_ERRORS = new Set([
@@ -19,7 +21,7 @@ const DEVICE_FATAL_ERRORS = new Set([
   'token_expired', 'rate_limited',
 ]);
 
-export class ZvonDevice extends EventTarget {
+export class ZvonDevice extends StatefulEmitter {
   constructor({ url = signalingUrl(), token } = {}) {
     super();
     this.url = url;
@@ -132,15 +134,5 @@ export class ZvonDevice extends EventTarget {
   _stopPing() {
     clearInterval(this._pingTimer);
     this._pingTimer = null;
-  }
-
-  _emit(type, detail) {
-    this.dispatchEvent(new CustomEvent(type, { detail }));
-  }
-
-  _setState(state) {
-    if (this.state === state) return;
-    this.state = state;
-    this._emit('statechange', { state });
   }
 }
