@@ -142,7 +142,11 @@ mod tests {
         for (seq, at) in [(0u64, 0u64), (1, 67), (2, 134), (3, 1_634), (4, 1_700)] {
             s.on_packet(seq, 0, at * 1000, 10, ms(at));
         }
-        assert_eq!(s.lost(), 0, "a paused stream's sequence numbers stay continuous");
+        assert_eq!(
+            s.lost(),
+            0,
+            "a paused stream's sequence numbers stay continuous"
+        );
         assert_eq!(s.stalls, 1);
         assert_eq!(s.stalled, Duration::from_millis(1_500));
     }
