@@ -291,9 +291,8 @@ impl Peer {
             .cloned()
     }
 
-    /// Sends a PLI on received track `index` (as in [`Peer::received`]) with `media_ssrc` the
-    /// SSRC it is received on; returns that SSRC.
-    pub async fn send_pli(&self, index: usize) -> Result<u32> {
+    /// The SSRC received track `index` arrives on, and the handle to send RTCP about it.
+    fn feedback_target(&self, index: usize) -> Result<(u32, Arc<dyn TrackRemote>)> {
         let ssrc = self
             .received()
             .get(index)
@@ -302,6 +301,13 @@ impl Peer {
         let remote = self
             .remote_track(index)
             .with_context(|| format!("no remote track handle #{index}"))?;
+        Ok((ssrc, remote))
+    }
+
+    /// Sends a PLI on received track `index` (as in [`Peer::received`]) with `media_ssrc` the
+    /// SSRC it is received on; returns that SSRC.
+    pub async fn send_pli(&self, index: usize) -> Result<u32> {
+        let (ssrc, remote) = self.feedback_target(index)?;
         let pli = PictureLossIndication {
             sender_ssrc: 0x5eed_0001,
             media_ssrc: ssrc,
@@ -316,14 +322,7 @@ impl Peer {
     /// Sends a NACK on received track `index` for sequence numbers `seqs` as received (so the
     /// server resends them from its RTX cache); returns the SSRC it names.
     pub async fn send_nack(&self, index: usize, seqs: &[u16]) -> Result<u32> {
-        let ssrc = self
-            .received()
-            .get(index)
-            .map(|t| t.ssrc)
-            .with_context(|| format!("no received track #{index}"))?;
-        let remote = self
-            .remote_track(index)
-            .with_context(|| format!("no remote track handle #{index}"))?;
+        let (ssrc, remote) = self.feedback_target(index)?;
         let nack = TransportLayerNack {
             sender_ssrc: 0x5eed_0001,
             media_ssrc: ssrc,

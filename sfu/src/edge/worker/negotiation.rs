@@ -2,6 +2,7 @@
 //! offers, and applying the answers.
 
 use super::*;
+use crate::forward::TrackKey;
 
 impl Worker {
     pub(super) fn negotiate_all(&mut self, now: Instant) {
@@ -59,17 +60,25 @@ impl Worker {
         let mut offered = vec![];
         let mut closing = vec![];
         let mut listed = vec![];
+        // What the signaling offer lists for an m-line: its track, publisher and source.
+        let (track_ids, router) = (&self.track_ids, &self.router);
+        let describe = |mid: String, track: TrackKey, participant_id, kind| SubscribedTrack {
+            mid,
+            track_id: track_ids
+                .get(&track)
+                .cloned()
+                .unwrap_or_else(|| TrackId(String::new())),
+            participant_id,
+            kind,
+            source: router.track(track).map(|t| t.source).unwrap_or_default(),
+        };
         for ((key, state, kind, _, track), publisher_id) in downtracks.iter().zip(publisher_ids) {
             match state {
                 DowntrackState::Pending => {
                     let (Some(track), Some(publisher_id)) = (track, publisher_id) else {
                         continue;
                     };
-                    let track_id = self
-                        .track_ids
-                        .get(track)
-                        .cloned()
-                        .unwrap_or_else(|| TrackId(String::new()));
+                    let mut entry = describe(String::new(), *track, publisher_id, *kind);
                     let media_kind = if *kind == TrackKind::Audio {
                         MediaKind::Audio
                     } else {
@@ -78,22 +87,13 @@ impl Worker {
                     let mid = api.add_media(
                         media_kind,
                         Direction::SendOnly,
-                        Some(publisher_id.0.clone()),
-                        Some(track_id.0.clone()),
+                        Some(entry.participant_id.0.clone()),
+                        Some(entry.track_id.0.clone()),
                         None,
                     );
+                    entry.mid = mid.to_string();
                     offered.push((*key, mid));
-                    listed.push(SubscribedTrack {
-                        mid: mid.to_string(),
-                        track_id,
-                        participant_id: publisher_id,
-                        kind: *kind,
-                        source: self
-                            .router
-                            .track(*track)
-                            .map(|t| t.source)
-                            .unwrap_or_default(),
-                    });
+                    listed.push(entry);
                 }
                 DowntrackState::Closing(mid) => {
                     api.stop_media(*mid);
@@ -101,22 +101,7 @@ impl Worker {
                 }
                 DowntrackState::Offered(mid) | DowntrackState::Active { mid, .. } => {
                     if let (Some(track), Some(publisher_id)) = (track, publisher_id) {
-                        let track_id = self
-                            .track_ids
-                            .get(track)
-                            .cloned()
-                            .unwrap_or_else(|| TrackId(String::new()));
-                        listed.push(SubscribedTrack {
-                            mid: mid.to_string(),
-                            track_id,
-                            participant_id: publisher_id,
-                            kind: *kind,
-                            source: self
-                                .router
-                                .track(*track)
-                                .map(|t| t.source)
-                                .unwrap_or_default(),
-                        });
+                        listed.push(describe(mid.to_string(), *track, publisher_id, *kind));
                     }
                 }
             }
