@@ -315,7 +315,12 @@ async function scenarioSimulcast(browser, server, pages, results) {
   const freezes = after.freezeCount - freezesBefore;
   const largeFreezes = (await inboundVideo(large)).freezeCount - largeFreezesBefore;
   log(`Small freezeCount ${freezesBefore} -> ${after.freezeCount} across two switches; Large (no switch) +${largeFreezes} in the same time`);
-  if (freezes > 2) throw new Error(`${freezes} freezes across two layer switches (at most 1 each)`);
+  // Large receives the same publisher without switching: freezes it sees as well come from
+  // the publisher or a starved machine (three Chromium encoders on 2 cores), not a switch.
+  const switchFreezes = Math.max(0, freezes - largeFreezes);
+  if (switchFreezes > 2) {
+    throw new Error(`${freezes} freezes across two layer switches, ${largeFreezes} without (at most 1 each more)`);
+  }
   results.push({ name: 'e-switch', ok: true, detail: `up in ${upMs} ms, down in ${downMs} ms, ${freezes} freeze(s) in 2 switches`, upMs, downMs, freezes });
 
   // Hidden: the server stops sending its video.
