@@ -10,6 +10,7 @@ pub mod config;
 pub mod edge;
 pub mod forward;
 pub mod histogram;
+pub mod link;
 pub mod node;
 pub mod stats;
 
