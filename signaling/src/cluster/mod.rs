@@ -30,6 +30,7 @@
 //! primary with replicas), not Redis Cluster.
 
 mod error;
+pub mod placement;
 pub mod registry;
 #[cfg(test)]
 mod registry_tests;
@@ -42,6 +43,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use error::ClusterError;
+pub use placement::Placement;
 pub use registry::{Registry, RegistryStats, RegistryStatsSnapshot, RoomClaim};
 
 /// Every key this module touches starts with this, so a shared Redis can be cleaned or
