@@ -24,7 +24,7 @@
 //! | `zvon:node:{id}` | [`NodeInfo`] as JSON | the lease TTL |
 //! | `zvon:room:{room}` | `"{node}|{epoch}"` | the claim TTL, refreshed by the owner |
 //! | `zvon:room-epoch:{room}` | last epoch handed out | [`EPOCH_RETENTION`], so epochs only grow while a room is in use |
-//! | `zvon:room-media:{room}` | media node id | 1 h, deleted when the room is released |
+//! | `zvon:room-media:{room}` | media node id | 1 h, extended with the claim, deleted when the room is released |
 //!
 //! The scripts build some key names from arguments, so this targets a single Redis (or a
 //! primary with replicas), not Redis Cluster.

@@ -13,8 +13,8 @@ use super::{
     ClusterError, NodeInfo, COMMAND_TIMEOUT, CONNECT_TIMEOUT, EPOCH_RETENTION, KEY_PREFIX,
 };
 
-/// A room's media mapping lives at most this long; it is deleted on release, the TTL only
-/// cleans up after owners that died without releasing.
+/// A room's media mapping lives this long after it was set or its room claim last refreshed;
+/// it is deleted on release, the TTL only cleans up after owners that died without releasing.
 const ROOM_MEDIA_TTL: Duration = Duration::from_secs(3600);
 
 /// One TCP connect attempt; the whole [`Registry::connect`] is bounded by [`CONNECT_TIMEOUT`].
@@ -26,8 +26,10 @@ const RECONNECT_RETRIES: usize = 2;
 const RECONNECT_MIN_DELAY: Duration = Duration::from_millis(50);
 const RECONNECT_MAX_DELAY: Duration = Duration::from_millis(250);
 
-/// Claims a room if nobody owns it, else reports the owner; refreshes our own claim.
-/// KEYS: room, room-epoch. ARGV: node, ttl ms, epoch retention ms. Returns "node|epoch".
+/// Claims a room if nobody owns it, else reports the owner; refreshes our own claim (and
+/// the room's media mapping, if any, so a room outliving its TTL keeps its media node).
+/// KEYS: room, room-epoch, room-media. ARGV: node, ttl ms, epoch retention ms, media ttl ms.
+/// Returns "node|epoch".
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -37,6 +39,7 @@ if cur then
   if owner == ARGV[1] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     redis.call('PEXPIRE', KEYS[2], ARGV[3])
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
   end
   return cur
 end
@@ -50,14 +53,17 @@ return val
 });
 
 /// Extends a claim only if it is still exactly ours (node and epoch): a stale owner must
-/// not extend the claim of whoever took the room over.
-/// KEYS: room, room-epoch. ARGV: "node|epoch", ttl ms, epoch retention ms.
+/// not extend the claim of whoever took the room over. The media mapping is extended with
+/// it: its own TTL only cleans up after owners that died, a live room must keep it.
+/// KEYS: room, room-epoch, room-media. ARGV: "node|epoch", ttl ms, epoch retention ms,
+/// media ttl ms.
 static REFRESH: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return 1
 end
 return 0
@@ -505,9 +511,11 @@ impl Registry {
         invocation
             .key(room_key(room))
             .key(room_epoch_key(room))
+            .key(room_media_key(room))
             .arg(&*self.node_id)
             .arg(millis(ttl))
-            .arg(millis(EPOCH_RETENTION));
+            .arg(millis(EPOCH_RETENTION))
+            .arg(millis(ROOM_MEDIA_TTL));
         let raw: Vec<u8> = self
             .run(Op::Claim, "claim_room", async move {
                 invocation.invoke_async(&mut conn).await
@@ -534,9 +542,11 @@ impl Registry {
         invocation
             .key(room_key(room))
             .key(room_epoch_key(room))
+            .key(room_media_key(room))
             .arg(format!("{}|{epoch}", self.node_id))
             .arg(millis(ttl))
-            .arg(millis(EPOCH_RETENTION));
+            .arg(millis(EPOCH_RETENTION))
+            .arg(millis(ROOM_MEDIA_TTL));
         let refreshed: i64 = self
             .run(Op::Refresh, "refresh_room", async move {
                 invocation.invoke_async(&mut conn).await

@@ -195,12 +195,29 @@ async fn room_claims_are_exclusive_and_fenced_by_epoch() {
         }
     );
 
-    // The new owner refreshes and releases; release also drops the media mapping.
+    // The new owner refreshes and releases. A refresh extends the media mapping too (a room
+    // may outlive the mapping's own TTL); release drops it.
+    other.set_room_media("room", "m2").await.unwrap();
+    let mut conn = raw(&redis).await;
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("zvon:room-media:room")
+        .arg(10_000)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
     assert!(other
         .refresh_room("room", second_epoch, LONG)
         .await
         .unwrap());
-    other.set_room_media("room", "m2").await.unwrap();
+    let media_ttl: i64 = redis::cmd("PTTL")
+        .arg("zvon:room-media:room")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        media_ttl > 3_000_000,
+        "media mapping extended, ttl {media_ttl} ms"
+    );
     assert!(other.release_room("room", second_epoch).await.unwrap());
     assert_eq!(owner.room_owner("room").await.unwrap(), None);
     assert_eq!(owner.room_media("room").await.unwrap(), None);
