@@ -9,6 +9,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 # The load tester's `opus` crate builds libopus from source with cmake.
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+# The cluster registry tests start their own redis-server (on a free port) and fail without it.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq

@@ -5,6 +5,7 @@
 //! message API of `zvon_sfu::api`; it must never know about RTP, SRTP or packets.
 
 pub mod calls;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod metrics;
