@@ -56,6 +56,65 @@ pub struct ServerConfig {
     pub calls: CallSettings,
     /// Where call events are POSTed (plain `http://`), signed with the first API key.
     pub webhook_url: Option<String>,
+    /// `Some` joins a fleet through Redis (`--cluster`); `None` is the all-in-one server.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Which halves of Zvon a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Signaling (HTTP, WebSocket, rooms) and a media node: the common small deployment.
+    Both,
+    Signaling,
+    Media,
+}
+
+impl Role {
+    pub fn signaling(self) -> bool {
+        matches!(self, Role::Both | Role::Signaling)
+    }
+    pub fn media(self) -> bool {
+        matches!(self, Role::Both | Role::Media)
+    }
+}
+
+/// A fleet member's settings (`docs/cluster.md`).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT`: node leases, room owners, room placement. Never media.
+    pub redis_url: String,
+    /// Unique in the fleet; the lease and room ownership name it.
+    pub node_id: String,
+    /// Shared by every node; authenticates the QUIC links between them (≥ 16 characters).
+    pub secret: String,
+    pub role: Role,
+    /// Where a media node's QUIC control link listens.
+    pub quic_addr: SocketAddr,
+    /// Where other nodes dial this node's QUIC link (default: `quic_addr`, with the media IP
+    /// when it is bound to an unspecified address).
+    pub advertise_quic: Option<SocketAddr>,
+    /// Base URL other signaling nodes proxy WebSockets to (default `http://<http_addr>`).
+    pub advertise_http: Option<String>,
+    /// How long a media node keeps forwarding for participants whose signaling node is gone.
+    pub orphan_grace: Duration,
+    /// How long a draining node waits for its rooms and participants to move before it exits.
+    pub drain_timeout: Duration,
+}
+
+impl ClusterConfig {
+    pub fn new(redis_url: &str, node_id: &str, secret: &str) -> Self {
+        ClusterConfig {
+            redis_url: redis_url.to_string(),
+            node_id: node_id.to_string(),
+            secret: secret.to_string(),
+            role: Role::Both,
+            quic_addr: SocketAddr::from(([0, 0, 0, 0], 7370)),
+            advertise_quic: None,
+            advertise_http: None,
+            orphan_grace: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 impl ServerConfig {
@@ -83,6 +142,7 @@ impl ServerConfig {
             },
             calls: CallSettings::default(),
             webhook_url: None,
+            cluster: None,
         }
     }
 }
@@ -98,6 +158,7 @@ impl Default for ServerConfig {
             sfu: SfuConfig::default(),
             calls: CallSettings::default(),
             webhook_url: None,
+            cluster: None,
         }
     }
 }

@@ -81,9 +81,19 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if !state.upgrades.allow(remote.ip(), Instant::now()) {
+    // A socket another node of the fleet carries here for its room owner: signed with the
+    // cluster secret, never proxied again, and not one client's upgrade to rate-limit.
+    let proxied_by = state.session.fleet.as_ref().and_then(|fleet| {
+        let value = headers
+            .get(crate::fleet::proxy::PROXY_HEADER)?
+            .to_str()
+            .ok()?;
+        crate::fleet::proxy::verify(&fleet.config.secret, value)
+    });
+    if proxied_by.is_none() && !state.upgrades.allow(remote.ip(), Instant::now()) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({"error": "rate_limited"})),
@@ -98,7 +108,7 @@ async fn upgrade(
         .write_buffer_size(4 * 1024)
         .max_message_size(TRANSPORT_MESSAGE_LIMIT)
         .max_frame_size(TRANSPORT_MESSAGE_LIMIT)
-        .on_upgrade(move |socket| session::run(socket, ctx))
+        .on_upgrade(move |socket| session::run(socket, ctx, proxied_by))
 }
 
 #[derive(Deserialize)]

@@ -7,7 +7,9 @@
 pub mod calls;
 pub mod cluster;
 pub mod config;
+pub mod fleet;
 pub mod http;
+pub mod media_plane;
 pub mod metrics;
 pub mod protocol;
 pub mod rate_limit;
@@ -16,5 +18,5 @@ pub mod server;
 pub mod session;
 pub mod token;
 
-pub use config::{ApiKey, Limits, ServerConfig};
+pub use config::{ApiKey, ClusterConfig, Limits, Role, ServerConfig};
 pub use server::{start, RunningServer, StartError};

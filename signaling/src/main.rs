@@ -5,11 +5,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use tracing::{info, warn};
 use zvon_signaling::token::{self, Claims};
-use zvon_signaling::{ApiKey, ServerConfig};
+use zvon_signaling::{ApiKey, ClusterConfig, Role, ServerConfig};
 
 #[derive(Parser)]
 #[command(
@@ -24,12 +24,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run signaling with the media node embedded.
-    Serve(ServeArgs),
+    /// Run the server: all-in-one by default, or a node of a fleet with --cluster.
+    Serve(Box<ServeArgs>),
     /// Mint an access token for an app or script.
     Token(TokenArgs),
     /// Exit 0 if the server on this host answers GET /healthz (for a container HEALTHCHECK).
     Healthcheck(HealthcheckArgs),
+    /// Print a fresh random cluster secret (give the same one to every node of a fleet).
+    ClusterSecret,
 }
 
 #[derive(Args)]
@@ -96,6 +98,40 @@ struct ServeArgs {
     /// loaded loopback the estimate collapses and pins viewers to the low layer).
     #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION")]
     bandwidth_allocation: bool,
+    #[command(flatten)]
+    cluster: ClusterArgs,
+}
+
+/// Cluster mode (docs/cluster.md): without `--cluster` the server runs all-in-one.
+#[derive(Args)]
+struct ClusterArgs {
+    /// Join a fleet through this Redis, e.g. redis://10.0.0.2:6379.
+    #[arg(long = "cluster", env = "ZVON_CLUSTER", value_name = "REDIS_URL")]
+    redis_url: Option<String>,
+    /// What this process runs: both halves, or only signaling or only media.
+    #[arg(long, env = "ZVON_ROLE", value_enum)]
+    role: Option<Role>,
+    /// Unique name in the fleet (default: host name and HTTP port).
+    #[arg(long, env = "ZVON_NODE_ID")]
+    node_id: Option<String>,
+    /// Shared by every node; authenticates the QUIC links (`zvon cluster-secret` makes one).
+    #[arg(long, env = "ZVON_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+    /// Where a media node's QUIC link listens.
+    #[arg(long, env = "ZVON_QUIC_ADDR")]
+    quic_addr: Option<SocketAddr>,
+    /// Where other nodes dial this node's QUIC link (default: --quic-addr with --media-ip).
+    #[arg(long, env = "ZVON_ADVERTISE_QUIC")]
+    advertise_quic: Option<SocketAddr>,
+    /// Base URL other signaling nodes reach this one at (default http://<--http-addr>).
+    #[arg(long, env = "ZVON_ADVERTISE_HTTP")]
+    advertise_http: Option<String>,
+    /// How long a media node keeps forwarding for participants whose signaling node is gone.
+    #[arg(long, env = "ZVON_ORPHAN_GRACE", value_parser = parse_duration)]
+    orphan_grace: Option<Duration>,
+    /// How long SIGTERM waits for media and rooms to move before the process exits.
+    #[arg(long, env = "ZVON_DRAIN_TIMEOUT", value_parser = parse_duration)]
+    drain_timeout: Option<Duration>,
 }
 
 #[derive(Args)]
@@ -153,6 +189,15 @@ struct FileConfig {
     bandwidth_allocation: Option<bool>,
     reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
+    cluster: Option<String>,
+    role: Option<String>,
+    node_id: Option<String>,
+    cluster_secret: Option<String>,
+    quic_addr: Option<SocketAddr>,
+    advertise_quic: Option<SocketAddr>,
+    advertise_http: Option<String>,
+    orphan_grace_secs: Option<u64>,
+    drain_timeout_secs: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -227,7 +272,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     {
         config.limits.reconnect_grace = t;
     }
-    config.webhook_url = args.webhook_url.or(file.webhook_url);
+    config.webhook_url = args.webhook_url.or(file.webhook_url.clone());
     if let Some(t) = args
         .ring_timeout
         .or(file.ring_timeout_secs.map(Duration::from_secs))
@@ -240,6 +285,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if args.call_waiting || file.call_waiting.unwrap_or(false) {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;
     }
+    config.cluster = cluster_config(&args.cluster, &file, config.http_addr)?;
     if dev {
         warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");
         if config.api_keys[0].key == ServerConfig::DEV_API_KEY {
@@ -253,14 +299,84 @@ async fn serve(args: ServeArgs) -> Result<()> {
         "metrics, health and readiness on http://{}/metrics, /healthz, /readyz",
         server.metrics_addr
     );
-    println!(
-        "Zvon is running. Open http://{}/ in two browser tabs to call.",
-        server.http_addr
-    );
+    match &config.cluster {
+        Some(c) if !c.role.signaling() => println!(
+            "Zvon media node {} is running in the fleet at {}.",
+            c.node_id, c.redis_url
+        ),
+        Some(c) => println!(
+            "Zvon node {} is running in the fleet at {}. Open http://{}/ in two browser tabs to call.",
+            c.node_id, c.redis_url, server.http_addr
+        ),
+        None => println!(
+            "Zvon is running. Open http://{}/ in two browser tabs to call.",
+            server.http_addr
+        ),
+    }
     wait_for_stop_signal().await?;
+    if config.cluster.is_some() {
+        info!("draining: rooms and media move to other nodes");
+        server.drain().await;
+    }
     info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+fn cluster_config(
+    args: &ClusterArgs,
+    file: &FileConfig,
+    http_addr: SocketAddr,
+) -> Result<Option<ClusterConfig>> {
+    let Some(redis_url) = args.redis_url.clone().or(file.cluster.clone()) else {
+        return Ok(None);
+    };
+    let secret = args
+        .cluster_secret
+        .clone()
+        .or(file.cluster_secret.clone())
+        .context("--cluster needs --cluster-secret (or ZVON_CLUSTER_SECRET); `zvon cluster-secret` makes one")?;
+    let node_id = args
+        .node_id
+        .clone()
+        .or(file.node_id.clone())
+        .unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), http_addr.port())
+        });
+    let mut cluster = ClusterConfig::new(&redis_url, &node_id, &secret);
+    let role = match (args.role, file.role.as_deref()) {
+        (Some(role), _) => role,
+        (None, Some(name)) => Role::from_str(name, true)
+            .map_err(|_| anyhow::anyhow!("role must be both, signaling or media, not {name:?}"))?,
+        (None, None) => Role::Both,
+    };
+    cluster.role = role;
+    if let Some(a) = args.quic_addr.or(file.quic_addr) {
+        cluster.quic_addr = a;
+    }
+    cluster.advertise_quic = args.advertise_quic.or(file.advertise_quic);
+    cluster.advertise_http = args.advertise_http.clone().or(file.advertise_http.clone());
+    if let Some(t) = args
+        .orphan_grace
+        .or(file.orphan_grace_secs.map(Duration::from_secs))
+    {
+        cluster.orphan_grace = t;
+    }
+    if let Some(t) = args
+        .drain_timeout
+        .or(file.drain_timeout_secs.map(Duration::from_secs))
+    {
+        cluster.drain_timeout = t;
+    }
+    Ok(Some(cluster))
+}
+
+fn cluster_secret() {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    println!("{}", hex::encode(bytes));
 }
 
 /// Ctrl-C, or SIGTERM from systemd / a container runtime.
@@ -328,10 +444,14 @@ fn main() -> Result<()> {
     match cli.command {
         Command::Token(args) => mint_token(args),
         Command::Healthcheck(args) => healthcheck(args),
+        Command::ClusterSecret => {
+            cluster_secret();
+            Ok(())
+        }
         Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
             .context("starting the runtime")?
-            .block_on(serve(args)),
+            .block_on(serve(*args)),
     }
 }

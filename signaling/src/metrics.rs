@@ -5,6 +5,7 @@
 //! the hub's census are read at scrape time by [`collector::NodeCollector`]. Every label value
 //! known in advance is created at start, so an idle server already exposes every series.
 
+mod cluster_collector;
 mod collector;
 
 use std::borrow::Cow;
@@ -34,6 +35,7 @@ const INVALID: &str = "invalid";
 /// type missing here still counts; it just appears on first use.
 const SERVER_TYPES: &[&str] = &[
     "joined",
+    "media_reset",
     "publish_answer",
     "subscriber_offer",
     "participant_joined",
@@ -68,6 +70,8 @@ const SERVER_TYPES: &[&str] = &[
 /// Every [`ErrorCode`], for the `code` label. A test checks it against the enum's names.
 const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::InvalidMessage,
+    ErrorCode::ClusterUnavailable,
+    ErrorCode::RoomMoved,
     ErrorCode::UnknownType,
     ErrorCode::MessageTooLarge,
     ErrorCode::UnsupportedProtocol,
@@ -129,7 +133,11 @@ impl Drop for ConnectionGuard {
 }
 
 impl Metrics {
-    pub fn new(sfu: Arc<SfuStats>, hub: Arc<Hub>) -> Result<Self, MetricsError> {
+    pub fn new(
+        sfu: Arc<SfuStats>,
+        hub: Arc<Hub>,
+        fleet: Option<Arc<crate::fleet::Fleet>>,
+    ) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let connections = IntGauge::new("zvon_signaling_connections", "Open WebSocket sessions.")?;
         let messages = IntCounterVec::new(
@@ -158,6 +166,9 @@ impl Metrics {
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(join_latency.clone()))?;
         registry.register(Box::new(collector::NodeCollector::new(sfu.clone(), hub)?))?;
+        if let Some(fleet) = fleet {
+            registry.register(Box::new(cluster_collector::ClusterCollector::new(fleet)?))?;
+        }
         #[cfg(target_os = "linux")]
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -360,7 +371,9 @@ mod tests {
             | ErrorCode::Removed
             | ErrorCode::Banned
             | ErrorCode::ChatTooLong
-            | ErrorCode::ChatRateLimited => ERROR_CODES.contains(&c),
+            | ErrorCode::ChatRateLimited
+            | ErrorCode::ClusterUnavailable
+            | ErrorCode::RoomMoved => ERROR_CODES.contains(&c),
         };
         assert!(ERROR_CODES.iter().all(|c| listed(*c)));
     }

@@ -419,6 +419,13 @@ pub enum ServerMessage {
         enabled: bool,
     },
     Chat(ChatMessage),
+    /// The media node serving this participant is gone (or draining) and another one took
+    /// over: drop both peer connections, publish again on a new one (the same mids keep their
+    /// track ids) and answer the next `subscriber_offer` on a new one. The room, the socket
+    /// and everything else stay.
+    MediaReset {
+        reason: MediaResetReason,
+    },
     Left,
     Pong,
     Error {
@@ -486,6 +493,20 @@ pub enum ErrorCode {
     Banned,
     ChatTooLong,
     ChatRateLimited,
+    /// Cluster mode: the registry (Redis) cannot say who owns the room or place it; retry.
+    ClusterUnavailable,
+    /// Cluster mode: another signaling node took over the room; reconnect and join again.
+    RoomMoved,
+}
+
+/// Why a `media_reset` was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaResetReason {
+    /// The media node stopped answering (crashed, or its network is cut).
+    MediaNodeLost,
+    /// The media node is draining for maintenance.
+    MediaNodeDraining,
 }
 
 impl ErrorCode {
@@ -504,6 +525,8 @@ impl ErrorCode {
             ErrorCode::Banned => Some(4403),
             ErrorCode::Removed => Some(4410),
             ErrorCode::MediaUnavailable => Some(4503),
+            ErrorCode::ClusterUnavailable => Some(4513),
+            ErrorCode::RoomMoved => Some(4012),
             _ => None,
         }
     }

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::config::{ApiKey, Limits};
+use crate::fleet::{proxy, Fleet, Route};
 use crate::metrics::Metrics;
 use crate::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage,
@@ -27,7 +28,12 @@ pub struct SessionContext {
     pub keys: Arc<Vec<ApiKey>>,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    /// Cluster mode: rooms owned by other nodes are served there.
+    pub fleet: Option<Arc<Fleet>>,
 }
+
+/// How long a join waits for a room whose owner just died to be taken over (its lease).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(6);
 
 enum Flow {
     Continue,
@@ -45,8 +51,84 @@ struct Session {
     closed_by_client: bool,
 }
 
-pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
-    let (mut sink, mut stream) = socket.split();
+/// Serves one WebSocket. In cluster mode a room socket whose room another node owns is piped
+/// to that node (`proxied_by` names the node that piped this one here: it is never re-piped).
+pub async fn run(mut socket: WebSocket, ctx: Arc<SessionContext>, proxied_by: Option<String>) {
+    let Some(fleet) = ctx.fleet.clone() else {
+        return serve(socket, ctx, None, None).await;
+    };
+    let first = match tokio::time::timeout(ctx.limits.join_timeout, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(text)))) => text.to_string(),
+        Ok(Some(Ok(other))) => return serve(socket, ctx, Some(other), None).await,
+        Ok(_) => return,
+        Err(_) => {
+            let late = (
+                ErrorCode::JoinTimeout,
+                format!("no join within {:?}", ctx.limits.join_timeout),
+            );
+            return serve(socket, ctx, None, Some(late)).await;
+        }
+    };
+    // Only a room join with a good token is routed; anything else (device sockets, bad
+    // tokens, garbage) gets the usual local answer.
+    let room = match parse_client_message(&first).message {
+        Ok(ClientMessage::Join { token, .. }) => token::verify(&token, &ctx.keys).ok(),
+        _ => None,
+    }
+    .map(|claims| claims.room)
+    .filter(|room| !room.is_empty());
+    let Some(room) = room else {
+        return serve(socket, ctx, Some(Message::Text(first.into())), None).await;
+    };
+    let Some(leases) = &fleet.rooms else {
+        return serve(socket, ctx, Some(Message::Text(first.into())), None).await;
+    };
+    let deadline = tokio::time::Instant::now() + TAKEOVER_WAIT;
+    let refusal = loop {
+        let retry = match leases.route(&room).await {
+            Ok(Route::Local) => {
+                return serve(socket, ctx, Some(Message::Text(first.into())), None).await;
+            }
+            Ok(Route::Owner { node, .. }) if proxied_by.is_some() => (
+                ErrorCode::RoomMoved,
+                format!("room is served by {node}; join again"),
+            ),
+            Ok(Route::Owner { node, url }) => {
+                let header = proxy::sign(&fleet.config.secret, fleet.registry.node_id());
+                match proxy::connect(&url, &header).await {
+                    Ok(upstream) => {
+                        let _open = fleet.stats.proxied_session();
+                        debug!(room, owner = %node, "socket proxied to the room's owner");
+                        return proxy::pipe(socket, upstream, first).await;
+                    }
+                    Err(e) => (
+                        ErrorCode::ClusterUnavailable,
+                        format!("room owner {node} unreachable: {e}"),
+                    ),
+                }
+            }
+            Err(refusal) => refusal,
+        };
+        // An owner that just died holds its rooms until its lease runs out; then we claim.
+        if tokio::time::Instant::now() >= deadline || retry.0 == ErrorCode::RoomMoved {
+            break retry;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    serve(socket, ctx, None, Some(refusal)).await
+}
+
+/// The session itself. `first` is a frame the router already read; `refused` ends the
+/// session at once with that error.
+async fn serve(
+    socket: WebSocket,
+    ctx: Arc<SessionContext>,
+    first: Option<Message>,
+    refused: Option<Refusal>,
+) {
+    let (mut sink, stream) = socket.split();
+    let mut stream = futures_util::stream::iter(first.map(Ok)).chain(stream);
+    let mut refused = refused;
     let (outbox, mut outgoing) = mpsc::unbounded_channel();
     let limits = ctx.limits.clone();
     let metrics = ctx.metrics.clone();
@@ -68,6 +150,9 @@ pub async fn run(socket: WebSocket, ctx: Arc<SessionContext>) {
     let mut we_closed = false;
 
     let fatal: Option<(ErrorCode, String)> = loop {
+        if let Some(refusal) = refused.take() {
+            break Some(refusal);
+        }
         tokio::select! {
             frame = stream.next() => {
                 let Some(Ok(frame)) = frame else { break None };

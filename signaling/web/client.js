@@ -15,6 +15,8 @@
 //   publisherror       {message}              could not start sending (local WebRTC failure)
 //   servererror        {code, message, fatal, request_id}
 //   connectionerror    {message}              socket failed or closed unexpectedly
+//   mediareset         {reason}               the media node changed (cluster failover/drain);
+//                                              media resumes by itself
 //   classroom          {msg}                  a classroom message (chat, hand, hand_queue,
 //                                              lecture_mode, admin_muted, permission_changed)
 //   left               {reason?}               reason only when the server removed us
@@ -33,7 +35,7 @@ const MAX_SETTINGS_BATCH = 100;
 const FATAL_ERRORS = new Set([
   'message_too_large', 'unsupported_protocol', 'join_timeout', 'unauthorized',
   'token_expired', 'wrong_room', 'room_full', 'resume_failed', 'rate_limited',
-  'media_unavailable', 'removed', 'banned',
+  'media_unavailable', 'removed', 'banned', 'cluster_unavailable', 'room_moved',
 ]);
 
 export function signalingUrl(loc = window.location) {
@@ -504,6 +506,7 @@ export class ZvonClient extends StatefulEmitter {
       case 'admin_muted': case 'hand': case 'hand_queue': case 'lecture_mode': case 'chat':
         this._emit('classroom', { msg });
         return;
+      case 'media_reset': return this._onMediaReset(msg.reason);
       case 'pong': return;
       default:
         // Additive protocol changes may bring new events; old clients ignore them.
@@ -571,6 +574,29 @@ export class ZvonClient extends StatefulEmitter {
         })
         .catch((e) => this._emit('publisherror', { message: e.message }));
     }
+  }
+
+  // The media node serving us was replaced (cluster failover or drain). The socket and the
+  // room stay; both peer connections start over against the new node, and publishing the
+  // same tracks again keeps their ids, so the others' tiles just resume.
+  async _onMediaReset(reason) {
+    mark('media-reset');
+    for (const pc of [this.publisherPc, this.subscriberPc]) {
+      try { pc?.close(); } catch { /* already closed */ }
+    }
+    this.publisherPc = null;
+    this.subscriberTracks = new Map();
+    this._sentSettings.clear();
+    this._createSubscriber();
+    const screen = this.localTracks.get('screen');
+    this.localTracks.clear();
+    this._screenTr = null;
+    if (screen) { screen.track.stop(); this._emit('localscreen', { stream: null }); }
+    this._reconcileMedia();
+    this._emit('mediareset', { reason });
+    const grants = this.localParticipant?.grants ?? {};
+    if (grants.can_publish === false || grants.hidden) return;
+    if (this.localStream?.getTracks().length) await this._publish();
   }
 
   _createSubscriber() {

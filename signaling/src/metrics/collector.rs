@@ -17,7 +17,7 @@ use crate::rooms::Hub;
 
 /// Every family this collector emits: name, help, type, label names.
 #[rustfmt::skip]
-const FAMILIES: &[(&str, &str, MetricType, &[&str])] = &[
+const FAMILIES: FamilyTable = &[
     ("zvon_rooms", "Rooms open on this node.", MetricType::GAUGE, &[]),
     ("zvon_participants", "Participants joined, not counting those in reconnect grace.", MetricType::GAUGE, &[]),
     ("zvon_calls_active", "Calls ringing or in progress.", MetricType::GAUGE, &[]),
@@ -54,27 +54,40 @@ pub struct NodeCollector {
 
 impl NodeCollector {
     pub fn new(sfu: Arc<SfuStats>, hub: Arc<Hub>) -> prometheus::Result<Self> {
-        let descs = FAMILIES
-            .iter()
-            .map(|(name, help, _, labels)| {
-                Desc::new(
-                    (*name).into(),
-                    (*help).into(),
-                    labels.iter().map(|l| (*l).into()).collect(),
-                    HashMap::new(),
-                )
-            })
-            .collect::<prometheus::Result<_>>()?;
+        let descs = descs(FAMILIES)?;
         Ok(NodeCollector { sfu, hub, descs })
     }
 }
 
-/// Builds the families in [`FAMILIES`] order; each `add_*` fills the named family.
-struct Families(HashMap<&'static str, MetricFamily>);
+/// A table of metric families: name, help, type, label names.
+pub(super) type FamilyTable = &'static [(
+    &'static str,
+    &'static str,
+    MetricType,
+    &'static [&'static str],
+)];
+
+/// The descriptors of a family table, for `Collector::desc`.
+pub(super) fn descs(table: FamilyTable) -> prometheus::Result<Vec<Desc>> {
+    table
+        .iter()
+        .map(|(name, help, _, labels)| {
+            Desc::new(
+                (*name).into(),
+                (*help).into(),
+                labels.iter().map(|l| (*l).into()).collect(),
+                HashMap::new(),
+            )
+        })
+        .collect()
+}
+
+/// Builds the families of a table in its order; each `add_*` fills the named family.
+pub(super) struct Families(HashMap<&'static str, MetricFamily>, FamilyTable);
 
 impl Families {
-    fn new() -> Self {
-        let map = FAMILIES
+    pub(super) fn new(table: FamilyTable) -> Self {
+        let map = table
             .iter()
             .map(|(name, help, kind, _)| {
                 let mut mf = MetricFamily::default();
@@ -84,10 +97,15 @@ impl Families {
                 (*name, mf)
             })
             .collect();
-        Families(map)
+        Families(map, table)
     }
 
-    fn push(&mut self, name: &str, labels: &[(&str, &str)], fill: impl FnOnce(&mut Metric)) {
+    pub(super) fn push(
+        &mut self,
+        name: &str,
+        labels: &[(&str, &str)],
+        fill: impl FnOnce(&mut Metric),
+    ) {
         let mut m = Metric::default();
         m.set_label(
             labels
@@ -106,7 +124,7 @@ impl Families {
         }
     }
 
-    fn counter(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(super) fn counter(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.push(name, labels, |m| {
             let mut c = Counter::default();
             c.set_value(value);
@@ -114,7 +132,7 @@ impl Families {
         });
     }
 
-    fn gauge(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+    pub(super) fn gauge(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
         self.push(name, labels, |m| {
             let mut g = Gauge::default();
             g.set_value(value);
@@ -144,8 +162,8 @@ impl Families {
         });
     }
 
-    fn into_vec(mut self) -> Vec<MetricFamily> {
-        FAMILIES
+    pub(super) fn into_vec(mut self) -> Vec<MetricFamily> {
+        self.1
             .iter()
             .filter_map(|(name, ..)| self.0.remove(name))
             .collect()
@@ -160,7 +178,7 @@ impl Collector for NodeCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let s = &*self.sfu;
         let get = |c: &std::sync::atomic::AtomicU64| SfuStats::get(c) as f64;
-        let mut f = Families::new();
+        let mut f = Families::new(FAMILIES);
 
         let census = self.hub.census();
         f.gauge("zvon_rooms", &[], census.rooms as f64);

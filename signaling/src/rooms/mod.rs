@@ -12,6 +12,7 @@
 mod census;
 mod chat;
 mod devices;
+mod failover;
 mod moderation;
 mod mute;
 mod publish;
@@ -30,12 +31,12 @@ use zvon_sfu::api::{
     ParticipantId, PublishedTrack, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse, TrackId,
     VideoSubscription,
 };
-use zvon_sfu::SfuNode;
 
 use crate::calls::book::CallState;
 use crate::calls::webhooks::Webhooks;
 use crate::calls::{CallBook, CallSettings, Now};
 use crate::config::{ApiKey, Limits};
+use crate::media_plane::MediaPlane;
 use crate::protocol::{
     ErrorCode, LeaveReason, ParticipantInfo, PublishedTrackInfo, RoomInfo, SelfInfo, ServerMessage,
     SpeakerInfo, TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
@@ -74,6 +75,8 @@ struct Participant {
     /// A subscriber offer that arrived while the socket was gone; sent on resume.
     undelivered_offer: Option<ServerMessage>,
     seat: moderation::Seat,
+    /// How it joined the media node, to join another one after a failover.
+    video_subscription: VideoSubscription,
 }
 
 struct DeviceEntry {
@@ -117,7 +120,7 @@ pub struct Hub {
     /// Lets `&self` methods schedule timers that outlive the call.
     me: Weak<Hub>,
     state: Mutex<State>,
-    sfu: Arc<SfuNode>,
+    media: MediaPlane,
     limits: Limits,
     webhooks: Webhooks,
     /// Signs the room tokens handed out for answered calls.
@@ -158,7 +161,7 @@ fn sfu_refusal(e: SfuError) -> Refusal {
 
 impl Hub {
     pub fn new(
-        sfu: Arc<SfuNode>,
+        media: MediaPlane,
         limits: Limits,
         call_settings: CallSettings,
         webhooks: Webhooks,
@@ -174,7 +177,7 @@ impl Hub {
                 classrooms: HashMap::new(),
                 speakers: HashMap::new(),
             }),
-            sfu,
+            media,
             limits,
             webhooks,
             call_key,
@@ -207,8 +210,8 @@ impl Hub {
         });
     }
 
-    pub fn sfu(&self) -> &SfuNode {
-        &self.sfu
+    pub fn media(&self) -> &MediaPlane {
+        &self.media
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -365,11 +368,12 @@ impl Hub {
                     track_mids: vec![],
                     undelivered_offer: None,
                     seat: moderation::Seat::new(),
+                    video_subscription,
                 },
             );
         }
         let added = self
-            .sfu
+            .media
             .request(SfuRequest::AddParticipant {
                 room: RoomId(claims.room.clone()),
                 participant: ParticipantId(pid.clone()),
@@ -463,7 +467,7 @@ impl Hub {
     }
 
     pub async fn subscriber_answer(&self, pid: &str, sdp: String) -> Result<(), Refusal> {
-        self.sfu
+        self.media
             .request(SfuRequest::SubscriberAnswer {
                 participant: ParticipantId(pid.to_string()),
                 sdp,
@@ -484,7 +488,7 @@ impl Hub {
     ) -> Result<(), Refusal> {
         let clamp = |v: u32| u16::try_from(v).unwrap_or(u16::MAX);
         match self
-            .sfu
+            .media
             .request(SfuRequest::SetTrackSettings {
                 participant: ParticipantId(pid.to_string()),
                 track_id: TrackId(track_id.to_string()),
@@ -568,7 +572,7 @@ impl Hub {
             }
         }
         if let Err(e) = self
-            .sfu
+            .media
             .request(SfuRequest::RemoveParticipant {
                 participant: ParticipantId(pid.to_string()),
             })

@@ -314,7 +314,7 @@ impl Hub {
         let request = SfuRequest::Unpublish {
             participant: ParticipantId(pid.to_string()),
         };
-        if let Err(e) = self.sfu.request(request).await {
+        if let Err(e) = self.media.request(request).await {
             tracing::warn!(participant = %pid, "media node did not unpublish: {e}");
         }
     }

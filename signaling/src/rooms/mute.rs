@@ -63,7 +63,7 @@ impl Hub {
                 return held;
             }
         }
-        self.sfu
+        self.media
             .request(SfuRequest::SetTrackMuted {
                 participant: ParticipantId(pid.to_string()),
                 track_id: TrackId(track_id.to_string()),
@@ -130,7 +130,7 @@ impl Hub {
                 (false, Some(i)) => p.seat.admin_muted.remove(i).1,
             }
         };
-        self.sfu
+        self.media
             .request(SfuRequest::SetTrackMuted {
                 participant: ParticipantId(target.to_string()),
                 track_id: TrackId(track_id.to_string()),

@@ -83,7 +83,7 @@ impl Hub {
                 })
                 .collect(),
         };
-        let answer = match self.sfu.request(request).await {
+        let answer = match self.media.request(request).await {
             Ok(SfuResponse::PublishAnswer { sdp }) => sdp,
             Ok(other) => {
                 return Err((

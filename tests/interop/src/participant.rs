@@ -64,7 +64,8 @@ pub struct TestParticipant {
     pub room: String,
     pub joined: Value,
     pub signal: Arc<SignalClient>,
-    pub subscriber: Arc<Peer>,
+    /// The subscriber connection; replaced by a new one at a `media_reset`.
+    subscriber: Arc<Mutex<Arc<Peer>>>,
     pub publisher: Option<Publisher>,
     pub sent: Arc<SentCounters>,
     answer_errors: Arc<Mutex<Vec<String>>>,
@@ -88,9 +89,12 @@ impl TestParticipant {
         room: &str,
         extra: Value,
     ) -> Result<TestParticipant> {
-        let subscriber = Arc::new(Peer::new("subscriber").await?);
+        let subscriber = Arc::new(Mutex::new(Arc::new(Peer::new("subscriber").await?)));
         let (offer_tx, offer_rx) = mpsc::unbounded_channel();
-        let signal = SignalClient::connect(http_addr, Some((vec!["subscriber_offer"], offer_tx)))
+        // Resets travel in the same queue as offers: the offer after a reset must be answered
+        // on the new connection, never on the old one.
+        let routed = vec!["subscriber_offer", "media_reset"];
+        let signal = SignalClient::connect(http_addr, Some((routed, offer_tx)))
             .await
             .map_err(|e| anyhow!("{e}"))?;
         let signal = Arc::new(signal);
@@ -225,9 +229,36 @@ impl TestParticipant {
         Ok(p)
     }
 
+    /// The current subscriber connection.
+    pub fn subscriber(&self) -> Arc<Peer> {
+        self.subscriber
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a `media_reset`: publishes again on a new publisher connection with the same mids
+    /// (so the track ids stay) and resumes sending if it was sending. The subscriber side was
+    /// already replaced when the reset arrived.
+    pub async fn republish(&mut self) -> Result<()> {
+        let was_sending = self.sender_task.is_some();
+        self.stop_media().await;
+        if let Some(old) = self.publisher.take() {
+            for t in &old.tasks {
+                t.abort();
+            }
+            old.peer.close().await;
+        }
+        self.publish().await?;
+        if was_sending {
+            self.start_media()?;
+        }
+        Ok(())
+    }
+
     /// What the subscriber connection received so far.
     pub fn received(&self) -> Vec<ReceivedTrack> {
-        self.subscriber.received()
+        self.subscriber().received()
     }
 
     /// The received track of `kind` published by `participant_id` (by `a=msid`), if any.
@@ -259,7 +290,7 @@ impl TestParticipant {
                     self.id,
                     describe_received(&self.received()),
                     self.answer_errors(),
-                    self.subscriber.connection_state(),
+                    self.subscriber().connection_state(),
                     crate::signal::summarize(&self.signal.log()),
                 );
             }
@@ -295,7 +326,7 @@ impl TestParticipant {
             .filter(|(_, t)| t.participant_id() == participant_id && t.kind == "video")
             .max_by_key(|(_, t)| t.packets.len())
             .ok_or_else(|| anyhow!("no video track received from {participant_id}"))?;
-        self.subscriber.send_pli(index).await
+        self.subscriber().send_pli(index).await
     }
 
     /// RTCP feedback that reached this participant's publisher so far.
@@ -415,8 +446,8 @@ impl TestParticipant {
             }
             p.peer.close().await;
         }
-        self.subscriber.close().await;
         self.answer_task.abort();
+        self.subscriber().close().await;
     }
 }
 
@@ -665,12 +696,30 @@ pub fn describe_received(tracks: &[ReceivedTrack]) -> String {
 
 async fn answer_loop(
     signal: Arc<SignalClient>,
-    subscriber: Arc<Peer>,
+    slot: Arc<Mutex<Arc<Peer>>>,
     mut offers: mpsc::UnboundedReceiver<Value>,
     errors: Arc<Mutex<Vec<String>>>,
     answers_sent: Arc<AtomicU64>,
 ) {
     while let Some(offer) = offers.recv().await {
+        if msg_type(&offer) == "media_reset" {
+            // The media node changed: the old connection's peer is gone for good.
+            match Peer::new("subscriber").await {
+                Ok(fresh) => {
+                    let old = std::mem::replace(
+                        &mut *slot.lock().unwrap_or_else(|p| p.into_inner()),
+                        Arc::new(fresh),
+                    );
+                    old.close().await;
+                }
+                Err(e) => errors
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(format!("new subscriber after media_reset: {e:#}")),
+            }
+            continue;
+        }
+        let subscriber = slot.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let result: Result<()> = async {
             let sdp = offer["sdp"]
                 .as_str()

@@ -355,7 +355,7 @@ async fn a_two_party_call_shows_in_the_metrics() {
 
         // A NACK from a subscriber for packets still in the RTX cache: counted when str0m's
         // next stats (every 2 s) report it, and the resends with it.
-        let tracks = call.a.subscriber.received();
+        let tracks = call.a.subscriber().received();
         let (index, video) = tracks
             .iter()
             .enumerate()
@@ -368,7 +368,7 @@ async fn a_two_party_call_shows_in_the_metrics() {
             .map(|p| p.seq)
             .collect();
         let recent = &main[main.len().saturating_sub(4)..];
-        call.a.subscriber.send_nack(index, recent).await?;
+        call.a.subscriber().send_nack(index, recent).await?;
         let deadline = Instant::now() + Duration::from_secs(6);
         let (nacks, resent) = loop {
             let s = Scrape::take(addr).await?;

@@ -351,7 +351,7 @@ async fn wait_subscribers(
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        p.subscriber
+        p.subscriber()
             .wait_connected(CONNECT_TIMEOUT)
             .await
             .with_context(|| format!("{} subscriber connection", p.id))?;

@@ -1,0 +1,430 @@
+//! A real fleet: `redis-server` and several `zvon serve --cluster` processes, driven by webrtc-rs
+//! participants through the documented protocol. Each test kills, pauses or drains real
+//! processes and checks what a user would notice: media flowing, the socket staying open,
+//! documented errors.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use zvon_interop::cluster::{ClusterNode, NodeOptions, TestRedis};
+use zvon_interop::{bounded, msg_type, token, TestParticipant, SIGNAL_TIMEOUT};
+
+/// One fleet at a time: each test runs several processes on a 2-core machine.
+static FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const FLOWING: Duration = Duration::from_secs(10);
+
+async fn both_directions_flow(a: &TestParticipant, b: &TestParticipant) -> Result<()> {
+    tokio::try_join!(
+        a.wait_more_packets(&b.id, "audio", 10, FLOWING),
+        a.wait_more_packets(&b.id, "video", 10, FLOWING),
+        b.wait_more_packets(&a.id, "audio", 10, FLOWING),
+        b.wait_more_packets(&a.id, "video", 10, FLOWING),
+    )?;
+    Ok(())
+}
+
+/// Waits for `media_reset` on `p`'s socket (after log index `from`), republishes, and returns
+/// when `p` receives a complete video frame from `from_id` on its new connection.
+async fn recover(p: &mut TestParticipant, from: usize) -> Result<String> {
+    let (_, reset) = p
+        .signal
+        .wait_from(from, Duration::from_secs(8), "media_reset", |v| {
+            msg_type(v) == "media_reset"
+        })
+        .await?;
+    p.republish().await?;
+    Ok(reset["reason"].as_str().unwrap_or("").to_string())
+}
+
+/// Time until `p` has a complete video frame (a packet with the marker bit) from `from_id`.
+async fn first_frame_from(p: &TestParticipant, from_id: &str, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let frame = p
+            .received_from(from_id, "video")
+            .is_some_and(|t| t.packets.iter().any(|pk| pk.marker));
+        if frame {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{}: no complete video frame from {from_id} within {limit:?}",
+                p.id
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_serve_one_room_through_either_url() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(90), async {
+        let redis = TestRedis::start()?;
+        let n1 = ClusterNode::start(&redis, NodeOptions::new("n1", "both")).await?;
+        let n2 = ClusterNode::start(&redis, NodeOptions::new("n2", "both")).await?;
+        let room = "any-node";
+        let a = TestParticipant::join_and_publish(n1.http_addr, &token(room, "ann"), room).await?;
+        let b = TestParticipant::join_and_publish(n2.http_addr, &token(room, "bob"), room).await?;
+        // One room, not two: each sees the other in it.
+        a.signal
+            .wait_from(0, SIGNAL_TIMEOUT, "participant_joined bob", |v| {
+                msg_type(v) == "participant_joined" && v["participant"]["identity"] == "bob"
+            })
+            .await?;
+        both_directions_flow(&a, &b).await?;
+        // n1 claimed the room first; n2 carried bob's socket there.
+        assert_eq!(n1.metric("zvon_cluster_rooms_owned", &[]).await?, 1.0);
+        assert_eq!(n2.metric("zvon_cluster_rooms_owned", &[]).await?, 0.0);
+        assert_eq!(n2.metric("zvon_cluster_proxied_sessions", &[]).await?, 1.0);
+        assert_eq!(
+            redis
+                .cli(&["GET", &format!("zvon:room:{room}")])?
+                .split('|')
+                .next(),
+            Some("n1")
+        );
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_media_node_participants_move_without_rejoining() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let signaling = ClusterNode::start(&redis, NodeOptions::new("sig", "signaling")).await?;
+        let mut m1 = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
+        let mut m2 = ClusterNode::start(&redis, NodeOptions::new("m2", "media")).await?;
+        let room = "failover";
+        let mut a =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
+                .await?;
+        let mut b =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
+                .await?;
+        both_directions_flow(&a, &b).await?;
+        let host = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
+        let (victim, survivor) = match host.as_str() {
+            "m1" => (&mut m1, &m2),
+            "m2" => (&mut m2, &m1),
+            other => bail!("room placed on {other:?}, not m1 or m2"),
+        };
+        let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
+        let killed = Instant::now();
+        victim.kill();
+        let (reason_a, reason_b) =
+            tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+        assert_eq!(
+            (reason_a.as_str(), reason_b.as_str()),
+            ("media_node_lost", "media_node_lost")
+        );
+        tokio::try_join!(
+            first_frame_from(&a, &b.id, Duration::from_secs(10)),
+            first_frame_from(&b, &a.id, Duration::from_secs(10)),
+        )?;
+        let recovered = killed.elapsed();
+        println!("media node kill -9 -> next complete video frame both ways: {recovered:?}");
+        both_directions_flow(&a, &b).await?;
+        // No rejoin: the sockets stayed open and the participants kept their ids.
+        assert!(!a.signal.is_ended() && !b.signal.is_ended());
+        assert!(
+            a.signal
+                .log()
+                .iter()
+                .filter(|v| msg_type(v) == "joined")
+                .count()
+                == 1,
+            "ann joined again"
+        );
+        assert_eq!(
+            redis.cli(&["GET", &format!("zvon:room-media:{room}")])?,
+            survivor.id,
+            "room not moved to the surviving media node"
+        );
+        assert!(
+            signaling
+                .metric("zvon_cluster_media_nodes_lost_total", &[])
+                .await?
+                >= 1.0
+        );
+        assert_eq!(
+            signaling
+                .metric("zvon_cluster_participants_moved_total", &[("result", "ok")])
+                .await?,
+            2.0
+        );
+        assert!(
+            recovered <= Duration::from_secs(5),
+            "media came back {recovered:?} after the kill (target 5 s)"
+        );
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_wrong_cluster_secret_is_refused_and_counted() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(90), async {
+        let redis = TestRedis::start()?;
+        let signaling = ClusterNode::start(&redis, NodeOptions::new("sig", "signaling")).await?;
+        let mut impostor = NodeOptions::new("impostor", "media");
+        impostor.secret = "not-the-cluster-secret-at-all".into();
+        let impostor = ClusterNode::start(&redis, impostor).await?;
+        // The only media node refuses us (and we it): no room can be placed.
+        let room = "secret";
+        let refused = TestParticipant::join(signaling.http_addr, &token(room, "ann"), room).await;
+        let error = format!("{:#}", refused.err().context("joined through an impostor")?);
+        assert!(error.contains("media_unavailable"), "{error}");
+        assert!(
+            impostor
+                .metric("zvon_cluster_control_auth_failures_total", &[])
+                .await?
+                >= 1.0
+        );
+        assert!(
+            signaling
+                .metric("zvon_cluster_link_failures_total", &[])
+                .await?
+                >= 1.0
+        );
+        // A genuine media node joins: rooms go there, never to the impostor.
+        let _good = ClusterNode::start(&redis, NodeOptions::new("good", "media")).await?;
+        let room = "secret-2";
+        let a = TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
+            .await?;
+        let b = TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
+            .await?;
+        both_directions_flow(&a, &b).await?;
+        assert_eq!(
+            redis.cli(&["GET", &format!("zvon:room-media:{room}")])?,
+            "good"
+        );
+        assert_eq!(
+            impostor
+                .metric("zvon_cluster_control_requests_total", &[])
+                .await?,
+            0.0
+        );
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owner_back_with_a_stale_epoch_cannot_serve_the_room() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(90), async {
+        let redis = TestRedis::start()?;
+        let mut n1 = ClusterNode::start(&redis, NodeOptions::new("n1", "both")).await?;
+        let n2 = ClusterNode::start(&redis, NodeOptions::new("n2", "both")).await?;
+        let room = "stale";
+        let a = TestParticipant::join(n1.http_addr, &token(room, "ann"), room).await?;
+        let first = redis.cli(&["GET", &format!("zvon:room:{room}")])?;
+        assert!(first.starts_with("n1|"), "owner {first:?}");
+        // n1 freezes past its room lease; n2 takes the room over with a newer epoch.
+        n1.pause();
+        tokio::time::sleep(Duration::from_millis(3500)).await;
+        let b = TestParticipant::join(n2.http_addr, &token(room, "bob"), room).await?;
+        let second = redis.cli(&["GET", &format!("zvon:room:{room}")])?;
+        assert!(second.starts_with("n2|"), "owner {second:?}");
+        let epoch = |v: &str| v.rsplit('|').next().and_then(|e| e.parse::<u64>().ok());
+        assert!(epoch(&second) > epoch(&first), "{first} -> {second}");
+        // Back, n1 finds its epoch stale and sends its participants to the new owner.
+        n1.resume();
+        a.signal
+            .wait_error("room_moved", Duration::from_secs(5))
+            .await?;
+        assert_eq!(
+            a.signal.wait_closed(Duration::from_secs(5)).await?,
+            Some(4012)
+        );
+        assert_eq!(n1.metric("zvon_cluster_rooms_lost_total", &[]).await?, 1.0);
+        // The room lives on at n2, and a rejoin through n1 lands there.
+        b.ping().await?;
+        let again = TestParticipant::join(n1.http_addr, &token(room, "ann"), room).await?;
+        again
+            .signal
+            .wait_from(0, SIGNAL_TIMEOUT, "bob in the room", |v| {
+                msg_type(v) == "joined"
+                    && v["participants"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p["identity"] == "bob"))
+            })
+            .await?;
+        assert_eq!(
+            redis.cli(&["GET", &format!("zvon:room:{room}")])?,
+            second,
+            "the rejoin moved the room"
+        );
+        again.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restart_keeps_calls_and_the_fleet_heals() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let mut redis = TestRedis::start()?;
+        let n1 = ClusterNode::start(&redis, NodeOptions::new("n1", "both")).await?;
+        let n2 = ClusterNode::start(&redis, NodeOptions::new("n2", "both")).await?;
+        let room = "redis-loss";
+        let a = TestParticipant::join_and_publish(n1.http_addr, &token(room, "ann"), room).await?;
+        let b = TestParticipant::join_and_publish(n2.http_addr, &token(room, "bob"), room).await?;
+        both_directions_flow(&a, &b).await?;
+        let before = (
+            a.received_from(&b.id, "audio")
+                .map(|t| t.packets.len())
+                .unwrap_or(0),
+            b.received_from(&a.id, "audio")
+                .map(|t| t.packets.len())
+                .unwrap_or(0),
+        );
+        redis.kill();
+        let down = Instant::now();
+        // Longer than every lease: nobody may drop the running call.
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        both_directions_flow(&a, &b).await?;
+        assert_eq!(n1.metric("zvon_cluster_redis_up", &[]).await?, 0.0);
+        // A new room cannot be placed while Redis is away: a documented, fatal error.
+        let refused =
+            TestParticipant::join(n1.http_addr, &token("redis-new", "cid"), "redis-new").await;
+        let error = format!(
+            "{:#}",
+            refused.err().context("joined a new room without Redis")?
+        );
+        assert!(error.contains("cluster_unavailable"), "{error}");
+        redis.restart()?;
+        println!("redis away for {:?}", down.elapsed());
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        both_directions_flow(&a, &b).await?;
+        // Audio kept flowing all along: no gap in the sequence numbers received.
+        for (p, other, from) in [(&a, &b.id, before.0), (&b, &a.id, before.1)] {
+            let track = p.received_from(other, "audio").context("no audio")?;
+            let seqs: Vec<u16> = track
+                .main_packets()
+                .iter()
+                .skip(from)
+                .map(|pk| pk.seq)
+                .collect();
+            let gaps = seqs
+                .windows(2)
+                .filter(|w| w[1] != w[0].wrapping_add(1))
+                .count();
+            assert!(
+                gaps <= 2,
+                "{}: {gaps} gaps in audio while Redis restarted",
+                p.id
+            );
+        }
+        // Healed without restarts: the room's owner holds its lease again, and new rooms work.
+        assert_eq!(n1.metric("zvon_cluster_redis_up", &[]).await?, 1.0);
+        assert!(redis
+            .cli(&["GET", &format!("zvon:room:{room}")])?
+            .starts_with("n1|"));
+        let c =
+            TestParticipant::join(n2.http_addr, &token("redis-new", "cid"), "redis-new").await?;
+        c.close().await;
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_signaling_node_leaves_media_flowing_until_clients_rejoin() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let mut s1 = ClusterNode::start(&redis, NodeOptions::new("s1", "signaling")).await?;
+        let s2 = ClusterNode::start(&redis, NodeOptions::new("s2", "signaling")).await?;
+        let media = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
+        let room = "signaling-loss";
+        let a = TestParticipant::join_and_publish(s1.http_addr, &token(room, "ann"), room).await?;
+        let b = TestParticipant::join_and_publish(s1.http_addr, &token(room, "bob"), room).await?;
+        both_directions_flow(&a, &b).await?;
+        s1.kill();
+        let killed = Instant::now();
+        // The media node keeps forwarding for its orphan grace (10 s): the call goes on.
+        a.signal.wait_closed(Duration::from_secs(5)).await?;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        both_directions_flow(&a, &b).await?;
+        println!(
+            "media still flowing {:?} after the signaling node died",
+            killed.elapsed()
+        );
+        assert!(
+            media
+                .metric("zvon_cluster_control_connections", &[])
+                .await?
+                <= 1.0
+        );
+        // Clients come back through another node; s2 takes the room once s1's lease is gone.
+        let a2 = TestParticipant::join_and_publish(s2.http_addr, &token(room, "ann"), room).await?;
+        let b2 = TestParticipant::join_and_publish(s2.http_addr, &token(room, "bob"), room).await?;
+        both_directions_flow(&a2, &b2).await?;
+        println!(
+            "rejoined and receiving {:?} after the kill",
+            killed.elapsed()
+        );
+        assert!(redis
+            .cli(&["GET", &format!("zvon:room:{room}")])?
+            .starts_with("s2|"));
+        a.close().await;
+        b.close().await;
+        a2.close().await;
+        b2.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_media_node_hands_its_participants_over() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let signaling = ClusterNode::start(&redis, NodeOptions::new("sig", "signaling")).await?;
+        let mut m1 = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
+        let mut m2 = ClusterNode::start(&redis, NodeOptions::new("m2", "media")).await?;
+        let room = "drain";
+        let mut a =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
+                .await?;
+        let mut b =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
+                .await?;
+        both_directions_flow(&a, &b).await?;
+        let host = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
+        let draining = if host == "m1" { &mut m1 } else { &mut m2 };
+        let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
+        let started = Instant::now();
+        let (exit, recovered) = tokio::join!(draining.terminate(Duration::from_secs(10)), async {
+            let reasons = tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+            both_directions_flow(&a, &b).await?;
+            anyhow::Ok(reasons)
+        });
+        let (reason_a, _) = recovered?;
+        assert_eq!(reason_a, "media_node_draining");
+        assert!(exit?.success(), "the drained node did not exit cleanly");
+        println!("drained and exited in {:?}", started.elapsed());
+        assert!(redis.cli(&["EXISTS", &format!("zvon:node:{host}")])? == "0");
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
