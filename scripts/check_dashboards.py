@@ -19,6 +19,17 @@ Live (with --metrics-url http://127.0.0.1:9350/metrics):
   * with --prometheus BIN as well: a real Prometheus scrapes the server every second, every
     dashboard query returns series, every alert rule evaluates without error and none is
     pending or firing on the idle server.
+Cluster (the Zvon / Cluster dashboard, and every query or alert rule reading `zvon_cluster_*`):
+  an all-in-one server has none of these series, so they are checked live only against the
+  /metrics of cluster nodes, --cluster-metrics-url (repeatable; give a node with the signaling
+  role and an open QUIC link, and a node with the media role: link series exist only on the
+  former, control-listener series only on the latter). Their expositions are merged: a name,
+  label or label value must be in at least one of them; every `zvon_cluster_*` metric
+  documented in docs/metrics.md must be in one of them and every one they expose must be
+  documented; the --metrics-url server must expose none. With --prometheus the cluster nodes are
+  scraped as well (same job) and the cluster queries must return series too. Without
+  --cluster-metrics-url the cluster queries and rules are checked statically only, and the
+  script says so; an all-in-one --metrics-url must expose no `zvon_cluster_*` metric either way.
 
 Python 3 standard library only. Exit status 0 when everything passes.
 """
@@ -40,6 +51,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GRAFANA = os.path.join(ROOT, "grafana")
 DATASOURCE_UID = "prometheus"
 JOB = "zvon"
+# Dashboards about cluster mode: every query in them is a cluster query.
+CLUSTER_DASHBOARDS = {"grafana/dashboards/cluster.json"}
+CLUSTER_PREFIX = "zvon_cluster_"
 
 # What Grafana substitutes at query time; any value that keeps PromQL valid will do.
 BUILTIN_VARS = {
@@ -140,6 +154,17 @@ def analyze(expr):
             raise ValueError("selector without a metric name")
         i += 1
     return selectors, grouping
+
+
+def is_cluster(where, expr):
+    """A query or rule that needs a cluster node's /metrics: it is on a cluster dashboard or
+    reads a zvon_cluster_* metric."""
+    if where.split(" ", 1)[0] in CLUSTER_DASHBOARDS:
+        return True
+    try:
+        return any(s.name.startswith(CLUSTER_PREFIX) for s in analyze(expr)[0])
+    except ValueError:
+        return False
 
 
 def substitute(expr, variables):
@@ -334,21 +359,41 @@ def parse_exposition(text):
     return types, labels
 
 
-def check_live(url, refs, alert_refs, promtool, fails):
-    try:
-        with urllib.request.urlopen(url, timeout=10) as r:
-            text = r.read().decode()
-    except OSError as e:
-        fails.add(url, f"cannot fetch: {e}")
+def fetch_exposition(urls, promtool, fails):
+    """types and labels of the expositions at urls, merged (a name, label or value is present if
+    any of them has it), or None if one cannot be fetched. Each is run through
+    `promtool check metrics`."""
+    types, labels = {}, {}
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                text = r.read().decode()
+        except OSError as e:
+            fails.add(url, f"cannot fetch: {e}")
+            return None
+        t, lab = parse_exposition(text)
+        for name in lab:  # untyped samples still count as present
+            t.setdefault(name, "untyped")
+        for name, mtype in t.items():
+            types.setdefault(name, mtype)
+        for name, have in lab.items():
+            merged = labels.setdefault(name, {})
+            for k, vals in have.items():
+                merged.setdefault(k, set()).update(vals)
+        res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
+        for line in (res.stdout + res.stderr).splitlines():
+            name = line.split()[0] if line.strip() else ""
+            if line.strip() and name not in ACCEPTED_LINT:
+                fails.add(url, f"promtool check metrics: {line.strip()}")
+    return types, labels
+
+
+def check_live(urls, refs, alert_refs, promtool, fails, exposition=None):
+    exposition = exposition or fetch_exposition(urls, promtool, fails)
+    if exposition is None:
         return
-    types, labels = parse_exposition(text)
-    for name in labels:  # untyped samples still count as present
-        types.setdefault(name, "untyped")
-    res = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True)
-    for line in (res.stdout + res.stderr).splitlines():
-        name = line.split()[0] if line.strip() else ""
-        if line.strip() and name not in ACCEPTED_LINT:
-            fails.add(url, f"promtool check metrics: {line.strip()}")
+    types, labels = exposition
+    url = " + ".join(urls)
     checked = set()
     for where, expr, _ in refs + alert_refs:
         selectors, grouping = analyze(expr)
@@ -358,7 +403,10 @@ def check_live(url, refs, alert_refs, promtool, fails):
                 continue
             r = resolve(s.name, types)
             if r is None:
-                if s.name not in checked:
+                if s.name not in checked and s.name.startswith(CLUSTER_PREFIX):
+                    fails.add(where, f"{s.name} is not in {url} (link series exist only on a signaling "
+                                     "node with an open link, control ones only on a media node)")
+                elif s.name not in checked:
                     fails.add(where, f"{s.name} is not in {url} (a labelled metric with no series yet? "
                                      "initialise its label values at start)")
                 checked.add(s.name)
@@ -387,6 +435,19 @@ def check_live(url, refs, alert_refs, promtool, fails):
                 fails.add(where, f"groups by {label!r}, which none of its series carry in {url}")
 
 
+def check_cluster_coverage(cluster_urls, cluster_exposition, fails):
+    """The cluster nodes expose exactly the documented zvon_cluster_* families."""
+    documented = {n for n in documented_metrics() if n.startswith(CLUSTER_PREFIX)}
+    types, _ = cluster_exposition
+    exposed = {n for n, t in types.items() if n.startswith(CLUSTER_PREFIX) and t != "untyped"}
+    where = " + ".join(cluster_urls)
+    for name in sorted(documented - exposed):
+        fails.add(where, f"{name} is documented in docs/metrics.md but none of the cluster nodes "
+                         "exposes it (give a signaling node with an open link and a media node)")
+    for name in sorted(exposed - documented):
+        fails.add(where, f"{name} is exposed but not documented in docs/metrics.md")
+
+
 def http_json(url):
     with urllib.request.urlopen(url, timeout=5) as r:
         return json.load(r)
@@ -398,11 +459,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def check_with_prometheus(prom_bin, metrics_url, queries, fails):
-    """Run a real Prometheus scraping the live server: every dashboard query must return series,
-    every alert rule must evaluate without error, and none may be pending or firing on an idle,
-    healthy server."""
-    target = urllib.parse.urlsplit(metrics_url)
+def check_with_prometheus(prom_bin, metrics_urls, queries, fails):
+    """Run a real Prometheus scraping the live servers (one job, as in production): every
+    dashboard query must return series, every alert rule must evaluate without error, and none
+    may be pending or firing on idle, healthy servers."""
+    metrics_urls = list(dict.fromkeys(metrics_urls))  # Prometheus scrapes a target once
+    by_path = {}
+    for url in metrics_urls:
+        target = urllib.parse.urlsplit(url)
+        by_path.setdefault(target.path or "/metrics", []).append(target.netloc)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -413,10 +478,16 @@ def check_with_prometheus(prom_bin, metrics_url, queries, fails):
 rule_files:
   - {json.dumps(os.path.join(GRAFANA, "alerts.yml"))}
 scrape_configs:
-  - job_name: {JOB}
-    metrics_path: {json.dumps(target.path or "/metrics")}
+""")
+            for i, (path, netlocs) in enumerate(sorted(by_path.items())):
+                # One job name in every scrape config: the dashboards and rules select job="zvon".
+                f.write(f"""  - job_name: {JOB}{"" if i == 0 else f"_{i}"}
+    metrics_path: {json.dumps(path)}
     static_configs:
-      - targets: [{json.dumps(target.netloc)}]
+      - targets: {json.dumps(netlocs)}
+    relabel_configs:
+      - target_label: job
+        replacement: {JOB}
 """)
         log = open(os.path.join(tmp, "log"), "w")
         proc = subprocess.Popen([prom_bin, f"--config.file={tmp}/prometheus.yml",
@@ -431,15 +502,16 @@ scrape_configs:
                 time.sleep(0.5)
                 try:
                     res = query(f'count_over_time(up{{job="{JOB}"}}[1m])')["data"]["result"]
-                    scrapes = int(float(res[0]["value"][1])) if res else 0
+                    if len(res) == len(metrics_urls):
+                        scrapes = min(int(float(r["value"][1])) for r in res)
                 except (OSError, ValueError, KeyError, IndexError):
                     pass
             if scrapes < 4:
-                fails.add("prometheus", f"no 4 scrapes of {metrics_url} within 30 s; log:\n"
+                fails.add("prometheus", f"no 4 scrapes of each of {', '.join(metrics_urls)} within 30 s; log:\n"
                           + open(os.path.join(tmp, "log")).read()[-2000:])
                 return
-            if query(f'min(up{{job="{JOB}"}})')["data"]["result"][0]["value"][1] != "1":
-                fails.add("prometheus", f"the scrape of {metrics_url} fails")
+            for r in query(f'up{{job="{JOB}"}} != 1')["data"]["result"]:
+                fails.add("prometheus", f"the scrape of {r['metric'].get('instance')} fails")
             for _, expr, where in queries:
                 try:
                     res = query(expr)
@@ -458,7 +530,8 @@ scrape_configs:
             for alert in http_json(f"{base}/api/v1/alerts")["data"]["alerts"]:
                 fails.add(f"alert {alert['labels'].get('alertname')}",
                           f"{alert['state']} on an idle, healthy server: {alert['labels']}")
-            print(f"prometheus: {len(queries)} dashboard queries return series, alert rules evaluate, none active")
+            print(f"prometheus: {len(queries)} dashboard queries return series from "
+                  f"{len(metrics_urls)} target(s), alert rules evaluate, none active")
         finally:
             proc.terminate()
             try:
@@ -479,11 +552,17 @@ def run(cmd, fails, where):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--metrics-url", help="live /metrics to check the referenced names against")
+    ap.add_argument("--metrics-url", help="live /metrics of an all-in-one server to check the "
+                    "referenced names against (all but the cluster queries and rules)")
+    ap.add_argument("--cluster-metrics-url", action="append", default=[], metavar="URL",
+                    help="live /metrics of a cluster node, for the cluster dashboard and the queries "
+                         "and rules reading zvon_cluster_*; repeat it for a signaling node with an "
+                         "open link and a media node (their expositions are merged)")
     ap.add_argument("--promtool", default="promtool")
     ap.add_argument("--prometheus", metavar="BIN",
                     help="with --metrics-url: also run this Prometheus binary against the server "
-                         "and run every dashboard query and alert rule in it")
+                         "(and the --cluster-metrics-url nodes) and run every dashboard query and "
+                         "alert rule in it")
     args = ap.parse_args()
 
     fails, queries, refs = Failures(), [], []
@@ -532,11 +611,41 @@ def main():
         except ValueError:
             pass
     print(f"metric names referenced: {len(names)}")
+    cluster_refs = [r for r in refs if is_cluster(r[0], r[1])]
+    cluster_alert_refs = [r for r in alert_refs if is_cluster(r[0], r[1])]
+    cluster_queries = [q for q in queries if is_cluster(q[2], q[1])]
+    print(f"cluster: {len(cluster_refs)} dashboard queries/variables and "
+          f"{len(cluster_alert_refs)} alert rules read cluster metrics")
     if args.metrics_url:
-        check_live(args.metrics_url, refs, alert_refs, args.promtool, fails)
-        print(f"live check against {args.metrics_url} done")
-        if args.prometheus:
-            check_with_prometheus(args.prometheus, args.metrics_url, queries, fails)
+        exposition = fetch_exposition([args.metrics_url], args.promtool, fails)
+        if exposition is not None:
+            check_live([args.metrics_url], [r for r in refs if r not in cluster_refs],
+                       [r for r in alert_refs if r not in cluster_alert_refs], args.promtool, fails,
+                       exposition)
+            # An all-in-one server has no cluster series (a zvon_cluster_redis_up of 0 there
+            # would page someone for a Redis it does not use).
+            for name in sorted(n for n in exposition[0] if n.startswith(CLUSTER_PREFIX)):
+                fails.add(args.metrics_url, f"{name}: an all-in-one server must expose no "
+                                            f"{CLUSTER_PREFIX}* metric (is --metrics-url a cluster node?)")
+        print(f"live check against {args.metrics_url} done (all but the cluster queries and rules)")
+    if args.cluster_metrics_url:
+        exposition = fetch_exposition(args.cluster_metrics_url, args.promtool, fails)
+        if exposition is not None:
+            check_live(args.cluster_metrics_url, cluster_refs, cluster_alert_refs, args.promtool, fails,
+                       exposition)
+            check_cluster_coverage(args.cluster_metrics_url, exposition, fails)
+        print(f"cluster: live check against {' + '.join(args.cluster_metrics_url)} done")
+    elif cluster_refs or cluster_alert_refs:
+        print("cluster: NOT checked live (no --cluster-metrics-url): the cluster queries and rules "
+              "were only compiled by promtool and checked against docs/metrics.md")
+    if args.metrics_url and args.prometheus:
+        if args.cluster_metrics_url:
+            check_with_prometheus(args.prometheus, [args.metrics_url] + args.cluster_metrics_url,
+                                  queries, fails)
+        else:
+            print(f"prometheus: the {len(cluster_queries)} cluster queries are skipped (no cluster node scraped)")
+            check_with_prometheus(args.prometheus, [args.metrics_url],
+                                  [q for q in queries if q not in cluster_queries], fails)
 
     if fails.items:
         print(f"\nFAILED ({len(fails.items)}):", file=sys.stderr)
