@@ -243,7 +243,9 @@ impl Metrics {
     }
 
     pub fn is_ready(&self) -> bool {
-        !self.shutting_down.load(Ordering::Relaxed) && self.sfu.all_workers_running()
+        // A signaling-only node of a fleet has no media workers to wait for.
+        let media_ready = self.sfu.workers.is_empty() || self.sfu.all_workers_running();
+        !self.shutting_down.load(Ordering::Relaxed) && media_ready
     }
 
     /// The text exposition of every metric.
