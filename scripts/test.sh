@@ -26,6 +26,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test (unit, protocol and webrtc-rs interop tests)"
+# The cluster tests run real `zvon` processes: the binary must exist before they start.
+cargo build -p zvon-signaling --bin zvon --locked
 cargo test --workspace --locked
 
 step "headless Chromium end to end"

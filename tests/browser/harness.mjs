@@ -42,7 +42,7 @@ export function log(...args) {
   console.log(`[${new Date().toISOString().slice(11, 23)}]`, ...args);
 }
 
-async function freeTcpPort() {
+export async function freeTcpPort() {
   return new Promise((res, rej) => {
     const s = createServer();
     s.once('error', rej);
@@ -53,7 +53,7 @@ async function freeTcpPort() {
   });
 }
 
-async function freeUdpPort() {
+export async function freeUdpPort() {
   return new Promise((res, rej) => {
     const s = createSocket('udp4');
     s.once('error', rej);
@@ -72,13 +72,17 @@ export function uniqueName(prefix) {
  * Starts `$ZVON_BIN serve --dev ...` on free ports and waits for /api/info.
  * Returns {baseUrl, pid, logText(), stop()}.
  */
-export async function startServer({ timeoutMs = 20_000 } = {}) {
+export async function startServer({
+  timeoutMs = 20_000, extraArgs = [], env = {}, label = 'server', mediaOnly = false,
+} = {}) {
   const bin = resolve(REPO_ROOT, process.env.ZVON_BIN || 'target/release/zvon');
   if (!existsSync(bin)) {
     throw new Error(`server binary ${bin} not found: build it with \`cargo build --release -p zvon-signaling\` or set ZVON_BIN`);
   }
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
+  // A media-only node has no HTTP listener: its readiness is on the metrics port.
+  const metricsPort = mediaOnly ? await freeTcpPort() : 0;
   const args = [
     'serve', '--dev',
     '--http-addr', `127.0.0.1:${httpPort}`,
@@ -87,13 +91,14 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
     '--media-port', String(udpPort),
     '--workers', '1',
     // A free port, so a server already on the default 9350 cannot stop this one from starting.
-    '--metrics-addr', '127.0.0.1:0',
+    '--metrics-addr', `127.0.0.1:${metricsPort}`,
+    ...extraArgs,
   ];
   log(`starting ${bin} ${args.join(' ')}`);
   const child = spawn(bin, args, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { RUST_LOG: 'info', ...process.env },
+    env: { RUST_LOG: 'info', ...process.env, ...env },
   });
   const lines = [];
   const collect = (stream) => {
@@ -146,10 +151,10 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
       throw new Error(`server exited early (${JSON.stringify(exited)}); log:\n${tail(server.logText())}`);
     }
     try {
-      const res = await fetch(`${server.baseUrl}/api/info`);
+      const res = await fetch(mediaOnly ? `http://127.0.0.1:${metricsPort}/readyz` : `${server.baseUrl}/api/info`);
       if (res.ok) {
-        const info = await res.json();
-        log(`server up at ${server.baseUrl} (pid ${child.pid}, udp ${udpPort}): ${JSON.stringify(info)}`);
+        const info = mediaOnly ? 'ready' : await res.json();
+        log(`${label} up at ${server.baseUrl} (pid ${child.pid}, udp ${udpPort}): ${JSON.stringify(info)}`);
         return server;
       }
       lastErr = `HTTP ${res.status}`;
@@ -319,13 +324,13 @@ export function median(xs) {
 }
 
 /**
- * Runs scenarios (`[name, async (browser, server, pages, results) => …]`) against one server and
- * one browser, the ones named by the command-line prefixes or all; prints PASS/FAIL per scenario,
+ * Runs scenarios (`[name, async (browser, server, pages, results) => …]`) against one server (or
+ * whatever `start` returns: an object with `logText()` and `stop()`, e.g. a fleet) and one browser, the ones named by the command-line prefixes or all; prints PASS/FAIL per scenario,
  * a JSON summary `{[suite]: "pass"|"fail", results}`, and exits 0 only if all passed. On a failure
  * it prints each page's console (and `describePage(page)` if given) and the server log's tail,
  * and saves artifacts.
  */
-export async function runSuite(suite, scenarios, { artifactPrefix = '', describePage = null } = {}) {
+export async function runSuite(suite, scenarios, { artifactPrefix = '', describePage = null, start = startServer } = {}) {
   const only = process.argv.slice(2);
   const chosen = scenarios.filter(([n]) => !only.length || only.some((o) => n.startsWith(o)));
   let server = null;
@@ -333,7 +338,7 @@ export async function runSuite(suite, scenarios, { artifactPrefix = '', describe
   let ok = true;
   const results = [];
   try {
-    server = await startServer();
+    server = await start();
     browser = await launchBrowser();
     for (const [name, fn] of chosen) {
       ok = (await runScenario(name, fn, browser, server, results, { artifactPrefix, describePage })) && ok;

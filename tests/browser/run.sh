@@ -2,8 +2,9 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
-# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs and classroom.mjs (run
-# those as `node calls.mjs [prefix...]`, `node classroom.mjs [prefix...]`); without arguments
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs and
+# cluster.mjs (run those as `node calls.mjs [prefix...]` etc.; cluster.mjs needs redis-server);
+# without arguments
 # all run, and the exit status is non-zero if any failed. ZVON_WEB_DIR=signaling/web makes the
 # pages load the browser client from disk (trying client changes without rebuilding the server).
 set -eu
@@ -16,5 +17,6 @@ node e2e.mjs "$@" || status=1
 if [ $# -eq 0 ]; then
   node calls.mjs || status=1
   node classroom.mjs || status=1
+  node cluster.mjs || status=1
 fi
 exit $status
