@@ -314,8 +314,8 @@ impl MediaFleet {
             participants = participants.len(),
             "media link lost: {reason}"
         );
-        self.stats.node_lost(participants.len());
         if !participants.is_empty() {
+            self.stats.node_lost(participants.len());
             let _ = self.lost.send(NodeLost {
                 node: node.to_string(),
                 participants,
@@ -361,6 +361,30 @@ impl MediaFleet {
             reason: MediaResetReason::MediaNodeDraining,
         });
         count
+    }
+
+    /// Keeps a link open to every usable media node, so that a join never waits for a QUIC
+    /// handshake and a node that dies is noticed before anyone is placed on it.
+    pub async fn warm(&self, nodes: &[NodeInfo]) {
+        for node in nodes.iter().filter(|n| n.roles.media && !n.draining) {
+            let skip = {
+                let routes = self.routes();
+                routes.quarantined.contains_key(&node.id)
+                    || routes
+                        .links
+                        .get(&node.id)
+                        .is_some_and(|l| !l.remote.is_closed())
+            };
+            if skip {
+                continue;
+            }
+            if let Err(e) = self.link(&node.id).await {
+                warn!(media_node = %node.id, "cannot open a link: {e}");
+                self.routes()
+                    .quarantined
+                    .insert(node.id.clone(), Instant::now());
+            }
+        }
     }
 
     /// Media nodes some room of ours sits on.

@@ -86,39 +86,33 @@ impl Fleet {
         loop {
             every.tick().await;
             self.put_lease(load.sample()).await;
-            self.count_nodes().await;
+            let nodes = self.count_nodes().await;
             let Some(hub) = &hub else { continue };
             if let Some(rooms) = &self.rooms {
                 rooms.maintain(hub).await;
             }
-            if let Some(media) = &self.media {
-                self.evacuate_draining(media).await;
+            if let (Some(media), Some(nodes)) = (&self.media, nodes) {
+                self.evacuate_draining(media, &nodes).await;
+                media.warm(&nodes).await;
             }
         }
     }
 
-    async fn count_nodes(&self) {
-        if let Ok(nodes) = self.registry.nodes().await {
-            let count =
-                |pick: fn(&NodeInfo) -> bool| nodes.iter().filter(|n| pick(n)).count() as u64;
-            self.stats
-                .nodes_signaling
-                .store(count(|n| n.roles.signaling), Ordering::Relaxed);
-            self.stats
-                .nodes_media
-                .store(count(|n| n.roles.media), Ordering::Relaxed);
-        }
+    /// The live nodes, counted by role for the metrics; `None` while Redis is away.
+    async fn count_nodes(&self) -> Option<Vec<NodeInfo>> {
+        let nodes = self.registry.nodes().await.ok()?;
+        let count = |pick: fn(&NodeInfo) -> bool| nodes.iter().filter(|n| pick(n)).count() as u64;
+        self.stats
+            .nodes_signaling
+            .store(count(|n| n.roles.signaling), Ordering::Relaxed);
+        self.stats
+            .nodes_media
+            .store(count(|n| n.roles.media), Ordering::Relaxed);
+        Some(nodes)
     }
 
-    async fn evacuate_draining(&self, media: &MediaFleet) {
-        let in_use = media.nodes_in_use();
-        if in_use.is_empty() {
-            return;
-        }
-        let Ok(nodes) = self.registry.nodes().await else {
-            return;
-        };
-        for node in in_use {
+    async fn evacuate_draining(&self, media: &MediaFleet, nodes: &[NodeInfo]) {
+        for node in media.nodes_in_use() {
             if nodes.iter().any(|n| n.id == node && n.draining) {
                 let moved = media.evacuate(&node).await;
                 info!(media_node = %node, moved, "moving rooms off a draining media node");
