@@ -61,9 +61,16 @@ pub fn router(state: AppState) -> Router {
         .route("/rtc", get(upgrade))
         .route("/api/dev-token", get(dev_token))
         .route("/api/info", get(info))
-        .route("/api/calls", post(server_call))
-        .route("/api/calls/{call_id}", get(server_call_report))
-        .route("/api/calls/{call_id}/end", post(server_end_call))
+        .merge(
+            Router::new()
+                .route("/api/calls", post(server_call))
+                .route("/api/calls/{call_id}", get(server_call_report))
+                .route("/api/calls/{call_id}/end", post(server_end_call))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    calls_owner,
+                )),
+        )
         .with_state(state)
 }
 
@@ -212,6 +219,47 @@ fn check_server_api(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Res
             "unauthorized",
             e.to_string(),
         ))),
+    }
+}
+
+/// Server API requests about calls are answered by the node holding the calls lease (cluster
+/// mode): any other node forwards them there, so a backend may call any node.
+async fn calls_owner(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(fleet) = state.session.fleet.clone() else {
+        return next.run(request).await;
+    };
+    let proxied = request
+        .headers()
+        .get(crate::fleet::proxy::PROXY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::fleet::proxy::verify(&fleet.config.secret, v));
+    let Some(leases) = fleet.rooms.as_ref().filter(|_| proxied.is_none()) else {
+        return next.run(request).await;
+    };
+    match leases.route(crate::fleet::CALLS_LEASE).await {
+        Ok(crate::fleet::Route::Local) => next.run(request).await,
+        Ok(crate::fleet::Route::Owner { url, .. }) => {
+            let header = crate::fleet::proxy::sign(&fleet.config.secret, fleet.registry.node_id());
+            match crate::fleet::proxy::forward_http(request, &url, &header).await {
+                Ok(response) => response,
+                Err(e) => api_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "cluster_unavailable",
+                    format!("the node serving calls is unreachable: {e}"),
+                ),
+            }
+        }
+        Err((code, message)) => {
+            let code = serde_json::to_value(code)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            api_error(StatusCode::SERVICE_UNAVAILABLE, &code, message)
+        }
     }
 }
 

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::debug;
 
 use crate::config::{ApiKey, Limits};
-use crate::fleet::{proxy, Fleet, Route};
+use crate::fleet::{lease_for_room, proxy, Fleet, Route, CALLS_LEASE};
 use crate::metrics::Metrics;
 use crate::protocol::{
     parse_client_message, ClientMessage, ErrorCode, LeaveReason, ServerMessage,
@@ -69,15 +69,20 @@ pub async fn run(mut socket: WebSocket, ctx: Arc<SessionContext>, proxied_by: Op
             return serve(socket, ctx, None, Some(late)).await;
         }
     };
-    // Only a room join with a good token is routed; anything else (device sockets, bad
-    // tokens, garbage) gets the usual local answer.
-    let room = match parse_client_message(&first).message {
-        Ok(ClientMessage::Join { token, .. }) => token::verify(&token, &ctx.keys).ok(),
+    // Only a join or register with a good token is routed; anything else (bad tokens,
+    // garbage) gets the usual local answer. Device sockets and call rooms follow the calls
+    // lease, other rooms their own.
+    let lease = match parse_client_message(&first).message {
+        Ok(ClientMessage::Join { token, .. }) => token::verify(&token, &ctx.keys)
+            .ok()
+            .map(|claims| lease_for_room(&claims.room).to_string()),
+        Ok(ClientMessage::Register { token, .. }) => token::verify(&token, &ctx.keys)
+            .ok()
+            .map(|_| CALLS_LEASE.to_string()),
         _ => None,
     }
-    .map(|claims| claims.room)
-    .filter(|room| !room.is_empty());
-    let Some(room) = room else {
+    .filter(|lease| !lease.is_empty());
+    let Some(room) = lease else {
         return serve(socket, ctx, Some(Message::Text(first.into())), None).await;
     };
     let Some(leases) = &fleet.rooms else {

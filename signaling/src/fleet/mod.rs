@@ -13,7 +13,7 @@ mod stats;
 
 pub use heartbeat::LoadMeter;
 pub use media_fleet::{MediaFleet, NodeLost};
-pub use room_leases::{RoomLeases, Route, ROOM_LEASE, ROOM_REFRESH};
+pub use room_leases::{lease_for_room, RoomLeases, Route, CALLS_LEASE, ROOM_LEASE, ROOM_REFRESH};
 pub use stats::FleetStats;
 
 use std::sync::atomic::Ordering;

@@ -113,6 +113,63 @@ fn to_client(m: tungstenite::Message) -> Option<ws::Message> {
     })
 }
 
+/// Server API bodies are small JSON objects; anything bigger is not forwarded.
+const MAX_FORWARDED_BODY: usize = 64 * 1024;
+
+/// Forwards a server-API request to `base_url` (the node holding what it is about) and returns
+/// that node's answer as it is.
+pub async fn forward_http(
+    request: axum::extract::Request,
+    base_url: &str,
+    header: &str,
+) -> Result<axum::response::Response, ProxyError> {
+    use axum::response::IntoResponse;
+    let (parts, body) = request.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let url = format!("{}{path}", base_url.trim_end_matches('/'));
+    let body = axum::body::to_bytes(body, MAX_FORWARDED_BODY)
+        .await
+        .map_err(|e| ProxyError::Connect(format!("reading the request: {e}")))?;
+    let method = reqwest::Method::from_bytes(parts.method.as_str().as_bytes())
+        .map_err(|_| ProxyError::Url(parts.method.to_string()))?;
+    let mut forwarded = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(CONNECT_TIMEOUT * 2)
+        .header(PROXY_HEADER, header)
+        .body(body.to_vec());
+    for name in ["authorization", "content-type"] {
+        if let Some(value) = parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+            forwarded = forwarded.header(name, value);
+        }
+    }
+    let answer = forwarded
+        .send()
+        .await
+        .map_err(|e| ProxyError::Connect(e.to_string()))?;
+    let status = axum::http::StatusCode::from_u16(answer.status().as_u16())
+        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let content_type = answer
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let bytes = answer
+        .bytes()
+        .await
+        .map_err(|e| ProxyError::Connect(e.to_string()))?;
+    Ok((
+        status,
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        bytes.to_vec(),
+    )
+        .into_response())
+}
+
 /// Sends `first` (the client's join, already read here) and pipes both ways until either side
 /// closes.
 pub async fn pipe(client: WebSocket, mut upstream: Upstream, first: String) {

@@ -20,6 +20,21 @@ pub const ROOM_REFRESH: Duration = Duration::from_secs(1);
 /// A claimed room is kept this long even while empty: its first join is still on the way.
 const CLAIM_SETTLE: Duration = Duration::from_secs(5);
 
+/// The lease of everything about calls between users: device sockets, call decisions and call
+/// rooms live on the one node holding it, so that every call is decided in one place (accept,
+/// decline, glare and double accept stay exactly-once across the fleet). No room name can
+/// collide with it: room names starting with `#` are refused.
+pub const CALLS_LEASE: &str = "#calls";
+
+/// The lease a room's sockets follow: call rooms go with the calls.
+pub fn lease_for_room(room: &str) -> &str {
+    if room.starts_with("call-") {
+        CALLS_LEASE
+    } else {
+        room
+    }
+}
+
 /// Where a socket for a room must go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -109,7 +124,12 @@ impl RoomLeases {
             .map(|(room, o)| (room.clone(), o.epoch, o.claimed_at))
             .collect();
         for (room, epoch, claimed_at) in rooms {
-            if !hub.room_is_open(&room) && claimed_at.elapsed() > CLAIM_SETTLE {
+            let in_use = if room == CALLS_LEASE {
+                hub.calls_in_use()
+            } else {
+                hub.room_is_open(&room)
+            };
+            if !in_use && claimed_at.elapsed() > CLAIM_SETTLE {
                 self.owned().remove(&room);
                 match self.registry.release_room(&room, epoch).await {
                     Ok(_) => info!(room, epoch, "room released"),
@@ -135,7 +155,11 @@ impl RoomLeases {
                         warn!(room, ours = epoch, theirs, owner = %node, "room lost to another node");
                         self.owned().remove(&room);
                         self.stats.room_lost();
-                        hub.evict_room(&room).await;
+                        if room == CALLS_LEASE {
+                            hub.evict_calls().await;
+                        } else {
+                            hub.evict_room(&room).await;
+                        }
                     }
                     Err(e) => warn!(room, "room lease: {e}"),
                 },

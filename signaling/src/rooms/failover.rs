@@ -11,6 +11,43 @@ impl Hub {
         self.lock().rooms.get(room).is_some_and(|m| !m.is_empty())
     }
 
+    /// Whether this node serves calls: device sockets, calls ringing or running, call rooms.
+    /// The fleet keeps the calls lease while it does.
+    pub fn calls_in_use(&self) -> bool {
+        let state = self.lock();
+        !state.devices.is_empty()
+            || state.calls.active_count() > 0
+            || state.rooms.keys().any(|r| r.starts_with("call-"))
+    }
+
+    /// Another node took the calls over: device sockets and call rooms here go there.
+    pub async fn evict_calls(&self) {
+        let outboxes: Vec<Outbox> = {
+            let mut state = self.lock();
+            state
+                .devices
+                .values_mut()
+                .filter_map(|d| d.outbox.take())
+                .collect()
+        };
+        for outbox in outboxes {
+            let _ = outbox.send(Outbound::Fatal(
+                ErrorCode::RoomMoved,
+                "another server took over calls; register again".into(),
+            ));
+        }
+        let call_rooms: Vec<String> = self
+            .lock()
+            .rooms
+            .keys()
+            .filter(|r| r.starts_with("call-"))
+            .cloned()
+            .collect();
+        for room in call_rooms {
+            self.evict_room(&room).await;
+        }
+    }
+
     /// Rooms with anyone in them.
     pub fn room_names(&self) -> Vec<String> {
         self.lock().rooms.keys().cloned().collect()

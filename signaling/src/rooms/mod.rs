@@ -244,14 +244,17 @@ impl Hub {
                 ));
             }
         }
+        // `#…` names are the fleet's own leases (cluster mode), never a room.
         if claims.room.is_empty()
+            || claims.room.starts_with('#')
             || claims.room.len() > 128
             || claims.sub.is_empty()
             || claims.sub.len() > 128
         {
             return Err((
                 ErrorCode::Unauthorized,
-                "token room and identity must be 1-128 characters".into(),
+                "token room and identity must be 1-128 characters, the room not starting with #"
+                    .into(),
             ));
         }
         let replaced = {
