@@ -140,6 +140,13 @@ pub enum SfuRequest {
     RemoveParticipant { participant: ParticipantId },
     /// Connection quality as seen from received RTCP.
     PeerStats { participant: ParticipantId },
+    /// A new signaling owner takes over a participant that lives on (its previous owner died):
+    /// its events now go to the requester. Answered with [`SfuResponse::Adopted`], what it
+    /// publishes, so the new owner can rebuild the room as people see it.
+    Adopt {
+        room: RoomId,
+        participant: ParticipantId,
+    },
     /// How `participant` (a subscriber) shows video track `track_id`: rendered at
     /// `width`x`height` device pixels picks the smallest simulcast layer covering it;
     /// `enabled: false` or a zero size pauses that video for it. A shown video the subscriber
@@ -164,6 +171,7 @@ impl SfuRequest {
             | SfuRequest::Unpublish { participant }
             | SfuRequest::RemoveParticipant { participant }
             | SfuRequest::PeerStats { participant }
+            | SfuRequest::Adopt { participant, .. }
             | SfuRequest::SetTrackSettings { participant, .. } => participant,
         }
     }
@@ -173,8 +181,14 @@ impl SfuRequest {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum SfuResponse {
     Done,
-    PublishAnswer { sdp: String },
+    PublishAnswer {
+        sdp: String,
+    },
     PeerStats(PeerStats),
+    /// The adopted participant's published tracks.
+    Adopted {
+        tracks: Vec<PublishedTrack>,
+    },
 }
 
 /// Round-trip time and loss of one participant's connections, from RTCP receiver reports.

@@ -418,6 +418,7 @@ impl Session {
                             self.outbox.clone(),
                             request_id.clone(),
                         )
+                        .await
                     }
                     None => {
                         hub.join(

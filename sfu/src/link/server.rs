@@ -195,6 +195,9 @@ async fn write_events(
 /// What a served request changes in event ownership.
 enum Ownership {
     Adopt(ParticipantId, RoomId),
+    /// A new owner takes a participant over from a lost connection: routed to it before the
+    /// node is asked, so that no event of the participant goes to the dead connection meanwhile.
+    TakeOver(ParticipantId, RoomId),
     Forget(ParticipantId),
     Unchanged,
 }
@@ -206,6 +209,9 @@ impl Ownership {
                 room, participant, ..
             } => Ownership::Adopt(participant.clone(), room.clone()),
             SfuRequest::RemoveParticipant { participant } => Ownership::Forget(participant.clone()),
+            SfuRequest::Adopt { room, participant } => {
+                Ownership::TakeOver(participant.clone(), room.clone())
+            }
             _ => Ownership::Unchanged,
         }
     }
@@ -246,6 +252,12 @@ fn claim(ownership: &Ownership, conn_id: ConnId, shared: &Shared) -> Option<Clai
         Ownership::Adopt(participant, room) => {
             Some(shared.router.claim(conn_id, participant, room))
         }
+        Ownership::TakeOver(participant, room) => {
+            shared
+                .router
+                .adopt(conn_id, participant.clone(), room.clone());
+            None
+        }
         _ => None,
     }
 }
@@ -274,6 +286,10 @@ async fn settle_ownership(
         }
         (Ownership::Forget(participant), _, Ok(_) | Err(SfuError::UnknownParticipant)) => {
             shared.router.forget(&participant);
+        }
+        // Nothing to take over: the participant is gone from the node.
+        (Ownership::TakeOver(participant, _), _, Err(_)) => {
+            shared.router.release(conn_id, &participant);
         }
         _ => {}
     }

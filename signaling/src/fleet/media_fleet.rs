@@ -114,6 +114,7 @@ impl MediaFleet {
     pub async fn request(&self, request: SfuRequest) -> Result<SfuResponse, SfuError> {
         let node = match &request {
             SfuRequest::AddParticipant { room, .. } => self.node_for_room(room).await?,
+            SfuRequest::Adopt { room, .. } => self.node_serving(room).await?,
             other => self
                 .routes()
                 .participants
@@ -128,9 +129,11 @@ impl MediaFleet {
             (
                 SfuRequest::AddParticipant {
                     room, participant, ..
-                },
+                }
+                | SfuRequest::Adopt { room, participant },
                 Ok(_),
             ) => {
+                routes.rooms.entry(room.clone()).or_insert(node.clone());
                 routes
                     .participants
                     .insert(participant.clone(), (node, room.clone()));
@@ -145,6 +148,19 @@ impl MediaFleet {
             _ => {}
         }
         answer
+    }
+
+    /// The media node a running room is on, as this node or the registry knows it; never
+    /// places the room.
+    async fn node_serving(&self, room: &RoomId) -> Result<String, SfuError> {
+        if let Some(node) = self.routes().rooms.get(room) {
+            return Ok(node.clone());
+        }
+        self.registry
+            .room_media(&room.0)
+            .await
+            .map_err(|e| unavailable(format!("cluster registry: {e}")))?
+            .ok_or(SfuError::UnknownParticipant)
     }
 
     /// The room's media node, placing the room if it has none yet.

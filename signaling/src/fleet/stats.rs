@@ -13,6 +13,8 @@ pub struct FleetStats {
     pub participants_moved: AtomicU64,
     pub failovers_failed: AtomicU64,
     pub drained_participants: AtomicU64,
+    /// Participants taken over from a signaling node that died, media untouched.
+    pub adopted: AtomicU64,
     pub rooms_claimed: AtomicU64,
     /// Rooms this node owned until another node took them (a stale epoch).
     pub rooms_lost: AtomicU64,
@@ -56,6 +58,9 @@ impl FleetStats {
     }
     pub fn move_failed(&self) {
         Self::bump(&self.failovers_failed, 1);
+    }
+    pub fn adopted(&self) {
+        Self::bump(&self.adopted, 1);
     }
     pub fn claimed(&self) {
         Self::bump(&self.rooms_claimed, 1);

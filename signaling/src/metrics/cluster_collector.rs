@@ -24,6 +24,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_cluster_placements_total", "Rooms placed on a media node, by result.", MetricType::COUNTER, &["result"]),
     ("zvon_cluster_media_nodes_lost_total", "Media nodes whose link died while rooms of this node were on them.", MetricType::COUNTER, &[]),
     ("zvon_cluster_participants_moved_total", "Participants moved to another media node (failover or drain), by result.", MetricType::COUNTER, &["result"]),
+    ("zvon_cluster_participants_adopted_total", "Participants taken over from a signaling node that died, their media untouched (resumed here).", MetricType::COUNTER, &[]),
     ("zvon_cluster_joins_refused_total", "Joins refused with cluster_unavailable.", MetricType::COUNTER, &[]),
     ("zvon_cluster_proxied_sessions_total", "Sockets piped to the node owning their room.", MetricType::COUNTER, &[]),
     ("zvon_cluster_proxied_sessions", "Sockets being piped to the node owning their room.", MetricType::GAUGE, &[]),
@@ -125,6 +126,11 @@ impl Collector for ClusterCollector {
             "zvon_cluster_participants_moved_total",
             &[("result", "failed")],
             get(&s.failovers_failed),
+        );
+        f.counter(
+            "zvon_cluster_participants_adopted_total",
+            &[],
+            get(&s.adopted),
         );
         f.counter(
             "zvon_cluster_joins_refused_total",

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::fleet::NodeLost;
+use crate::protocol::TrackInfo as Announced;
 
 impl Hub {
     /// Whether `room` has anyone in it (a room lease is kept only while it does).
@@ -46,6 +47,138 @@ impl Hub {
         for room in call_rooms {
             self.evict_room(&room).await;
         }
+    }
+
+    /// Takes over a participant whose signaling node died while its media lives on: the media
+    /// node routes its events here from now on and says what it publishes, and the participant
+    /// re-enters the room as people see it, with its id and tracks. Its peer connections never
+    /// noticed: no media was lost.
+    pub(super) async fn adopt(
+        &self,
+        claims: &Claims,
+        token: &str,
+        outbox: Outbox,
+        request_id: Option<String>,
+    ) -> Result<Joined, Refusal> {
+        let refused = || {
+            (
+                ErrorCode::ResumeFailed,
+                "nothing to resume; join afresh".to_string(),
+            )
+        };
+        let pid = resume_token::verify(&self.call_key.secret, token, &claims.sub, &claims.room)
+            .ok_or_else(refused)?;
+        {
+            let state = self.lock();
+            // The same person already joined afresh: that session wins.
+            let taken = state.participants.contains_key(&pid)
+                || state.rooms.get(&claims.room).is_some_and(|members| {
+                    members.iter().any(|m| {
+                        state
+                            .participants
+                            .get(m)
+                            .is_some_and(|p| p.info.identity == claims.sub)
+                    })
+                });
+            if taken {
+                return Err(refused());
+            }
+        }
+        let adopted = self
+            .media
+            .request(SfuRequest::Adopt {
+                room: RoomId(claims.room.clone()),
+                participant: ParticipantId(pid.clone()),
+            })
+            .await;
+        let tracks = match adopted {
+            Ok(SfuResponse::Adopted { tracks }) => tracks,
+            Ok(_) | Err(_) => return Err(refused()),
+        };
+        let mut state = self.lock();
+        if state.participants.contains_key(&pid) {
+            return Err(refused());
+        }
+        let info = ParticipantInfo {
+            id: pid.clone(),
+            identity: claims.sub.clone(),
+            name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+            tracks: tracks
+                .iter()
+                .map(|t| Announced {
+                    id: t.track_id.0.clone(),
+                    kind: t.kind,
+                    source: t.source,
+                    muted: t.muted,
+                })
+                .collect(),
+        };
+        let others: Vec<ParticipantInfo> = state
+            .rooms
+            .get(&claims.room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.participants.get(id))
+            .filter(|p| !p.grants.hidden)
+            .map(|p| p.info.clone())
+            .collect();
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            resumed: true,
+            resume_token: token.to_string(),
+            room: RoomInfo {
+                name: claims.room.clone(),
+                max_participants: self.limits.max_participants,
+            },
+            participant: SelfInfo {
+                info: info.clone(),
+                grants: moderation::effective(&state, &claims.room, claims.grants, false),
+            },
+            participants: others,
+            classroom: moderation::snapshot(&state, &claims.room, claims.grants.room_admin),
+        };
+        let _ = outbox.send(Outbound::Message(joined, request_id));
+        if !claims.grants.hidden {
+            state.broadcast(
+                &claims.room,
+                &pid,
+                &ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            );
+        }
+        state
+            .rooms
+            .entry(claims.room.clone())
+            .or_default()
+            .push(pid.clone());
+        state.participants.insert(
+            pid.clone(),
+            Participant {
+                info,
+                grants: claims.grants,
+                room: claims.room.clone(),
+                outbox: Some(outbox),
+                session: 1,
+                resume_token: token.to_string(),
+                publishing: !tracks.is_empty(),
+                track_mids: tracks
+                    .iter()
+                    .map(|t| (t.mid.clone(), t.track_id.0.clone()))
+                    .collect(),
+                undelivered_offer: None,
+                seat: moderation::Seat::new(),
+                video_subscription: VideoSubscription::Auto,
+            },
+        );
+        info!(participant = %pid, room = %claims.room, "adopted from a lost signaling node");
+        if let Some(fleet) = self.fleet_stats() {
+            fleet.adopted();
+        }
+        Ok(Joined {
+            participant_id: pid,
+            session: 1,
+        })
     }
 
     /// Rooms with anyone in them.

@@ -16,6 +16,7 @@ mod failover;
 mod moderation;
 mod mute;
 mod publish;
+mod resume_token;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
@@ -321,7 +322,8 @@ impl Hub {
                 .filter(|p| !p.grants.hidden)
                 .map(|p| p.info.clone())
                 .collect();
-            let resume_token = random_id(32);
+            let resume_token =
+                resume_token::mint(&self.call_key.secret, &pid, &claims.sub, &claims.room);
             let joined = ServerMessage::Joined {
                 protocol: PROTOCOL_VERSION,
                 resumed: false,
@@ -396,8 +398,28 @@ impl Hub {
         })
     }
 
-    /// Reattaches a socket to a participant whose previous socket dropped.
-    pub fn resume(
+    /// Reattaches a socket to a participant whose previous socket dropped. In a fleet, a
+    /// participant this node does not know may be one whose signaling node died: its media
+    /// lives on, and this node (now the room's owner) adopts it.
+    pub async fn resume(
+        &self,
+        claims: &Claims,
+        resume_token: &str,
+        outbox: Outbox,
+        request_id: Option<String>,
+    ) -> Result<Joined, Refusal> {
+        let known = self
+            .lock()
+            .participants
+            .values()
+            .any(|p| p.resume_token == resume_token);
+        if !known && matches!(self.media, MediaPlane::Fleet(_)) {
+            return self.adopt(claims, resume_token, outbox, request_id).await;
+        }
+        self.resume_here(claims, resume_token, outbox, request_id)
+    }
+
+    fn resume_here(
         &self,
         claims: &Claims,
         resume_token: &str,

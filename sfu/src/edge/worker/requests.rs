@@ -2,6 +2,7 @@
 //! this worker's connections and router.
 
 use super::*;
+use crate::api::PublishedTrack;
 
 impl Worker {
     pub(super) fn peer_of(&self, id: &ParticipantId) -> Result<PeerKey, SfuError> {
@@ -112,6 +113,25 @@ impl Worker {
                 Ok(SfuResponse::PeerStats(
                     self.participants[peer.0 as usize].stats.clone(),
                 ))
+            }
+            SfuRequest::Adopt { participant, .. } => {
+                recount = false;
+                let peer = self.peer_of(&participant)?;
+                let tracks = self.participants[peer.0 as usize]
+                    .published
+                    .iter()
+                    .filter_map(|t| {
+                        let track = self.router.track(t.key)?;
+                        Some(PublishedTrack {
+                            mid: t.mid.to_string(),
+                            track_id: t.id.clone(),
+                            kind: track.kind,
+                            source: track.source,
+                            muted: track.muted,
+                        })
+                    })
+                    .collect();
+                Ok(SfuResponse::Adopted { tracks })
             }
         };
         self.negotiate_all(now);
