@@ -234,7 +234,9 @@ const REMOVED_TEXT = {
   room_closed: 'The room was closed.',
 };
 
-const ROOM_STATE_TEXT = { connecting: 'Connecting…', joined: 'Connected', left: 'Left', error: 'Disconnected' };
+const ROOM_STATE_TEXT = {
+  connecting: 'Connecting…', reconnecting: 'Reconnecting…', joined: 'Connected', left: 'Left', error: 'Disconnected',
+};
 
 // Room client events -> UI. `setStatus` shows the room state; `showError` shows an error of
 // the session; `onDead` runs when the session fails (state `error`); `onRemoved(reason)` when

@@ -17,6 +17,8 @@
 //   connectionerror    {message}              socket failed or closed unexpectedly
 //   mediareset         {reason}               the media node changed (cluster failover/drain);
 //                                              media resumes by itself
+//   reconnecting       {}                     the socket dropped; resuming on a new one
+//   resumed            {participant}          back, same participant and media connections
 //   classroom          {msg}                  a classroom message (chat, hand, hand_queue,
 //                                              lecture_mode, admin_muted, permission_changed)
 //   left               {reason?}               reason only when the server removed us
@@ -30,6 +32,11 @@ const LEAVE_TIMEOUT_MS = 1000;
 const SETTINGS_COALESCE_MS = 30;
 // The server takes at most this many entries per track_settings_batch.
 const MAX_SETTINGS_BATCH = 100;
+
+// How long a dropped socket is retried with the resume token before the session is given up
+// (the server keeps the participant for its reconnect grace, 10 s by default; in a fleet the
+// next room owner takes over within a few seconds).
+const RESUME_WINDOW_MS = 20_000;
 
 // The server closes the socket after these (protocol table "fatal").
 const FATAL_ERRORS = new Set([
@@ -169,35 +176,100 @@ export class ZvonClient extends StatefulEmitter {
         this._send(join);
         this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
       };
-      ws.onmessage = (ev) => {
-        let msg;
-        try { msg = JSON.parse(ev.data); } catch { console.warn('zvon: non-JSON frame', ev.data); return; }
-        // Errors skip the queue: a fatal one is followed by a close, which must find the
-        // state already set even while an SDP operation is still pending.
-        if (msg.type === 'error') { this._onError(msg); return; }
-        // So do the ends of a session (ours, or the server removing us), for the same reason.
-        if (msg.type === 'left' || (msg.type === 'participant_left' && this.localParticipant
-            && msg.participant_id === this.localParticipant.id)) {
-          this._handle(msg).catch((e) => console.error('zvon: handling', msg.type, e));
-          return;
-        }
-        // Strictly in order: SDP handling is async and must not interleave.
-        this._queue = this._queue
-          .then(() => this._handle(msg))
-          .catch((e) => console.error('zvon: handling', msg.type, e));
-      };
+      ws.onmessage = (ev) => this._onSocketMessage(ev);
       // onerror carries no detail in browsers; onclose follows and decides.
       ws.onerror = () => {};
       ws.onclose = (ev) => {
         this._stopPing();
         if (this.state === 'left' || this.state === 'error') { settle(new Error(this.state)); return; }
         const wasJoined = this.state === 'joined';
+        // A dropped socket is not a dropped call: the media connections go on by themselves
+        // (in a fleet, even when the signaling node died), so resume on a new socket.
+        if (wasJoined && this._resumeToken) { this._resume(); return; }
         const why = ev.reason ? `${ev.code} ${ev.reason}` : `code ${ev.code}`;
         const message = wasJoined
           ? `Connection to the server was lost (${why}).`
           : `Cannot reach the Zvon server at ${this.url} (${why}).`;
         this._fail(message);
         settle(new Error(message));
+      };
+    });
+  }
+
+  _onSocketMessage(ev) {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { console.warn('zvon: non-JSON frame', ev.data); return; }
+    // Errors skip the queue: a fatal one is followed by a close, which must find the
+    // state already set even while an SDP operation is still pending.
+    if (msg.type === 'error') { this._onError(msg); return; }
+    // So do the ends of a session (ours, or the server removing us), for the same reason.
+    if (msg.type === 'left' || (msg.type === 'participant_left' && this.localParticipant
+        && msg.participant_id === this.localParticipant.id)) {
+      this._handle(msg).catch((e) => console.error('zvon: handling', msg.type, e));
+      return;
+    }
+    // Strictly in order: SDP handling is async and must not interleave.
+    this._queue = this._queue
+      .then(() => this._handle(msg))
+      .catch((e) => console.error('zvon: handling', msg.type, e));
+  }
+
+  // The socket dropped while joined: open new ones with the resume token until one is taken
+  // (the same server after a network blip, or in a fleet whichever node owns the room now),
+  // for up to RESUME_WINDOW_MS. The peer connections are left alone meanwhile.
+  async _resume() {
+    if (this._resuming) return;
+    this._resuming = true;
+    this._setState('reconnecting');
+    this._emit('reconnecting', {});
+    mark('reconnecting');
+    const deadline = Date.now() + RESUME_WINDOW_MS;
+    let refused = false;
+    while (Date.now() < deadline && this.state === 'reconnecting' && !refused) {
+      const outcome = await this._tryResume();
+      if (outcome === 'resumed') { this._resuming = false; return; }
+      refused = outcome === 'refused';
+      if (!refused) await new Promise((r) => setTimeout(r, 1000));
+    }
+    this._resuming = false;
+    if (this.state !== 'reconnecting') return;
+    this._fail(refused
+      ? 'The server could not resume this session; join again.'
+      : `Connection to the server was lost and could not be resumed within ${RESUME_WINDOW_MS / 1000} s.`);
+  }
+
+  /** One resume attempt: 'resumed', 'refused' (resume_failed) or 'failed' (no answer). */
+  _tryResume() {
+    return new Promise((resolve) => {
+      let ws;
+      try { ws = new WebSocket(this.url); } catch { resolve('failed'); return; }
+      this.ws = ws;
+      let done = false;
+      const finish = (outcome) => { if (!done) { done = true; resolve(outcome); } };
+      ws.onopen = () => {
+        const join = {
+          type: 'join', protocol: PROTOCOL_VERSION, token: this.token, resume: this._resumeToken,
+          request_id: 'resume',
+        };
+        if (this.room) join.room = this.room;
+        this._send(join);
+        this._stopPing();
+        this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+      };
+      ws.onmessage = (ev) => {
+        let msg = null;
+        try { msg = JSON.parse(ev.data); } catch { /* handled below */ }
+        if (msg?.type === 'error' && msg.code === 'resume_failed') { finish('refused'); return; }
+        if (msg?.type === 'error' && !done) { finish('failed'); return; }
+        this._onSocketMessage(ev);
+        if (msg?.type === 'joined') finish('resumed');
+      };
+      ws.onerror = () => {};
+      ws.onclose = () => {
+        this._stopPing();
+        if (!done) { finish('failed'); return; }
+        // Resumed, then dropped again: start over.
+        if (this.ws === ws && this.state === 'joined') this._resume();
       };
     });
   }
@@ -534,6 +606,8 @@ export class ZvonClient extends StatefulEmitter {
 
   async _onJoined(msg) {
     mark('joined');
+    this._resumeToken = msg.resume_token;
+    if (msg.resumed && this.subscriberPc) return this._onResumed(msg);
     this.localParticipant = msg.participant;
     this.roomInfo = msg.room;
     for (const p of msg.participants ?? []) this._addParticipant(p);
@@ -553,6 +627,23 @@ export class ZvonClient extends StatefulEmitter {
         if (this.state === 'joined' && stream && stream.getTracks().length > 0) return this._publish();
       })
       .catch((e) => this._emit('publisherror', { message: e.message }));
+  }
+
+  // Back on a new socket with the same participant and the same peer connections: bring the
+  // room up to date (people may have left or come meanwhile) and carry on.
+  _onResumed(msg) {
+    this.localParticipant = msg.participant;
+    const present = new Set((msg.participants ?? []).map((p) => p.id));
+    for (const id of [...this.participants.keys()]) {
+      if (!present.has(id)) this._onParticipantLeft(id, 'disconnected');
+    }
+    for (const p of msg.participants ?? []) {
+      const known = this.participants.has(p.id);
+      this._addParticipant(p);
+      if (!known) this._emit('participantjoined', { participant: this.participants.get(p.id) });
+    }
+    this._setState('joined');
+    this._emit('resumed', { participant: msg.participant });
   }
 
   // An admin granted or revoked publishing (or lecture mode changed): start or stop sending.

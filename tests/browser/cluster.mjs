@@ -2,7 +2,7 @@
 // signaling nodes, two media nodes; each a separate `zvon serve --cluster` process).
 //   node cluster.mjs [prefix...]     (server binary from $ZVON_BIN, default target/release/zvon)
 import { spawn, execFileSync } from 'node:child_process';
-import { createConnection } from 'node:net';
+import { createConnection, createServer } from 'node:net';
 import {
   runSuite, openPage, waitJoined, waitMediaFlowing, startServer, freeTcpPort, freeUdpPort,
   uniqueName, log, sleep,
@@ -135,7 +135,116 @@ async function scenarioMediaFailover(browser, fleet, pages, results) {
   results.push({ name: 'b-media-failover', ok: true, detail: `decoding again ${ms} ms after SIGKILL`, failoverMs: ms });
 }
 
+/**
+ * The one public hostname: a TCP balancer in front of the signaling nodes that sends each new
+ * connection to the first node that accepts it (so s1 while it lives, then s2).
+ */
+async function startBalancer(ports) {
+  const server = createServer((client) => {
+    const tryPort = (i) => {
+      if (i >= ports.length) { client.destroy(); return; }
+      const upstream = createConnection({ port: ports[i], host: '127.0.0.1' });
+      let connected = false;
+      upstream.once('connect', () => {
+        connected = true;
+        client.pipe(upstream);
+        upstream.pipe(client);
+        upstream.once('close', () => client.destroy());
+        client.once('close', () => upstream.destroy());
+      });
+      upstream.on('error', () => {
+        // Refused: that node is down, try the next. Broken later: end the client too.
+        if (!connected) tryPort(i + 1); else client.destroy();
+      });
+    };
+    client.on('error', () => {});
+    tryPort(0);
+  });
+  const port = await freeTcpPort();
+  await new Promise((res) => server.listen(port, '127.0.0.1', res));
+  return { baseUrl: `http://127.0.0.1:${port}`, close: () => server.close() };
+}
+
+/** Video frames the page's client decoded on its current subscriber connection. */
+function framesDecoded(page) {
+  return page.evaluate(async () => {
+    const pc = window.zvon.client.subscriberPc;
+    let frames = 0;
+    if (pc && pc.signalingState !== 'closed') {
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'inbound-rtp' && s.kind === 'video') frames += s.framesDecoded ?? 0;
+      });
+    }
+    return frames;
+  });
+}
+
+// c) The signaling node serving the room is killed (SIGKILL). Pages behind one hostname keep
+// decoding (the media node forwards on), reconnect through the hostname to the other node,
+// resume with their token, and that node adopts their sessions: same participants, same peer
+// connections, no reload.
+async function scenarioSignalingFailover(browser, fleet, pages, results) {
+  const lb = await startBalancer([fleet.nodes.s1.httpPort, fleet.nodes.s2.httpPort]);
+  try {
+    const room = uniqueName('cluster-signaling');
+    const a = await openPage(browser, roomUrl(lb, room, 'A'), 'A');
+    pages.push(a);
+    const b = await openPage(browser, roomUrl(lb, room, 'B'), 'B');
+    pages.push(b);
+    const ids = [];
+    for (const p of [a, b]) {
+      ids.push((await waitJoined(p, TIMEOUT_MS)).me);
+      await p.evaluate(() => {
+        const c = window.zvon.client;
+        window.__zvonPc = c.subscriberPc;
+        window.__zvonStates = [];
+        c.addEventListener('statechange', ({ detail }) => window.__zvonStates.push([detail.state, Date.now()]));
+      });
+    }
+    for (const p of [a, b]) await waitMediaFlowing(p, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+    const owner = fleet.redisCli('GET', `zvon:room:${room}`).split('|')[0];
+    if (owner !== 's1') throw new Error(`room owned by ${owner}, expected s1`);
+    const framesAtKill = await Promise.all([a, b].map(framesDecoded));
+    const killedAt = Date.now();
+    process.kill(fleet.nodes.s1.pid, 'SIGKILL');
+    log('killed signaling node s1 (the room owner)');
+    const resumedAt = await Promise.race([
+      Promise.all([a, b].map((p) => p.evaluate(() => new Promise((resolve) => {
+        const c = window.zvon.client;
+        const check = () => {
+          const back = window.__zvonStates.some(([s]) => s === 'reconnecting') && c.state === 'joined';
+          if (back) resolve(Date.now()); else setTimeout(check, 50);
+        };
+        check();
+      })))),
+      sleep(20_000).then(() => null),
+    ]);
+    if (!resumedAt) throw new Error('the pages did not resume within 20 s of the kill');
+    const framesAtResume = await Promise.all([a, b].map(framesDecoded));
+    const resumeMs = Math.max(...resumedAt) - killedAt;
+    log(`signaling node killed -> both pages resumed after ${resumeMs} ms; frames decoded meanwhile: ${framesAtResume.map((f, i) => f - framesAtKill[i])}`);
+    for (const [i, p] of [a, b].entries()) {
+      const same = await p.evaluate(() => window.zvon.client.subscriberPc === window.__zvonPc);
+      if (!same) throw new Error(`${p.label} made a new subscriber connection`);
+      const me = await p.evaluate(() => window.zvon.client.localParticipant?.id);
+      if (me !== ids[i]) throw new Error(`${p.label} is ${me} after resuming, was ${ids[i]}`);
+      // Video went on while signaling was away: at 20+ fps several frames per second.
+      if (framesAtResume[i] - framesAtKill[i] < 10) {
+        throw new Error(`${p.label} decoded ${framesAtResume[i] - framesAtKill[i]} frames while signaling failed over`);
+      }
+    }
+    for (const p of [a, b]) await waitMediaFlowing(p, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+    const newOwner = fleet.redisCli('GET', `zvon:room:${room}`).split('|')[0];
+    if (newOwner !== 's2') throw new Error(`room owned by ${newOwner} after the failover`);
+    results.push({ name: 'c-signaling-failover', ok: true, detail: `resumed on s2 after ${resumeMs} ms, video decoded throughout`, resumeMs });
+  } finally {
+    lb.close();
+  }
+}
+
 runSuite('cluster', [
   ['a-two-nodes', scenarioTwoNodes],
   ['b-media-failover', scenarioMediaFailover],
+  // Last: it kills s1.
+  ['c-signaling-failover', scenarioSignalingFailover],
 ], { start: startFleet, artifactPrefix: 'cluster-' });
