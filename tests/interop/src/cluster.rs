@@ -58,15 +58,40 @@ fn kill(child: &mut Child, signal: i32) {
 /// A `redis-server` on a free loopback port, without persistence.
 pub struct TestRedis {
     pub port: u16,
+    /// Where nodes in other network namespaces reach it (see [`TestRedis::start_for_hosts`]).
+    pub host_ip: Option<std::net::IpAddr>,
     child: Option<Child>,
 }
 
 impl TestRedis {
     pub fn start() -> Result<TestRedis> {
         let port = free_tcp_port()?;
-        let mut redis = TestRedis { port, child: None };
+        let mut redis = TestRedis {
+            port,
+            host_ip: None,
+            child: None,
+        };
         redis.restart()?;
         Ok(redis)
+    }
+
+    /// Also listening on `ip` (a veth address a test created), for nodes in namespaces.
+    pub fn start_for_hosts(ip: std::net::IpAddr) -> Result<TestRedis> {
+        let port = free_tcp_port()?;
+        let mut redis = TestRedis {
+            port,
+            host_ip: Some(ip),
+            child: None,
+        };
+        redis.restart()?;
+        Ok(redis)
+    }
+
+    pub fn url_from_hosts(&self) -> String {
+        match self.host_ip {
+            Some(ip) => format!("redis://{ip}:{}", self.port),
+            None => self.url(),
+        }
     }
 
     pub fn url(&self) -> String {
@@ -75,8 +100,14 @@ impl TestRedis {
 
     /// Starts it (again) on the same port.
     pub fn restart(&mut self) -> Result<()> {
+        // Clients from a test's namespace are not loopback: protected mode would refuse them.
+        let (bind, protected) = match self.host_ip {
+            Some(ip) => (format!("127.0.0.1 {ip}"), "no"),
+            None => ("127.0.0.1".to_string(), "yes"),
+        };
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--port", &self.port.to_string(), "--bind", &bind])
+            .args(["--protected-mode", protected])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -125,6 +156,8 @@ pub struct NodeOptions {
     pub role: &'static str,
     pub secret: String,
     pub extra: Vec<String>,
+    /// Run inside this network namespace, bound to this address (a separate host).
+    pub host: Option<(String, std::net::IpAddr)>,
 }
 
 impl NodeOptions {
@@ -134,7 +167,86 @@ impl NodeOptions {
             role,
             secret: CLUSTER_SECRET.to_string(),
             extra: vec![],
+            host: None,
         }
+    }
+}
+
+/// A network namespace joined to this one by a veth pair: a separate host at `10.77.N.2`,
+/// reached from here through `10.77.N.1`. Deleted on drop.
+pub struct TestHost {
+    pub netns: String,
+    pub ip: std::net::IpAddr,
+    pub gateway: std::net::IpAddr,
+    veth: String,
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("ip (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+impl TestHost {
+    pub fn create(n: u8) -> Result<TestHost> {
+        let tag = format!("{}{n}", std::process::id() % 10_000);
+        let netns = format!("zvt-{tag}");
+        let veth = format!("zvh{tag}");
+        let peer = format!("zvn{tag}");
+        let (host_ip, ns_ip) = (format!("10.77.{n}.1"), format!("10.77.{n}.2"));
+        ip(&["netns", "add", &netns])?;
+        let host = TestHost {
+            netns: netns.clone(),
+            ip: ns_ip.parse()?,
+            gateway: host_ip.parse()?,
+            veth: veth.clone(),
+        };
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer])?;
+        ip(&["link", "set", &peer, "netns", &netns])?;
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &veth])?;
+        ip(&["link", "set", &veth, "up"])?;
+        let inside = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", &netns, "ip"];
+            all.extend_from_slice(args);
+            ip(&all)
+        };
+        inside(&["addr", "add", &format!("{ns_ip}/24"), "dev", &peer])?;
+        inside(&["link", "set", &peer, "up"])?;
+        inside(&["link", "set", "lo", "up"])?;
+        Ok(host)
+    }
+
+    /// Cuts the host off the network: every packet either way is dropped by a blackhole route
+    /// (the links stay up and the addresses assigned; its process keeps running).
+    pub fn cut(&self) -> Result<()> {
+        ip(&["route", "add", "blackhole", &format!("{}/32", self.ip)])?;
+        ip(&[
+            "netns",
+            "exec",
+            &self.netns,
+            "ip",
+            "route",
+            "add",
+            "blackhole",
+            &format!("{}/32", self.gateway),
+        ])
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        let _ = ip(&["route", "del", "blackhole", &format!("{}/32", self.ip)]);
+        let _ = ip(&["link", "del", &self.veth]);
+        let _ = ip(&["netns", "del", &self.netns]);
     }
 }
 
@@ -152,20 +264,40 @@ pub struct ClusterNode {
 impl ClusterNode {
     /// Starts a node and waits until `/readyz` answers 200.
     pub async fn start(redis: &TestRedis, options: NodeOptions) -> Result<ClusterNode> {
-        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()?).parse()?;
-        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()?).parse()?;
-        let quic_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()?).parse()?;
+        // In a namespace of its own every port is free; on loopback ask the kernel.
+        let (ip, ports) = match &options.host {
+            Some((_, ip)) => (ip.to_string(), [7350, 9350, 7370]),
+            None => (
+                "127.0.0.1".to_string(),
+                [free_tcp_port()?, free_tcp_port()?, free_udp_port()?],
+            ),
+        };
+        let http_addr: SocketAddr = format!("{ip}:{}", ports[0]).parse()?;
+        let metrics_addr: SocketAddr = format!("{ip}:{}", ports[1]).parse()?;
+        let quic_addr: SocketAddr = format!("{ip}:{}", ports[2]).parse()?;
+        let redis_url = match &options.host {
+            Some(_) => redis.url_from_hosts(),
+            None => redis.url(),
+        };
         let log = log_dir().join(format!("{}.log", options.id));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(zvon_bin()?)
+        let mut command = match &options.host {
+            Some((netns, _)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", netns]).arg(zvon_bin()?);
+                c
+            }
+            None => Command::new(zvon_bin()?),
+        };
+        let child = command
             .arg("serve")
             .arg("--dev")
-            .args(["--cluster", &redis.url()])
+            .args(["--cluster", &redis_url])
             .args(["--node-id", &options.id])
             .args(["--role", options.role])
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--metrics-addr", &metrics_addr.to_string()])
-            .args(["--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1"])
+            .args(["--media-bind-ip", &ip, "--media-ip", &ip])
             .args(["--media-port", "0", "--workers", "1"])
             .args(["--quic-addr", &quic_addr.to_string()])
             .args(["--drain-timeout", "5s"])

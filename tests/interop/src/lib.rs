@@ -21,7 +21,7 @@ use zvon_signaling::token::{mint, Claims};
 use zvon_signaling::{RunningServer, ServerConfig};
 
 pub use participant::{describe_received, TestParticipant, CONNECT_TIMEOUT, SIGNAL_TIMEOUT};
-pub use peer::{ReceivedTrack, RecvPacket, RtcpSeen};
+pub use peer::{PeerAddress, ReceivedTrack, RecvPacket, RtcpSeen};
 pub use signal::{msg_type, ConnectError, SignalClient};
 
 /// Logs to the test output, filtered by `RUST_LOG` (nothing when unset). Safe to call often.

@@ -187,8 +187,36 @@ pub struct Peer {
     pub(crate) observed: Arc<Observed>,
 }
 
+/// Where test peers bind: 127.0.0.1, or what a test that puts servers on other (namespaced)
+/// hosts sets with [`PeerAddress::set`] for its duration.
+static PEER_IP: std::sync::Mutex<Option<std::net::IpAddr>> = std::sync::Mutex::new(None);
+
+/// Binds test peers to another local address while alive (a test reaching a server in a
+/// network namespace through a veth address); back to 127.0.0.1 on drop.
+pub struct PeerAddress;
+
+impl PeerAddress {
+    pub fn set(ip: std::net::IpAddr) -> PeerAddress {
+        *PEER_IP.lock().unwrap_or_else(|p| p.into_inner()) = Some(ip);
+        PeerAddress
+    }
+}
+
+impl Drop for PeerAddress {
+    fn drop(&mut self) {
+        *PEER_IP.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+fn peer_ip() -> String {
+    PEER_IP
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .map_or_else(|| "127.0.0.1".to_string(), |ip| ip.to_string())
+}
+
 impl Peer {
-    /// A connection bound to 127.0.0.1 only, loopback candidates allowed, default codecs
+    /// A connection bound to 127.0.0.1 only (see [`PeerAddress`]), loopback candidates allowed, default codecs
     /// (Opus 111, VP8 96, ...) and default interceptors (NACK, RTCP reports, TWCC).
     pub async fn new(label: &str) -> Result<Peer> {
         let mut media_engine = MediaEngine::default();
@@ -217,7 +245,7 @@ impl Peer {
             .with_interceptor_registry(registry)
             .with_setting_engine(setting_engine)
             .with_handler(handler.clone())
-            .with_udp_addrs(vec!["127.0.0.1:0".to_string()])
+            .with_udp_addrs(vec![format!("{}:0", peer_ip())])
             .build()
             .await
             .context("build peer connection")?;

@@ -711,3 +711,55 @@ async fn http_json(
         .unwrap_or(Value::Null);
     Ok((status, json))
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_node_cut_off_the_network_is_replaced() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        // A media node on a host of its own (a network namespace behind a veth pair).
+        let host = zvon_interop::cluster::TestHost::create(1)?;
+        // Participants reach the far host through the veth, and the near node over loopback.
+        let _bind = zvon_interop::PeerAddress::set(host.gateway);
+        let redis = TestRedis::start_for_hosts(host.gateway)?;
+        let signaling = ClusterNode::start(&redis, NodeOptions::new("sig", "signaling")).await?;
+        let mut remote = NodeOptions::new("far", "media");
+        remote.host = Some((host.netns.clone(), host.ip));
+        let far = ClusterNode::start(&redis, remote).await?;
+        let room = "cut";
+        let mut a =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
+                .await?;
+        let mut b =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
+                .await?;
+        both_directions_flow(&a, &b).await?;
+        assert_eq!(
+            redis.cli(&["GET", &format!("zvon:room-media:{room}")])?,
+            "far"
+        );
+        // A second media node comes up here, then the far one's network goes away.
+        let _near = ClusterNode::start(&redis, NodeOptions::new("near", "media")).await?;
+        let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
+        let cut = Instant::now();
+        host.cut()?;
+        tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+        tokio::try_join!(
+            first_frame_from(&a, &b.id, Duration::from_secs(10)),
+            first_frame_from(&b, &a.id, Duration::from_secs(10)),
+        )?;
+        println!(
+            "media node cut off -> next complete video frame both ways: {:?}",
+            cut.elapsed()
+        );
+        both_directions_flow(&a, &b).await?;
+        assert_eq!(
+            redis.cli(&["GET", &format!("zvon:room-media:{room}")])?,
+            "near"
+        );
+        drop(far);
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
