@@ -34,6 +34,15 @@ step "headless Chromium end to end"
 cargo build -p zvon-signaling --locked
 ZVON_BIN=target/debug/zvon tests/browser/run.sh
 
+step "a local fleet with scripts/cluster-local.sh"
+cluster_dir=$(mktemp -d)
+trap 'ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh stop; rm -rf "$cluster_dir"' EXIT
+ZVON_BIN=target/debug/zvon ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh start 3
+for port in 7450 7550 7650; do curl -sf "http://127.0.0.1:$port/api/info" >/dev/null; done
+ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh stop
+trap - EXIT
+rm -rf "$cluster_dir"
+
 step "operations: dashboards, alert rules, metrics exposition, container files"
 ZVON_BIN=target/debug/zvon scripts/check_ops.sh
 

@@ -310,22 +310,17 @@ async fn redis_restart_keeps_calls_and_the_fleet_heals() {
         println!("redis away for {:?}", down.elapsed());
         tokio::time::sleep(Duration::from_secs(3)).await;
         both_directions_flow(&a, &b).await?;
-        // Audio kept flowing all along: no gap in the sequence numbers received.
+        // Audio kept flowing all along: nothing lost while Redis was away (a few packets of
+        // slack for a loaded 2-core machine's own socket drops).
         for (p, other, from) in [(&a, &b.id, before.0), (&b, &a.id, before.1)] {
-            let track = p.received_from(other, "audio").context("no audio")?;
-            let seqs: Vec<u16> = track
-                .main_packets()
-                .iter()
-                .skip(from)
-                .map(|pk| pk.seq)
-                .collect();
-            let gaps = seqs
-                .windows(2)
-                .filter(|w| w[1] != w[0].wrapping_add(1))
-                .count();
+            let (gaps, missed) = audio_gaps(p, other, from)?;
+            println!(
+                "{}: {missed} audio packets missed in {gaps} gaps while Redis restarted",
+                p.id
+            );
             assert!(
-                gaps <= 2,
-                "{}: {gaps} gaps in audio while Redis restarted",
+                missed <= 3,
+                "{}: {missed} audio packets lost while Redis restarted",
                 p.id
             );
         }
