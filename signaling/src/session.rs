@@ -220,6 +220,13 @@ async fn serve(
                         we_closed = true;
                         break None;
                     }
+                    Outbound::GoingAway => {
+                        // Handed over, not left: another node adopts the session.
+                        session.left = true;
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "draining".into() }))).await;
+                        we_closed = true;
+                        break None;
+                    }
                 }
             }
             // A registered device socket is signed in too: it never sends `join`.
@@ -244,7 +251,7 @@ async fn serve(
             let text = match out {
                 Outbound::Message(m, request_id) => m.to_json(request_id.as_deref()),
                 Outbound::Json(v, _) => v.to_string(),
-                Outbound::Fatal(..) | Outbound::Close => continue,
+                Outbound::Fatal(..) | Outbound::Close | Outbound::GoingAway => continue,
             };
             metrics.sent(&text);
             let _ = sink.send(Message::Text(text.into())).await;

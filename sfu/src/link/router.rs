@@ -150,6 +150,16 @@ impl Router {
         orphans
     }
 
+    /// Whether requests about `participant` from `conn` may act on it: only its owner's do, so
+    /// a signaling node that lost the participant to another (it adopted it) cannot remove it
+    /// or renegotiate it by mistake. A participant nobody routes is left to the node to judge.
+    pub fn may_act(&self, conn: ConnId, participant: &ParticipantId) -> bool {
+        self.routes()
+            .participants
+            .get(participant)
+            .is_none_or(|(owner, _)| *owner == conn)
+    }
+
     /// Hands `event` to the connections it concerns; returns how many took it (0: dropped).
     pub fn route(&self, event: SfuEvent) -> usize {
         let routes = self.routes();
@@ -193,6 +203,22 @@ mod tests {
         SfuEvent::MediaConnected {
             participant: p.into(),
         }
+    }
+
+    #[test]
+    fn only_the_owner_acts_on_a_participant() {
+        let router = Router::default();
+        let (tx, _rx) = mpsc::unbounded_channel();
+        router.connect(1, tx.clone());
+        router.connect(2, tx);
+        let (a, room) = (ParticipantId::from("a"), RoomId::from("r"));
+        assert_eq!(router.claim(1, &a, &room), Claim::New);
+        assert!(router.may_act(1, &a) && !router.may_act(2, &a));
+        // Connection 1 died; 2 adopted the participant: 1's late requests must not touch it.
+        router.lose(1);
+        assert!(router.adopt(2, a.clone(), room));
+        assert!(router.may_act(2, &a) && !router.may_act(1, &a));
+        assert!(router.may_act(1, &"unrouted".into()));
     }
 
     #[test]

@@ -224,6 +224,7 @@ async fn serve_request(
     shared: Arc<Shared>,
 ) {
     let result: Result<SfuResponse, SfuError> = match read_frame::<_, SfuRequest>(&mut recv).await {
+        Ok(Some(request)) if !owns(&request, conn_id, &shared) => Err(SfuError::UnknownParticipant),
         Ok(Some(request)) => {
             let ownership = Ownership::of(&request);
             let claim = claim(&ownership, conn_id, &shared);
@@ -243,6 +244,15 @@ async fn serve_request(
     shared.stats.requests_served.fetch_add(1, Ordering::Relaxed);
     if write_frame(&mut send, &result).await.is_ok() {
         let _ = send.finish();
+    }
+}
+
+/// Fencing: a request about a participant another connection owns (it was adopted away from
+/// this one) is answered as if the participant were unknown, and never reaches the node.
+fn owns(request: &SfuRequest, conn_id: ConnId, shared: &Shared) -> bool {
+    match request {
+        SfuRequest::AddParticipant { .. } | SfuRequest::Adopt { .. } => true,
+        other => shared.router.may_act(conn_id, other.participant()),
     }
 }
 

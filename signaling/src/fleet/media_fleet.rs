@@ -114,7 +114,7 @@ impl MediaFleet {
     pub async fn request(&self, request: SfuRequest) -> Result<SfuResponse, SfuError> {
         let node = match &request {
             SfuRequest::AddParticipant { room, .. } => self.node_for_room(room).await?,
-            SfuRequest::Adopt { room, .. } => self.node_serving(room).await?,
+            SfuRequest::Adopt { room, .. } => return self.adopt(room, request.clone()).await,
             other => self
                 .routes()
                 .participants
@@ -129,8 +129,7 @@ impl MediaFleet {
             (
                 SfuRequest::AddParticipant {
                     room, participant, ..
-                }
-                | SfuRequest::Adopt { room, participant },
+                },
                 Ok(_),
             ) => {
                 routes.rooms.entry(room.clone()).or_insert(node.clone());
@@ -150,17 +149,40 @@ impl MediaFleet {
         answer
     }
 
-    /// The media node a running room is on, as this node or the registry knows it; never
-    /// places the room.
-    async fn node_serving(&self, room: &RoomId) -> Result<String, SfuError> {
-        if let Some(node) = self.routes().rooms.get(room) {
-            return Ok(node.clone());
+    /// Takes a participant over from wherever its media lives: the room's media node as this
+    /// node or the registry knows it, else any linked media node (the registry may have lost
+    /// the placement: a drained owner released it, or Redis restarted empty).
+    async fn adopt(&self, room: &RoomId, request: SfuRequest) -> Result<SfuResponse, SfuError> {
+        let SfuRequest::Adopt { participant, .. } = &request else {
+            return Err(SfuError::InvalidRequest("not an adoption".into()));
+        };
+        let known = self.routes().rooms.get(room).cloned();
+        let mut candidates: Vec<String> = known.into_iter().collect();
+        if let Ok(Some(node)) = self.registry.room_media(&room.0).await {
+            candidates.push(node);
         }
-        self.registry
-            .room_media(&room.0)
-            .await
-            .map_err(|e| unavailable(format!("cluster registry: {e}")))?
-            .ok_or(SfuError::UnknownParticipant)
+        let linked: Vec<String> = self.routes().links.keys().cloned().collect();
+        candidates.extend(linked);
+        candidates.dedup();
+        for node in candidates {
+            let Ok(remote) = self.link(&node).await else {
+                continue;
+            };
+            if let Ok(answer) = remote.request(request.clone()).await {
+                {
+                    let mut routes = self.routes();
+                    routes.rooms.entry(room.clone()).or_insert(node.clone());
+                    routes
+                        .participants
+                        .insert(participant.clone(), (node.clone(), room.clone()));
+                }
+                if let Err(e) = self.registry.set_room_media(&room.0, &node).await {
+                    warn!(room = %room, "cluster registry: {e}");
+                }
+                return Ok(answer);
+            }
+        }
+        Err(SfuError::UnknownParticipant)
     }
 
     /// The room's media node, placing the room if it has none yet.

@@ -134,10 +134,12 @@ impl Fleet {
             info!(left = media_peers(), "media drained");
         }
         if let (Some(hub), Some(rooms)) = (hub, &self.rooms) {
-            for room in hub.room_names() {
-                hub.evict_room(&room).await;
-            }
+            // Leases first, so the next node can claim the rooms the moment clients return.
             rooms.release_all().await;
+            let sockets = hub.hand_over_all();
+            info!(sockets, "rooms handed over; clients resume on other nodes");
+            // Let the close frames go out before the process exits.
+            tokio::time::sleep(Duration::from_millis(300)).await;
         }
         if let Err(e) = self.registry.remove_lease().await {
             warn!("removing the node lease: {e}");

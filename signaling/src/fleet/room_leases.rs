@@ -74,10 +74,17 @@ impl RoomLeases {
         self.owned().len()
     }
 
-    /// Claims `room` for this node, or names its owner.
+    /// Claims `room` for this node, or names its owner. A draining node claims nothing new.
     pub async fn route(&self, room: &str) -> Result<Route, Refusal> {
         if self.owned().contains_key(room) {
             return Ok(Route::Local);
+        }
+        if self
+            .stats
+            .draining
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return self.route_away(room).await;
         }
         let refused = |e: crate::cluster::ClusterError| {
             self.stats.join_refused();
@@ -112,6 +119,29 @@ impl RoomLeases {
                 }
             }
             Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// A draining node sends a room's sockets to its owner, or, when nobody owns it, to another
+    /// signaling node, which will claim it.
+    async fn route_away(&self, room: &str) -> Result<Route, Refusal> {
+        let unavailable = |why: String| (ErrorCode::ClusterUnavailable, why);
+        let nodes = self
+            .registry
+            .nodes()
+            .await
+            .map_err(|e| unavailable(format!("cluster registry unavailable: {e}")))?;
+        let owner = self.registry.room_owner(room).await.ok().flatten();
+        let me = self.registry.node_id();
+        let target = nodes.iter().find(|n| match &owner {
+            Some((node, _)) => n.id == *node && n.id != me,
+            None => n.roles.signaling && !n.draining && n.id != me,
+        });
+        match target.and_then(|n| n.http_url.clone().map(|url| (n.id.clone(), url))) {
+            Some((node, url)) => Ok(Route::Owner { node, url }),
+            None => Err(unavailable(
+                "this node is draining and no other can take the room yet".into(),
+            )),
         }
     }
 

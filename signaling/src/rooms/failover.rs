@@ -181,6 +181,23 @@ impl Hub {
         })
     }
 
+    /// This node is draining and gave its leases up: every socket is closed with 1001 so that
+    /// clients come back through the hostname to the nodes taking over (which adopt room
+    /// participants from their media nodes; devices register again).
+    pub fn hand_over_all(&self) -> usize {
+        let mut state = self.lock();
+        let mut outboxes: Vec<Outbox> = state
+            .participants
+            .values_mut()
+            .filter_map(|p| p.outbox.take())
+            .collect();
+        outboxes.extend(state.devices.values_mut().filter_map(|d| d.outbox.take()));
+        for outbox in &outboxes {
+            let _ = outbox.send(Outbound::GoingAway);
+        }
+        outboxes.len()
+    }
+
     /// Rooms with anyone in them.
     pub fn room_names(&self) -> Vec<String> {
         self.lock().rooms.keys().cloned().collect()

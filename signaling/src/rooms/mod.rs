@@ -54,6 +54,9 @@ pub enum Outbound {
     Fatal(ErrorCode, String),
     /// Close normally (after `left`, or replaced by a newer session).
     Close,
+    /// Close with 1001 "going away": this node is draining; the client resumes on a new socket
+    /// and lands on another node, which adopts its session.
+    GoingAway,
 }
 
 pub type Outbox = mpsc::UnboundedSender<Outbound>;

@@ -357,6 +357,81 @@ fn audio_gaps(p: &TestParticipant, other: &str, from: usize) -> Result<(usize, u
     Ok((missed.len(), missed.iter().sum()))
 }
 
+/// `p` comes back on a new socket through `node` with its resume token: the same participant.
+async fn resume_through(
+    node: &ClusterNode,
+    p: &TestParticipant,
+    room: &str,
+) -> Result<SignalClient> {
+    let socket = SignalClient::connect(node.http_addr, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    socket
+        .send_json(&json!({
+            "type": "join", "protocol": 1, "token": token(room, &p.identity),
+            "room": room, "resume": p.joined["resume_token"],
+        }))
+        .await?;
+    let joined = socket.wait_type("joined", Duration::from_secs(10)).await?;
+    if joined["resumed"] != true || joined["participant"]["id"] != p.id.as_str() {
+        bail!("{} did not resume: {joined}", p.id);
+    }
+    Ok(socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_signaling_node_hands_its_rooms_over_without_losing_media() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let mut s1 = ClusterNode::start(&redis, NodeOptions::new("s1", "signaling")).await?;
+        let s2 = ClusterNode::start(&redis, NodeOptions::new("s2", "signaling")).await?;
+        let _media = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
+        let room = "signaling-drain";
+        let a = TestParticipant::join_and_publish(s1.http_addr, &token(room, "ann"), room).await?;
+        let b = TestParticipant::join_and_publish(s1.http_addr, &token(room, "bob"), room).await?;
+        both_directions_flow(&a, &b).await?;
+        let count = |p: &TestParticipant, other: &str| {
+            p.received_from(other, "audio")
+                .map(|t| t.main_packets().len())
+                .unwrap_or(0)
+        };
+        let before = (count(&a, &b.id), count(&b, &a.id));
+        let started = Instant::now();
+        let exit = s1.terminate(Duration::from_secs(10)).await?;
+        assert!(exit.success(), "s1 did not exit cleanly: {exit}");
+        // Closed with "going away", not an error: resume elsewhere.
+        assert_eq!(a.signal.wait_closed(SIGNAL_TIMEOUT).await?, Some(1001));
+        for p in [&a, &b] {
+            resume_through(&s2, p, room).await?;
+        }
+        println!(
+            "signaling drain -> both sessions resumed on s2 after {:?}",
+            started.elapsed()
+        );
+        both_directions_flow(&a, &b).await?;
+        for (p, other, from) in [(&a, &b.id, before.0), (&b, &a.id, before.1)] {
+            let (gaps, missed) = audio_gaps(p, other, from)?;
+            println!(
+                "{}: {missed} audio packets missed in {gaps} gaps across the drain",
+                p.id
+            );
+            assert!(
+                missed <= 3,
+                "{}: {missed} audio packets lost in the drain",
+                p.id
+            );
+        }
+        assert!(redis
+            .cli(&["GET", &format!("zvon:room:{room}")])?
+            .starts_with("s2|"));
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_signaling_node_media_flows_on_and_sessions_resume_elsewhere() {
     let _fleet = FLEET.lock().await;
@@ -390,23 +465,7 @@ async fn killed_signaling_node_media_flows_on_and_sessions_resume_elsewhere() {
         // once s1's lease runs out and adopts their media sessions.
         let mut resumed = vec![];
         for p in [&a, &b] {
-            let socket = SignalClient::connect(s2.http_addr, None)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            socket
-                .send_json(&json!({
-                    "type": "join", "protocol": 1, "token": token(room, &p.identity),
-                    "room": room, "resume": p.joined["resume_token"],
-                }))
-                .await?;
-            let joined = socket.wait_type("joined", Duration::from_secs(10)).await?;
-            assert_eq!(joined["resumed"], true, "{joined}");
-            assert_eq!(
-                joined["participant"]["id"],
-                p.id.as_str(),
-                "a new participant"
-            );
-            resumed.push(socket);
+            resumed.push(resume_through(&s2, p, room).await?);
         }
         let back = killed.elapsed();
         println!("signaling node killed -> both sessions resumed on s2 after {back:?}");
