@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use anyhow::{ensure, Result};
+use anyhow::ensure;
 use zvon_interop::{bounded, msg_type, TestParticipant, TestServer};
 
 /// The m-sections of `sdp` in use (port not 0) that lack a candidate line or end with no
