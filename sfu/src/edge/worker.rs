@@ -24,6 +24,7 @@ use super::connection::{Connection, Participant, PendingSubscriberOffer, Publish
 use super::demux::{ConnectionKey, Demux, Route, Side};
 use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{payload_type_map, simulcast_rids, video_codecs};
+use super::sdp_candidates;
 use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
 use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,

@@ -24,6 +24,8 @@ mod router_tests;
 #[cfg(test)]
 mod screen_priority_tests;
 #[cfg(test)]
+mod seq_continuity_tests;
+#[cfg(test)]
 mod simulcast_tests;
 #[cfg(test)]
 mod subscription_tests;

@@ -622,6 +622,12 @@ impl Router {
             return;
         };
         if track.muted {
+            // Nothing will fill these numbers: each copy continues without a hole on unmute.
+            for key in &track.downtracks {
+                if let Some(dt) = self.downtracks.get_mut(key.0 as usize) {
+                    dt.rewriter.withhold(rtp.source, rtp.seq);
+                }
+            }
             return;
         }
         if let (TrackKind::Audio, Some(level)) = (track.kind, rtp.audio_level) {
@@ -640,12 +646,16 @@ impl Router {
                 continue;
             };
             let Some(&(_, pt)) = pt_map.iter().find(|(from, _)| *from == rtp.pt) else {
+                dt.rewriter.withhold(rtp.source, rtp.seq);
                 continue;
             };
             let mid = *mid;
             if video {
                 match select_layer(track, dt, rtp, self.shedding, now, &mut self.keyframe_out) {
-                    Verdict::Drop => continue,
+                    Verdict::Drop => {
+                        dt.rewriter.withhold(rtp.source, rtp.seq);
+                        continue;
+                    }
                     Verdict::SwitchAndForward => dt.rewriter.restart(),
                     Verdict::Forward => {}
                 }

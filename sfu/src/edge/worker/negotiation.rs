@@ -120,7 +120,7 @@ impl Worker {
         });
         let _ = self.events.send(SfuEvent::SubscriberOffer {
             participant: participant.id.clone(),
-            sdp: offer.to_sdp_string(),
+            sdp: sdp_candidates::in_every_section(&offer.to_sdp_string()),
             tracks: listed,
         });
         self.mark_dirty((peer, Side::Subscriber));

@@ -169,7 +169,7 @@ impl Worker {
         self.add_published(peer, checked);
         self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
         self.mark_dirty((peer, Side::Publisher));
-        Ok(answer.to_sdp_string())
+        Ok(sdp_candidates::in_every_section(&answer.to_sdp_string()))
     }
 
     /// Renegotiation on the existing publisher connection. str0m applies the offer to the
@@ -216,7 +216,7 @@ impl Worker {
                     .filter(|(m, t)| !kept.contains(&(*m, t.track_id.clone())))
                     .collect();
                 self.add_published(peer, new);
-                Ok(answer.to_sdp_string())
+                Ok(sdp_candidates::in_every_section(&answer.to_sdp_string()))
             }
             Err(e) => {
                 // The connection took the offer either way: keep what still sends, add nothing.
