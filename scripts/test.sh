@@ -34,6 +34,15 @@ step "headless Chromium end to end"
 cargo build -p zvon-signaling --locked
 ZVON_BIN=target/debug/zvon tests/browser/run.sh
 
+step "aiortc (an independent Python WebRTC stack) against the server"
+# Kept inside the repo's target/, like every other build product.
+venv=target/aiortc-venv
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiortc, websockets' 2>/dev/null; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q aiortc websockets
+fi
+"$venv/bin/python" tests/aiortc/unmute_and_candidates.py target/debug/zvon
+
 step "a local fleet with scripts/cluster-local.sh"
 cluster_dir=$(mktemp -d)
 trap 'ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh stop; rm -rf "$cluster_dir"' EXIT
