@@ -45,6 +45,7 @@ const WEB_ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", JS, include_str!("../web/app.js")),
     ("/calls_mode.js", JS, include_str!("../web/calls_mode.js")),
     ("/client.js", JS, include_str!("../web/client.js")),
+    ("/reconnect.js", JS, include_str!("../web/reconnect.js")),
     ("/device.js", JS, include_str!("../web/device.js")),
     ("/adaptive.js", JS, include_str!("../web/adaptive.js")),
     ("/classroom.js", JS, include_str!("../web/classroom.js")),

@@ -25,6 +25,8 @@
 //                                              (participant_left with our own id: replaced,
 //                                              room_closed, ...)
 
+import { resumeSession } from './reconnect.js';
+
 export const PROTOCOL_VERSION = 1;
 export const PING_INTERVAL_MS = 15000;
 const LEAVE_TIMEOUT_MS = 1000;
@@ -32,11 +34,6 @@ const LEAVE_TIMEOUT_MS = 1000;
 const SETTINGS_COALESCE_MS = 30;
 // The server takes at most this many entries per track_settings_batch.
 const MAX_SETTINGS_BATCH = 100;
-
-// How long a dropped socket is retried with the resume token before the session is given up
-// (the server keeps the participant for its reconnect grace, 10 s by default; in a fleet the
-// next room owner takes over within a few seconds).
-const RESUME_WINDOW_MS = 20_000;
 
 // The server closes the socket after these (protocol table "fatal").
 const FATAL_ERRORS = new Set([
@@ -214,64 +211,9 @@ export class ZvonClient extends StatefulEmitter {
       .catch((e) => console.error('zvon: handling', msg.type, e));
   }
 
-  // The socket dropped while joined: open new ones with the resume token until one is taken
-  // (the same server after a network blip, or in a fleet whichever node owns the room now),
-  // for up to RESUME_WINDOW_MS. The peer connections are left alone meanwhile.
-  async _resume() {
-    if (this._resuming) return;
-    this._resuming = true;
-    this._setState('reconnecting');
-    this._emit('reconnecting', {});
-    mark('reconnecting');
-    const deadline = Date.now() + RESUME_WINDOW_MS;
-    let refused = false;
-    while (Date.now() < deadline && this.state === 'reconnecting' && !refused) {
-      const outcome = await this._tryResume();
-      if (outcome === 'resumed') { this._resuming = false; return; }
-      refused = outcome === 'refused';
-      if (!refused) await new Promise((r) => setTimeout(r, 1000));
-    }
-    this._resuming = false;
-    if (this.state !== 'reconnecting') return;
-    this._fail(refused
-      ? 'The server could not resume this session; join again.'
-      : `Connection to the server was lost and could not be resumed within ${RESUME_WINDOW_MS / 1000} s.`);
-  }
-
-  /** One resume attempt: 'resumed', 'refused' (resume_failed) or 'failed' (no answer). */
-  _tryResume() {
-    return new Promise((resolve) => {
-      let ws;
-      try { ws = new WebSocket(this.url); } catch { resolve('failed'); return; }
-      this.ws = ws;
-      let done = false;
-      const finish = (outcome) => { if (!done) { done = true; resolve(outcome); } };
-      ws.onopen = () => {
-        const join = {
-          type: 'join', protocol: PROTOCOL_VERSION, token: this.token, resume: this._resumeToken,
-          request_id: 'resume',
-        };
-        if (this.room) join.room = this.room;
-        this._send(join);
-        this._stopPing();
-        this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
-      };
-      ws.onmessage = (ev) => {
-        let msg = null;
-        try { msg = JSON.parse(ev.data); } catch { /* handled below */ }
-        if (msg?.type === 'error' && msg.code === 'resume_failed') { finish('refused'); return; }
-        if (msg?.type === 'error' && !done) { finish('failed'); return; }
-        this._onSocketMessage(ev);
-        if (msg?.type === 'joined') finish('resumed');
-      };
-      ws.onerror = () => {};
-      ws.onclose = () => {
-        this._stopPing();
-        if (!done) { finish('failed'); return; }
-        // Resumed, then dropped again: start over.
-        if (this.ws === ws && this.state === 'joined') this._resume();
-      };
-    });
+  // The socket dropped while joined: resume on new sockets (reconnect.js).
+  _resume() {
+    return resumeSession(this, { protocol: PROTOCOL_VERSION, pingIntervalMs: PING_INTERVAL_MS, mark });
   }
 
   /** Sends a protocol message (classroom requests); returns its request id. */

@@ -353,7 +353,7 @@ impl MediaFleet {
             "media link lost: {reason}"
         );
         if !participants.is_empty() {
-            self.stats.node_lost(participants.len());
+            self.stats.node_lost();
             let _ = self.lost.send(NodeLost {
                 node: node.to_string(),
                 participants,

@@ -46,9 +46,8 @@ impl FleetStats {
     pub fn link_failed(&self) {
         Self::bump(&self.link_failures, 1);
     }
-    pub fn node_lost(&self, participants: usize) {
+    pub fn node_lost(&self) {
         Self::bump(&self.nodes_lost, 1);
-        let _ = participants;
     }
     pub fn node_drained(&self, participants: usize) {
         Self::bump(&self.drained_participants, participants as u64);
