@@ -60,13 +60,19 @@ function roomUrl(node, room, name) {
   return `${node.baseUrl}/?room=${encodeURIComponent(room)}&name=${encodeURIComponent(name)}`;
 }
 
+/** Pages A and B (kept in `pages` for the runner's artifacts). */
+async function openPair(browser, pages, urlA, urlB) {
+  const a = await openPage(browser, urlA, 'A');
+  pages.push(a);
+  const b = await openPage(browser, urlB, 'B');
+  pages.push(b);
+  return [a, b];
+}
+
 // a) Two tabs opened on two different signaling nodes' URLs see and hear each other.
 async function scenarioTwoNodes(browser, fleet, pages, results) {
   const room = uniqueName('cluster-two');
-  const a = await openPage(browser, roomUrl(fleet.nodes.s1, room, 'A'), 'A');
-  pages.push(a);
-  const b = await openPage(browser, roomUrl(fleet.nodes.s2, room, 'B'), 'B');
-  pages.push(b);
+  const [a, b] = await openPair(browser, pages, roomUrl(fleet.nodes.s1, room, 'A'), roomUrl(fleet.nodes.s2, room, 'B'));
   await waitJoined(a, TIMEOUT_MS);
   await waitJoined(b, TIMEOUT_MS);
   for (const [p, other] of [[a, 'B'], [b, 'A']]) {
@@ -103,10 +109,7 @@ function watchFirstFrame(page, since) {
 // they have, make new connections to the other media node and decode again, without a reload.
 async function scenarioMediaFailover(browser, fleet, pages, results) {
   const room = uniqueName('cluster-failover');
-  const a = await openPage(browser, roomUrl(fleet.nodes.s1, room, 'A'), 'A');
-  pages.push(a);
-  const b = await openPage(browser, roomUrl(fleet.nodes.s1, room, 'B'), 'B');
-  pages.push(b);
+  const [a, b] = await openPair(browser, pages, roomUrl(fleet.nodes.s1, room, 'A'), roomUrl(fleet.nodes.s1, room, 'B'));
   for (const p of [a, b]) {
     await waitJoined(p, TIMEOUT_MS);
     await p.evaluate(() => {
@@ -187,10 +190,7 @@ async function scenarioSignalingFailover(browser, fleet, pages, results) {
   const lb = await startBalancer([fleet.nodes.s1.httpPort, fleet.nodes.s2.httpPort]);
   try {
     const room = uniqueName('cluster-signaling');
-    const a = await openPage(browser, roomUrl(lb, room, 'A'), 'A');
-    pages.push(a);
-    const b = await openPage(browser, roomUrl(lb, room, 'B'), 'B');
-    pages.push(b);
+    const [a, b] = await openPair(browser, pages, roomUrl(lb, room, 'A'), roomUrl(lb, room, 'B'));
     const ids = [];
     for (const p of [a, b]) {
       ids.push((await waitJoined(p, TIMEOUT_MS)).me);

@@ -99,78 +99,27 @@ impl Hub {
         if state.participants.contains_key(&pid) {
             return Err(refused());
         }
-        let info = ParticipantInfo {
-            id: pid.clone(),
-            identity: claims.sub.clone(),
-            name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+        let entering = Entering {
+            claims,
+            pid: &pid,
             tracks: tracks
-                .iter()
-                .map(|t| Announced {
-                    id: t.track_id.0.clone(),
-                    kind: t.kind,
-                    source: t.source,
-                    muted: t.muted,
+                .into_iter()
+                .map(|t| {
+                    let announced = Announced {
+                        id: t.track_id.0,
+                        kind: t.kind,
+                        source: t.source,
+                        muted: t.muted,
+                    };
+                    (t.mid, announced)
                 })
                 .collect(),
-        };
-        let others: Vec<ParticipantInfo> = state
-            .rooms
-            .get(&claims.room)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| state.participants.get(id))
-            .filter(|p| !p.grants.hidden)
-            .map(|p| p.info.clone())
-            .collect();
-        let joined = ServerMessage::Joined {
-            protocol: PROTOCOL_VERSION,
             resumed: true,
             resume_token: token.to_string(),
-            room: RoomInfo {
-                name: claims.room.clone(),
-                max_participants: self.limits.max_participants,
-            },
-            participant: SelfInfo {
-                info: info.clone(),
-                grants: moderation::effective(&state, &claims.room, claims.grants, false),
-            },
-            participants: others,
-            classroom: moderation::snapshot(&state, &claims.room, claims.grants.room_admin),
+            video_subscription: VideoSubscription::Auto,
         };
-        let _ = outbox.send(Outbound::Message(joined, request_id));
-        if !claims.grants.hidden {
-            state.broadcast(
-                &claims.room,
-                &pid,
-                &ServerMessage::ParticipantJoined {
-                    participant: info.clone(),
-                },
-            );
-        }
-        state
-            .rooms
-            .entry(claims.room.clone())
-            .or_default()
-            .push(pid.clone());
-        state.participants.insert(
-            pid.clone(),
-            Participant {
-                info,
-                grants: claims.grants,
-                room: claims.room.clone(),
-                outbox: Some(outbox),
-                session: 1,
-                resume_token: token.to_string(),
-                publishing: !tracks.is_empty(),
-                track_mids: tracks
-                    .iter()
-                    .map(|t| (t.mid.clone(), t.track_id.0.clone()))
-                    .collect(),
-                undelivered_offer: None,
-                seat: moderation::Seat::new(),
-                video_subscription: VideoSubscription::Auto,
-            },
-        );
+        self.enter(&mut state, entering, outbox, request_id);
+        drop(state);
         info!(participant = %pid, room = %claims.room, "adopted from a lost signaling node");
         if let Some(fleet) = self.fleet_stats() {
             fleet.adopted();

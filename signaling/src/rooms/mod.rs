@@ -138,6 +138,17 @@ fn now() -> Now {
     }
 }
 
+/// Who enters a room, for [`Hub::enter`]: a new participant (no tracks yet) or one adopted
+/// from a signaling node that died (its tracks as its media node reports them, by mid).
+struct Entering<'a> {
+    claims: &'a Claims,
+    pid: &'a str,
+    tracks: Vec<(String, TrackInfo)>,
+    resumed: bool,
+    resume_token: String,
+    video_subscription: VideoSubscription,
+}
+
 /// A successful join: who the session now speaks for.
 pub struct Joined {
     pub participant_id: String,
@@ -309,76 +320,17 @@ impl Hub {
         {
             // Enter the room before the media node learns of us: its first subscriber offer
             // may come right after, and must find us (and follow our `joined`).
-            let mut state = self.lock();
-            let info = ParticipantInfo {
-                id: pid.clone(),
-                identity: claims.sub.clone(),
-                name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
-                tracks: vec![],
-            };
-            let others: Vec<ParticipantInfo> = state
-                .rooms
-                .get(&claims.room)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| state.participants.get(id))
-                .filter(|p| !p.grants.hidden)
-                .map(|p| p.info.clone())
-                .collect();
             let resume_token =
                 resume_token::mint(&self.call_key.secret, &pid, &claims.sub, &claims.room);
-            let joined = ServerMessage::Joined {
-                protocol: PROTOCOL_VERSION,
+            let entering = Entering {
+                claims,
+                pid: &pid,
+                tracks: vec![],
                 resumed: false,
-                resume_token: resume_token.clone(),
-                room: RoomInfo {
-                    name: claims.room.clone(),
-                    max_participants: self.limits.max_participants,
-                },
-                participant: SelfInfo {
-                    info: info.clone(),
-                    grants: moderation::effective(&state, &claims.room, claims.grants, false),
-                },
-                participants: others,
-                classroom: moderation::snapshot(&state, &claims.room, claims.grants.room_admin),
+                resume_token,
+                video_subscription,
             };
-            let _ = outbox.send(Outbound::Message(joined, request_id));
-            if let Some(speakers) = state.speakers.get(&claims.room).filter(|s| !s.is_empty()) {
-                let current = ServerMessage::ActiveSpeakers {
-                    speakers: speakers.clone(),
-                };
-                let _ = outbox.send(Outbound::Message(current, None));
-            }
-            if !claims.grants.hidden {
-                state.broadcast(
-                    &claims.room,
-                    &pid,
-                    &ServerMessage::ParticipantJoined {
-                        participant: info.clone(),
-                    },
-                );
-            }
-            state
-                .rooms
-                .entry(claims.room.clone())
-                .or_default()
-                .push(pid.clone());
-            state.participants.insert(
-                pid.clone(),
-                Participant {
-                    info,
-                    grants: claims.grants,
-                    room: claims.room.clone(),
-                    outbox: Some(outbox),
-                    session: 1,
-                    resume_token,
-                    publishing: false,
-                    track_mids: vec![],
-                    undelivered_offer: None,
-                    seat: moderation::Seat::new(),
-                    video_subscription,
-                },
-            );
+            self.enter(&mut self.lock(), entering, outbox, request_id);
         }
         let added = self
             .media
@@ -399,6 +351,92 @@ impl Hub {
             participant_id: pid,
             session: 1,
         })
+    }
+
+    /// Puts a participant in its room: `joined` (with the room as it is now, and who speaks)
+    /// to it, `participant_joined` to the others, then the state.
+    fn enter(
+        &self,
+        state: &mut State,
+        entering: Entering<'_>,
+        outbox: Outbox,
+        request_id: Option<String>,
+    ) {
+        let Entering {
+            claims,
+            pid,
+            tracks,
+            resumed,
+            resume_token,
+            video_subscription,
+        } = entering;
+        let info = ParticipantInfo {
+            id: pid.to_string(),
+            identity: claims.sub.clone(),
+            name: claims.name.clone().unwrap_or_else(|| claims.sub.clone()),
+            tracks: tracks.iter().map(|(_, t)| t.clone()).collect(),
+        };
+        let others: Vec<ParticipantInfo> = state
+            .rooms
+            .get(&claims.room)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| state.participants.get(id))
+            .filter(|p| !p.grants.hidden)
+            .map(|p| p.info.clone())
+            .collect();
+        let joined = ServerMessage::Joined {
+            protocol: PROTOCOL_VERSION,
+            resumed,
+            resume_token: resume_token.clone(),
+            room: RoomInfo {
+                name: claims.room.clone(),
+                max_participants: self.limits.max_participants,
+            },
+            participant: SelfInfo {
+                info: info.clone(),
+                grants: moderation::effective(state, &claims.room, claims.grants, false),
+            },
+            participants: others,
+            classroom: moderation::snapshot(state, &claims.room, claims.grants.room_admin),
+        };
+        let _ = outbox.send(Outbound::Message(joined, request_id));
+        if let Some(speakers) = state.speakers.get(&claims.room).filter(|s| !s.is_empty()) {
+            let current = ServerMessage::ActiveSpeakers {
+                speakers: speakers.clone(),
+            };
+            let _ = outbox.send(Outbound::Message(current, None));
+        }
+        if !claims.grants.hidden {
+            state.broadcast(
+                &claims.room,
+                pid,
+                &ServerMessage::ParticipantJoined {
+                    participant: info.clone(),
+                },
+            );
+        }
+        state
+            .rooms
+            .entry(claims.room.clone())
+            .or_default()
+            .push(pid.to_string());
+        state.participants.insert(
+            pid.to_string(),
+            Participant {
+                info,
+                grants: claims.grants,
+                room: claims.room.clone(),
+                outbox: Some(outbox),
+                session: 1,
+                resume_token,
+                publishing: !tracks.is_empty(),
+                track_mids: tracks.into_iter().map(|(mid, t)| (mid, t.id)).collect(),
+                undelivered_offer: None,
+                seat: moderation::Seat::new(),
+                video_subscription,
+            },
+        );
     }
 
     /// Reattaches a socket to a participant whose previous socket dropped. In a fleet, a

@@ -115,20 +115,28 @@ impl HealthyCall {
 
     /// Both directions, audio and video, receive fresh packets within `timeout`.
     pub async fn assert_flowing(&self, timeout: Duration) -> Result<()> {
-        let (a, b) = (&self.a, &self.b);
-        tokio::try_join!(
-            a.wait_more_packets(&b.id, "audio", 10, timeout),
-            a.wait_more_packets(&b.id, "video", 10, timeout),
-            b.wait_more_packets(&a.id, "audio", 10, timeout),
-            b.wait_more_packets(&a.id, "video", 10, timeout),
-        )?;
-        Ok(())
+        assert_flowing(&self.a, &self.b, timeout).await
     }
 
     pub async fn close(self) {
         self.a.close().await;
         self.b.close().await;
     }
+}
+
+/// `a` and `b` each receive fresh audio and video packets from the other within `timeout`.
+pub async fn assert_flowing(
+    a: &TestParticipant,
+    b: &TestParticipant,
+    timeout: Duration,
+) -> Result<()> {
+    tokio::try_join!(
+        a.wait_more_packets(&b.id, "audio", 10, timeout),
+        a.wait_more_packets(&b.id, "video", 10, timeout),
+        b.wait_more_packets(&a.id, "audio", 10, timeout),
+        b.wait_more_packets(&a.id, "video", 10, timeout),
+    )?;
+    Ok(())
 }
 
 /// Runs a whole test body with an upper bound, so a hang fails instead of blocking CI.

@@ -16,13 +16,7 @@ static FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const FLOWING: Duration = Duration::from_secs(10);
 
 async fn both_directions_flow(a: &TestParticipant, b: &TestParticipant) -> Result<()> {
-    tokio::try_join!(
-        a.wait_more_packets(&b.id, "audio", 10, FLOWING),
-        a.wait_more_packets(&b.id, "video", 10, FLOWING),
-        b.wait_more_packets(&a.id, "audio", 10, FLOWING),
-        b.wait_more_packets(&a.id, "video", 10, FLOWING),
-    )?;
-    Ok(())
+    zvon_interop::assert_flowing(a, b, FLOWING).await
 }
 
 /// Waits for `media_reset` on `p`'s socket (after log index `from`), republishes, and returns
@@ -36,6 +30,32 @@ async fn recover(p: &mut TestParticipant, from: usize) -> Result<String> {
         .await?;
     p.republish().await?;
     Ok(reset["reason"].as_str().unwrap_or("").to_string())
+}
+
+/// ann and bob in `room` through `node`, publishing and receiving each other.
+async fn call_through(
+    node: &ClusterNode,
+    room: &str,
+) -> Result<(TestParticipant, TestParticipant)> {
+    let a = TestParticipant::join_and_publish(node.http_addr, &token(room, "ann"), room).await?;
+    let b = TestParticipant::join_and_publish(node.http_addr, &token(room, "bob"), room).await?;
+    both_directions_flow(&a, &b).await?;
+    Ok((a, b))
+}
+
+/// After their media node went away: both get `media_reset` (after log indexes `from`),
+/// republish, and receive a complete video frame from each other. Returns the reasons.
+async fn media_back(
+    a: &mut TestParticipant,
+    b: &mut TestParticipant,
+    from: (usize, usize),
+) -> Result<(String, String)> {
+    let reasons = tokio::try_join!(recover(a, from.0), recover(b, from.1))?;
+    tokio::try_join!(
+        first_frame_from(a, &b.id, Duration::from_secs(10)),
+        first_frame_from(b, &a.id, Duration::from_secs(10)),
+    )?;
+    Ok(reasons)
 }
 
 /// Time until `p` has a complete video frame (a packet with the marker bit) from `from_id`.
@@ -102,13 +122,7 @@ async fn killed_media_node_participants_move_without_rejoining() {
         let mut m1 = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
         let mut m2 = ClusterNode::start(&redis, NodeOptions::new("m2", "media")).await?;
         let room = "failover";
-        let mut a =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
-                .await?;
-        let mut b =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
-                .await?;
-        both_directions_flow(&a, &b).await?;
+        let (mut a, mut b) = call_through(&signaling, room).await?;
         let host = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
         let (victim, survivor) = match host.as_str() {
             "m1" => (&mut m1, &m2),
@@ -118,16 +132,11 @@ async fn killed_media_node_participants_move_without_rejoining() {
         let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
         let killed = Instant::now();
         victim.kill();
-        let (reason_a, reason_b) =
-            tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+        let (reason_a, reason_b) = media_back(&mut a, &mut b, (from_a, from_b)).await?;
         assert_eq!(
             (reason_a.as_str(), reason_b.as_str()),
             ("media_node_lost", "media_node_lost")
         );
-        tokio::try_join!(
-            first_frame_from(&a, &b.id, Duration::from_secs(10)),
-            first_frame_from(&b, &a.id, Duration::from_secs(10)),
-        )?;
         let recovered = killed.elapsed();
         println!("media node kill -9 -> next complete video frame both ways: {recovered:?}");
         both_directions_flow(&a, &b).await?;
@@ -388,9 +397,7 @@ async fn draining_signaling_node_hands_its_rooms_over_without_losing_media() {
         let s2 = ClusterNode::start(&redis, NodeOptions::new("s2", "signaling")).await?;
         let _media = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
         let room = "signaling-drain";
-        let a = TestParticipant::join_and_publish(s1.http_addr, &token(room, "ann"), room).await?;
-        let b = TestParticipant::join_and_publish(s1.http_addr, &token(room, "bob"), room).await?;
-        both_directions_flow(&a, &b).await?;
+        let (a, b) = call_through(&s1, room).await?;
         let count = |p: &TestParticipant, other: &str| {
             p.received_from(other, "audio")
                 .map(|t| t.main_packets().len())
@@ -441,9 +448,7 @@ async fn killed_signaling_node_media_flows_on_and_sessions_resume_elsewhere() {
         let s2 = ClusterNode::start(&redis, NodeOptions::new("s2", "signaling")).await?;
         let media = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
         let room = "signaling-loss";
-        let a = TestParticipant::join_and_publish(s1.http_addr, &token(room, "ann"), room).await?;
-        let b = TestParticipant::join_and_publish(s1.http_addr, &token(room, "bob"), room).await?;
-        both_directions_flow(&a, &b).await?;
+        let (a, b) = call_through(&s1, room).await?;
         let count = |p: &TestParticipant, other: &str| {
             p.received_from(other, "audio")
                 .map(|t| t.main_packets().len())
@@ -514,13 +519,7 @@ async fn draining_media_node_hands_its_participants_over() {
         let mut m1 = ClusterNode::start(&redis, NodeOptions::new("m1", "media")).await?;
         let mut m2 = ClusterNode::start(&redis, NodeOptions::new("m2", "media")).await?;
         let room = "drain";
-        let mut a =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
-                .await?;
-        let mut b =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
-                .await?;
-        both_directions_flow(&a, &b).await?;
+        let (mut a, mut b) = call_through(&signaling, room).await?;
         let host = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
         let draining = if host == "m1" { &mut m1 } else { &mut m2 };
         let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
@@ -556,13 +555,7 @@ async fn media_node_cut_off_the_network_is_replaced() {
         remote.host = Some((host.netns.clone(), host.ip));
         let far = ClusterNode::start(&redis, remote).await?;
         let room = "cut";
-        let mut a =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "ann"), room)
-                .await?;
-        let mut b =
-            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "bob"), room)
-                .await?;
-        both_directions_flow(&a, &b).await?;
+        let (mut a, mut b) = call_through(&signaling, room).await?;
         assert_eq!(
             redis.cli(&["GET", &format!("zvon:room-media:{room}")])?,
             "far"
@@ -572,11 +565,7 @@ async fn media_node_cut_off_the_network_is_replaced() {
         let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
         let cut = Instant::now();
         host.cut()?;
-        tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
-        tokio::try_join!(
-            first_frame_from(&a, &b.id, Duration::from_secs(10)),
-            first_frame_from(&b, &a.id, Duration::from_secs(10)),
-        )?;
+        media_back(&mut a, &mut b, (from_a, from_b)).await?;
         println!(
             "media node cut off -> next complete video frame both ways: {:?}",
             cut.elapsed()
