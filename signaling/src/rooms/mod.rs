@@ -15,10 +15,12 @@ mod devices;
 mod failover;
 mod moderation;
 mod mute;
+mod outbox;
 mod publish;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
+pub use outbox::{outbox, Outbox, OutboxReceiver, OverflowSignal, Queued};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -54,8 +56,6 @@ pub enum Outbound {
     /// Close normally (after `left`, or replaced by a newer session).
     Close,
 }
-
-pub type Outbox = mpsc::UnboundedSender<Outbound>;
 
 /// An error to report to the client.
 pub type Refusal = (ErrorCode, String);
@@ -108,9 +108,14 @@ impl State {
 
     /// Sends to everyone in `room` except `except`.
     fn broadcast(&self, room: &str, except: &str, message: &ServerMessage) {
+        // Serialized once: every recipient's queue shares the same bytes.
+        let text: axum::extract::ws::Utf8Bytes = message.to_json(None).into();
         for pid in self.rooms.get(room).into_iter().flatten() {
-            if pid != except {
-                self.send(pid, message.clone());
+            if pid == except {
+                continue;
+            }
+            if let Some(outbox) = self.participants.get(pid).and_then(|p| p.outbox.as_ref()) {
+                let _ = outbox.send_text(text.clone());
             }
         }
     }
@@ -643,12 +648,16 @@ impl Hub {
                     let Some(p) = state.participants.get_mut(&participant.0) else {
                         continue;
                     };
-                    let msg = ServerMessage::SubscriberOffer { sdp, tracks };
-                    match &p.outbox {
-                        Some(outbox) => {
-                            let _ = outbox.send(Outbound::Message(msg, None));
-                        }
-                        None => p.undelivered_offer = Some(msg),
+                    let msg =
+                        Outbound::Message(ServerMessage::SubscriberOffer { sdp, tracks }, None);
+                    // An offer that cannot be queued (the socket is gone, or being cut for
+                    // falling behind) waits for a resume: the media node waits for its answer.
+                    let refused = match &p.outbox {
+                        Some(outbox) => outbox.send(msg).err(),
+                        None => Some(msg),
+                    };
+                    if let Some(Outbound::Message(offer, _)) = refused {
+                        p.undelivered_offer = Some(offer);
                     }
                 }
                 SfuEvent::MediaLost { participant } => {
