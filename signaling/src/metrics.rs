@@ -100,6 +100,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ChatTooLong,
     ErrorCode::ChatRateLimited,
     ErrorCode::SlowConsumer,
+    ErrorCode::MediaTimeout,
 ];
 
 /// Join latency buckets, seconds: a join waits for the media node to admit the participant.
@@ -389,7 +390,8 @@ mod tests {
             | ErrorCode::ChatRateLimited
             | ErrorCode::ClusterUnavailable
             | ErrorCode::RoomMoved
-            | ErrorCode::SlowConsumer => ERROR_CODES.contains(&c),
+            | ErrorCode::SlowConsumer
+            | ErrorCode::MediaTimeout => ERROR_CODES.contains(&c),
         };
         assert!(ERROR_CODES.iter().all(|c| listed(*c)));
     }

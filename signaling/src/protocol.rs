@@ -531,6 +531,9 @@ pub enum ErrorCode {
     /// The client did not read what the server sent: too much queued for it, or one frame
     /// not taken within the write deadline. The socket is cut as if it had dropped.
     SlowConsumer,
+    /// The client's own media connection failed (no ICE/DTLS traffic from it); the media
+    /// node is fine. Not a server-side error.
+    MediaTimeout,
 }
 
 /// Why a `media_reset` was sent.
@@ -562,6 +565,7 @@ impl ErrorCode {
             ErrorCode::ClusterUnavailable => Some(4513),
             ErrorCode::RoomMoved => Some(4012),
             ErrorCode::SlowConsumer => Some(4008),
+            ErrorCode::MediaTimeout => Some(4504),
             _ => None,
         }
     }

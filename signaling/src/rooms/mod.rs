@@ -661,6 +661,20 @@ impl Hub {
                     }
                 }
                 SfuEvent::MediaLost { participant } => {
+                    // The client's own connection to the media node failed (its ICE/DTLS
+                    // went silent); the node is fine. It gets its own code so that operators
+                    // are not paged for a user's network, and `remove` sends it nothing more.
+                    let outbox = self
+                        .lock()
+                        .participants
+                        .get_mut(&participant.0)
+                        .and_then(|p| p.outbox.take());
+                    if let Some(outbox) = outbox {
+                        let _ = outbox.send(Outbound::Fatal(
+                            ErrorCode::MediaTimeout,
+                            "your connection to the media server failed".into(),
+                        ));
+                    }
                     self.remove(&participant.0, LeaveReason::Disconnected).await
                 }
                 SfuEvent::MediaConnected { .. } => {}

@@ -358,3 +358,37 @@ async fn join_flood_is_rate_limited() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_whose_media_connection_dies_gets_media_timeout_not_media_unavailable() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        let mut p = server.publishing_participant("flaky", "flaky").await?;
+        // The client's network drops its media (ICE goes silent); its socket stays.
+        p.stop_media().await;
+        let publisher = p.publisher.take().context("publisher")?;
+        publisher.peer.close().await;
+        p.subscriber().close().await;
+        p.signal
+            .wait_error("media_timeout", Duration::from_secs(40))
+            .await?;
+        let closed = p.signal.wait_closed(SIGNAL_TIMEOUT).await?;
+        ensure!(
+            closed == Some(4504),
+            "closed with {closed:?}, expected 4504"
+        );
+        let (_, metrics) =
+            zvon_interop::cluster::http_get(server.server.metrics_addr, "/metrics").await?;
+        let paged = zvon_interop::cluster::sum_metric(
+            &metrics,
+            "zvon_signaling_errors_total",
+            &[("code", "media_unavailable")],
+        );
+        ensure!(
+            paged == 0.0,
+            "a client's failed media counted as media_unavailable ({paged})"
+        );
+        finish(server, call).await
+    })
+    .await;
+}
