@@ -162,6 +162,8 @@ async fn serve(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = Instant::now();
     let mut we_closed = false;
+    // The WebSocket layer refused a frame: the rest of it cannot be read any more.
+    let mut unreadable = false;
     let writer = Writer {
         deadline: limits.write_timeout,
         overflow: &overflow,
@@ -173,7 +175,14 @@ async fn serve(
         }
         tokio::select! {
             frame = stream.next() => {
-                let Some(Ok(frame)) = frame else { break None };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) if is_too_large(&e) => {
+                        unreadable = true;
+                        break Some(too_large(&limits));
+                    }
+                    _ => break None,
+                };
                 last_heard = Instant::now();
                 let flow = match frame {
                     Message::Text(text) => {
@@ -281,7 +290,12 @@ async fn serve(
         .await;
         we_closed = true;
     }
-    if we_closed && !session.closed_by_client && !slow {
+    if unreadable {
+        // The client may still be sending the refused frame, which can no longer be read:
+        // closing now would reset the connection, and a reset can discard the error we just
+        // sent before the client reads it.
+        tokio::time::sleep(CLOSE_HANDSHAKE).await;
+    } else if we_closed && !session.closed_by_client && !slow {
         // Finish the closing handshake: dropping a socket with unread input makes the kernel
         // reset it, and the client could lose the error we just sent.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
@@ -318,6 +332,16 @@ fn too_large(limits: &Limits) -> Refusal {
     (
         ErrorCode::MessageTooLarge,
         format!("messages are limited to {} bytes", limits.max_message_bytes),
+    )
+}
+
+/// Whether the WebSocket layer refused a frame for its size (the transport limit).
+fn is_too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
     )
 }
 

@@ -392,3 +392,23 @@ async fn client_whose_media_connection_dies_gets_media_timeout_not_media_unavail
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_oversized_message_is_message_too_large() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        // Just over the limit, and far over it: both get the documented error and 1009.
+        for size in [1024 * 1024 + 1, 3 * 1024 * 1024] {
+            let ws = connect(&server).await?;
+            let pad = size - r#"{"type":"ping","pad":""}"#.len();
+            let big = json!({"type": "ping", "pad": "x".repeat(pad)}).to_string();
+            ensure!(big.len() == size);
+            ws.send_text(big).await?;
+            expect_fatal(&ws, "message_too_large", 1009)
+                .await
+                .with_context(|| format!("a {size}-byte message"))?;
+        }
+        finish(server, call).await
+    })
+    .await;
+}
