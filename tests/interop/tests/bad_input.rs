@@ -196,6 +196,16 @@ async fn malformed_sdp_is_invalid_sdp_and_session_goes_on() {
             err["request_id"] == "bad-sdp",
             "invalid_sdp does not echo request_id: {err}"
         );
+        // A message for the client's developer: no memory addresses, no parser internals.
+        let message = err["message"].as_str().unwrap_or_default();
+        ensure!(
+            !message.is_empty()
+                && !message.contains("0x")
+                && !message.contains('{')
+                && !message.contains("Error")
+                && message.len() < 160,
+            "invalid_sdp message leaks internals: {message:?}"
+        );
         p.ping().await.context("session after invalid_sdp")?;
         ensure!(
             !p.signal.is_ended(),
