@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -285,11 +286,20 @@ fn refusal_response((code, message): crate::rooms::Refusal) -> Response {
 async fn server_call(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<ServerCallRequest>,
+    body: Result<Json<ServerCallRequest>, JsonRejection>,
 ) -> Response {
     if let Err(r) = check_server_api(&state, &headers) {
         return *r;
     }
+    // axum's own rejection is text/plain (422 for a wrong field); the API answers every error
+    // with the documented JSON schema.
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let message = crate::protocol::quote_message(rejection.body_text());
+            return api_error(StatusCode::BAD_REQUEST, "invalid_request", message);
+        }
+    };
     match state
         .session
         .hub

@@ -266,6 +266,12 @@ fn truncate(text: &str, max_chars: usize) -> String {
     }
 }
 
+/// `message` cut to at most [`MAX_ERROR_MESSAGE_BYTES`] bytes, for error messages that quote
+/// client input outside the WebSocket protocol (the server API).
+pub fn quote_message(message: String) -> String {
+    bounded_message(message)
+}
+
 /// `message` cut to at most [`MAX_ERROR_MESSAGE_BYTES`] bytes, on a character boundary.
 fn bounded_message(message: String) -> String {
     if message.len() <= MAX_ERROR_MESSAGE_BYTES {

@@ -654,9 +654,9 @@ impl Hub {
                     // falling behind) waits for a resume: the media node waits for its answer.
                     let refused = match &p.outbox {
                         Some(outbox) => outbox.send(msg).err(),
-                        None => Some(msg),
+                        None => Some(Box::new(msg)),
                     };
-                    if let Some(Outbound::Message(offer, _)) = refused {
+                    if let Some(Outbound::Message(offer, _)) = refused.map(|b| *b) {
                         p.undelivered_offer = Some(offer);
                     }
                 }

@@ -36,6 +36,11 @@ impl Queued {
     }
 }
 
+/// The message was not queued: the session is gone, or too far behind and being cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the session is gone or too far behind")]
+pub struct NotQueued;
+
 #[derive(Debug)]
 struct Shared {
     bytes: AtomicUsize,
@@ -91,7 +96,7 @@ pub fn outbox(max_messages: usize, max_bytes: usize, gauge: IntGauge) -> (Outbox
 impl Outbox {
     /// Queues `out` without waiting. Gives it back when the session is gone or too far behind
     /// (then the session is told to cut its socket).
-    pub fn send(&self, out: Outbound) -> Result<(), Outbound> {
+    pub fn send(&self, out: Outbound) -> Result<(), Box<Outbound>> {
         let queued = match &out {
             Outbound::Message(m, request_id) => {
                 Queued::Text(m.to_json(request_id.as_deref()).into())
@@ -106,18 +111,18 @@ impl Outbox {
             Outbound::Fatal(code, message) => Queued::Fatal(*code, message.clone()),
             Outbound::Close => Queued::Close,
         };
-        self.push(queued).map_err(|()| out)
+        self.push(queued).map_err(|NotQueued| Box::new(out))
     }
 
     /// Queues an already serialized message (one serialization for a whole room).
-    pub fn send_text(&self, text: Utf8Bytes) -> Result<(), ()> {
+    pub fn send_text(&self, text: Utf8Bytes) -> Result<(), NotQueued> {
         self.push(Queued::Text(text))
     }
 
-    fn push(&self, queued: Queued) -> Result<(), ()> {
+    fn push(&self, queued: Queued) -> Result<(), NotQueued> {
         let shared = &self.shared;
         if shared.overflowed.load(Ordering::Relaxed) || self.tx.is_closed() {
-            return Err(());
+            return Err(NotQueued);
         }
         let bytes = queued.bytes();
         let total = shared.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
@@ -142,7 +147,7 @@ impl Outbox {
                     // A permit is stored if the session is not waiting right now.
                     shared.cut.notify_one();
                 }
-                Err(())
+                Err(NotQueued)
             }
         }
     }
