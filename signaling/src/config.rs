@@ -24,6 +24,13 @@ pub struct Limits {
     pub join_timeout: Duration,
     pub reconnect_grace: Duration,
     pub empty_timeout: Duration,
+    /// Messages waiting to be written to one socket; a client further behind is cut
+    /// (`slow_consumer`).
+    pub max_queued_messages: usize,
+    /// Bytes waiting to be written to one socket; a client further behind is cut.
+    pub max_queued_bytes: usize,
+    /// How long one frame may take to reach a client's socket before the socket is cut.
+    pub write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -38,6 +45,12 @@ impl Default for Limits {
             join_timeout: Duration::from_secs(10),
             reconnect_grace: Duration::from_secs(10),
             empty_timeout: Duration::ZERO,
+            // A 200-participant room's join burst is a few hundred events; a subscriber
+            // offer of a large class ~1 MiB. Far more than that waiting means the client
+            // stopped reading, and every room event would pile up for it forever.
+            max_queued_messages: 4096,
+            max_queued_bytes: 4 * 1024 * 1024,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::Path;
 use axum::extract::{ConnectInfo, Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -18,10 +19,6 @@ use crate::protocol::PROTOCOL_VERSION;
 use crate::rate_limit::PerIpLimiter;
 use crate::session::{self, SessionContext};
 use crate::token::{self, Claims};
-
-/// Frames beyond this are cut off by the WebSocket layer itself; between the protocol limit
-/// and this one the session answers `message_too_large` first.
-const TRANSPORT_MESSAGE_LIMIT: usize = 2 << 20;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -109,13 +106,16 @@ async fn upgrade(
             .into_response();
     }
     let ctx = state.session.clone();
+    // The WebSocket layer refuses a frame over the protocol limit as soon as its header says
+    // so (the session answers `message_too_large`): such a message is never held in memory.
+    let limit = ctx.limits.max_message_bytes;
     // Small buffers: the WebSocket layer keeps its read buffer resident per socket (the default
     // 128 KiB made an idle participant cost more than its media connection). Messages larger
     // than the buffer still arrive; the buffer grows for them and is freed afterwards.
     ws.read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .max_message_size(TRANSPORT_MESSAGE_LIMIT)
-        .max_frame_size(TRANSPORT_MESSAGE_LIMIT)
+        .max_message_size(limit)
+        .max_frame_size(limit)
         .on_upgrade(move |socket| session::run(socket, ctx, proxied_by))
 }
 
@@ -287,11 +287,20 @@ fn refusal_response((code, message): crate::rooms::Refusal) -> Response {
 async fn server_call(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Json(body): Json<ServerCallRequest>,
+    body: Result<Json<ServerCallRequest>, JsonRejection>,
 ) -> Response {
     if let Err(r) = check_server_api(&state, &headers) {
         return *r;
     }
+    // axum's own rejection is text/plain (422 for a wrong field); the API answers every error
+    // with the documented JSON schema.
+    let Json(body) = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let message = crate::protocol::quote_message(rejection.body_text());
+            return api_error(StatusCode::BAD_REQUEST, "invalid_request", message);
+        }
+    };
     match state
         .session
         .hub

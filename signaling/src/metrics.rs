@@ -99,6 +99,8 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::Banned,
     ErrorCode::ChatTooLong,
     ErrorCode::ChatRateLimited,
+    ErrorCode::SlowConsumer,
+    ErrorCode::MediaTimeout,
 ];
 
 /// Join latency buckets, seconds: a join waits for the media node to admit the participant.
@@ -116,6 +118,7 @@ pub enum MetricsError {
 pub struct Metrics {
     registry: Registry,
     connections: IntGauge,
+    queued_bytes: IntGauge,
     messages: IntCounterVec,
     errors: IntCounterVec,
     join_latency: Histogram,
@@ -140,6 +143,10 @@ impl Metrics {
     ) -> Result<Self, MetricsError> {
         let registry = Registry::new();
         let connections = IntGauge::new("zvon_signaling_connections", "Open WebSocket sessions.")?;
+        let queued_bytes = IntGauge::new(
+            "zvon_signaling_queued_bytes",
+            "Bytes of server messages waiting to be written to sockets, all sessions together.",
+        )?;
         let messages = IntCounterVec::new(
             Opts::new(
                 "zvon_signaling_messages_total",
@@ -162,6 +169,7 @@ impl Metrics {
             .buckets(JOIN_LATENCY_BOUNDS.to_vec()),
         )?;
         registry.register(Box::new(connections.clone()))?;
+        registry.register(Box::new(queued_bytes.clone()))?;
         registry.register(Box::new(messages.clone()))?;
         registry.register(Box::new(errors.clone()))?;
         registry.register(Box::new(join_latency.clone()))?;
@@ -186,6 +194,7 @@ impl Metrics {
         Ok(Metrics {
             registry,
             connections,
+            queued_bytes,
             messages,
             errors,
             join_latency,
@@ -197,6 +206,11 @@ impl Metrics {
     pub fn connection_opened(&self) -> ConnectionGuard {
         self.connections.inc();
         ConnectionGuard(self.connections.clone())
+    }
+
+    /// The gauge every session's outgoing queue adds its waiting bytes to.
+    pub fn queued_bytes(&self) -> IntGauge {
+        self.queued_bytes.clone()
     }
 
     /// A client text frame; `parsed` is false when it earned an error instead of a message.
@@ -375,7 +389,9 @@ mod tests {
             | ErrorCode::ChatTooLong
             | ErrorCode::ChatRateLimited
             | ErrorCode::ClusterUnavailable
-            | ErrorCode::RoomMoved => ERROR_CODES.contains(&c),
+            | ErrorCode::RoomMoved
+            | ErrorCode::SlowConsumer
+            | ErrorCode::MediaTimeout => ERROR_CODES.contains(&c),
         };
         assert!(ERROR_CODES.iter().all(|c| listed(*c)));
     }

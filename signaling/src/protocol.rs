@@ -232,7 +232,7 @@ pub fn parse_client_message(text: &str) -> Parsed {
         )),
         Some(t) if !KNOWN_TYPES.contains(&t) => Err((
             ErrorCode::UnknownType,
-            format!("unknown message type {t:?}"),
+            format!("unknown message type {:?}", quote(t)),
         )),
         // A join without a token is an authentication failure, not a formatting one.
         Some("join" | "register") if !object.get("token").is_some_and(Value::is_string) => Err((
@@ -246,6 +246,42 @@ pub fn parse_client_message(text: &str) -> Parsed {
         request_id,
         message,
     }
+}
+
+/// Longest piece of client input an error message quotes: a client's own 1 MiB string echoed
+/// back would cost the server as much again, per message, for a client that may never read it.
+pub const MAX_QUOTE_CHARS: usize = 64;
+/// Longest error `message`, in bytes. Parser errors quote the input they choke on.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 256;
+
+/// `text` cut to [`MAX_QUOTE_CHARS`] characters (marked with `…` when cut).
+pub fn quote(text: &str) -> String {
+    truncate(text, MAX_QUOTE_CHARS)
+}
+
+fn truncate(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
+}
+
+/// `message` cut to at most [`MAX_ERROR_MESSAGE_BYTES`] bytes, for error messages that quote
+/// client input outside the WebSocket protocol (the server API).
+pub fn quote_message(message: String) -> String {
+    bounded_message(message)
+}
+
+/// `message` cut to at most [`MAX_ERROR_MESSAGE_BYTES`] bytes, on a character boundary.
+fn bounded_message(message: String) -> String {
+    if message.len() <= MAX_ERROR_MESSAGE_BYTES {
+        return message;
+    }
+    let mut end = MAX_ERROR_MESSAGE_BYTES - '…'.len_utf8();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -453,10 +489,11 @@ impl ServerMessage {
         })
     }
 
+    /// An `error`; its message is bounded, whatever input it quotes.
     pub fn error(code: ErrorCode, message: impl Into<String>) -> Self {
         ServerMessage::Error {
             code,
-            message: message.into(),
+            message: bounded_message(message.into()),
         }
     }
 }
@@ -497,6 +534,12 @@ pub enum ErrorCode {
     ClusterUnavailable,
     /// Cluster mode: another signaling node took over the room; reconnect and join again.
     RoomMoved,
+    /// The client did not read what the server sent: too much queued for it, or one frame
+    /// not taken within the write deadline. The socket is cut as if it had dropped.
+    SlowConsumer,
+    /// The client's own media connection failed (no ICE/DTLS traffic from it); the media
+    /// node is fine. Not a server-side error.
+    MediaTimeout,
 }
 
 /// Why a `media_reset` was sent.
@@ -527,6 +570,8 @@ impl ErrorCode {
             ErrorCode::MediaUnavailable => Some(4503),
             ErrorCode::ClusterUnavailable => Some(4513),
             ErrorCode::RoomMoved => Some(4012),
+            ErrorCode::SlowConsumer => Some(4008),
+            ErrorCode::MediaTimeout => Some(4504),
             _ => None,
         }
     }
@@ -568,6 +613,24 @@ mod tests {
             json,
             r#"{"type":"error","code":"unknown_type","message":"x","request_id":"r7"}"#
         );
+    }
+
+    #[test]
+    fn errors_never_echo_unbounded_input() {
+        let huge = "ж".repeat(900 * 1024);
+        let (code, message) = parse_client_message(&format!(r#"{{"type":"{huge}"}}"#))
+            .message
+            .expect_err("unknown type");
+        assert_eq!(code, ErrorCode::UnknownType);
+        let json = ServerMessage::error(code, message).to_json(None);
+        assert!(json.len() < 400, "{} bytes", json.len());
+        // serde's own errors quote the offending value too.
+        let bad_media = format!(r#"{{"type":"call_invite","to":["b"],"media":"{huge}"}}"#);
+        let (_, message) = parse_client_message(&bad_media)
+            .message
+            .expect_err("bad media");
+        let json = ServerMessage::error(ErrorCode::InvalidMessage, message).to_json(None);
+        assert!(json.len() < 400, "{} bytes", json.len());
     }
 
     #[test]

@@ -4,8 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
-use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use futures_util::{Sink, SinkExt, StreamExt};
 use tracing::debug;
 
 use crate::config::{ApiKey, Limits};
@@ -16,12 +15,17 @@ use crate::protocol::{
     MAX_TRACK_SETTINGS_BATCH, PROTOCOL_VERSION,
 };
 use crate::rate_limit::TokenBucket;
-use crate::rooms::{CallAction, DeviceSession, Hub, Joined, Outbound, Outbox, Refusal};
+use crate::rooms::{
+    outbox, CallAction, DeviceSession, Hub, Joined, Outbound, Outbox, OverflowSignal, Queued,
+    Refusal,
+};
 use crate::token::{self, Claims, TokenError};
 
 const PING_INTERVAL: Duration = Duration::from_secs(15);
 const SILENCE_LIMIT: Duration = Duration::from_secs(45);
 const CLOSE_HANDSHAKE: Duration = Duration::from_secs(2);
+/// How long a session cut for not reading tries to deliver its `slow_consumer` and close.
+const SLOW_GOODBYE: Duration = Duration::from_secs(1);
 
 pub struct SessionContext {
     pub hub: Arc<Hub>,
@@ -134,9 +138,14 @@ async fn serve(
     let (mut sink, stream) = socket.split();
     let mut stream = futures_util::stream::iter(first.map(Ok)).chain(stream);
     let mut refused = refused;
-    let (outbox, mut outgoing) = mpsc::unbounded_channel();
     let limits = ctx.limits.clone();
     let metrics = ctx.metrics.clone();
+    let (outbox, mut outgoing) = outbox(
+        limits.max_queued_messages,
+        limits.max_queued_bytes,
+        metrics.queued_bytes(),
+    );
+    let overflow = outgoing.overflow_signal();
     let _open = metrics.connection_opened();
     let mut session = Session {
         ctx,
@@ -153,6 +162,12 @@ async fn serve(
     let mut ping = tokio::time::interval(PING_INTERVAL);
     let mut last_heard = Instant::now();
     let mut we_closed = false;
+    // The WebSocket layer refused a frame: the rest of it cannot be read any more.
+    let mut unreadable = false;
+    let writer = Writer {
+        deadline: limits.write_timeout,
+        overflow: &overflow,
+    };
 
     let fatal: Option<(ErrorCode, String)> = loop {
         if let Some(refusal) = refused.take() {
@@ -160,14 +175,22 @@ async fn serve(
         }
         tokio::select! {
             frame = stream.next() => {
-                let Some(Ok(frame)) = frame else { break None };
+                let frame = match frame {
+                    Some(Ok(frame)) => frame,
+                    Some(Err(e)) if is_too_large(&e) => {
+                        unreadable = true;
+                        break Some(too_large(&limits));
+                    }
+                    _ => break None,
+                };
                 last_heard = Instant::now();
                 let flow = match frame {
                     Message::Text(text) => {
                         if text.len() > limits.max_message_bytes {
-                            Flow::Fatal(ErrorCode::MessageTooLarge, format!("messages are limited to {} bytes", limits.max_message_bytes))
+                            let (code, message) = too_large(&limits);
+                            Flow::Fatal(code, message)
                         } else if !bucket.try_take(Instant::now()) {
-                            Flow::Fatal(ErrorCode::RateLimited, format!("more than {} messages per second", limits.messages_per_second))
+                            Flow::Fatal(ErrorCode::RateLimited, format!("more than {} messages per second (bursts of {burst})", limits.messages_per_second))
                         } else {
                             session.handle_text(text.as_str()).await
                         }
@@ -192,43 +215,36 @@ async fn serve(
             out = outgoing.recv() => {
                 let Some(out) = out else { break None };
                 match out {
-                    Outbound::Message(m, request_id) => {
-                        let text = m.to_json(request_id.as_deref());
-                        metrics.sent(&text);
-                        if sink.send(Message::Text(text.into())).await.is_err() {
-                            break None;
+                    Queued::Text(text) => {
+                        metrics.sent(text.as_str());
+                        if let Err(failed) = writer.write(&mut sink, Message::Text(text)).await {
+                            break failed.into_fatal();
                         }
                     }
-                    Outbound::Json(mut v, request_id) => {
-                        if let (Some(id), Some(obj)) = (request_id, v.as_object_mut()) {
-                            obj.insert("request_id".into(), id.into());
-                        }
-                        let text = v.to_string();
-                        metrics.sent(&text);
-                        if sink.send(Message::Text(text.into())).await.is_err() {
-                            break None;
-                        }
-                    }
-                    Outbound::Fatal(code, message) => {
+                    Queued::Fatal(code, message) => {
                         // The hub already removed us; nothing to detach.
                         session.left = true;
                         break Some((code, message));
                     }
-                    Outbound::Close => {
+                    Queued::Close => {
                         session.left = true;
-                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }))).await;
+                        let close = Message::Close(Some(CloseFrame { code: 1000, reason: "bye".into() }));
+                        let _ = writer.write(&mut sink, close).await;
                         we_closed = true;
                         break None;
                     }
-                    Outbound::GoingAway => {
+                    Queued::GoingAway => {
                         // Handed over, not left: another node adopts the session.
                         session.left = true;
-                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1001, reason: "draining".into() }))).await;
+                        let close = Message::Close(Some(CloseFrame { code: 1001, reason: "draining".into() }));
+                        let _ = writer.write(&mut sink, close).await;
                         we_closed = true;
                         break None;
                     }
                 }
             }
+            // Even while nothing is being written: the hub could not queue for this client.
+            () = overflow.wait() => break WriteFailed::Overflow.into_fatal(),
             // A registered device socket is signed in too: it never sends `join`.
             _ = &mut join_deadline, if session.joined.is_none() && session.device.is_none() => {
                 break Some((ErrorCode::JoinTimeout, format!("no join within {:?}", limits.join_timeout)));
@@ -238,41 +254,56 @@ async fn serve(
                     debug!("socket silent for {SILENCE_LIMIT:?}; dropping");
                     break None;
                 }
-                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break None;
+                if let Err(failed) = writer.write(&mut sink, Message::Ping(Vec::new().into())).await {
+                    break failed.into_fatal();
                 }
             }
         }
     };
 
+    let slow = matches!(fatal, Some((ErrorCode::SlowConsumer, _)));
     if let Some((code, message)) = fatal {
         // Flush what was queued (e.g. a reply) before the error, then close with the code.
-        while let Ok(out) = outgoing.try_recv() {
-            let text = match out {
-                Outbound::Message(m, request_id) => m.to_json(request_id.as_deref()),
-                Outbound::Json(v, _) => v.to_string(),
-                Outbound::Fatal(..) | Outbound::Close | Outbound::GoingAway => continue,
-            };
-            metrics.sent(&text);
-            let _ = sink.send(Message::Text(text.into())).await;
+        // Not for a client that does not read: that queue is what it could not take.
+        while let Some(out) = outgoing.try_recv().filter(|_| !slow) {
+            let Queued::Text(text) = out else { continue };
+            metrics.sent(text.as_str());
+            if writer.write(&mut sink, Message::Text(text)).await.is_err() {
+                break;
+            }
         }
-        let error = ServerMessage::error(code, message.clone()).to_json(None);
+        if slow {
+            debug!("client does not read what it is sent: {message}");
+        }
+        let error = ServerMessage::error(code, message).to_json(None);
         metrics.sent(&error);
-        let _ = sink.send(Message::Text(error.into())).await;
         let close_code = match code {
             ErrorCode::UnknownCall => 4404,
             _ => code.close_code().unwrap_or(1011),
         };
-        let reason = code_name(code);
-        let _ = sink
-            .send(Message::Close(Some(CloseFrame {
-                code: close_code,
-                reason: reason.into(),
-            })))
-            .await;
+        let close = Message::Close(Some(CloseFrame {
+            code: close_code,
+            reason: code_name(code).into(),
+        }));
+        // A slow client most likely cannot take the goodbye either: try briefly, then cut.
+        let goodbye = if slow {
+            SLOW_GOODBYE
+        } else {
+            limits.write_timeout
+        };
+        let _ = tokio::time::timeout(goodbye, async {
+            sink.send(Message::Text(error.into())).await?;
+            sink.send(close).await
+        })
+        .await;
         we_closed = true;
     }
-    if we_closed && !session.closed_by_client {
+    if unreadable {
+        // The client may still be sending the refused frame, which can no longer be read:
+        // closing now would reset the connection, and a reset can discard the error we just
+        // sent before the client reads it.
+        tokio::time::sleep(CLOSE_HANDSHAKE).await;
+    } else if we_closed && !session.closed_by_client && !slow {
         // Finish the closing handshake: dropping a socket with unread input makes the kernel
         // reset it, and the client could lose the error we just sent.
         let _ = tokio::time::timeout(CLOSE_HANDSHAKE, async {
@@ -290,6 +321,8 @@ async fn serve(
             .hub
             .unregister_device(device, session.closed_by_client || session.left);
     }
+    // A slow consumer is treated as a dropped socket: it may resume within the grace period
+    // (its `joined` snapshot replaces the events it could not take).
     if let (Some(j), false) = (&session.joined, session.left) {
         if session.closed_by_client {
             session
@@ -303,6 +336,73 @@ async fn serve(
     }
 }
 
+fn too_large(limits: &Limits) -> Refusal {
+    (
+        ErrorCode::MessageTooLarge,
+        format!("messages are limited to {} bytes", limits.max_message_bytes),
+    )
+}
+
+/// Whether the WebSocket layer refused a frame for its size (the transport limit).
+fn is_too_large(e: &axum::Error) -> bool {
+    use std::error::Error as _;
+    matches!(
+        e.source()
+            .and_then(|e| e.downcast_ref::<tokio_tungstenite::tungstenite::Error>()),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+/// Why a frame could not be written.
+enum WriteFailed {
+    /// The socket is gone.
+    Closed,
+    /// The client did not take the frame within the write deadline.
+    Stuck(Duration),
+    /// The hub could not queue for this client any more.
+    Overflow,
+}
+
+impl WriteFailed {
+    fn into_fatal(self) -> Option<Refusal> {
+        match self {
+            WriteFailed::Closed => None,
+            WriteFailed::Stuck(deadline) => Some((
+                ErrorCode::SlowConsumer,
+                format!("a message waited more than {deadline:?} to be written"),
+            )),
+            WriteFailed::Overflow => Some((
+                ErrorCode::SlowConsumer,
+                "too many messages waiting for this client".into(),
+            )),
+        }
+    }
+}
+
+/// Writes frames with a deadline, and gives up as soon as the hub flags the client as too far
+/// behind: a write stuck on a client that does not read would otherwise hold the session (and
+/// everything queued for it) forever.
+struct Writer<'a> {
+    deadline: Duration,
+    overflow: &'a OverflowSignal,
+}
+
+impl Writer<'_> {
+    async fn write<S>(&self, sink: &mut S, frame: Message) -> Result<(), WriteFailed>
+    where
+        S: Sink<Message> + Unpin,
+    {
+        tokio::select! {
+            sent = tokio::time::timeout(self.deadline, sink.send(frame)) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(WriteFailed::Closed),
+                Err(_) => Err(WriteFailed::Stuck(self.deadline)),
+            },
+            () = self.overflow.wait() => Err(WriteFailed::Overflow),
+        }
+    }
+}
+
 fn code_name(code: ErrorCode) -> String {
     serde_json::to_value(code)
         .ok()
@@ -311,6 +411,8 @@ fn code_name(code: ErrorCode) -> String {
 }
 
 impl Session {
+    /// Queues a reply. If the queue refuses it, the client is too far behind and the session
+    /// is already being cut.
     fn reply(&self, message: ServerMessage, request_id: Option<String>) {
         let _ = self.outbox.send(Outbound::Message(message, request_id));
     }

@@ -487,3 +487,28 @@ async fn backend_rings_and_ends_calls_through_the_server_api() {
     assert!(report.contains("ended_by_server"), "{report}");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn server_api_errors_are_json_with_a_code() {
+    let s = server(|_| {}).await;
+    let backend = token("", "backend", |c| c.grants.server_api = true);
+    for body in [
+        json!({"from":"alice","to":["bob"],"media":"smoke"}).to_string(),
+        "{not json".to_string(),
+        json!({"from":"alice"}).to_string(),
+    ] {
+        let (status, reply) =
+            http_request(&s, "POST", "/api/calls", Some(&backend), Some(&body)).await;
+        assert_eq!(status, 400, "{body}: {reply}");
+        let (head, json_body) = reply.split_once("\r\n\r\n").expect("HTTP response");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{body}: {head}"
+        );
+        let v: serde_json::Value = serde_json::from_str(json_body).expect("a JSON body");
+        assert_eq!(v["error"], "invalid_request", "{body}: {v}");
+        assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    }
+    s.shutdown().await;
+}

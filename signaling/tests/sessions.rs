@@ -229,3 +229,53 @@ async fn closing_the_socket_is_leaving_without_waiting_for_grace() {
     assert_eq!(left["reason"], "left");
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_burst_of_100_messages_passes_and_more_is_rate_limited() {
+    let s = server(|_| {}).await;
+    let mut ws = connect(&s).await;
+    // As documented: 50 per second on average, bursts of up to 100.
+    for _ in 0..100 {
+        ws.feed(Message::Text(json!({"type":"ping"}).to_string().into()))
+            .await
+            .expect("feed");
+    }
+    ws.flush().await.expect("flush");
+    for i in 0..100 {
+        let m = next(&mut ws).await.expect("socket open");
+        assert_eq!(m["type"], "pong", "reply {i} to the burst: {m}");
+    }
+    for _ in 0..20 {
+        if ws
+            .send(Message::Text(json!({"type":"ping"}).to_string().into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    assert_eq!(expect_type(&mut ws, "error").await["code"], "rate_limited");
+    assert_eq!(close_code(&mut ws).await, Some(CloseCode::from(4029)));
+    s.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_first_publish_offer_must_declare_a_track() {
+    let s = server(|_| {}).await;
+    let (mut ws, _) = join(&s, "r", "alice").await;
+    send(
+        &mut ws,
+        json!({"type":"publish_offer","sdp":"v=0\r\n","tracks":[],"request_id":"p"}),
+    )
+    .await;
+    let err = expect_type(&mut ws, "error").await;
+    assert_eq!(err["code"], "invalid_request", "{err}");
+    assert_eq!(err["request_id"], "p");
+    assert!(
+        err["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 to 8")),
+        "{err}"
+    );
+    s.shutdown().await;
+}

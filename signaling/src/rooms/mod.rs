@@ -15,11 +15,13 @@ mod devices;
 mod failover;
 mod moderation;
 mod mute;
+mod outbox;
 mod publish;
 mod resume_token;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
+pub use outbox::{outbox, Outbox, OutboxReceiver, OverflowSignal, Queued};
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -58,8 +60,6 @@ pub enum Outbound {
     /// and lands on another node, which adopts its session.
     GoingAway,
 }
-
-pub type Outbox = mpsc::UnboundedSender<Outbound>;
 
 /// An error to report to the client.
 pub type Refusal = (ErrorCode, String);
@@ -112,9 +112,14 @@ impl State {
 
     /// Sends to everyone in `room` except `except`.
     fn broadcast(&self, room: &str, except: &str, message: &ServerMessage) {
+        // Serialized once: every recipient's queue shares the same bytes.
+        let text: axum::extract::ws::Utf8Bytes = message.to_json(None).into();
         for pid in self.rooms.get(room).into_iter().flatten() {
-            if pid != except {
-                self.send(pid, message.clone());
+            if pid == except {
+                continue;
+            }
+            if let Some(outbox) = self.participants.get(pid).and_then(|p| p.outbox.as_ref()) {
+                let _ = outbox.send_text(text.clone());
             }
         }
     }
@@ -706,15 +711,33 @@ impl Hub {
                     let Some(p) = state.participants.get_mut(&participant.0) else {
                         continue;
                     };
-                    let msg = ServerMessage::SubscriberOffer { sdp, tracks };
-                    match &p.outbox {
-                        Some(outbox) => {
-                            let _ = outbox.send(Outbound::Message(msg, None));
-                        }
-                        None => p.undelivered_offer = Some(msg),
+                    let msg =
+                        Outbound::Message(ServerMessage::SubscriberOffer { sdp, tracks }, None);
+                    // An offer that cannot be queued (the socket is gone, or being cut for
+                    // falling behind) waits for a resume: the media node waits for its answer.
+                    let refused = match &p.outbox {
+                        Some(outbox) => outbox.send(msg).err(),
+                        None => Some(Box::new(msg)),
+                    };
+                    if let Some(Outbound::Message(offer, _)) = refused.map(|b| *b) {
+                        p.undelivered_offer = Some(offer);
                     }
                 }
                 SfuEvent::MediaLost { participant } => {
+                    // The client's own connection to the media node failed (its ICE/DTLS
+                    // went silent); the node is fine. It gets its own code so that operators
+                    // are not paged for a user's network, and `remove` sends it nothing more.
+                    let outbox = self
+                        .lock()
+                        .participants
+                        .get_mut(&participant.0)
+                        .and_then(|p| p.outbox.take());
+                    if let Some(outbox) = outbox {
+                        let _ = outbox.send(Outbound::Fatal(
+                            ErrorCode::MediaTimeout,
+                            "your connection to the media server failed".into(),
+                        ));
+                    }
                     self.remove(&participant.0, LeaveReason::Disconnected).await
                 }
                 SfuEvent::MediaConnected { .. } => {}

@@ -31,7 +31,9 @@ impl Hub {
             let again = p.publishing;
             let fewest = if again { 0 } else { 1 };
             if declarations.len() < fewest || declarations.len() > 8 {
-                return Err((ErrorCode::InvalidRequest, "declare 1 to 8 tracks".into()));
+                // A first offer must publish something; a renegotiation may withdraw all.
+                let message = format!("declare {fewest} to 8 tracks");
+                return Err((ErrorCode::InvalidRequest, message));
             }
             let mut mids: Vec<&str> = declarations.iter().map(|d| d.mid.as_str()).collect();
             mids.sort_unstable();

@@ -196,6 +196,16 @@ async fn malformed_sdp_is_invalid_sdp_and_session_goes_on() {
             err["request_id"] == "bad-sdp",
             "invalid_sdp does not echo request_id: {err}"
         );
+        // A message for the client's developer: no memory addresses, no parser internals.
+        let message = err["message"].as_str().unwrap_or_default();
+        ensure!(
+            !message.is_empty()
+                && !message.contains("0x")
+                && !message.contains('{')
+                && !message.contains("Error")
+                && message.len() < 160,
+            "invalid_sdp message leaks internals: {message:?}"
+        );
         p.ping().await.context("session after invalid_sdp")?;
         ensure!(
             !p.signal.is_ended(),
@@ -354,6 +364,60 @@ async fn join_flood_is_rate_limited() {
             .await
             .context("a legitimate join 1.5 s after the flood")?;
         late.close().await;
+        finish(server, call).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_whose_media_connection_dies_gets_media_timeout_not_media_unavailable() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        let mut p = server.publishing_participant("flaky", "flaky").await?;
+        // The client's network drops its media (ICE goes silent); its socket stays.
+        p.stop_media().await;
+        let publisher = p.publisher.take().context("publisher")?;
+        publisher.peer.close().await;
+        p.subscriber().close().await;
+        p.signal
+            .wait_error("media_timeout", Duration::from_secs(40))
+            .await?;
+        let closed = p.signal.wait_closed(SIGNAL_TIMEOUT).await?;
+        ensure!(
+            closed == Some(4504),
+            "closed with {closed:?}, expected 4504"
+        );
+        let (_, metrics) =
+            zvon_interop::cluster::http_get(server.server.metrics_addr, "/metrics").await?;
+        let paged = zvon_interop::cluster::sum_metric(
+            &metrics,
+            "zvon_signaling_errors_total",
+            &[("code", "media_unavailable")],
+        );
+        ensure!(
+            paged == 0.0,
+            "a client's failed media counted as media_unavailable ({paged})"
+        );
+        finish(server, call).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn any_oversized_message_is_message_too_large() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        // Just over the limit, and far over it: both get the documented error and 1009.
+        for size in [1024 * 1024 + 1, 3 * 1024 * 1024] {
+            let ws = connect(&server).await?;
+            let pad = size - r#"{"type":"ping","pad":""}"#.len();
+            let big = json!({"type": "ping", "pad": "x".repeat(pad)}).to_string();
+            ensure!(big.len() == size);
+            ws.send_text(big).await?;
+            expect_fatal(&ws, "message_too_large", 1009)
+                .await
+                .with_context(|| format!("a {size}-byte message"))?;
+        }
         finish(server, call).await
     })
     .await;

@@ -132,8 +132,8 @@ impl Worker {
         sdp: &str,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let answer =
-            SdpAnswer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let answer = SdpAnswer::from_sdp_string(sdp)
+            .map_err(|e| requests::sdp_refused("the answer is not valid SDP", e))?;
         let participant = &mut self.participants[peer.0 as usize];
         let Some(pending) = participant.pending_offer.take() else {
             return Err(SfuError::InvalidRequest(
@@ -147,7 +147,9 @@ impl Worker {
             // The offer is spent either way; its downtracks go back to pending so the next
             // offer carries them again.
             warn!("subscriber answer refused: {e}");
-            return Err(SfuError::InvalidSdp(e.to_string()));
+            return Err(SfuError::InvalidSdp(
+                "the answer does not match the subscriber offer".into(),
+            ));
         }
         for key in pending.closing {
             self.router.forget(key);

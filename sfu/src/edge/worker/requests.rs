@@ -151,8 +151,8 @@ impl Worker {
         tracks: &[crate::api::PublishedTrack],
         now: Instant,
     ) -> Result<String, SfuError> {
-        let offer =
-            SdpOffer::from_sdp_string(sdp).map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+        let offer = SdpOffer::from_sdp_string(sdp)
+            .map_err(|e| sdp_refused("the offer is not valid SDP", e))?;
         if self.participants[peer.0 as usize].publisher.is_some() {
             return self.republish(peer, offer, tracks);
         }
@@ -162,7 +162,7 @@ impl Worker {
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+            .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
         let checked = check_declared(&conn.rtc, tracks)?;
         let ufrag = conn.ufrag.clone();
         self.participants[peer.0 as usize].publisher = Some(conn);
@@ -188,7 +188,7 @@ impl Worker {
             .rtc
             .sdp_api()
             .accept_offer(offer)
-            .map_err(|e| SfuError::InvalidSdp(e.to_string()))?;
+            .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
         let checked = check_declared(&conn.rtc, tracks);
         let sending: Vec<Mid> = self.participants[peer.0 as usize]
             .published
@@ -342,6 +342,17 @@ fn conn_sends(p: &Participant, mid: Mid) -> bool {
 
 /// Each declared track against the negotiated m-lines: it must exist, be of the declared
 /// kind and send.
+/// Why an offer that parses is still refused, in terms a client developer can act on.
+const OFFER_REFUSED: &str =
+    "the offer cannot be accepted: it needs every m-line, ICE credentials, a DTLS fingerprint, BUNDLE and rtcp-mux";
+
+/// An SDP refusal for the client: the parser's own error (positions, memory addresses,
+/// grammar internals) goes to the log, the client gets `message`.
+pub(super) fn sdp_refused(message: &str, detail: impl std::fmt::Display) -> SfuError {
+    debug!("SDP refused ({message}): {detail}");
+    SfuError::InvalidSdp(message.to_string())
+}
+
 fn check_declared(
     rtc: &str0m::Rtc,
     tracks: &[crate::api::PublishedTrack],
