@@ -74,11 +74,8 @@ RATE_FUNCS = {"rate", "irate", "increase"}
 HIST_SUFFIXES = ("_bucket", "_sum", "_count")
 TARGET_LABELS = {"job", "instance"}  # added by Prometheus, never in /metrics
 # `promtool check metrics` style findings accepted on purpose, with the reason.
-ACCEPTED_LINT = {
-    # WebRTC speaks of bandwidth in bits/s everywhere (SDP b=AS, REMB, TWCC); docs/metrics.md
-    # fixes the name. Parse errors are never accepted: they do not start with a metric name.
-    "zvon_bandwidth_estimate_bits_per_second": "bits, not bytes",
-}
+# None today; parse errors are never accepted (they do not start with a metric name).
+ACCEPTED_LINT: dict = {}
 
 TOKEN_RE = re.compile(r"""
     (?P<ws>\s+)

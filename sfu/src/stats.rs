@@ -25,7 +25,10 @@ pub const JITTER_BOUNDS: &[f64] = &[
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32,
 ];
 /// Bandwidth estimate buckets, bits per second.
-pub const BANDWIDTH_BOUNDS: &[f64] = &[100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6, 32e6, 64e6];
+/// Bandwidth estimate buckets in bytes/s (Prometheus base units): 100 kbit/s … 64 Mbit/s.
+pub const BANDWIDTH_BOUNDS: &[f64] = &[
+    12.5e3, 31.25e3, 62.5e3, 125e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6,
+];
 
 /// Every track kind, in the order of [`kind_index`].
 pub const KINDS: [TrackKind; 2] = [TrackKind::Audio, TrackKind::Video];

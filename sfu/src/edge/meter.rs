@@ -139,7 +139,8 @@ impl WorkerMeter {
             }
             // Only present when str0m's send-side BWE is enabled on the connection.
             if let Some(bwe) = s.bwe_tx {
-                st.bandwidth_estimate.observe(bwe.as_f64());
+                // bits/s as str0m states it; bytes/s as Prometheus wants base units.
+                st.bandwidth_estimate.observe(bwe.as_f64() / 8.0);
             }
         }
     }

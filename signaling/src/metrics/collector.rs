@@ -39,7 +39,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_peer_rtt_seconds", "RTT samples from RTCP, every stats interval per peer connection.", MetricType::HISTOGRAM, &[]),
     ("zvon_peer_loss_ratio", "Loss fraction samples per peer connection.", MetricType::HISTOGRAM, &["direction"]),
     ("zvon_peer_jitter_seconds", "Interarrival jitter samples per incoming stream.", MetricType::HISTOGRAM, &[]),
-    ("zvon_bandwidth_estimate_bits_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
+    ("zvon_bandwidth_estimate_bytes_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
@@ -267,7 +267,7 @@ impl Collector for NodeCollector {
         );
         f.histogram("zvon_peer_jitter_seconds", &[], &s.jitter.snapshot());
         f.histogram(
-            "zvon_bandwidth_estimate_bits_per_second",
+            "zvon_bandwidth_estimate_bytes_per_second",
             &[],
             &s.bandwidth_estimate.snapshot(),
         );
