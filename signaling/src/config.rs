@@ -6,6 +6,8 @@ use std::time::Duration;
 use zvon_sfu::SfuConfig;
 
 use crate::calls::CallSettings;
+use crate::client_ip::TrustedProxies;
+use crate::origin::AllowedOrigins;
 
 /// An API key and the secret that signs its tokens.
 #[derive(Debug, Clone)]
@@ -71,6 +73,10 @@ pub struct ServerConfig {
     pub webhook_url: Option<String>,
     /// `Some` joins a fleet through Redis (`--cluster`); `None` is the all-in-one server.
     pub cluster: Option<ClusterConfig>,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` name the client (upgrade limit).
+    pub trusted_proxies: TrustedProxies,
+    /// Web origins besides the server's own whose pages may open `/rtc`.
+    pub allowed_origins: AllowedOrigins,
 }
 
 /// Which halves of Zvon a process runs.
@@ -156,6 +162,8 @@ impl ServerConfig {
             calls: CallSettings::default(),
             webhook_url: None,
             cluster: None,
+            trusted_proxies: TrustedProxies::default(),
+            allowed_origins: AllowedOrigins::default(),
         }
     }
 }
@@ -172,6 +180,8 @@ impl Default for ServerConfig {
             calls: CallSettings::default(),
             webhook_url: None,
             cluster: None,
+            trusted_proxies: TrustedProxies::default(),
+            allowed_origins: AllowedOrigins::default(),
         }
     }
 }

@@ -15,6 +15,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::client_ip::TrustedProxies;
+use crate::origin::AllowedOrigins;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::rate_limit::PerIpLimiter;
 use crate::session::{self, SessionContext};
@@ -25,6 +27,8 @@ pub struct AppState {
     pub session: Arc<SessionContext>,
     pub dev_mode: bool,
     pub upgrades: Arc<PerIpLimiter>,
+    pub trusted_proxies: Arc<TrustedProxies>,
+    pub allowed_origins: Arc<AllowedOrigins>,
 }
 
 /// The browser client, compiled into the binary: path, content type, contents.
@@ -98,7 +102,20 @@ async fn upgrade(
             .ok()?;
         crate::fleet::proxy::verify(&fleet.config.secret, value)
     });
-    if proxied_by.is_none() && !state.upgrades.allow(remote.ip(), Instant::now()) {
+    // Checked before the upgrade limit: a refused page must not use up its visitor's upgrades.
+    // A socket piped by another node was checked there and carries no Origin.
+    if proxied_by.is_none() {
+        if let Err(refusal) = state.allowed_origins.check(&headers) {
+            tracing::info!(%remote, "WebSocket upgrade refused: {refusal}");
+            return (
+                StatusCode::FORBIDDEN,
+                Json(json!({"error": "origin_not_allowed"})),
+            )
+                .into_response();
+        }
+    }
+    let client = state.trusted_proxies.client_ip(remote.ip(), &headers);
+    if proxied_by.is_none() && !state.upgrades.allow(client, Instant::now()) {
         return (
             StatusCode::TOO_MANY_REQUESTS,
             Json(json!({"error": "rate_limited"})),

@@ -5,12 +5,14 @@
 //! message API of `zvon_sfu::api`; it must never know about RTP, SRTP or packets.
 
 pub mod calls;
+pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod fleet;
 pub mod http;
 pub mod media_plane;
 pub mod metrics;
+pub mod origin;
 pub mod protocol;
 pub mod rate_limit;
 pub mod rooms;

@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use tracing::{info, warn};
+use zvon_signaling::client_ip::{IpNet, TrustedProxies};
+use zvon_signaling::origin::{AllowedOrigins, Origin};
 use zvon_signaling::token::{self, Claims};
 use zvon_signaling::{ApiKey, ClusterConfig, Role, ServerConfig};
 
@@ -98,6 +100,14 @@ struct ServeArgs {
     /// loaded loopback the estimate collapses and pins viewers to the low layer).
     #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION")]
     bandwidth_allocation: bool,
+    /// Reverse proxies (IPs or CIDR networks, comma-separated) whose X-Forwarded-For /
+    /// Forwarded headers name the client; from anyone else those headers are ignored.
+    #[arg(long, env = "ZVON_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<IpNet>,
+    /// Web origins (scheme://host[:port], comma-separated) whose pages may open /rtc besides
+    /// the server's own; other browser pages get HTTP 403.
+    #[arg(long, env = "ZVON_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<Origin>,
     #[command(flatten)]
     cluster: ClusterArgs,
 }
@@ -198,6 +208,8 @@ struct FileConfig {
     advertise_http: Option<String>,
     orphan_grace_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    trusted_proxies: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -211,6 +223,17 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {s:?} (use s, m, h, d)")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// A list from the config file, each entry parsed like its flag's values.
+fn parse_list<T>(list: &[String], key: &str) -> Result<Vec<T>>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    list.iter()
+        .map(|s| s.parse::<T>().with_context(|| format!("config key {key}")))
+        .collect()
 }
 
 fn load_file(path: &Option<PathBuf>) -> Result<FileConfig> {
@@ -286,6 +309,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;
     }
     config.cluster = cluster_config(&args.cluster, &file, config.http_addr)?;
+    let trusted_proxies = match (args.trusted_proxies, &file.trusted_proxies) {
+        (flag, _) if !flag.is_empty() => flag,
+        (_, Some(list)) => parse_list(list, "trusted_proxies")?,
+        _ => vec![],
+    };
+    if !trusted_proxies.is_empty() {
+        let shown: Vec<String> = trusted_proxies.iter().map(ToString::to_string).collect();
+        info!(
+            trusted_proxies = ?shown,
+            "client addresses of these proxies' requests come from X-Forwarded-For / Forwarded"
+        );
+    }
+    config.trusted_proxies = TrustedProxies::new(trusted_proxies);
+    let allowed_origins = match (args.allowed_origins, &file.allowed_origins) {
+        (flag, _) if !flag.is_empty() => flag,
+        (_, Some(list)) => parse_list(list, "allowed_origins")?,
+        _ => vec![],
+    };
+    config.allowed_origins = AllowedOrigins::new(allowed_origins);
     if dev {
         warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");
         if config.api_keys[0].key == ServerConfig::DEV_API_KEY {

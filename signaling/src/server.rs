@@ -278,6 +278,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         }),
         dev_mode: config.dev_mode,
         upgrades: Arc::new(PerIpLimiter::new(config.limits.upgrades_per_second_per_ip)),
+        trusted_proxies: Arc::new(config.trusted_proxies.clone()),
+        allowed_origins: Arc::new(config.allowed_origins.clone()),
     };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();

@@ -58,8 +58,29 @@ impl SignalClient {
         http_addr: SocketAddr,
         route: Option<(Vec<&'static str>, mpsc::UnboundedSender<Value>)>,
     ) -> Result<SignalClient, ConnectError> {
+        Self::connect_with_headers(http_addr, &[], route).await
+    }
+
+    /// [`SignalClient::connect`] with extra upgrade request headers (`Origin`, what a reverse
+    /// proxy adds).
+    pub async fn connect_with_headers(
+        http_addr: SocketAddr,
+        headers: &[(&'static str, &str)],
+        route: Option<(Vec<&'static str>, mpsc::UnboundedSender<Value>)>,
+    ) -> Result<SignalClient, ConnectError> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("ws://{http_addr}/rtc");
-        let (ws, _response) = match tokio_tungstenite::connect_async(url.as_str()).await {
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::Other(anyhow!(e).context(format!("request {url}"))))?;
+        for (name, value) in headers {
+            let value = value
+                .parse()
+                .map_err(|e| ConnectError::Other(anyhow!("header {name}: {e}")))?;
+            request.headers_mut().append(*name, value);
+        }
+        let (ws, _response) = match tokio_tungstenite::connect_async(request).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 return Err(ConnectError::Http(response.status().as_u16()))

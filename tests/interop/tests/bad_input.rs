@@ -422,3 +422,165 @@ async fn any_oversized_message_is_message_too_large() {
     })
     .await;
 }
+
+/// Opens `/rtc` with `headers`, joins `room` and waits for `joined`; the socket is closed after.
+async fn upgrade_and_join(
+    server: &TestServer,
+    headers: &[(&'static str, &str)],
+    room: &str,
+    identity: &str,
+) -> Result<()> {
+    let ws = SignalClient::connect_with_headers(server.http_addr(), headers, None)
+        .await
+        .map_err(|e| anyhow::anyhow!("upgrade with {headers:?}: {e}"))?;
+    ws.send_json(&json!({"type": "join", "protocol": 1, "token": token(room, identity)}))
+        .await?;
+    ws.wait_type("joined", SIGNAL_TIMEOUT)
+        .await
+        .with_context(|| format!("join after an upgrade with {headers:?}"))?;
+    ws.close().await;
+    Ok(())
+}
+
+/// `n` upgrades at once, the i-th with the headers `headers(i)` gives; how many got a socket
+/// and how many were refused with 429.
+async fn upgrade_burst(
+    server: &TestServer,
+    n: usize,
+    headers: impl Fn(usize) -> Vec<(&'static str, String)>,
+) -> Result<(usize, usize)> {
+    let addr = server.http_addr();
+    let attempts = (0..n).map(|i| {
+        let headers = headers(i);
+        async move {
+            let borrowed: Vec<(&'static str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            match SignalClient::connect_with_headers(addr, &borrowed, None).await {
+                Ok(ws) => {
+                    ws.close().await;
+                    Ok(true)
+                }
+                Err(ConnectError::Http(429)) => Ok(false),
+                Err(e) => Err(anyhow::anyhow!("upgrade {i}: {e}")),
+            }
+        }
+    });
+    let outcomes = futures_util::future::join_all(attempts).await;
+    let mut upgraded = 0;
+    for o in outcomes {
+        if o? {
+            upgraded += 1;
+        }
+    }
+    Ok((upgraded, n - upgraded))
+}
+
+/// Behind a trusted reverse proxy every user arrives from the proxy's address: the upgrade
+/// limit must count the client the proxy names, or one flooding user locks everybody out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_limit_is_per_client_behind_a_trusted_proxy() {
+    bounded(LIMIT, async {
+        let mut config = zvon_signaling::ServerConfig::for_tests();
+        config.trusted_proxies =
+            zvon_signaling::client_ip::TrustedProxies::new(vec!["127.0.0.1".parse()?]);
+        let server = TestServer::start_with(config).await?;
+        let call = HealthyCall::start(&server, "healthy").await?;
+        let flooder = || vec![("x-forwarded-for", "203.0.113.1".to_string())];
+        let (_, refused) = upgrade_burst(&server, 100, |_| flooder()).await?;
+        ensure!(
+            refused > 0,
+            "100 upgrades at once from one client behind the proxy, none refused"
+        );
+        // Right after the flood another user behind the same proxy gets in.
+        upgrade_and_join(
+            &server,
+            &[("x-forwarded-for", "203.0.113.2")],
+            "behind-proxy",
+            "neighbour",
+        )
+        .await
+        .context("another client behind the proxy while the first one is throttled")?;
+        // Still limited: 30 more at once exceed any refill (the bucket holds at most 20).
+        let (_, refused) = upgrade_burst(&server, 30, |_| flooder()).await?;
+        ensure!(refused > 0, "the flooding client is no longer limited");
+        finish(server, call).await
+    })
+    .await;
+}
+
+/// Without --trusted-proxies a client's own X-Forwarded-For is ignored: it cannot make up a new
+/// address per upgrade to escape the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forwarding_headers_of_an_untrusted_peer_are_ignored() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        let (_, refused) = upgrade_burst(&server, 100, |i| {
+            vec![
+                ("x-forwarded-for", format!("198.51.100.{}", i % 250)),
+                ("forwarded", format!("for=198.51.100.{}", i % 250)),
+            ]
+        })
+        .await?;
+        ensure!(
+            refused > 0,
+            "100 upgrades with made-up forwarding headers, none refused: the headers were believed"
+        );
+        finish(server, call).await
+    })
+    .await;
+}
+
+/// A page on another site must not open `/rtc` in its visitor's name (a dev server on the
+/// visitor's machine hands out tokens); the server's own pages and non-browser clients may.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upgrade_from_a_foreign_origin_is_refused_403() {
+    bounded(LIMIT, async {
+        let (server, call) = start().await?;
+        let addr = server.http_addr();
+        match SignalClient::connect_with_headers(addr, &[("origin", "http://evil.example")], None)
+            .await
+        {
+            Err(ConnectError::Http(403)) => {}
+            Err(e) => anyhow::bail!("upgrade from http://evil.example: {e}, expected HTTP 403"),
+            Ok(ws) => {
+                ws.close().await;
+                anyhow::bail!("upgrade from http://evil.example was accepted");
+            }
+        }
+        let own = format!("http://{addr}");
+        upgrade_and_join(&server, &[("origin", &own)], "origins", "same-origin").await?;
+        upgrade_and_join(&server, &[], "origins", "no-origin").await?;
+        finish(server, call).await
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listed_origin_may_upgrade() {
+    bounded(LIMIT, async {
+        let mut config = zvon_signaling::ServerConfig::for_tests();
+        config.allowed_origins =
+            zvon_signaling::origin::AllowedOrigins::new(vec!["https://app.example".parse()?]);
+        let server = TestServer::start_with(config).await?;
+        let call = HealthyCall::start(&server, "healthy").await?;
+        upgrade_and_join(
+            &server,
+            &[("origin", "https://app.example")],
+            "origins",
+            "listed",
+        )
+        .await?;
+        let evil = SignalClient::connect_with_headers(
+            server.http_addr(),
+            &[("origin", "https://evil.example")],
+            None,
+        )
+        .await;
+        ensure!(
+            matches!(evil, Err(ConnectError::Http(403))),
+            "an origin not in the list was not refused with 403"
+        );
+        finish(server, call).await
+    })
+    .await;
+}
