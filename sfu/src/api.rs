@@ -217,6 +217,10 @@ pub enum SfuEvent {
     MediaConnected { participant: ParticipantId },
     /// The participant's media connection timed out or was closed by the remote.
     MediaLost { participant: ParticipantId },
+    /// The node's worker hosting these participants failed: their connections and tracks are
+    /// gone and the node forgot them. Each can be added again (it lands on a live worker) and
+    /// set up its media anew; until then, requests about it are refused as `Unavailable`.
+    WorkerLost { participants: Vec<ParticipantId> },
     /// Dynacast: the publisher should send only the simulcast layers of `track_id` marked
     /// `true` (lowest first); nobody receives the others. Sent when that set changes.
     PublisherLayers {

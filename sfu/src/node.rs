@@ -3,13 +3,15 @@
 //! Every participant of a room lives on the room's worker, so forwarding never crosses a
 //! thread. Placement is the only shared state, behind a lock that the packet path never takes.
 
-use std::collections::HashMap;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::api::{ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse};
+mod placement;
+mod supervision;
+
+use crate::api::{ParticipantId, SfuError, SfuEvent, SfuRequest, SfuResponse};
 use crate::config::SfuConfig;
 use crate::edge::udp_batch::set_receive_buffer;
 
@@ -17,23 +19,22 @@ use crate::edge::udp_batch::set_receive_buffer;
 const MEDIA_RECEIVE_BUFFER: usize = 4 << 20;
 use crate::edge::worker::{Command, Worker};
 use crate::stats::SfuStats;
+use placement::{Placed, Placement};
+use supervision::Supervisor;
 
 struct WorkerHandle {
     commands: mpsc::UnboundedSender<Command>,
     addr: SocketAddr,
     thread: Option<std::thread::JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct Placement {
-    /// Room → (worker index, participants on this node).
-    rooms: HashMap<RoomId, (usize, usize)>,
-    participants: HashMap<ParticipantId, (usize, RoomId)>,
+    /// Set by [`SfuNode::panic_worker`]: the worker panics on its next loop iteration.
+    #[cfg(feature = "fault-injection")]
+    fault: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct SfuNode {
     workers: Vec<WorkerHandle>,
-    placement: Mutex<Placement>,
+    /// Shared with the worker threads' supervisors, which take a dead worker out of it.
+    placement: Arc<Mutex<Placement>>,
     events: Mutex<Option<mpsc::UnboundedReceiver<SfuEvent>>>,
     stats: Arc<SfuStats>,
 }
@@ -52,6 +53,7 @@ impl SfuNode {
         str0m::crypto::from_feature_flags().install_process_default();
         let stats = Arc::new(SfuStats::new(count));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
+        let placement = Arc::new(Mutex::new(Placement::default()));
         let mut workers = vec![];
         for i in 0..count {
             let port = if config.port_base == 0 {
@@ -85,27 +87,41 @@ impl SfuNode {
                 i,
             )
             .with_bandwidth_allocation(config.bandwidth_allocation);
+            #[cfg(feature = "fault-injection")]
+            let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            #[cfg(feature = "fault-injection")]
+            let worker = worker.with_fault(fault.clone());
+            let supervisor = Supervisor {
+                index: i,
+                placement: placement.clone(),
+                events: event_tx.clone(),
+                stats: stats.clone(),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("zvon-media-{i}"))
                 .spawn(move || {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build();
-                    match runtime {
-                        Ok(rt) => rt.block_on(worker.run(socket, rx)),
-                        Err(e) => tracing::error!("media worker runtime: {e}"),
-                    }
+                    supervisor.run(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build();
+                        match runtime {
+                            Ok(rt) => rt.block_on(worker.run(socket, rx)),
+                            Err(e) => tracing::error!("media worker runtime: {e}"),
+                        }
+                    })
                 })
                 .map_err(|e| SfuError::Unavailable(e.to_string()))?;
             workers.push(WorkerHandle {
                 commands: tx,
                 addr: bound,
                 thread: Some(thread),
+                #[cfg(feature = "fault-injection")]
+                fault,
             });
         }
         Ok(SfuNode {
             workers,
-            placement: Mutex::new(Placement::default()),
+            placement,
             events: Mutex::new(Some(event_rx)),
             stats,
         })
@@ -125,60 +141,33 @@ impl SfuNode {
         self.events.lock().ok()?.take()
     }
 
-    fn place(&self, request: &SfuRequest) -> Result<usize, SfuError> {
-        let mut placement = self
-            .placement
+    fn place(&self, request: &SfuRequest) -> Result<Placed, SfuError> {
+        self.placement
             .lock()
-            .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?;
-        match request {
-            SfuRequest::AddParticipant {
-                room, participant, ..
-            } => {
-                if placement.participants.contains_key(participant) {
-                    return Err(SfuError::ParticipantExists);
-                }
-                // A new room goes to the worker with the fewest participants.
-                let worker = match placement.rooms.get(room) {
-                    Some((w, _)) => *w,
-                    None => {
-                        let mut load = vec![0usize; self.workers.len()];
-                        for (w, n) in placement.rooms.values() {
-                            load[*w] += n;
-                        }
-                        (0..self.workers.len())
-                            .min_by_key(|w| load[*w])
-                            .unwrap_or(0)
-                    }
-                };
-                placement.rooms.entry(room.clone()).or_insert((worker, 0)).1 += 1;
-                placement
-                    .participants
-                    .insert(participant.clone(), (worker, room.clone()));
-                Ok(worker)
-            }
-            SfuRequest::RemoveParticipant { participant } => {
-                let (worker, room) = placement
-                    .participants
-                    .remove(participant)
-                    .ok_or(SfuError::UnknownParticipant)?;
-                if let Some(entry) = placement.rooms.get_mut(&room) {
-                    entry.1 = entry.1.saturating_sub(1);
-                    if entry.1 == 0 {
-                        placement.rooms.remove(&room);
-                    }
-                }
-                Ok(worker)
-            }
-            other => placement
-                .participants
-                .get(other.participant())
-                .map(|(w, _)| *w)
-                .ok_or(SfuError::UnknownParticipant),
+            .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?
+            .place(request, self.workers.len())
+    }
+
+    /// The worker hosting `participant` (an index into [`SfuNode::media_addrs`]); `None` when
+    /// it is unknown or its worker died.
+    pub fn worker_of(&self, participant: &ParticipantId) -> Option<usize> {
+        self.placement.lock().ok()?.worker_of(participant)
+    }
+
+    /// Test-only fault injection: worker `index` panics on its next loop iteration (within
+    /// ~100 ms, its idle tick), as a bug in it would.
+    #[cfg(feature = "fault-injection")]
+    pub fn panic_worker(&self, index: usize) {
+        if let Some(w) = self.workers.get(index) {
+            w.fault.store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
     pub async fn request(&self, request: SfuRequest) -> Result<SfuResponse, SfuError> {
-        let worker = self.place(&request)?;
+        let worker = match self.place(&request)? {
+            Placed::Worker(w) => w,
+            Placed::AlreadyGone => return Ok(SfuResponse::Done),
+        };
         let (reply, answer) = oneshot::channel();
         self.workers[worker]
             .commands

@@ -86,6 +86,8 @@ pub struct SfuStats {
     pub keyframe_requests_sent: AtomicU64,
     pub keyframe_requests_suppressed: AtomicU64,
     pub peers_connected: AtomicU64,
+    /// Media worker threads that panicked (see `node::supervision`); each stays dead.
+    pub worker_panics: AtomicU64,
     pub forwarding_latency: AtomicHistogram,
     pub peer_rtt: AtomicHistogram,
     pub ingress_loss: AtomicHistogram,
@@ -133,6 +135,7 @@ impl SfuStats {
             keyframe_requests_sent: AtomicU64::new(0),
             keyframe_requests_suppressed: AtomicU64::new(0),
             peers_connected: AtomicU64::new(0),
+            worker_panics: AtomicU64::new(0),
             forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
             peer_rtt: AtomicHistogram::new(RTT_BOUNDS),
             ingress_loss: AtomicHistogram::new(LOSS_BOUNDS),
@@ -153,7 +156,8 @@ impl SfuStats {
         counter.load(Ordering::Relaxed)
     }
 
-    /// Every worker's loop is running.
+    /// Every worker's loop is running: false while starting, after a stop, and for good once a
+    /// worker panicked.
     pub fn all_workers_running(&self) -> bool {
         !self.workers.is_empty()
             && self

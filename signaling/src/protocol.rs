@@ -546,7 +546,8 @@ pub enum ErrorCode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaResetReason {
-    /// The media node stopped answering (crashed, or its network is cut).
+    /// The media node stopped answering (crashed, or its network is cut), or the worker thread
+    /// of the node serving the participant failed.
     MediaNodeLost,
     /// The media node is draining for maintenance.
     MediaNodeDraining,

@@ -62,6 +62,15 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// The media node running in this process in all-in-one mode (tests break it on purpose);
+    /// `None` in cluster mode.
+    pub fn embedded_media(&self) -> Option<Arc<SfuNode>> {
+        match self.hub.media() {
+            MediaPlane::Embedded(node) => Some(node.clone()),
+            MediaPlane::Fleet(_) => None,
+        }
+    }
+
     /// Round-trip time and loss the media node keeps for a participant, from received RTCP.
     pub async fn peer_stats(&self, participant_id: &str) -> Result<PeerStats, zvon_sfu::SfuError> {
         let request = SfuRequest::PeerStats {

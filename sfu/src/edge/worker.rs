@@ -73,6 +73,9 @@ pub struct Worker {
     dtls_cert: Option<DtlsCert>,
     /// Subscriber connections estimate their bandwidth and the router fits layers into it.
     bandwidth_allocation: bool,
+    /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
+    #[cfg(feature = "fault-injection")]
+    fault: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Worker {
@@ -101,7 +104,16 @@ impl Worker {
                 .dtls_provider
                 .generate_certificate(),
             bandwidth_allocation: false,
+            #[cfg(feature = "fault-injection")]
+            fault: Default::default(),
         }
+    }
+
+    /// See [`Worker::fault`].
+    #[cfg(feature = "fault-injection")]
+    pub fn with_fault(mut self, fault: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.fault = fault;
+        self
     }
 
     /// See [`crate::config::SfuConfig::bandwidth_allocation`].
@@ -125,6 +137,10 @@ impl Worker {
         let mut batch = RecvBatch::default();
         self.meter.set_running(true);
         loop {
+            #[cfg(feature = "fault-injection")]
+            if self.fault.load(std::sync::atomic::Ordering::Relaxed) {
+                panic!("injected fault in the media worker on {}", self.candidate);
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 biased;

@@ -184,6 +184,22 @@ impl Router {
                     .count(),
                 None => 0,
             },
+            // Each owner hears about its own participants only.
+            SfuEvent::WorkerLost { participants } => {
+                let mut by_owner: HashMap<ConnId, Vec<ParticipantId>> = HashMap::new();
+                for p in participants {
+                    if let Some((conn, _)) = routes.participants.get(p) {
+                        by_owner.entry(*conn).or_default().push(p.clone());
+                    }
+                }
+                by_owner
+                    .into_iter()
+                    .filter(|(conn, participants)| {
+                        let participants = participants.clone();
+                        send(conn, SfuEvent::WorkerLost { participants })
+                    })
+                    .count()
+            }
         }
     }
 }
@@ -247,6 +263,23 @@ mod tests {
         router.forget(&"a".into());
         assert_eq!(router.route(connected("a")), 0);
         assert_eq!(router.route(speakers("r")), 1);
+    }
+
+    #[test]
+    fn a_lost_worker_is_reported_to_each_owner_with_its_own_participants() {
+        let router = Router::default();
+        let (tx1, mut rx1) = mpsc::unbounded_channel();
+        let (tx2, mut rx2) = mpsc::unbounded_channel();
+        router.connect(1, tx1);
+        router.connect(2, tx2);
+        assert!(router.adopt(1, "a".into(), "r".into()));
+        assert!(router.adopt(2, "b".into(), "r".into()));
+        let lost = |ps: &[&str]| SfuEvent::WorkerLost {
+            participants: ps.iter().map(|p| ParticipantId::from(*p)).collect(),
+        };
+        assert_eq!(router.route(lost(&["a", "b", "nobody"])), 2);
+        assert_eq!(rx1.try_recv().ok(), Some(lost(&["a"])));
+        assert_eq!(rx2.try_recv().ok(), Some(lost(&["b"])));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::fleet::NodeLost;
-use crate::protocol::TrackInfo as Announced;
+use crate::protocol::{MediaResetReason, TrackInfo as Announced};
 
 impl Hub {
     /// Whether `room` has anyone in it (a room lease is kept only while it does).
@@ -156,16 +156,41 @@ impl Hub {
     /// its media again. Only the peer connections are new: the socket, the room, the track ids
     /// and everything people see stay.
     pub async fn media_node_lost(&self, lost: NodeLost) {
-        let reason = lost.reason;
+        let moved = self.move_media(lost.participants, lost.reason).await;
+        info!(media_node = %lost.node, moved, reason = ?lost.reason, "participants moved to another media node");
+    }
+
+    /// A worker thread of a media node failed and the node forgot its participants: they are
+    /// added again (the node puts them on a live worker) and set up their media anew, exactly
+    /// as if their media node had been lost.
+    pub async fn media_worker_lost(&self, participants: Vec<ParticipantId>) {
+        let count = participants.len();
+        let moved = self
+            .move_media(participants, MediaResetReason::MediaNodeLost)
+            .await;
+        warn!(
+            moved,
+            lost = count,
+            "a media worker failed; its participants were moved"
+        );
+    }
+
+    /// Adds each participant to the media plane again and sends it `media_reset`; one that no
+    /// media takes is removed (it gets `media_unavailable`). Returns how many moved.
+    async fn move_media(
+        &self,
+        participants: Vec<ParticipantId>,
+        reason: MediaResetReason,
+    ) -> usize {
         let mut moved = 0usize;
-        for participant in lost.participants {
+        for participant in participants {
             let pid = participant.0.clone();
             let rejoin = {
                 let mut state = self.lock();
                 let Some(p) = state.participants.get_mut(&pid) else {
                     continue;
                 };
-                // An offer of the dead node must not be delivered on resume.
+                // An offer of the lost media must not be delivered on resume.
                 p.undelivered_offer = None;
                 SfuRequest::AddParticipant {
                     room: RoomId(p.room.clone()),
@@ -183,7 +208,7 @@ impl Hub {
                     self.lock().send(&pid, ServerMessage::MediaReset { reason });
                 }
                 Err(e) => {
-                    warn!(participant = %pid, "no media node took the participant: {e}");
+                    warn!(participant = %pid, "no media took the participant: {e}");
                     if let Some(fleet) = self.fleet_stats() {
                         fleet.move_failed();
                     }
@@ -191,7 +216,7 @@ impl Hub {
                 }
             }
         }
-        info!(media_node = %lost.node, moved, ?reason, "participants moved to another media node");
+        moved
     }
 
     /// Another signaling node owns `room` now: everyone here is sent there to join again.

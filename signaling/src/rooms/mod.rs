@@ -740,6 +740,9 @@ impl Hub {
                     }
                     self.remove(&participant.0, LeaveReason::Disconnected).await
                 }
+                // Awaited here, not spawned: the moved participants' first subscriber offers
+                // queue behind this event, so each client gets `media_reset` before them.
+                SfuEvent::WorkerLost { participants } => self.media_worker_lost(participants).await,
                 SfuEvent::MediaConnected { .. } => {}
                 SfuEvent::PublisherLayers {
                     participant,

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::http_get;
+
 /// The cluster secret every test node shares (unless a test gives one a wrong one).
 pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789abcdef";
 
@@ -437,30 +439,4 @@ pub fn sum_metric(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()
-}
-
-/// A tiny HTTP/1.0 GET (status, body).
-pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-            .await
-            .context("connect timeout")??;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut reply))
-        .await
-        .context("read timeout")??;
-    let text = String::from_utf8_lossy(&reply).to_string();
-    let status = text
-        .get(9..12)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
 }

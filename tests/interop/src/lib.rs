@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use zvon_signaling::token::{mint, Claims};
 use zvon_signaling::{RunningServer, ServerConfig};
 
@@ -137,6 +138,28 @@ pub async fn assert_flowing(
         b.wait_more_packets(&a.id, "video", 10, timeout),
     )?;
     Ok(())
+}
+
+/// `GET path` over HTTP/1.0 (the server closes after answering); returns status and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await?;
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
+        .await
+        .context("reading the reply")??;
+    let reply = String::from_utf8(reply).context("reply is not UTF-8")?;
+    let (head, body) = reply.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("bad status line in {head:?}"))?;
+    Ok((status, body.to_string()))
 }
 
 /// Runs a whole test body with an upper bound, so a hang fails instead of blocking CI.

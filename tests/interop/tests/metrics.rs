@@ -7,30 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use zvon_interop::{bounded, HealthyCall, TestServer};
-
-/// `GET path` over HTTP/1.0 (the server closes after answering); returns status and body.
-async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connect {addr}"))?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await?;
-    let mut reply = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply))
-        .await
-        .context("reading the reply")??;
-    let reply = String::from_utf8(reply).context("reply is not UTF-8")?;
-    let (head, body) = reply.split_once("\r\n\r\n").context("no end of headers")?;
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .with_context(|| format!("bad status line in {head:?}"))?;
-    Ok((status, body.to_string()))
-}
+use zvon_interop::{bounded, http_get as get, HealthyCall, TestServer};
 
 /// One scrape: `name{labels}` exactly as exposed → value, plus the `# TYPE` of each family.
 struct Scrape {
