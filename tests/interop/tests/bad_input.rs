@@ -387,8 +387,7 @@ async fn client_whose_media_connection_dies_gets_media_timeout_not_media_unavail
             closed == Some(4504),
             "closed with {closed:?}, expected 4504"
         );
-        let (_, metrics) =
-            zvon_interop::cluster::http_get(server.server.metrics_addr, "/metrics").await?;
+        let (_, metrics) = zvon_interop::http_get(server.server.metrics_addr, "/metrics").await?;
         let paged = zvon_interop::cluster::sum_metric(
             &metrics,
             "zvon_signaling_errors_total",
