@@ -12,7 +12,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use zvon_interop::cluster::{http_get, sum_metric};
+use zvon_interop::cluster::sum_metric;
+use zvon_interop::http_get;
 use zvon_interop::{bounded, claims, sign, HealthyCall, SignalClient, TestServer, SIGNAL_TIMEOUT};
 use zvon_signaling::ServerConfig;
 
