@@ -299,17 +299,28 @@ async fn garbage_datagrams_leave_the_server_working() {
         request(&remote, add("r", "a", false)).await,
         Ok(SfuResponse::Done)
     );
+    assert_eq!(request(&remote, peer_stats("a")).await.map(|_| ()), Ok(()));
     let (fresh, _events) = connect(server.local_addr(), &config).await.unwrap();
-    assert_eq!(request(&fresh, peer_stats("a")).await.map(|_| ()), Ok(()));
+    assert_eq!(
+        request(&fresh, add("r", "b", false)).await,
+        Ok(SfuResponse::Done)
+    );
+    // Fencing: another connection's participant is not this one's to act on.
+    assert_eq!(
+        request(&fresh, peer_stats("a")).await.map(|_| ()),
+        Err(SfuError::UnknownParticipant)
+    );
 }
 
 #[tokio::test]
 async fn orphans_are_removed_after_the_grace() {
     let mut config = LinkConfig::new(SECRET);
     config.orphan_grace = Duration::from_millis(300);
-    let (server, _node) = server(config.clone());
+    let (server, node) = server(config.clone());
     let (signaling, _events) = connect(server.local_addr(), &config).await.unwrap();
-    let (observer, _observer_events) = connect(server.local_addr(), &config).await.unwrap();
+    // A second connection keeps the server's connection count honest; the node itself is
+    // asked about the orphan (links are fenced: only the owner's may ask).
+    let (_observer, _observer_events) = connect(server.local_addr(), &config).await.unwrap();
     assert_eq!(
         request(&signaling, add("r", "orphan", false)).await,
         Ok(SfuResponse::Done)
@@ -318,13 +329,13 @@ async fn orphans_are_removed_after_the_grace() {
     // The last handle going closes the link.
     drop(signaling);
     assert!(
-        request(&observer, peer_stats("orphan")).await.is_ok(),
+        node.request(peer_stats("orphan")).await.is_ok(),
         "media must outlive its signaling connection for the grace"
     );
 
     let removed = timeout(Duration::from_secs(5), async {
         loop {
-            match request(&observer, peer_stats("orphan")).await {
+            match node.request(peer_stats("orphan")).await {
                 Err(SfuError::UnknownParticipant) => return,
                 Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
                 Err(e) => panic!("{e}"),
