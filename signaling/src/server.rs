@@ -124,7 +124,7 @@ impl RunningServer {
             if let Some(control) = &fleet.control {
                 control.shutdown();
             }
-            let _ = fleet.registry.remove_lease().await;
+            fleet.leave().await;
         }
         // Load balancers watching /readyz stop sending new clients while sessions drain.
         self.metrics.set_shutting_down();

@@ -68,6 +68,10 @@ impl Fleet {
 
     /// Refreshes this node's lease once.
     pub async fn put_lease(&self, load: crate::cluster::NodeLoad) {
+        // Once the node has left, a heartbeat still in flight must not bring it back.
+        if self.stats.left.load(Ordering::Relaxed) {
+            return;
+        }
         let lease = self.lease(load);
         match self.registry.put_lease(&lease, NODE_LEASE).await {
             Ok(()) => self.stats.lease_ok.store(true, Ordering::Relaxed),
@@ -141,6 +145,12 @@ impl Fleet {
             // Let the close frames go out before the process exits.
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
+        self.leave().await;
+    }
+
+    /// Takes this node out of the registry for good.
+    pub async fn leave(&self) {
+        self.stats.left.store(true, Ordering::Relaxed);
         if let Err(e) = self.registry.remove_lease().await {
             warn!("removing the node lease: {e}");
         }

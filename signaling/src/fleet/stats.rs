@@ -27,6 +27,8 @@ pub struct FleetStats {
     pub nodes_signaling: AtomicU64,
     pub nodes_media: AtomicU64,
     pub lease_ok: AtomicBool,
+    /// The node removed its lease on the way out; no heartbeat may put it back.
+    pub left: AtomicBool,
     pub draining: AtomicBool,
 }
 
