@@ -83,6 +83,42 @@ impl LinkConfig {
     }
 }
 
+/// Reads frames from `bytes` until the stream ends or a frame is refused, decoding them as
+/// what a media node reads (`selector % 3 == 0`: requests) or a signaling node reads (`1`:
+/// responses, `2`: events); returns how many frames decoded.
+///
+/// Not part of the API: the framing reader is private, and this is the narrowest door through
+/// which the fuzz targets (`fuzz/`) and their smoke test feed it hostile bytes without a QUIC
+/// connection. A byte slice never returns `Pending`, so one poll with a no-op waker finishes
+/// each read and no runtime is needed.
+#[doc(hidden)]
+pub fn fuzz_read_frames(selector: u8, bytes: &[u8]) -> usize {
+    use crate::api::{SfuError, SfuEvent, SfuRequest, SfuResponse};
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    fn one<T: serde::de::DeserializeOwned>(reader: &mut &[u8]) -> Result<Option<T>, LinkError> {
+        let future = std::pin::pin!(frame::read_frame::<_, T>(reader));
+        match future.poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(result) => result,
+            Poll::Pending => unreachable!("reading a byte slice never waits"),
+        }
+    }
+    let mut reader = bytes;
+    let mut frames = 0;
+    loop {
+        let decoded = match selector % 3 {
+            0 => one::<SfuRequest>(&mut reader).map(|f| f.is_some()),
+            1 => one::<Result<SfuResponse, SfuError>>(&mut reader).map(|f| f.is_some()),
+            _ => one::<SfuEvent>(&mut reader).map(|f| f.is_some()),
+        };
+        match decoded {
+            Ok(true) => frames += 1,
+            Ok(false) | Err(_) => return frames,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("cannot bind the link endpoint: {0}")]

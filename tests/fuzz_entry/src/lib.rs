@@ -1,0 +1,249 @@
+//! One entry function per fuzz target: the bytes a hostile client (or a hostile cluster
+//! peer) controls, fed to the parser of ours that first sees them.
+//!
+//! They live here, in a workspace member built by the stable toolchain, rather than in
+//! `fuzz/` (cargo-fuzz, nightly features): the libFuzzer targets call them, and so does the
+//! smoke test in `tests/smoke.rs`, which replays the committed seed corpus and a few thousand
+//! pseudo-random inputs on every `cargo test --workspace`. A function returns normally for
+//! any input; a panic (including a failed `assert!` of an invariant below) is a finding.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use str0m::change::SdpOffer;
+use str0m::config::DtlsCert;
+use str0m::media::Mid;
+use zvon_sfu::edge::connection::Connection;
+use zvon_sfu::edge::demux::{Demux, Route, Side};
+use zvon_sfu::edge::payload_types::{payload_type_map, simulcast_rids, video_codecs};
+use zvon_sfu::edge::sdp_candidates::in_every_section;
+use zvon_sfu::edge::stun::binding_request_local_ufrag;
+use zvon_sfu::forward::keyframe::{keyframe_start, VideoCodec};
+use zvon_sfu::forward::PeerKey;
+use zvon_signaling::config::ApiKey;
+use zvon_signaling::protocol::parse_client_message;
+use zvon_signaling::rooms::{fuzz_mint_resume_token, fuzz_verify_resume_token};
+use zvon_signaling::token::{self, Claims, TokenError};
+
+/// A target's entry: any bytes, no result; a panic is a finding.
+pub type Entry = fn(&[u8]);
+
+/// Every target by name (the name of its `fuzz/fuzz_targets/<name>.rs` and of its seed
+/// directory `fuzz/corpus/<name>/`).
+pub const TARGETS: &[(&str, Entry)] = &[
+    ("stun_demux", stun_demux),
+    ("keyframe", keyframe),
+    ("sdp_candidates", sdp_candidates),
+    ("publish_offer", publish_offer),
+    ("client_message", client_message),
+    ("access_token", access_token),
+    ("link_frame", link_frame),
+    ("resume_token", resume_token),
+];
+
+/// The media port's intake for a datagram from an address it has not seen: the STUN
+/// binding-request ufrag, then the demux that routes by it.
+pub fn stun_demux(data: &[u8]) {
+    const OURS: &str = "srvA";
+    let key = (PeerKey(1), Side::Publisher);
+    let mut demux = Demux::default();
+    demux.add_ufrag(OURS.to_string(), key);
+    let from: SocketAddr = "192.0.2.7:50000".parse().unwrap();
+
+    let ufrag = binding_request_local_ufrag(data);
+    if let Some(u) = ufrag {
+        // The ufrag is the part of USERNAME before the first colon, so never contains one.
+        assert!(!u.contains(':'), "ufrag {u:?} keeps a colon");
+    }
+    match demux.route(from, data) {
+        Route::NewAddress(k) => {
+            assert_eq!(k, key);
+            assert_eq!(ufrag, Some(OURS), "routed without naming our ufrag");
+            demux.bind_address(from, k);
+            // Once bound, anything from that address goes to the connection, STUN or not.
+            assert_eq!(demux.route(from, data), Route::Known(key));
+            demux.remove_connection(key);
+            assert_eq!(demux.route(from, data), Route::Unknown);
+        }
+        Route::Unknown => assert_ne!(ufrag, Some(OURS)),
+        Route::Known(_) => panic!("no address was bound yet"),
+    }
+}
+
+/// RTP payloads of a publisher's video track: the first byte picks the codec.
+pub fn keyframe(data: &[u8]) {
+    let Some((&which, payload)) = data.split_first() else {
+        return;
+    };
+    let codec = match which % 4 {
+        0 => VideoCodec::Vp8,
+        1 => VideoCodec::Vp9,
+        2 => VideoCodec::H264,
+        _ => VideoCodec::Other,
+    };
+    if let Some(start) = keyframe_start(codec, payload) {
+        assert_ne!(codec, VideoCodec::Other);
+        // VP8 sizes are 14 bits; the other codecs do not report one.
+        assert!(start.width <= 0x3fff && start.height <= 0x3fff);
+        if codec != VideoCodec::Vp8 {
+            assert_eq!((start.width, start.height), (0, 0));
+        }
+    }
+}
+
+/// The candidate post-processing of every SDP we send. In production its input is str0m's
+/// output, but it is plain text processing and must not depend on that being well formed.
+pub fn sdp_candidates(data: &[u8]) {
+    let Ok(sdp) = std::str::from_utf8(data) else {
+        return;
+    };
+    let once = in_every_section(sdp);
+    if !sdp.contains("a=candidate:") {
+        assert_eq!(once, sdp, "nothing to copy, yet the SDP changed");
+        return;
+    }
+    // It only adds lines: every input line survives, in order.
+    let mut out = once.split_terminator("\r\n");
+    for line in sdp.split_terminator("\r\n") {
+        assert!(out.any(|l| l == line), "line {line:?} lost");
+    }
+    // A second pass (a renegotiation sends str0m's SDP through again) finds nothing to add.
+    assert_eq!(in_every_section(&once), once, "not idempotent");
+}
+
+/// A client's publish offer, as the worker takes it: parsed by str0m, accepted by a fresh
+/// publisher connection, then read by our codec/simulcast extraction and answered through
+/// the candidate post-processing.
+pub fn publish_offer(data: &[u8]) {
+    static CERT: OnceLock<DtlsCert> = OnceLock::new();
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(offer) = SdpOffer::from_sdp_string(text) else {
+        return;
+    };
+    // One certificate for all inputs, as a worker shares one: making a key per input would
+    // spend the fuzzing time in key generation.
+    let cert = CERT.get_or_init(|| {
+        str0m::crypto::from_feature_flags()
+            .dtls_provider
+            .generate_certificate()
+            .expect("a DTLS certificate")
+    });
+    let candidate: SocketAddr = "127.0.0.1:7360".parse().unwrap();
+    let Ok(mut conn) = Connection::new(candidate, Some(cert), Instant::now()) else {
+        return;
+    };
+    let Ok(answer) = conn.rtc.sdp_api().accept_offer(offer) else {
+        return;
+    };
+    // The mids a client can name in its track list: those of the offer, and made-up ones.
+    let mids = text
+        .split_terminator("\r\n")
+        .filter_map(|l| l.strip_prefix("a=mid:"))
+        .chain(["0", "1", "nope"]);
+    for mid in mids {
+        let mid = Mid::from(mid);
+        let codecs = video_codecs(&conn.rtc, mid);
+        let map = payload_type_map(&conn.rtc, mid, &conn.rtc, mid);
+        // Matched against itself, every negotiated codec finds a partner.
+        assert_eq!(map.len(), codecs.len(), "{map:?} vs {codecs:?}");
+        let _ = simulcast_rids(&conn.rtc, mid);
+    }
+    let _ = in_every_section(&answer.to_sdp_string());
+}
+
+/// One WebSocket text frame of the client protocol.
+pub fn client_message(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let parsed = parse_client_message(text);
+    if let Some(id) = &parsed.request_id {
+        assert!(id.len() <= 64, "request id of {} bytes kept", id.len());
+    }
+}
+
+const KEY: &str = "APIfuzz";
+const SECRET: &str = "a-secret-of-sixteen-or-more";
+
+/// An access token as a client presents it (odd first byte), or claims that we sign and
+/// verify again (even first byte), which must come back unchanged.
+pub fn access_token(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let keys = [ApiKey {
+        key: KEY.into(),
+        secret: SECRET.into(),
+    }];
+    if which % 2 == 1 {
+        if let Ok(claims) = token::verify(text, &keys) {
+            // Only a token signed with a known key's secret gets here; the fuzzer has no
+            // secret, so this is either a seed we signed or a forgery.
+            assert_eq!(claims.iss, KEY);
+            let again = token::mint(&claims, SECRET).expect("claims that verified sign again");
+            assert_eq!(token::verify(&again, &keys), Ok(claims));
+        }
+        return;
+    }
+    let Ok(mut claims) = serde_json::from_str::<Claims>(text) else {
+        return;
+    };
+    claims.iss = KEY.into();
+    let now = token::now_secs();
+    let Ok(signed) = token::mint(&claims, SECRET) else {
+        return;
+    };
+    let verified = token::verify(&signed, &keys);
+    // Expiry and not-before are judged by the clock; a day's margin keeps this stable.
+    let in_time = claims.exp > now + 86_400
+        && claims
+            .nbf
+            .is_none_or(|nbf| nbf.saturating_add(86_400) < now);
+    if in_time {
+        assert_eq!(verified, Ok(claims));
+    } else {
+        assert!(
+            matches!(
+                verified,
+                Err(TokenError::Expired | TokenError::NotYetValid) | Ok(_)
+            ),
+            "{verified:?}"
+        );
+    }
+}
+
+/// Bytes on a cluster-link QUIC stream: the first byte picks which side reads them.
+pub fn link_frame(data: &[u8]) {
+    let Some((&which, rest)) = data.split_first() else {
+        return;
+    };
+    let frames = zvon_sfu::link::fuzz_read_frames(which, rest);
+    // Every frame takes at least its 4-byte length.
+    assert!(frames <= rest.len() / 4);
+}
+
+/// A resume token from a reconnecting client, checked against an identity and room. Fields
+/// are separated by NUL bytes: `token[\0identity[\0room]]`.
+pub fn resume_token(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let mut parts = text.splitn(3, '\0');
+    let token = parts.next().unwrap_or_default();
+    let identity = parts.next().unwrap_or("ann");
+    let room = parts.next().unwrap_or("class");
+    if let Some(participant) = fuzz_verify_resume_token(SECRET, token, identity, room) {
+        // Accepted means it is exactly the token we would mint for that participant.
+        assert!(!participant.is_empty());
+        assert_eq!(
+            fuzz_mint_resume_token(SECRET, &participant, identity, room),
+            token
+        );
+    }
+}
