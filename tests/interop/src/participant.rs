@@ -259,6 +259,17 @@ impl TestParticipant {
         Ok(())
     }
 
+    /// Waits (up to `limit`) for a `media_reset` after log index `from`, then publishes again
+    /// as the protocol asks; returns the reset's reason.
+    pub async fn recover_media(&mut self, from: usize, limit: Duration) -> Result<String> {
+        let (_, reset) = self
+            .signal
+            .wait_from(from, limit, "media_reset", |v| msg_type(v) == "media_reset")
+            .await?;
+        self.republish().await?;
+        Ok(reset["reason"].as_str().unwrap_or("").to_string())
+    }
+
     /// What the subscriber connection received so far.
     pub fn received(&self) -> Vec<ReceivedTrack> {
         self.subscriber().received()

@@ -19,19 +19,6 @@ async fn both_directions_flow(a: &TestParticipant, b: &TestParticipant) -> Resul
     zvon_interop::assert_flowing(a, b, FLOWING).await
 }
 
-/// Waits for `media_reset` on `p`'s socket (after log index `from`), republishes, and returns
-/// when `p` receives a complete video frame from `from_id` on its new connection.
-async fn recover(p: &mut TestParticipant, from: usize) -> Result<String> {
-    let (_, reset) = p
-        .signal
-        .wait_from(from, Duration::from_secs(8), "media_reset", |v| {
-            msg_type(v) == "media_reset"
-        })
-        .await?;
-    p.republish().await?;
-    Ok(reset["reason"].as_str().unwrap_or("").to_string())
-}
-
 /// ann and bob in `room` through `node`, publishing and receiving each other.
 async fn call_through(
     node: &ClusterNode,
@@ -50,7 +37,10 @@ async fn media_back(
     b: &mut TestParticipant,
     from: (usize, usize),
 ) -> Result<(String, String)> {
-    let reasons = tokio::try_join!(recover(a, from.0), recover(b, from.1))?;
+    let reasons = tokio::try_join!(
+        a.recover_media(from.0, Duration::from_secs(8)),
+        b.recover_media(from.1, Duration::from_secs(8))
+    )?;
     tokio::try_join!(
         first_frame_from(a, &b.id, Duration::from_secs(10)),
         first_frame_from(b, &a.id, Duration::from_secs(10)),
@@ -525,7 +515,10 @@ async fn draining_media_node_hands_its_participants_over() {
         let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
         let started = Instant::now();
         let (exit, recovered) = tokio::join!(draining.terminate(Duration::from_secs(10)), async {
-            let reasons = tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+            let reasons = tokio::try_join!(
+                a.recover_media(from_a, Duration::from_secs(8)),
+                b.recover_media(from_b, Duration::from_secs(8))
+            )?;
             both_directions_flow(&a, &b).await?;
             anyhow::Ok(reasons)
         });

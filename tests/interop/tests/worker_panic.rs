@@ -12,26 +12,7 @@ use zvon_signaling::ServerConfig;
 const FLOWING: Duration = Duration::from_secs(10);
 
 async fn both_directions_flow(a: &TestParticipant, b: &TestParticipant) -> Result<()> {
-    tokio::try_join!(
-        a.wait_more_packets(&b.id, "audio", 10, FLOWING),
-        a.wait_more_packets(&b.id, "video", 10, FLOWING),
-        b.wait_more_packets(&a.id, "audio", 10, FLOWING),
-        b.wait_more_packets(&a.id, "video", 10, FLOWING),
-    )?;
-    Ok(())
-}
-
-/// Waits for `media_reset` on `p`'s socket after log index `from`, then publishes again on a
-/// new connection as the protocol asks; returns the reset's reason.
-async fn recover(p: &mut TestParticipant, from: usize) -> Result<String> {
-    let (_, reset) = p
-        .signal
-        .wait_from(from, Duration::from_secs(5), "media_reset", |v| {
-            msg_type(v) == "media_reset"
-        })
-        .await?;
-    p.republish().await?;
-    Ok(reset["reason"].as_str().unwrap_or("").to_string())
+    zvon_interop::assert_flowing(a, b, FLOWING).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,8 +40,10 @@ async fn a_call_survives_its_media_worker_panicking() {
         node.panic_worker(worker);
 
         // Both are told within seconds, on the socket they already have, and recover.
-        let (reason_a, reason_b) =
-            tokio::try_join!(recover(&mut a, from_a), recover(&mut b, from_b))?;
+        let (reason_a, reason_b) = tokio::try_join!(
+            a.recover_media(from_a, Duration::from_secs(5)),
+            b.recover_media(from_b, Duration::from_secs(5))
+        )?;
         ensure!(
             reason_a == "media_node_lost" && reason_b == "media_node_lost",
             "reasons {reason_a:?} {reason_b:?}"
