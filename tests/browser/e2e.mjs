@@ -2,7 +2,7 @@
 //   node e2e.mjs            (server binary from $ZVON_BIN, default target/release/zvon)
 import {
   runSuite, openPage, snapshot, waitFor, waitJoined, waitMediaFlowing, pageUrl, uniqueName, log,
-  sleep,
+  sleep, saveArtifacts,
 } from './harness.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 30_000);
@@ -303,6 +303,17 @@ async function scenarioSimulcast(browser, server, pages, results) {
     // switch up never starts. Resizing again sends a new track_settings; if that works the
     // run goes on, and the log says so, so that the flake stays visible.
     log(`FLAKE: Small did not move up within 10 s (${e.message.split(';')[0]}); resizing again`);
+    log(`FLAKE: Small's client: ${await small.evaluate(() => {
+      const c = window.zvon.client;
+      const v = document.querySelector('#grid .tile.remote video');
+      return JSON.stringify({
+        videoSettings: [...c._videoSettings], sentSettings: [...c._sentSettings],
+        tracks: [...c.subscriberTracks.values()].map((t) => [t.track_id, t.kind, t.participant_id]),
+        box: v ? [v.clientWidth, v.clientHeight, !!v.zvonUnwatch] : null,
+      });
+    })}`);
+    log(`FLAKE: Pub layers: ${JSON.stringify(await outboundLayers(pub))}`);
+    await saveArtifacts('e-simulcast-flake', pages, server);
     await small.evaluate(() => window.__setVideoBox('639px', '359px'));
     await sleep(300);
     await small.evaluate(() => window.__setVideoBox('640px', '360px'));

@@ -131,6 +131,8 @@ export async function startServer({
     logText: () => lines.join('\n'),
     exited: () => exited,
     async stop() {
+      // For chasing flakes: every run's full server log, not only a failed run's.
+      if (process.env.ZVON_KEEP_SERVER_LOG) writeFileSync(process.env.ZVON_KEEP_SERVER_LOG, lines.join('\n'));
       if (exited) return exited;
       // SIGINT is the signal the server shuts down gracefully on (it logs "shutting down").
       try { process.kill(child.pid, 'SIGINT'); } catch { /* already gone */ }

@@ -390,6 +390,7 @@ impl Worker {
             let Some(p) = self.participants.get(t.publisher.0 as usize) else {
                 continue;
             };
+            debug!(participant = %p.id, ?active, "publisher layers wanted");
             let _ = self.events.send(SfuEvent::PublisherLayers {
                 participant: p.id.clone(),
                 track_id: track_id.clone(),

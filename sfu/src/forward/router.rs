@@ -547,6 +547,12 @@ impl Router {
             })
             .copied();
         if let Some(dt) = found.and_then(|k| self.downtracks.get_mut(k.0 as usize)) {
+            tracing::debug!(
+                subscriber = subscriber.0,
+                track = track.0,
+                ?want,
+                "want changed"
+            );
             dt.want = want;
             return WantOutcome::Applied;
         }
@@ -655,7 +661,15 @@ impl Router {
                     // and marking every other layer's packet here made switches up flaky
                     // (Chromium e-simulcast stuck on the low layer in ~1 run of 5).
                     Verdict::Drop => continue,
-                    Verdict::SwitchAndForward => dt.rewriter.restart(),
+                    Verdict::SwitchAndForward => {
+                        tracing::debug!(
+                            subscriber = dt.subscriber.0,
+                            track = rtp.track.0,
+                            layer = rtp.layer,
+                            "layer switch"
+                        );
+                        dt.rewriter.restart()
+                    }
                     Verdict::Forward => {}
                 }
             }

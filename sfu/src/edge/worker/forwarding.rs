@@ -126,6 +126,7 @@ impl Worker {
                 sent = true;
             }
         }
+        debug!(publisher = req.publisher.0, layer = ?req.layer, sent, "keyframe request");
         if sent {
             self.mark_dirty((req.publisher, Side::Publisher));
         }
