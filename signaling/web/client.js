@@ -692,6 +692,7 @@ export class ZvonClient extends StatefulEmitter {
     const answer = await pc.createAnswer();
     await pc.setLocalDescription(answer);
     this._send({ type: 'subscriber_answer', sdp: pc.localDescription.sdp });
+    mark('subscriber-answer');
     this._reconcileMedia();
     this._flushTrackSettings();
   }
