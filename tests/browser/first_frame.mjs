@@ -27,6 +27,11 @@ function firstFrameProbe() {
         stats.forEach((s) => {
           if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && ff.decodedAt == null) {
             ff.decodedAt = performance.now();
+            // What the decoder went through: did it have to ask for a keyframe itself?
+            ff.video = {
+              pli: s.pliCount, fir: s.firCount, nack: s.nackCount, frames: s.framesReceived,
+              keyframes: s.keyFramesDecoded, width: s.frameWidth, lost: s.packetsLost,
+            };
           }
         });
       } catch { /* pc closed under us */ }
@@ -99,6 +104,7 @@ async function oneRun(browser, server, i) {
     }
     // A presented frame was decoded too; stats polling can lag the compositor by a few ms.
     const firstMs = Math.round(Math.min(ff.decodedAt, ff.renderedAt ?? Infinity));
+    if (process.env.FF_VERBOSE) console.log(`run ${i} decoder at first frame: ${JSON.stringify(ff.video)}`);
     return {
       firstMs,
       decodedMs: Math.round(ff.decodedAt),
@@ -151,7 +157,7 @@ async function main() {
       runs: first.length, ms: first, median_ms: median(first),
       decoded_ms: dec, median_decoded_ms: median(dec),
       rendered_ms: ren, median_rendered_ms: ren.length ? median(ren) : null,
-      median_marks_ms: marksMedian, ok,
+      median_marks_ms: marksMedian, run_marks_ms: runs.map((r) => r.marks), ok,
     }));
   }
   process.exit(ok ? 0 : 1);
