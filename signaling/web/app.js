@@ -26,12 +26,6 @@ function takeEarly(what) {
   return value;
 }
 
-/** index.html's socket, the join it sent on it (if any) and what came back so far. */
-function takeEarlySession() {
-  const socket = takeEarly('socket');
-  return socket && { socket, joinedWith: takeEarly('joinedWith'), received: takeEarly('received') ?? [] };
-}
-
 async function fetchToken(room, name) {
   // `?admin=1` asks dev mode for a teacher (room_admin) token.
   return (await fetchDevToken({ room, name, admin: params.get('admin') })).token;
@@ -195,8 +189,8 @@ async function join(room, name, token = params.get('token')) {
     c = new ZvonClient({
       token: tok, room: room || undefined, videoCodec: codecParam(),
       videoSubscription: CLASSROOM ? 'on_demand' : 'auto',
-      // The socket index.html opened (and maybe joined on) while the modules loaded.
-      early: takeEarlySession(),
+      // The socket index.html opened while the modules loaded, if any.
+      socket: takeEarly('socket'),
     });
     client = c;
     window.zvon.client = c;
@@ -241,7 +235,7 @@ async function join(room, name, token = params.get('token')) {
     // connectionerror/servererror events already said why.
     ui.setStatus('Not connected');
     // A socket opened early for a join that failed before using it.
-    takeEarlySession()?.socket.close(1000);
+    takeEarly('socket')?.close(1000);
     media.then((stream) => stream?.getTracks().forEach((t) => t.stop()));
     stopLocal();
     ui.hideCall();

@@ -92,14 +92,12 @@ export class ZvonClient extends StatefulEmitter {
    * audio and screen shares, and a camera only while `setVideoSettings` shows it (asked for
    * with track_settings, added to the subscriber connection by a renegotiation), so each
    * browser negotiates the cameras in view instead of one m-line per participant.
-   * `early`: {socket, joinedWith, received} — a WebSocket to `url` the page opened before
-   * this client existed (while its scripts loaded), the `join` it already sent on it if any,
-   * and the messages received on it so far. connect() goes on with that socket when it is
-   * still usable and its join is the one this client would send; otherwise it closes it.
+   * `socket`: a WebSocket to `url` opened before this client existed (the page opens it
+   * while its scripts load); connect() joins on it instead of opening one.
    */
   constructor({
     url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
-    early = null,
+    socket = null,
   } = {}) {
     super();
     if (!['auto', 'on_demand'].includes(videoSubscription)) {
@@ -132,7 +130,7 @@ export class ZvonClient extends StatefulEmitter {
     /** Resolves when the outstanding publish_offer is answered (or refused). */
     this._publishDone = Promise.resolve();
     this.ws = null;
-    this._early = early;
+    this._earlySocket = socket;
     this._queue = Promise.resolve();
     this._pingTimer = null;
     this._nextRequestId = 1;
@@ -161,13 +159,10 @@ export class ZvonClient extends StatefulEmitter {
       };
       this.addEventListener('joined', () => settle(), { once: true });
 
-      const early = this._early;
-      this._early = null;
-      let ws = early?.socket ?? null;
-      const joinSent = !!early?.joinedWith;
-      // An early socket that already closed, or that joined as someone else, is no use.
-      if (ws && (ws.readyState > WebSocket.OPEN || ws.url !== new URL(this.url, location.href).href
-          || (joinSent && !this._isOurJoin(early.joinedWith)))) {
+      let ws = this._earlySocket;
+      this._earlySocket = null;
+      // An early socket that already failed is no use; a new one may still work.
+      if (ws && (ws.readyState > WebSocket.OPEN || ws.url !== new URL(this.url, location.href).href)) {
         ws.close(1000);
         ws = null;
       }
@@ -179,15 +174,16 @@ export class ZvonClient extends StatefulEmitter {
         return;
       }
       this.ws = ws;
-      const adopted = ws === early?.socket;
       ws.onopen = () => {
         mark('ws-open');
-        if (!(adopted && joinSent)) this._send(this._joinMessage());
+        const join = { type: 'join', protocol: PROTOCOL_VERSION, token: this.token, request_id: 'join' };
+        if (this.room) join.room = this.room;
+        // Left out in auto mode: the join stays what servers have always seen.
+        if (this.videoSubscription === 'on_demand') join.video_subscription = 'on_demand';
+        this._send(join);
         this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
       };
       ws.onmessage = (ev) => this._onSocketMessage(ev);
-      // The answers to an early join, in order, before anything that arrives from now on.
-      if (adopted) for (const ev of early.received) this._onSocketMessage(ev);
       // onerror carries no detail in browsers; onclose follows and decides.
       ws.onerror = () => {};
       ws.onclose = (ev) => {
@@ -207,20 +203,6 @@ export class ZvonClient extends StatefulEmitter {
       // An early socket may be open already: it will not fire `open` again.
       if (ws.readyState === WebSocket.OPEN) ws.onopen();
     });
-  }
-
-  _joinMessage() {
-    const join = { type: 'join', protocol: PROTOCOL_VERSION, token: this.token, request_id: 'join' };
-    if (this.room) join.room = this.room;
-    // Left out in auto mode: the join stays what servers have always seen.
-    if (this.videoSubscription === 'on_demand') join.video_subscription = 'on_demand';
-    return join;
-  }
-
-  /** Whether a join sent before this client existed is the one it would send. */
-  _isOurJoin(sent) {
-    const ours = this._joinMessage();
-    return ['type', 'protocol', 'token', 'room', 'video_subscription'].every((k) => sent[k] === ours[k]);
   }
 
   _onSocketMessage(ev) {
