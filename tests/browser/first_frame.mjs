@@ -104,7 +104,11 @@ async function oneRun(browser, server, i) {
     }
     // A presented frame was decoded too; stats polling can lag the compositor by a few ms.
     const firstMs = Math.round(Math.min(ff.decodedAt, ff.renderedAt ?? Infinity));
-    if (process.env.FF_VERBOSE) console.log(`run ${i} decoder at first frame: ${JSON.stringify(ff.video)}`);
+    if (process.env.FF_VERBOSE) {
+      // Wall-clock navigation start, to line the marks up with a server log.
+      console.log(`run ${i}: navigation start ${new Date(ff.timeOrigin).toISOString()};` +
+        ` decoder at first frame: ${JSON.stringify(ff.video)}`);
+    }
     return {
       firstMs,
       decodedMs: Math.round(ff.decodedAt),
