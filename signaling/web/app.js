@@ -15,6 +15,16 @@ class UserError extends Error {}
 
 // Same naming as client.js marks; the first-frame benchmark reads them.
 const mark = (name) => performance.mark?.(`zvon:${name}`);
+// Every module of the page is loaded and evaluated by now.
+mark('app');
+
+/** What index.html started early (see its script), each taken at most once. */
+function takeEarly(what) {
+  const early = window.zvonEarly;
+  const value = early?.[what] ?? null;
+  if (early) delete early[what];
+  return value;
+}
 
 async function fetchToken(room, name) {
   // `?admin=1` asks dev mode for a teacher (room_admin) token.
@@ -26,9 +36,11 @@ async function fetchDevToken(query) {
   const qs = Object.entries(query).filter(([, v]) => v != null && v !== '')
     .map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&');
   const url = `/api/dev-token?${qs}`;
+  // index.html may have asked for this very token already, while the modules loaded.
+  const early = takeEarly('tokenUrl') === url ? takeEarly('tokenResponse') : null;
   let res;
   try {
-    res = await fetch(url, { cache: 'no-store' });
+    res = await (early ?? fetch(url, { cache: 'no-store' }));
   } catch (e) {
     throw new UserError(`Cannot reach the Zvon server (${e.message}). Is it running?`);
   }
@@ -177,6 +189,8 @@ async function join(room, name, token = params.get('token')) {
     c = new ZvonClient({
       token: tok, room: room || undefined, videoCodec: codecParam(),
       videoSubscription: CLASSROOM ? 'on_demand' : 'auto',
+      // The socket index.html opened while the modules loaded, if any.
+      socket: takeEarly('socket'),
     });
     client = c;
     window.zvon.client = c;
@@ -220,6 +234,8 @@ async function join(room, name, token = params.get('token')) {
     else if (!c || !['error', 'left'].includes(c.state)) ui.showMessage(`Could not join: ${e.message}`);
     // connectionerror/servererror events already said why.
     ui.setStatus('Not connected');
+    // A socket opened early for a join that failed before using it.
+    takeEarly('socket')?.close(1000);
     media.then((stream) => stream?.getTracks().forEach((t) => t.stop()));
     stopLocal();
     ui.hideCall();

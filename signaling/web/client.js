@@ -92,9 +92,12 @@ export class ZvonClient extends StatefulEmitter {
    * audio and screen shares, and a camera only while `setVideoSettings` shows it (asked for
    * with track_settings, added to the subscriber connection by a renegotiation), so each
    * browser negotiates the cameras in view instead of one m-line per participant.
+   * `socket`: a WebSocket to `url` opened before this client existed (the page opens it
+   * while its scripts load); connect() joins on it instead of opening one.
    */
   constructor({
     url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
+    socket = null,
   } = {}) {
     super();
     if (!['auto', 'on_demand'].includes(videoSubscription)) {
@@ -127,6 +130,7 @@ export class ZvonClient extends StatefulEmitter {
     /** Resolves when the outstanding publish_offer is answered (or refused). */
     this._publishDone = Promise.resolve();
     this.ws = null;
+    this._earlySocket = socket;
     this._queue = Promise.resolve();
     this._pingTimer = null;
     this._nextRequestId = 1;
@@ -155,9 +159,15 @@ export class ZvonClient extends StatefulEmitter {
       };
       this.addEventListener('joined', () => settle(), { once: true });
 
-      let ws;
+      let ws = this._earlySocket;
+      this._earlySocket = null;
+      // An early socket that already failed is no use; a new one may still work.
+      if (ws && (ws.readyState > WebSocket.OPEN || ws.url !== new URL(this.url, location.href).href)) {
+        ws.close(1000);
+        ws = null;
+      }
       try {
-        ws = new WebSocket(this.url);
+        ws ??= new WebSocket(this.url);
       } catch (e) {
         this._fail(`Cannot open ${this.url}: ${e.message}`);
         settle(e);
@@ -190,6 +200,8 @@ export class ZvonClient extends StatefulEmitter {
         this._fail(message);
         settle(new Error(message));
       };
+      // An early socket may be open already: it will not fire `open` again.
+      if (ws.readyState === WebSocket.OPEN) ws.onopen();
     });
   }
 
@@ -690,8 +702,12 @@ export class ZvonClient extends StatefulEmitter {
     this.subscriberTracks = new Map((msg.tracks ?? []).map((t) => [t.mid, t]));
     await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
     const answer = await pc.createAnswer();
+    // Sent before it is applied: the server (ICE-lite, no candidates needed) then knows the
+    // answer before our first connectivity check and DTLS hello reach it, instead of queuing
+    // or dropping them until the answer arrives behind them.
+    this._send({ type: 'subscriber_answer', sdp: answer.sdp });
+    mark('subscriber-answer');
     await pc.setLocalDescription(answer);
-    this._send({ type: 'subscriber_answer', sdp: pc.localDescription.sdp });
     this._reconcileMedia();
     this._flushTrackSettings();
   }

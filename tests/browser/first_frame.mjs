@@ -8,6 +8,11 @@ import {
 
 const RUNS = Number(process.argv[2] || process.env.FF_RUNS || 7);
 const TIMEOUT_MS = 30_000;
+// The breakdown, in the order a join normally passes them (ms from navigation start).
+const MARK_NAMES = [
+  'html', 'modules', 'app', 'token', 'connect', 'ws-open', 'joined', 'subscriber-offer',
+  'subscriber-answer', 'subscriber-connected', 'media',
+];
 
 // Runs in the subscriber page before any of its scripts. Times are performance.now(), i.e.
 // milliseconds since this document's navigation start.
@@ -22,6 +27,11 @@ function firstFrameProbe() {
         stats.forEach((s) => {
           if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && ff.decodedAt == null) {
             ff.decodedAt = performance.now();
+            // What the decoder went through: did it have to ask for a keyframe itself?
+            ff.video = {
+              pli: s.pliCount, fir: s.firCount, nack: s.nackCount, frames: s.framesReceived,
+              keyframes: s.keyFramesDecoded, width: s.frameWidth, lost: s.packetsLost,
+            };
           }
         });
       } catch { /* pc closed under us */ }
@@ -72,9 +82,15 @@ async function oneRun(browser, server, i) {
       const ff = await sub.evaluate(() => ({
         ...window.__ff,
         timeOrigin: performance.timeOrigin,
-        marks: Object.fromEntries(performance.getEntriesByType('mark')
-          .filter((m) => m.name.startsWith('zvon:'))
-          .map((m) => [m.name.slice(5), Math.round(m.startTime)])),
+        marks: {
+          ...Object.fromEntries(performance.getEntriesByType('mark')
+            .filter((m) => m.name.startsWith('zvon:'))
+            .map((m) => [m.name.slice(5), Math.round(m.startTime)])),
+          // The page itself: HTML received, and the last script module received.
+          html: Math.round(performance.getEntriesByType('navigation')[0]?.responseEnd ?? NaN),
+          modules: Math.round(Math.max(...performance.getEntriesByType('resource')
+            .filter((e) => e.name.endsWith('.js')).map((e) => e.responseEnd))),
+        },
       }));
       return { ok: ff.decodedAt != null, ff, seen: { ff, snap: await snapshot(sub) } };
     }, { timeoutMs: TIMEOUT_MS, intervalMs: 50 });
@@ -88,6 +104,11 @@ async function oneRun(browser, server, i) {
     }
     // A presented frame was decoded too; stats polling can lag the compositor by a few ms.
     const firstMs = Math.round(Math.min(ff.decodedAt, ff.renderedAt ?? Infinity));
+    if (process.env.FF_VERBOSE) {
+      // Wall-clock navigation start, to line the marks up with a server log.
+      console.log(`run ${i}: navigation start ${new Date(ff.timeOrigin).toISOString()};` +
+        ` decoder at first frame: ${JSON.stringify(ff.video)}`);
+    }
     return {
       firstMs,
       decodedMs: Math.round(ff.decodedAt),
@@ -117,8 +138,8 @@ async function main() {
       runs.push(r);
       const m = r.marks;
       console.log(`run ${i}: first remote frame ${r.firstMs} ms after navigation start` +
-        ` (getStats decoded ${r.decodedMs} ms, rendered ${r.renderedMs ?? '?'} ms; marks: ws-open ${m['ws-open']}, joined ${m.joined},` +
-        ` subscriber-offer ${m['subscriber-offer']}, subscriber-connected ${m['subscriber-connected']})`);
+        ` (getStats decoded ${r.decodedMs} ms, rendered ${r.renderedMs ?? '?'} ms; marks: ` +
+        MARK_NAMES.filter((n) => m[n] != null).map((n) => `${n} ${m[n]}`).join(', ') + ')');
     }
   } catch (e) {
     ok = false;
@@ -132,8 +153,7 @@ async function main() {
     const first = runs.map((r) => r.firstMs);
     const dec = runs.map((r) => r.decodedMs);
     const ren = runs.map((r) => r.renderedMs).filter((x) => x != null);
-    const markNames = ['connect', 'ws-open', 'joined', 'subscriber-offer', 'subscriber-connected'];
-    const marksMedian = Object.fromEntries(markNames.map((n) => [n, median(runs.map((r) => r.marks[n]).filter((x) => x != null))]));
+    const marksMedian = Object.fromEntries(MARK_NAMES.map((n) => [n, median(runs.map((r) => r.marks[n]).filter((x) => x != null))]));
     console.log(`median first remote frame: ${median(first)} ms (min ${Math.min(...first)}, max ${Math.max(...first)}, n=${first.length});` +
       ` getStats decoded median ${median(dec)} ms` + (ren.length ? `, rendered median ${median(ren)} ms` : ''));
     console.log(JSON.stringify({
@@ -141,7 +161,7 @@ async function main() {
       runs: first.length, ms: first, median_ms: median(first),
       decoded_ms: dec, median_decoded_ms: median(dec),
       rendered_ms: ren, median_rendered_ms: ren.length ? median(ren) : null,
-      median_marks_ms: marksMedian, ok,
+      median_marks_ms: marksMedian, run_marks_ms: runs.map((r) => r.marks), ok,
     }));
   }
   process.exit(ok ? 0 : 1);

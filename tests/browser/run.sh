@@ -2,8 +2,9 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
-# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs and
-# cluster.mjs (run those as `node calls.mjs [prefix...]` etc.; cluster.mjs needs redis-server);
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs,
+# cluster.mjs and first_frame.mjs (run those as `node calls.mjs [prefix...]` etc.; cluster.mjs
+# needs redis-server; `node first_frame.mjs 9` is the first-frame benchmark in BENCHMARKS.md);
 # without arguments
 # all run, and the exit status is non-zero if any failed. ZVON_WEB_DIR=signaling/web makes the
 # pages load the browser client from disk (trying client changes without rebuilding the server).
@@ -18,5 +19,8 @@ if [ $# -eq 0 ]; then
   node calls.mjs || status=1
   node classroom.mjs || status=1
   node cluster.mjs || status=1
+  # Two joins through the whole first-frame path (early socket, join, subscriber offer, first
+  # keyframe); it fails only if a frame never comes. Its times are the benchmark's business.
+  node first_frame.mjs 2 || status=1
 fi
 exit $status
