@@ -253,6 +253,11 @@ fn run(cli: Cli) -> Result<bool> {
         .map(|u| resolve(u))
         .collect::<Result<Vec<_>>>()?;
     let addr = addrs[0];
+    if cli.light_receivers && !matches!(cli.scenario, ScenarioCmd::Audio { .. }) {
+        // str0m still sends NACKs for the video packets it never saw, so the server would
+        // resend them: light receivers are for audio only.
+        bail!("--light-receivers works with the audio scenario only");
+    }
     if addrs.len() > 1 && !matches!(cli.target, TargetKind::Zvon) {
         bail!("only a Zvon fleet takes several --url");
     }

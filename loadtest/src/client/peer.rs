@@ -5,7 +5,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
+use str0m::format::{Codec, CodecConfig};
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, ExtensionMap};
@@ -50,9 +50,9 @@ impl Peer {
     /// and VP8 only.
     /// `cert` is shared by all of the tester's connections: a key pair per connection would cost
     /// a key generation per join and memory per participant.
-    /// A `light` receiver's connection leaves transport-wide congestion control out: it hands
-    /// str0m only a sample of the packets, and feedback calling the rest lost would make the
-    /// server's bandwidth estimate collapse and its pacer hold media back.
+    /// A `light` receiver's connection leaves transport-wide congestion control and NACK out:
+    /// it hands str0m only a sample of the packets, and feedback calling the rest lost would
+    /// make the server's bandwidth estimate collapse and resend what did arrive.
     pub async fn new(
         bind_ip: IpAddr,
         publisher: bool,
@@ -76,6 +76,13 @@ impl Peer {
             cfg = cfg.set_dtls_cert(cert.clone());
         }
         if light {
+            // Nor NACKs: the packets str0m never sees would all be asked for again.
+            let mut params = cfg.codec_config().params().to_vec();
+            for p in &mut params {
+                p.set_fb_nack(false);
+                p.set_fb_transport_cc(false);
+            }
+            *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
             let standard = ExtensionMap::standard();
             cfg = cfg.clear_extension_map();
             for (id, ext) in standard.iter() {
