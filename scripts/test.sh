@@ -48,6 +48,19 @@ cluster_dir=$(mktemp -d)
 trap 'ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh stop; rm -rf "$cluster_dir"' EXIT
 ZVON_BIN=target/debug/zvon ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh start 3
 for port in 7450 7550 7650; do curl -sf "http://127.0.0.1:$port/api/info" >/dev/null; done
+# The load tester through two nodes (a repeated --url): light receivers joining via node 2 are
+# proxied to the room's owner and must hear the speaker who joined via node 1, without loss.
+target/debug/zvon-loadtest audio --speakers 1 --listeners 4 --light-receivers --light-sample 5 \
+  --url http://127.0.0.1:7450 --url http://127.0.0.1:7550 --duration 3s --quiet \
+  --max-loss 0% --max-failures 0 --report "$cluster_dir/loadtest.json"
+python3 - "$cluster_dir/loadtest.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+s, p = r["streams"], r["packets"]
+assert s["expected"] == 4 and s["received"] == 4, s
+assert p["received_by_subscribers"] > 4 * 50, p
+assert r["e2e_latency_ms"]["p50"] is not None, r["e2e_latency_ms"]
+PY
 ZVON_CLUSTER_DIR=$cluster_dir scripts/cluster-local.sh stop
 trap - EXIT
 rm -rf "$cluster_dir"

@@ -15,6 +15,7 @@ use zvon_loadtest::scenario::{Scenario, VideoProfiles};
 use zvon_loadtest::targets::janus::JanusTarget;
 use zvon_loadtest::targets::raw::RawTarget;
 use zvon_loadtest::targets::zvon::{TokenSource, ZvonTarget};
+use zvon_loadtest::targets::Target;
 
 /// Dev key pair of `zvon serve --dev` (signaling/src/config.rs).
 const DEV_API_KEY: &str = "devkey";
@@ -29,9 +30,11 @@ const DEV_API_SECRET: &str = "devsecret-change-me-devsecret-change-me";
 struct Cli {
     #[command(subcommand)]
     scenario: ScenarioCmd,
-    /// The server's signaling URL; the only address this tool talks to.
+    /// The server's signaling URL. Repeat it for the nodes of a fleet: participants join
+    /// through them round robin in plan order (the first participant, a publisher, through the
+    /// first URL).
     #[arg(long, global = true, default_value = "http://127.0.0.1:7350")]
-    url: String,
+    url: Vec<String>,
     /// What `--url` points at: `zvon`; `janus` (its HTTP API root, e.g.
     /// http://192.0.2.2:8088/janus); `raw` (a zvon-rawrelay, `host:port`).
     #[arg(long, global = true, value_enum, default_value_t = TargetKind::Zvon)]
@@ -83,6 +86,15 @@ struct Cli {
     /// Runtime threads driving the participants (default: one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Receive-only participants are light receivers: full ICE/DTLS/SRTP through str0m, but
+    /// media is accounted from the plain RTP headers and only one packet in --light-sample is
+    /// decrypted (for latency), so one box drives thousands. See BENCHMARKS.md for what they
+    /// do and do not check.
+    #[arg(long, global = true)]
+    light_receivers: bool,
+    /// Light receivers decrypt the packets whose sequence number is a multiple of this.
+    #[arg(long, global = true, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..))]
+    light_sample: u16,
     /// No progress display.
     #[arg(long, short, global = true)]
     quiet: bool,
@@ -235,7 +247,20 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<bool> {
-    let addr = resolve(&cli.url)?;
+    let addrs = cli
+        .url
+        .iter()
+        .map(|u| resolve(u))
+        .collect::<Result<Vec<_>>>()?;
+    let addr = addrs[0];
+    if cli.light_receivers && !matches!(cli.scenario, ScenarioCmd::Audio { .. }) {
+        // str0m still sends NACKs for the video packets it never saw, so the server would
+        // resend them: light receivers are for audio only.
+        bail!("--light-receivers works with the audio scenario only");
+    }
+    if addrs.len() > 1 && !matches!(cli.target, TargetKind::Zvon) {
+        bail!("only a Zvon fleet takes several --url");
+    }
     let tokens = if cli.dev_token {
         TokenSource::DevEndpoint
     } else {
@@ -259,10 +284,13 @@ fn run(cli: Cli) -> Result<bool> {
         max_failures: cli.max_failures,
     };
     let config = RunConfig {
-        target: match cli.target {
-            TargetKind::Zvon => Arc::new(ZvonTarget::new(addr, tokens)),
-            TargetKind::Janus => Arc::new(JanusTarget::new(&cli.url)),
-            TargetKind::Raw => Arc::new(RawTarget::new(addr)),
+        targets: match cli.target {
+            TargetKind::Zvon => addrs
+                .iter()
+                .map(|a| Arc::new(ZvonTarget::new(*a, tokens.clone())) as Arc<dyn Target>)
+                .collect(),
+            TargetKind::Janus => vec![Arc::new(JanusTarget::new(&cli.url[0]))],
+            TargetKind::Raw => vec![Arc::new(RawTarget::new(addr))],
         },
         scenario: scenario(&cli.scenario),
         rooms: cli.rooms.max(1),
@@ -274,6 +302,7 @@ fn run(cli: Cli) -> Result<bool> {
         thresholds,
         quiet: cli.quiet,
         run_id: format!("{:x}", rand::random::<u32>()),
+        light_sample: cli.light_receivers.then_some(cli.light_sample),
     };
     let threads = cli.threads.unwrap_or_else(|| {
         std::thread::available_parallelism()

@@ -15,7 +15,9 @@ use crate::scenario::{self, Scenario, VideoProfiles};
 use crate::targets::Target;
 
 pub struct RunConfig {
-    pub target: Arc<dyn Target>,
+    /// The servers participants join through, round robin in plan order ([`spread`]): the
+    /// nodes of a fleet, or one server.
+    pub targets: Vec<Arc<dyn Target>>,
     pub scenario: Scenario,
     pub rooms: usize,
     /// Participants launched per second.
@@ -31,9 +33,19 @@ pub struct RunConfig {
     pub thresholds: Thresholds,
     pub quiet: bool,
     pub run_id: String,
+    /// Receive-only participants are light receivers decrypting one packet in this many
+    /// (`client::light`); `None`: full clients.
+    pub light_sample: Option<u16>,
+}
+
+/// Which of `targets` participant `i` (in plan order) joins through: round robin, so a room's
+/// subscribers sit on every node (the plan's first participant, a publisher, on the first).
+pub fn spread(i: usize, targets: usize) -> usize {
+    i % targets.max(1)
 }
 
 pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
+    anyhow::ensure!(!cfg.targets.is_empty(), "no target to run against");
     let plans = scenario::plan(&cfg.scenario, cfg.rooms, &cfg.run_id, &cfg.video);
     let clip = OpusClip::generate(10, 32_000, 0x5eed)?;
     let live = Arc::new(LiveCounters::default());
@@ -46,7 +58,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
     let ramp_time = Duration::from_secs_f64(plans.len() as f64 / ramp);
     let end_at = start + ramp_time + cfg.duration;
     let env = Env {
-        target: cfg.target.clone(),
+        target: cfg.targets[0].clone(),
         clip,
         bind_ip: cfg.bind_ip,
         live: live.clone(),
@@ -54,6 +66,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         end_at,
         epoch: start,
         cert: client::peer::shared_cert(),
+        light_sample: cfg.light_sample,
     };
     let bar = progress::spawn(live.clone(), plans.len() as u64, cfg.quiet, done_rx);
 
@@ -82,9 +95,14 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
             ))
         });
         LiveCounters::add(&live.launched, 1);
-        tasks.push(match cfg.target.raw_relay() {
-            Some(relay) => tokio::spawn(crate::targets::raw::run(plan, relay, env.clone())),
-            None => tokio::spawn(client::run(plan, local_ip, env.clone())),
+        let target = &cfg.targets[spread(i, cfg.targets.len())];
+        let env = Env {
+            target: target.clone(),
+            ..env.clone()
+        };
+        tasks.push(match target.raw_relay() {
+            Some(relay) => tokio::spawn(crate::targets::raw::run(plan, relay, env)),
+            None => tokio::spawn(client::run(plan, local_ip, env)),
         });
     }
 
@@ -114,7 +132,7 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         _ => None,
     };
     let info = RunInfo {
-        target: cfg.target.name().to_string(),
+        target: cfg.targets[0].name().to_string(),
         scenario: cfg.scenario.name().to_string(),
         rooms: match cfg.scenario {
             Scenario::Call { pairs } => pairs,
@@ -124,4 +142,17 @@ pub async fn run(cfg: RunConfig) -> anyhow::Result<Report> {
         cpu_seconds: cpu,
     };
     Ok(report::build(info, &results, cfg.thresholds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spread;
+
+    #[test]
+    fn participants_spread_round_robin_over_the_nodes() {
+        let nodes: Vec<usize> = (0..7).map(|i| spread(i, 3)).collect();
+        assert_eq!(nodes, [0, 1, 2, 0, 1, 2, 0]);
+        assert!((0..5).all(|i| spread(i, 1) == 0));
+        assert_eq!(spread(4, 0), 0, "no node list is one node");
+    }
 }

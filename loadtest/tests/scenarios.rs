@@ -13,13 +13,13 @@ use zvon_signaling::ServerConfig;
 
 fn config(addr: std::net::SocketAddr, scenario: Scenario, run_id: &str) -> RunConfig {
     RunConfig {
-        target: Arc::new(ZvonTarget::new(
+        targets: vec![Arc::new(ZvonTarget::new(
             addr,
             TokenSource::Mint {
                 api_key: ServerConfig::DEV_API_KEY.into(),
                 api_secret: ServerConfig::DEV_API_SECRET.into(),
             },
-        )),
+        ))],
         scenario,
         rooms: 1,
         ramp: 15.0,
@@ -40,6 +40,7 @@ fn config(addr: std::net::SocketAddr, scenario: Scenario, run_id: &str) -> RunCo
         },
         quiet: true,
         run_id: run_id.into(),
+        light_sample: None,
     }
 }
 
@@ -202,6 +203,58 @@ async fn classroom_subscribes_only_to_the_videos_on_the_page() {
     assert_eq!(
         r.packets.unwanted_received, 0,
         "videos nobody asked for were sent: {ctx}"
+    );
+    server.shutdown().await;
+}
+
+/// Light receivers account every packet from its plain header and decrypt only a sample; here
+/// they join through the server given twice (the round-robin path of a repeated `--url`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_receivers_count_every_packet_and_decrypt_a_sample() {
+    let server = zvon_signaling::start(ServerConfig::for_tests())
+        .await
+        .expect("server starts");
+    let mut cfg = config(
+        server.http_addr,
+        Scenario::Audio {
+            speakers: 1,
+            listeners: 4,
+        },
+        "t4",
+    );
+    cfg.targets.push(cfg.targets[0].clone());
+    cfg.light_sample = Some(5);
+    // A p99 over ~25 samples per listener is the slowest start-up packet; the median says
+    // whether the sampled packets are decrypted as they arrive.
+    cfg.thresholds.max_p99_latency_ms = None;
+    let r = runner::run(cfg).await.expect("audio runs");
+    let ctx = format!("{r:#?}");
+    assert_eq!(r.participants_connected, 5, "all joined: {ctx}");
+    assert_eq!(r.streams.expected, 4, "{ctx}");
+    assert_eq!(
+        r.streams.received, 4,
+        "every listener hears the speaker: {ctx}"
+    );
+    let p = &r.packets;
+    assert_eq!(p.lost, 0, "{ctx}");
+    assert_eq!(
+        p.unstamped, 0,
+        "every decrypted packet had its stamp: {ctx}"
+    );
+    let p50 = r
+        .e2e_latency_ms
+        .p50
+        .expect("latency measured on the sample");
+    assert!(p50 < 50.0, "p50 {p50} ms: {ctx}");
+    // A listener misses what was sent before it connected; it gets most of the 3 s.
+    assert!(
+        p.received_by_subscribers * 2 > 4 * p.audio_sent,
+        "every listener received the speaker's packets: {ctx}"
+    );
+    // Only decrypted packets show the audio-level extension: about one in five.
+    assert!(
+        p.audio_with_level > 0 && p.audio_with_level * 3 < p.received_by_subscribers,
+        "light receivers decrypt a sample, not every packet: {ctx}"
     );
     server.shutdown().await;
 }

@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::config::DtlsCert;
-use str0m::format::Codec;
+use str0m::format::{Codec, CodecConfig};
 use str0m::media::{MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, ExtensionMap};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcError};
 use tokio::net::UdpSocket;
 
@@ -49,9 +50,13 @@ impl Peer {
     /// and VP8 only.
     /// `cert` is shared by all of the tester's connections: a key pair per connection would cost
     /// a key generation per join and memory per participant.
+    /// A `light` receiver's connection leaves transport-wide congestion control and NACK out:
+    /// it hands str0m only a sample of the packets, and feedback calling the rest lost would
+    /// make the server's bandwidth estimate collapse and resend what did arrive.
     pub async fn new(
         bind_ip: IpAddr,
         publisher: bool,
+        light: bool,
         cert: Option<&DtlsCert>,
     ) -> Result<Peer, String> {
         let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0))
@@ -69,6 +74,22 @@ impl Peer {
             .enable_vp8(true);
         if let Some(cert) = cert {
             cfg = cfg.set_dtls_cert(cert.clone());
+        }
+        if light {
+            // Nor NACKs: the packets str0m never sees would all be asked for again.
+            let mut params = cfg.codec_config().params().to_vec();
+            for p in &mut params {
+                p.set_fb_nack(false);
+                p.set_fb_transport_cc(false);
+            }
+            *cfg.codec_config() = CodecConfig::new_from_payload_params(params);
+            let standard = ExtensionMap::standard();
+            cfg = cfg.clear_extension_map();
+            for (id, ext) in standard.iter() {
+                if *ext != Extension::TransportSequenceNumber {
+                    cfg = cfg.set_extension(id, ext.clone());
+                }
+            }
         }
         if publisher {
             // Enough history for NACKs within ~1 s of video; keeps thousands of peers small.
@@ -114,18 +135,24 @@ impl Peer {
         Ok(())
     }
 
-    /// Feeds `first` (already read) and whatever else is queued on the socket, without waiting.
-    pub fn handle_datagrams(
+    /// Feeds `first` (already read) and whatever else is queued on the socket, without waiting,
+    /// to str0m when `feed` says so (a light receiver accounts most media datagrams itself).
+    /// Both callbacks get `state` (a receiver's accounting).
+    pub fn handle_datagrams<S>(
         &mut self,
         buf: &mut [u8],
         first: (usize, SocketAddr),
-        mut on_event: impl FnMut(&mut Rtc, Event),
+        state: &mut S,
+        mut feed: impl FnMut(&mut S, &[u8], Instant) -> bool,
+        mut on_event: impl FnMut(&mut S, &mut Rtc, Event),
     ) -> Result<(), RtcError> {
         let mut next = Some(first);
         let mut n = 0;
         while let Some((len, source)) = next {
             let now = Instant::now();
-            if let Ok(contents) = buf[..len].try_into() {
+            if !feed(state, &buf[..len], now) {
+                // Accounted by the caller.
+            } else if let Ok(contents) = buf[..len].try_into() {
                 let input = Input::Receive(
                     now,
                     Receive {
@@ -137,7 +164,7 @@ impl Peer {
                 );
                 if self.rtc.accepts(&input) {
                     self.rtc.handle_input(input)?;
-                    self.drive(&mut on_event)?;
+                    self.drive(|rtc, ev| on_event(state, rtc, ev))?;
                 }
             }
             n += 1;

@@ -15,6 +15,7 @@ use crate::measure::loss::StreamStats;
 use crate::media::stamp::{read_opus_stamp, read_vp8_stamp};
 use crate::targets::{Kind, RemoteTrack};
 
+use super::light::{extend_seq, RtpHead};
 use super::peer::kind_of_pt;
 use super::view::View;
 
@@ -28,6 +29,8 @@ pub struct RecvStream {
     pub kind: Kind,
     pub stats: StreamStats,
     pub keyframes: u64,
+    /// The highest extended sequence number seen, to extend a light receiver's plain headers.
+    last_seq: u64,
 }
 
 /// What a subscriber offer says an m-line carries.
@@ -103,6 +106,36 @@ impl Receiver {
             pkt.payload.len(),
             pkt.timestamp,
         );
+        s.last_seq = s.last_seq.max(*pkt.seq_no);
+        self.read_stamp(idx, &pkt);
+    }
+
+    /// A light receiver's datagram, from its plain header: counted here when its stream is
+    /// known. `false` when str0m must see it: a stream's first packet (str0m names its m-line
+    /// and track), which [`Receiver::on_rtp`] then counts.
+    pub fn on_head(&mut self, head: &RtpHead, len: usize, now: Instant) -> bool {
+        let Some(s) = self.streams.iter_mut().find(|s| s.ssrc == head.ssrc) else {
+            return false;
+        };
+        let seq = extend_seq(s.last_seq, head.seq);
+        s.last_seq = s.last_seq.max(seq);
+        let arrival_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        s.stats.on_packet(seq, head.timestamp, arrival_us, len, now);
+        true
+    }
+
+    /// A light receiver's decrypted packet: only its send stamp is read when its header was
+    /// counted already.
+    pub fn on_sampled_rtp(&mut self, rtc: &mut Rtc, pkt: RtpPacket) {
+        let ssrc = *pkt.header.ssrc;
+        match self.streams.iter().position(|s| s.ssrc == ssrc) {
+            Some(idx) => self.read_stamp(idx, &pkt),
+            None => self.on_rtp(rtc, pkt),
+        }
+    }
+
+    fn read_stamp(&mut self, idx: usize, pkt: &RtpPacket) {
+        let s = &mut self.streams[idx];
         let stamp = match s.kind {
             Kind::Audio => {
                 self.audio_with_level += u64::from(pkt.header.ext_vals.audio_level.is_some());
@@ -160,6 +193,7 @@ impl Receiver {
             kind,
             stats: StreamStats::new(clock, *pkt.seq_no, pkt.timestamp),
             keyframes: 0,
+            last_seq: *pkt.seq_no,
         })
     }
 
