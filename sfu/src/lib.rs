@@ -12,6 +12,7 @@ pub mod forward;
 pub mod histogram;
 pub mod link;
 pub mod node;
+pub mod relay;
 pub mod stats;
 
 pub use api::{SfuError, SfuEvent, SfuRequest, SfuResponse};
