@@ -123,11 +123,7 @@ impl<P: Copy + Eq + Hash, L: Copy + Eq + Hash> RemoteTracks<P, L> {
     }
 
     /// A subscriber here needs a keyframe of `local`: the request for its origin.
-    pub fn keyframe_request(
-        &self,
-        local: L,
-        layer: Option<Layer>,
-    ) -> Option<(P, RelayControl<P>)> {
+    pub fn keyframe_request(&self, local: L, layer: Option<Layer>) -> Option<(P, RelayControl<P>)> {
         let t = self.by_local(local)?;
         Some((
             t.origin,

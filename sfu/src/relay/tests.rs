@@ -40,7 +40,11 @@ fn every_track_and_layer_has_its_own_flow_and_ids_are_never_reused() {
 fn a_receiver_gets_only_the_layers_its_subscribers_want() {
     let (mut origin, mut remote, camera, _) = origin_and_remote();
     let slot = origin.slot_of(camera).unwrap();
-    assert_eq!(origin.targets(slot, 0).count(), 0, "nothing travels unasked");
+    assert_eq!(
+        origin.targets(slot, 0).count(),
+        0,
+        "nothing travels unasked"
+    );
 
     let (to, msg) = remote.want(10, LayerMask(0b100)).unwrap();
     assert_eq!(to, 0);
@@ -52,7 +56,13 @@ fn a_receiver_gets_only_the_layers_its_subscribers_want() {
     // The same want again sends nothing; a layer the track lacks is never asked for.
     assert!(remote.want(10, LayerMask(0b100)).is_none());
     let (_, msg) = remote.want(11, LayerMask(0b111)).unwrap();
-    assert!(matches!(msg, RelayControl::Subscribe { layers: LayerMask(1), .. }));
+    assert!(matches!(
+        msg,
+        RelayControl::Subscribe {
+            layers: LayerMask(1),
+            ..
+        }
+    ));
 
     // A switch down: the low layer replaces the high one.
     let (_, msg) = remote.want(10, LayerMask(0b001)).unwrap();
