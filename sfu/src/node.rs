@@ -47,6 +47,7 @@ pub struct SfuNode {
 
 /// Tells every worker concerned which workers host a room now.
 fn announce_span(relay: &RelayControlSenders, span: RoomSpan) {
+    tracing::info!(room = %span.room, home = span.home, workers = ?span.workers, "room spans media workers");
     for &w in &span.notify {
         relay.send(
             w,

@@ -223,6 +223,19 @@ impl Worker {
                 self.announce(peer, key, &room, to);
             }
         }
+        if now_peers.is_empty() {
+            // This worker no longer shares the room: every proxy in it goes, whatever its
+            // origin (an announcement may have arrived after the last change).
+            let proxies: Vec<PeerKey> = self
+                .participants
+                .iter()
+                .filter(|(_, p)| p.remote.as_ref().is_some_and(|r| r.room == room))
+                .map(|(k, _)| PeerKey(k as u32))
+                .collect();
+            for proxy in proxies {
+                self.remove_proxy(proxy);
+            }
+        }
         for gone in before.into_iter().filter(|p| !now_peers.contains(p)) {
             // Its subscriptions on this room's tracks end.
             for &(peer, key) in &local_tracks {
@@ -258,8 +271,9 @@ impl Worker {
 
     /// A track of another worker's publisher: a local source for the subscribers here.
     fn add_remote(&mut self, from: usize, a: TrackAnnouncement) {
-        // Only for a room this worker hosts part of (the announcement may be late).
-        if !self.room_peers.contains_key(&a.room.0) || self.remote.get(from, a.flow).is_some() {
+        // Taken even before this worker heard from placement that it hosts the room: the
+        // origin may have heard first, and its announcement overtaken placement's message.
+        if self.remote.get(from, a.flow).is_some() {
             return;
         }
         let proxy = match self.by_id.get(&a.participant) {
