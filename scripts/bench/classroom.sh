@@ -4,6 +4,8 @@
 # then prints the load tester's summary and the server's steady-state figures (median over
 # the samples with everyone joined). Starts the server itself and ends it by PID.
 #   STUDENTS=200 VISIBLE=8 UNMUTED=2 RAMP=20 DURATION=30 scripts/bench/classroom.sh
+# SERVER_ARGS adds server flags, e.g. SERVER_ARGS="--media-spread-busy 2" keeps the class on
+# one worker (no relay) for a before/after comparison.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STUDENTS=${STUDENTS:-200}
@@ -21,7 +23,7 @@ cargo build --release -q -p zvon-signaling -p zvon-loadtest
 target/release/zvon serve --dev --max-participants $((STUDENTS + 50)) \
   --http-addr 127.0.0.1:$PORT_BASE --media-port $((PORT_BASE + 10)) \
   --media-bind-ip 127.0.0.1 --media-ip 127.0.0.1 \
-  --metrics-addr 127.0.0.1:$((PORT_BASE + 20)) >"$OUT/server-$tag.log" 2>&1 &
+  --metrics-addr 127.0.0.1:$((PORT_BASE + 20)) ${SERVER_ARGS:-} >"$OUT/server-$tag.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null || true; wait "$server" 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
@@ -39,7 +41,8 @@ sample() {
     "$(echo "$m" | awk '/^zvon_participants / {print $2 + 0}')" \
     "$(echo "$m" | awk '/^zvon_worker_shedding_level/ {if ($2 > s) s = $2} END {print s + 0}')" \
     "$(awk -v port="$port_hex" 'NR > 1 {split($2, a, ":"); if (a[2] == port) s += $NF} END {print s + 0}' /proc/net/udp)" \
-    "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")"
+    "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")" \
+    "$(echo "$m" | awk -F'[ "]' '/^zvon_worker_busy_seconds_total/ {printf "%s%s", sep, $NF; sep = ","} END {print ""}')"
 }
 
 status=0
@@ -57,18 +60,26 @@ cat "$OUT/loadtest-$tag.txt"
 python3 - "$OUT/samples-$tag.txt" "$OUT/report-$tag.json" "$((STUDENTS + 1))" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys
 path, report, planned, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
-rows = [list(map(float, l.split())) for l in open(path) if len(l.split()) == 7]
-cpu, busy, shed = [], [], []
-for a, b in zip(rows, rows[1:]):
+lines = [l.split() for l in open(path)]
+rows = [list(map(float, l[:7])) for l in lines if len(l) == 8]
+per_worker = [list(map(float, l[7].split(","))) for l in lines if len(l) == 8]
+cpu, busy, shed, workers = [], [], [], []
+for i, (a, b) in enumerate(zip(rows, rows[1:])):
     dt = b[0] - a[0]
     if a[3] >= planned and b[3] >= planned and dt > 0:
         cpu.append((b[1] - a[1]) / hz / dt)
         busy.append((b[2] - a[2]) / dt)
         shed.append(b[4])
+        wa, wb = per_worker[i], per_worker[i + 1]
+        if len(wa) == len(wb):
+            workers.append([(y - x) / dt for x, y in zip(wa, wb)])
 med = lambda v: statistics.median(v) * 100 if v else float("nan")
 print(f"server, everyone joined ({len(cpu)} samples of 2 s): CPU {med(cpu):.0f} % of a core, "
       f"worker busy {med(busy):.0f} %, shedding in {sum(1 for s in shed if s > 0)}/{len(shed)} "
       f"samples (max level {int(max(shed, default=0))})")
+if workers:
+    per = [statistics.median(w[i] for w in workers) * 100 for i in range(len(workers[0]))]
+    print("worker busy per worker (median): " + ", ".join(f"{b:.0f} %" for b in per))
 print(f"server media socket: {int(rows[-1][5]) if rows else 0} kernel drops; "
       f"peak RSS {max((r[6] for r in rows), default=0) / 1024:.0f} MiB")
 r = json.load(open(report))

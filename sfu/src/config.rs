@@ -18,6 +18,13 @@ pub struct SfuConfig {
     /// estimate (TWCC). Off by default: on a loaded 2-core test machine the delay-based
     /// estimate collapses to ~200 kbit/s on loopback and would pin everyone to the low layer.
     pub bandwidth_allocation: bool,
+    /// A room's new participants go to the least-loaded worker once the room's home worker
+    /// is this busy (share of the last second, 0..1); the room then spans workers through
+    /// the relay. Above 1 a room never spreads.
+    pub spread_busy: f64,
+    /// Also spread a room once it has this many participants on the node, whatever the
+    /// load (0: only by load). Tests force spreading with 1.
+    pub spread_after: usize,
 }
 
 impl Default for SfuConfig {
@@ -29,6 +36,10 @@ impl Default for SfuConfig {
             workers: 0,
             keyframe_request_interval: std::time::Duration::from_millis(500),
             bandwidth_allocation: false,
+            // Spreading costs a relay hop per packet and worker: worth it well before the
+            // home worker saturates (a 1 + 200 class keeps one worker 93-99 % busy).
+            spread_busy: 0.5,
+            spread_after: 0,
         }
     }
 }

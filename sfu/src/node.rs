@@ -1,7 +1,9 @@
 //! A media node: its worker threads and the placement of rooms onto them.
 //!
-//! Every participant of a room lives on the room's worker, so forwarding never crosses a
-//! thread. Placement is the only shared state, behind a lock that the packet path never takes.
+//! A room lives on its home worker until that worker gets busy; then its new participants
+//! go to other workers and the relay (`edge::relay_pipe`, `relay`) carries between them the
+//! tracks each worker's subscribers want. Placement is the only shared state, behind a lock
+//! that the packet path never takes.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
@@ -13,13 +15,15 @@ mod supervision;
 
 use crate::api::{ParticipantId, SfuError, SfuEvent, SfuRequest, SfuResponse};
 use crate::config::SfuConfig;
+use crate::edge::relay_pipe::{relay_pipes, RelayControlSenders};
 use crate::edge::udp_batch::set_receive_buffer;
+use crate::relay::RelayControl;
 
 /// What a media socket asks the kernel for: ~1 s of a 200-student class's ingress.
 const MEDIA_RECEIVE_BUFFER: usize = 4 << 20;
 use crate::edge::worker::{Command, Worker};
 use crate::stats::SfuStats;
-use placement::{Placed, Placement};
+use placement::{Placed, Placement, RoomSpan, Spread};
 use supervision::Supervisor;
 
 struct WorkerHandle {
@@ -37,6 +41,23 @@ pub struct SfuNode {
     placement: Arc<Mutex<Placement>>,
     events: Mutex<Option<mpsc::UnboundedReceiver<SfuEvent>>>,
     stats: Arc<SfuStats>,
+    relay: RelayControlSenders,
+    spread: Spread,
+}
+
+/// Tells every worker concerned which workers host a room now.
+fn announce_span(relay: &RelayControlSenders, span: RoomSpan) {
+    tracing::info!(room = %span.room, home = span.home, workers = ?span.workers, "room spans media workers");
+    for &w in &span.notify {
+        relay.send(
+            w,
+            RelayControl::RoomPeers {
+                room: span.room.clone(),
+                home: span.home,
+                peers: span.workers.clone(),
+            },
+        );
+    }
 }
 
 impl SfuNode {
@@ -54,8 +75,13 @@ impl SfuNode {
         let stats = Arc::new(SfuStats::new(count));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let placement = Arc::new(Mutex::new(Placement::default()));
+        let (pipes, relay) = relay_pipes(count);
+        let mut pipes = pipes.into_iter();
         let mut workers = vec![];
         for i in 0..count {
+            let Some(pipe) = pipes.next() else {
+                break;
+            };
             let port = if config.port_base == 0 {
                 0
             } else {
@@ -85,6 +111,7 @@ impl SfuNode {
                 event_tx.clone(),
                 stats.clone(),
                 i,
+                pipe,
             )
             .with_bandwidth_allocation(config.bandwidth_allocation);
             #[cfg(feature = "fault-injection")]
@@ -96,6 +123,7 @@ impl SfuNode {
                 placement: placement.clone(),
                 events: event_tx.clone(),
                 stats: stats.clone(),
+                relay: relay.clone(),
             };
             let thread = std::thread::Builder::new()
                 .name(format!("zvon-media-{i}"))
@@ -124,6 +152,11 @@ impl SfuNode {
             placement,
             events: Mutex::new(Some(event_rx)),
             stats,
+            relay,
+            spread: Spread {
+                busy: config.spread_busy,
+                after: config.spread_after,
+            },
         })
     }
 
@@ -142,10 +175,25 @@ impl SfuNode {
     }
 
     fn place(&self, request: &SfuRequest) -> Result<Placed, SfuError> {
-        self.placement
+        let busy: Vec<f64> = self
+            .stats
+            .workers
+            .iter()
+            .map(|w| {
+                w.busy_recent_permille
+                    .load(std::sync::atomic::Ordering::Relaxed) as f64
+                    / 1000.0
+            })
+            .collect();
+        let (placed, span) = self
+            .placement
             .lock()
             .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?
-            .place(request, self.workers.len())
+            .place(request, self.workers.len(), &busy, self.spread)?;
+        if let Some(span) = span {
+            announce_span(&self.relay, span);
+        }
+        Ok(placed)
     }
 
     /// The worker hosting `participant` (an index into [`SfuNode::media_addrs`]); `None` when

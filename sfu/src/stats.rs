@@ -52,6 +52,8 @@ pub fn kind_label(kind: TrackKind) -> &'static str {
 pub struct WorkerStats {
     /// Time spent processing rather than waiting for the socket, a command or a timer.
     pub busy_nanos: AtomicU64,
+    /// Busy share of the last full second, in thousandths: what placement spreads rooms by.
+    pub busy_recent_permille: AtomicU64,
     /// str0m connections (publisher and subscriber sides each count).
     pub peers: AtomicU64,
     /// Published tracks and downtracks by kind ([`kind_index`]), set after every change.

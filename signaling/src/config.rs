@@ -157,6 +157,9 @@ impl ServerConfig {
                 advertised_ip: [127, 0, 0, 1].into(),
                 port_base: 0,
                 workers: 1,
+                // Placement stays deterministic under a loaded test machine; tests of the
+                // spread set `spread_after`.
+                spread_busy: f64::INFINITY,
                 ..SfuConfig::default()
             },
             calls: CallSettings::default(),

@@ -100,6 +100,13 @@ struct ServeArgs {
     /// loaded loopback the estimate collapses and pins viewers to the low layer).
     #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION")]
     bandwidth_allocation: bool,
+    /// A room's new participants go to the least-loaded media worker once the room's worker
+    /// is this busy (0..1; above 1: rooms never span workers).
+    #[arg(long, env = "ZVON_MEDIA_SPREAD_BUSY")]
+    media_spread_busy: Option<f64>,
+    /// Also spread a room over workers once it has this many participants (0: by load only).
+    #[arg(long, env = "ZVON_MEDIA_SPREAD_AFTER")]
+    media_spread_after: Option<usize>,
     /// Reverse proxies (IPs or CIDR networks, comma-separated) whose X-Forwarded-For /
     /// Forwarded headers name the client; from anyone else those headers are ignored.
     #[arg(long, env = "ZVON_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -197,6 +204,8 @@ struct FileConfig {
     ring_timeout_secs: Option<u64>,
     call_waiting: Option<bool>,
     bandwidth_allocation: Option<bool>,
+    media_spread_busy: Option<f64>,
+    media_spread_after: Option<usize>,
     reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
     cluster: Option<String>,
@@ -304,6 +313,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if args.bandwidth_allocation || file.bandwidth_allocation.unwrap_or(false) {
         config.sfu.bandwidth_allocation = true;
+    }
+    if let Some(b) = args.media_spread_busy.or(file.media_spread_busy) {
+        config.sfu.spread_busy = b;
+    }
+    if let Some(n) = args.media_spread_after.or(file.media_spread_after) {
+        config.sfu.spread_after = n;
     }
     if args.call_waiting || file.call_waiting.unwrap_or(false) {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;

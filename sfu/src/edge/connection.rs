@@ -16,6 +16,8 @@ use crate::api::{ParticipantId, PeerStats, TrackId};
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
+use crate::relay::OriginSlot;
+use str0m::format::PayloadParams;
 
 /// Where a subscriber's estimate starts: enough for audio and a middle layer or two, so a
 /// new subscriber sees video at once and probing finds the rest within seconds.
@@ -117,6 +119,11 @@ pub struct PublishedTrackEntry {
     pub rids: Vec<Rid>,
     /// Negotiated video payload types and their codecs, for keyframe detection.
     pub codecs: Vec<(u8, VideoCodec)>,
+    /// A local track's entry in the relay's origin table (other workers may receive it).
+    pub relay: Option<OriginSlot>,
+    /// A remote track's payload types as its origin negotiated them (a local one reads them
+    /// from its publisher connection).
+    pub params: Vec<PayloadParams>,
 }
 
 impl PublishedTrackEntry {
@@ -142,6 +149,16 @@ pub struct Participant {
     pub published: Vec<PublishedTrackEntry>,
     pub pending_offer: Option<PendingSubscriberOffer>,
     pub stats: PeerStats,
+    /// Set for a relay proxy: a publisher on another worker whose tracks reach this worker's
+    /// subscribers through the relay. It has no connection and no requests of its own.
+    pub remote: Option<RemoteOrigin>,
+}
+
+/// Where a relay proxy's publisher really is.
+#[derive(Debug, Clone)]
+pub struct RemoteOrigin {
+    pub worker: usize,
+    pub room: String,
 }
 
 impl Participant {
@@ -154,6 +171,7 @@ impl Participant {
             published: vec![],
             pending_offer: None,
             stats: PeerStats::default(),
+            remote: None,
         }
     }
 

@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 use str0m::media::Mid;
@@ -35,7 +35,12 @@ pub struct WorkerMeter {
     batches: [(Instant, u64); MAX_BATCHES],
     batch_count: usize,
     woke: Option<Instant>,
+    /// Start of the current busy-share window and the busy time in it.
+    window: (Instant, Duration),
 }
+
+/// How long the busy share placement reads is averaged over.
+const BUSY_WINDOW: Duration = Duration::from_secs(1);
 
 impl WorkerMeter {
     pub fn new(stats: Arc<SfuStats>, index: usize) -> Self {
@@ -49,6 +54,7 @@ impl WorkerMeter {
             batches: [(Instant::now(), 0); MAX_BATCHES],
             batch_count: 0,
             woke: None,
+            window: (Instant::now(), Duration::ZERO),
         }
     }
 
@@ -113,6 +119,14 @@ impl WorkerMeter {
         if let (Some(woke), Some(w)) = (self.woke.take(), s.workers.get(self.index)) {
             let busy = now.saturating_duration_since(woke);
             SfuStats::add(&w.busy_nanos, busy.as_nanos() as u64);
+            self.window.1 += busy;
+            let elapsed = now.saturating_duration_since(self.window.0);
+            if elapsed >= BUSY_WINDOW {
+                let permille = self.window.1.as_micros() * 1000 / elapsed.as_micros().max(1);
+                w.busy_recent_permille
+                    .store(permille.min(1000) as u64, Ordering::Relaxed);
+                self.window = (now, Duration::ZERO);
+            }
         }
     }
 
@@ -170,7 +184,8 @@ impl WorkerMeter {
         let (mut peers, mut published, mut subscribed) = (0, [0u64; 2], [0u64; 2]);
         for (key, p) in participants {
             peers += p.publisher.is_some() as u64 + p.subscriber.is_some() as u64;
-            for t in &p.published {
+            // A relay proxy's tracks are counted on the worker that receives them.
+            for t in p.published.iter().filter(|_| p.remote.is_none()) {
                 if let Some(track) = router.track(t.key) {
                     published[kind_index(track.kind)] += 1;
                 }

@@ -5,6 +5,7 @@ pub mod connection;
 pub mod demux;
 pub mod meter;
 pub mod payload_types;
+pub mod relay_pipe;
 pub mod sdp_candidates;
 pub mod stun;
 pub mod udp_batch;

@@ -10,16 +10,14 @@ use str0m::Rtc;
 use crate::forward::keyframe::VideoCodec;
 
 pub fn payload_type_map(
-    publisher: &Rtc,
-    publisher_mid: Mid,
+    pub_params: &[PayloadParams],
     subscriber: &Rtc,
     subscriber_mid: Mid,
 ) -> Vec<(u8, u8)> {
-    let pub_params = negotiated(publisher, publisher_mid);
     let sub_params = negotiated(subscriber, subscriber_mid);
     let mut map = vec![];
     // Each PayloadParams is a main codec (its RTX, if any, rides along as `resend`).
-    for p in &pub_params {
+    for p in pub_params {
         if let Some(q) = sub_params.iter().find(|q| same_codec(p, q)) {
             map.push((*p.pt(), *q.pt()));
         }
@@ -27,7 +25,8 @@ pub fn payload_type_map(
     map
 }
 
-fn negotiated(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
+/// The payload types negotiated on m-line `mid`, main codecs with their RTX.
+pub fn negotiated(rtc: &Rtc, mid: Mid) -> Vec<PayloadParams> {
     let all = rtc.codec_config().params();
     let Some(media) = rtc.media(mid) else {
         return vec![];

@@ -23,7 +23,8 @@ use tracing::{debug, info, warn};
 use super::connection::{Connection, Participant, PendingSubscriberOffer, PublishedTrackEntry};
 use super::demux::{ConnectionKey, Demux, Route, Side};
 use super::meter::{WorkerMeter, MAX_BATCHES};
-use super::payload_types::{payload_type_map, simulcast_rids, video_codecs};
+use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
+use super::relay_pipe::RelayPipe;
 use super::sdp_candidates;
 use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
 use crate::api::{
@@ -35,10 +36,12 @@ use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
+use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
 
 mod forwarding;
 mod negotiation;
+mod relaying;
 mod requests;
 
 /// A request for this worker and where its answer goes.
@@ -55,6 +58,8 @@ const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
 const _: () = assert!(MAX_BATCHES_PER_WAKE <= MAX_BATCHES);
+/// Relayed packets handled per wake before the socket gets a turn again.
+const RELAY_PER_WAKE: usize = 512;
 
 pub struct Worker {
     candidate: SocketAddr,
@@ -73,6 +78,20 @@ pub struct Worker {
     dtls_cert: Option<DtlsCert>,
     /// Subscriber connections estimate their bandwidth and the router fits layers into it.
     bandwidth_allocation: bool,
+    /// This worker's ends of the node's relay (rooms spanning workers, see `relaying`).
+    relay: RelayPipe,
+    /// Flows of the tracks published here, and which workers want which layers.
+    origin: OriginFlows<usize>,
+    origin_tracks: HashMap<FlowId, crate::forward::TrackKey>,
+    /// Tracks published on other workers that this worker's subscribers receive.
+    remote: RemoteTracks<usize, crate::forward::TrackKey>,
+    /// Rooms that span workers: (home worker, the other workers hosting the room).
+    room_peers: HashMap<String, (usize, Vec<usize>)>,
+    /// Relayed packets of one wake, reused.
+    relay_in: Vec<(usize, RelayPacket)>,
+    /// The remote tracks' wanted layers must be recomputed (a negotiation or setting changed).
+    relay_demand_dirty: bool,
+    next_relay_demand: Option<Instant>,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -85,6 +104,7 @@ impl Worker {
         events: mpsc::UnboundedSender<SfuEvent>,
         stats: Arc<SfuStats>,
         index: usize,
+        relay: RelayPipe,
     ) -> Self {
         Worker {
             candidate,
@@ -104,6 +124,14 @@ impl Worker {
                 .dtls_provider
                 .generate_certificate(),
             bandwidth_allocation: false,
+            relay,
+            origin: OriginFlows::default(),
+            origin_tracks: HashMap::new(),
+            remote: RemoteTracks::default(),
+            room_peers: HashMap::new(),
+            relay_in: Vec::with_capacity(RELAY_PER_WAKE),
+            relay_demand_dirty: false,
+            next_relay_demand: None,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
         }
@@ -135,6 +163,10 @@ impl Worker {
             }
         };
         let mut batch = RecvBatch::default();
+        let (relay_wake, relay_control) = self.relay.take_inputs();
+        // A worker without peers never hears from one: an open channel that stays silent.
+        let (_keep, silent) = mpsc::unbounded_channel();
+        let mut relay_control = relay_control.unwrap_or(silent);
         self.meter.set_running(true);
         loop {
             #[cfg(feature = "fault-injection")]
@@ -152,6 +184,17 @@ impl Worker {
                     }
                     None => break,
                 },
+                Some((from, msg)) = relay_control.recv() => {
+                    let now = Instant::now();
+                    self.meter.woke(now);
+                    self.handle_relay_control(from, msg, now);
+                    self.negotiate_all(now);
+                }
+                _ = relay_wake.notified() => {
+                    let now = Instant::now();
+                    self.meter.woke(now);
+                    self.drain_relay(now);
+                }
                 ready = socket.readable() => {
                     if ready.is_err() {
                         break;
@@ -177,6 +220,9 @@ impl Worker {
             }
             let now = Instant::now();
             self.drain(now);
+            // Other workers start on relayed packets while this one sends its own.
+            self.relay.wake();
+            self.update_relay_demand(now);
             self.report_speakers(now);
             self.report_layer_demand(now);
             self.flush(&socket).await;
@@ -390,6 +436,10 @@ impl Worker {
             let Some(p) = self.participants.get(t.publisher.0 as usize) else {
                 continue;
             };
+            // A relayed track's layers are the origin's business (see `relaying`).
+            if p.remote.is_some() {
+                continue;
+            }
             debug!(participant = %p.id, ?active, "publisher layers wanted");
             let _ = self.events.send(SfuEvent::PublisherLayers {
                 participant: p.id.clone(),
@@ -402,6 +452,14 @@ impl Worker {
     /// Reports rooms whose active speakers changed; cheap when no tick is due.
     fn report_speakers(&mut self, now: Instant) {
         for update in self.router.poll_speakers(now) {
+            // A room spanning workers is reported by its home alone, which takes all its audio.
+            if self
+                .room_peers
+                .get(&update.room)
+                .is_some_and(|(home, _)| *home != self.relay.index())
+            {
+                continue;
+            }
             let speakers = update
                 .speakers
                 .iter()

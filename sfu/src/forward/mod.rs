@@ -20,6 +20,8 @@ pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, SpeakerUpd
 pub use rtp_rewriter::RtpRewriter;
 
 #[cfg(test)]
+mod relay_tests;
+#[cfg(test)]
 mod router_tests;
 #[cfg(test)]
 mod screen_priority_tests;

@@ -21,6 +21,8 @@ use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
+mod relay_side;
+
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
 pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
 
@@ -52,6 +54,8 @@ pub struct Track {
     pub(super) layer_throttles: [KeyframeRequestThrottle; MAX_LAYERS],
     /// Which layers the publisher was told to send (dynacast).
     demand: LayerDemand,
+    /// Layers other workers' subscribers need through the relay (dynacast keeps them on).
+    relay_demand: [bool; MAX_LAYERS],
 }
 
 impl Track {
@@ -360,6 +364,7 @@ impl Router {
             keyframe_throttle: KeyframeRequestThrottle::new(self.keyframe_interval),
             layers: TrackLayers::new(layers),
             demand: LayerDemand::default(),
+            relay_demand: [false; MAX_LAYERS],
             layer_throttles: std::array::from_fn(|_| {
                 KeyframeRequestThrottle::new(self.keyframe_interval)
             }),
@@ -607,7 +612,10 @@ impl Router {
             if !track.layers.is_simulcast() {
                 continue;
             }
-            let needed = super::downtrack_layers::needed_layers(track, &self.downtracks);
+            let mut needed = super::downtrack_layers::needed_layers(track, &self.downtracks);
+            for (n, r) in needed.iter_mut().zip(track.relay_demand) {
+                *n |= r;
+            }
             if let Some(active) = track.demand.update(needed, track.layers.count(), now) {
                 changes.push((TrackKey(key as u32), active));
             }
@@ -714,6 +722,16 @@ impl Router {
             }
         }
         updates
+    }
+
+    /// The room `peer` is a member of.
+    pub fn room_of(&self, peer: PeerKey) -> Option<&str> {
+        self.members.get(&peer).map(|m| m.room.as_str())
+    }
+
+    /// Members of `room` on this worker (relay proxies of remote publishers included).
+    pub fn members_of(&self, room: &str) -> &[PeerKey] {
+        self.rooms.get(room).map_or(&[][..], |m| m.as_slice())
     }
 
     /// A subscriber asked for a keyframe on its m-line `mid`.

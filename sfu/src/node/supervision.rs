@@ -23,6 +23,7 @@ pub(super) struct Supervisor {
     pub placement: Arc<Mutex<Placement>>,
     pub events: mpsc::UnboundedSender<SfuEvent>,
     pub stats: Arc<SfuStats>,
+    pub relay: crate::edge::relay_pipe::RelayControlSenders,
 }
 
 impl Supervisor {
@@ -42,11 +43,15 @@ impl Supervisor {
         }
         // The placement lock is never held by a worker, so this panic cannot have poisoned it;
         // another one could, and the maps stay consistent enough to keep placing.
-        let participants = self
+        let (participants, spans) = self
             .placement
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .lose_worker(self.index);
+        // Workers sharing a room with the dead one drop its tracks and subscriptions.
+        for span in spans {
+            super::announce_span(&self.relay, span);
+        }
         tracing::error!(
             worker = self.index,
             participants = participants.len(),

@@ -16,7 +16,7 @@ use str0m::config::DtlsCert;
 use str0m::media::Mid;
 use zvon_sfu::edge::connection::Connection;
 use zvon_sfu::edge::demux::{Demux, Route, Side};
-use zvon_sfu::edge::payload_types::{payload_type_map, simulcast_rids, video_codecs};
+use zvon_sfu::edge::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use zvon_sfu::edge::sdp_candidates::in_every_section;
 use zvon_sfu::edge::stun::binding_request_local_ufrag;
 use zvon_sfu::forward::keyframe::{keyframe_start, VideoCodec};
@@ -146,7 +146,7 @@ pub fn publish_offer(data: &[u8]) {
     for mid in mids {
         let mid = Mid::from(mid);
         let codecs = video_codecs(&conn.rtc, mid);
-        let map = payload_type_map(&conn.rtc, mid, &conn.rtc, mid);
+        let map = payload_type_map(&negotiated(&conn.rtc, mid), &conn.rtc, mid);
         // Matched against itself, every negotiated codec finds a partner.
         assert_eq!(map.len(), codecs.len(), "{map:?} vs {codecs:?}");
         let _ = simulcast_rids(&conn.rtc, mid);

@@ -34,6 +34,8 @@ pub struct RecvPacket {
     pub payload_type: u8,
     pub marker: bool,
     pub payload_len: usize,
+    /// The payload starts a VP8 keyframe (meaningful for video tracks only).
+    pub vp8_keyframe: bool,
     pub at: Instant,
 }
 
@@ -163,6 +165,7 @@ impl PeerConnectionEventHandler for Handler {
                             payload_type: p.header.payload_type,
                             marker: p.header.marker,
                             payload_len: p.payload.len(),
+                            vp8_keyframe: crate::media::vp8_is_keyframe_start(&p.payload),
                             at: Instant::now(),
                         });
                     }

@@ -3,9 +3,17 @@
 
 use super::*;
 
+/// What every subscriber's copy of one packet shares.
+pub(super) struct Media<'a> {
+    pub marker: bool,
+    pub ext: ExtensionValues,
+    pub wallclock: Instant,
+    pub payload: &'a std::sync::Arc<[u8]>,
+}
+
 impl Worker {
-    /// The packet path: attribute, fan out, write to each subscriber. No allocation beyond
-    /// what str0m does per encrypted datagram.
+    /// The packet path: attribute, fan out, write to each subscriber, hand to the workers
+    /// whose subscribers want it. No allocation beyond what str0m does per encrypted datagram.
     pub(super) fn forward(&mut self, publisher: PeerKey, pkt: RtpPacket, now: Instant) {
         let Some(p) = self.participants.get_mut(publisher.0 as usize) else {
             return;
@@ -25,7 +33,7 @@ impl Worker {
             return;
         };
         let track = entry.key;
-        let Some(kind) = self.router.track(track).map(|t| t.kind) else {
+        let Some((kind, muted)) = self.router.track(track).map(|t| (t.kind, t.muted)) else {
             return;
         };
         let (layer, keyframe) = match kind {
@@ -35,6 +43,7 @@ impl Worker {
             ),
             TrackKind::Audio => (0, None),
         };
+        let relay = entry.relay;
         self.meter.rtp_received(kind, pkt.payload.len());
         let incoming = IncomingRtp {
             track,
@@ -47,12 +56,6 @@ impl Worker {
             keyframe,
             payload_len: pkt.payload.len(),
         };
-        let mut forwards = std::mem::take(&mut self.forwards);
-        self.router.on_rtp(&incoming, now, &mut forwards);
-        while let Some(r) = self.router.pop_keyframe_request() {
-            self.request_keyframe(r);
-        }
-        let video = kind == TrackKind::Video;
         // The same for every copy: only what the subscriber's decoder and renderer use.
         let ext = ExtensionValues {
             audio_level: pkt.header.ext_vals.audio_level,
@@ -60,6 +63,58 @@ impl Worker {
             video_orientation: pkt.header.ext_vals.video_orientation,
             ..Default::default()
         };
+        if let Some(slot) = relay.filter(|_| !muted) {
+            let video = kind == TrackKind::Video;
+            // A few workers at most; most tracks have none.
+            for to in self.origin.targets(slot, layer) {
+                let Some(flow) = self.origin.flow(slot) else {
+                    break;
+                };
+                self.relay.push(
+                    to,
+                    RelayPacket {
+                        flow: flow.layer(layer),
+                        source: incoming.source,
+                        seq: incoming.seq,
+                        ts: incoming.ts,
+                        pt: incoming.pt,
+                        marker: pkt.header.marker,
+                        audio_level: ext.audio_level,
+                        voice_activity: ext.voice_activity,
+                        video_orientation: ext.video_orientation,
+                        keyframe,
+                        received: pkt.timestamp,
+                        payload: pkt.payload.clone(),
+                    },
+                    video,
+                );
+            }
+        }
+        let media = Media {
+            marker: pkt.header.marker,
+            ext,
+            wallclock: pkt.timestamp,
+            payload: &pkt.payload,
+        };
+        self.fan_out(&incoming, kind, &media, now);
+    }
+
+    /// Writes one packet, of a local publisher or relayed, to every subscriber the router
+    /// picks.
+    pub(super) fn fan_out(
+        &mut self,
+        incoming: &IncomingRtp,
+        kind: TrackKind,
+        media: &Media<'_>,
+        now: Instant,
+    ) {
+        let mut forwards = std::mem::take(&mut self.forwards);
+        self.router.on_rtp(incoming, now, &mut forwards);
+        while let Some(r) = self.router.pop_keyframe_request() {
+            self.request_keyframe(r);
+        }
+        let video = kind == TrackKind::Video;
+        let len = media.payload.len();
         for f in &forwards {
             let Some(sub) = self
                 .participants
@@ -76,18 +131,18 @@ impl Worker {
                 f.pt.into(),
                 SeqNo::from(f.seq),
                 f.ts,
-                pkt.timestamp,
-                pkt.payload.clone(),
+                media.wallclock,
+                media.payload.clone(),
             )
-            .marker(pkt.header.marker)
-            .ext_vals(ext.clone())
+            .marker(media.marker)
+            .ext_vals(media.ext.clone())
             .nackable(video);
             tx.write_rtp(write);
             sub.egress.written += 1;
             if !std::mem::replace(&mut sub.queued_for_poll, true) {
                 self.dirty.push((f.subscriber, Side::Subscriber));
             }
-            self.meter.rtp_forwarded(kind, pkt.payload.len());
+            self.meter.rtp_forwarded(kind, len);
         }
         self.forwards = forwards;
     }
@@ -97,6 +152,16 @@ impl Worker {
         let Some(p) = self.participants.get_mut(req.publisher.0 as usize) else {
             return;
         };
+        if p.remote.is_some() {
+            // Its publisher is on another worker, which throttles and sends the PLI.
+            if let Some((to, msg)) = p
+                .track_by_mid(req.mid)
+                .and_then(|key| self.remote.keyframe_request(key, req.layer))
+            {
+                self.relay.send_control(to, msg);
+            }
+            return;
+        }
         let rids = p
             .published_by_mid(req.mid)
             .map_or(&[][..], |t| t.rids.as_slice());

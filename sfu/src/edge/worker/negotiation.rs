@@ -166,13 +166,22 @@ impl Worker {
                 continue;
             };
             let (publisher, pub_mid) = (track.publisher, track.publisher_mid);
-            let map = match (
+            // A relayed track's payload types came with its announcement.
+            let pub_params =
                 self.participants
                     .get(publisher.0 as usize)
-                    .and_then(|p| p.publisher.as_ref()),
+                    .map(|p| match p.publisher.as_ref() {
+                        Some(c) => negotiated(&c.rtc, pub_mid),
+                        None => p
+                            .published_by_mid(pub_mid)
+                            .map(|t| t.params.clone())
+                            .unwrap_or_default(),
+                    });
+            let map = match (
+                pub_params,
                 self.participants[peer.0 as usize].subscriber.as_ref(),
             ) {
-                (Some(p), Some(s)) => payload_type_map(&p.rtc, pub_mid, &s.rtc, sub_mid),
+                (Some(p), Some(s)) => payload_type_map(&p, &s.rtc, sub_mid),
                 _ => vec![],
             };
             if map.is_empty() {

@@ -24,6 +24,8 @@ impl Worker {
             request,
             SfuRequest::SetTrackSettings { .. } | SfuRequest::PeerStats { .. }
         );
+        // What this worker's subscribers need of relayed tracks may have changed.
+        self.relay_demand_dirty |= !matches!(request, SfuRequest::PeerStats { .. });
         let result = match request {
             SfuRequest::AddParticipant {
                 room,
@@ -31,8 +33,13 @@ impl Worker {
                 can_subscribe,
                 video_subscription,
             } => {
-                if self.by_id.contains_key(&participant) {
-                    return Err(SfuError::ParticipantExists);
+                // A relay proxy of the same participant (it was on another worker a moment
+                // ago, e.g. moved after that worker failed) gives way to the real one.
+                if let Some(&k) = self.by_id.get(&participant) {
+                    if self.participants[k.0 as usize].remote.is_none() {
+                        return Err(SfuError::ParticipantExists);
+                    }
+                    self.remove_proxy(k);
                 }
                 let key = PeerKey(
                     self.participants
@@ -76,6 +83,7 @@ impl Worker {
                 if let Some(req) = self.router.set_muted(track, muted, now) {
                     self.request_keyframe(req);
                 }
+                self.relay_track_muted(peer, track, muted);
                 Ok(SfuResponse::Done)
             }
             SfuRequest::Unpublish { participant } => {
@@ -238,8 +246,10 @@ impl Worker {
             .into_iter()
             .partition(|t| keep(t));
         p.published = kept;
+        let room = self.router.room_of(peer).map(str::to_owned);
         for t in gone {
-            debug!(participant = %p.id, track = %t.id, "track withdrawn by renegotiation");
+            debug!(track = %t.id, "track withdrawn by renegotiation");
+            self.relay_track_removed(room.as_deref(), &t);
             self.router.remove_track(t.key);
             self.track_ids.remove(&t.key);
         }
@@ -277,17 +287,29 @@ impl Worker {
                         id: t.track_id,
                         rids,
                         codecs,
+                        relay: None,
+                        params: vec![],
                     });
+                self.relay_track_added(peer, key);
             }
         }
     }
 
     pub(super) fn remove(&mut self, peer: PeerKey) {
+        let room = self.router.room_of(peer).map(str::to_owned);
+        let published = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .map(|p| std::mem::take(&mut p.published))
+            .unwrap_or_default();
+        for t in &published {
+            self.relay_track_removed(room.as_deref(), t);
+        }
         self.router.remove_participant(peer);
         self.demux.remove_peer(peer);
         if let Some(mut p) = self.participants.try_remove(peer.0 as usize) {
             self.by_id.remove(&p.id);
-            for t in &p.published {
+            for t in &published {
                 self.track_ids.remove(&t.key);
             }
             for conn in [p.publisher.as_mut(), p.subscriber.as_mut()]
@@ -308,7 +330,9 @@ impl Worker {
         };
         let published = std::mem::take(&mut p.published);
         let publisher = p.publisher.take();
+        let room = self.router.room_of(peer).map(str::to_owned);
         for t in published {
+            self.relay_track_removed(room.as_deref(), &t);
             self.router.remove_track(t.key);
             self.track_ids.remove(&t.key);
         }

@@ -1,0 +1,168 @@
+//! One room on two media workers of one node: the publisher sits on one worker, the
+//! subscriber on the other (`spread_after = 1` forces the spread), and everything a user
+//! notices still works through the in-node relay: audio and video arrive complete, a
+//! subscriber's keyframe request reaches the publisher and a keyframe follows, a teacher's
+//! mute stops the audio on the other worker (and it resumes without a gap), and revoking
+//! publishing stops everything.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context, Result};
+use serde_json::json;
+use zvon_interop::media::SeqReport;
+use zvon_interop::{bounded, claims, msg_type, sign, TestParticipant, TestServer, SIGNAL_TIMEOUT};
+use zvon_sfu::api::ParticipantId;
+use zvon_signaling::ServerConfig;
+
+/// Packets that may still arrive after the server acted: already in flight or queued.
+const IN_FLIGHT: Duration = Duration::from_millis(300);
+/// How long a stopped stream is watched for stray packets.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn count(p: &TestParticipant, from: &str, kind: &str) -> usize {
+    p.received_from(from, kind)
+        .map(|t| t.packets.len())
+        .unwrap_or(0)
+}
+
+async fn received_during_quiet(p: &TestParticipant, from: &str, kind: &str) -> usize {
+    tokio::time::sleep(IN_FLIGHT).await;
+    let before = count(p, from, kind);
+    tokio::time::sleep(QUIET).await;
+    count(p, from, kind) - before
+}
+
+/// The received stream of `kind` from `from` has no hole and no duplicate.
+fn complete(p: &TestParticipant, from: &str, kind: &str) -> Result<SeqReport> {
+    let t = p.received_from(from, kind).context("nothing received")?;
+    let r = SeqReport::of(&t.packets);
+    ensure!(
+        r.missing == 0 && r.duplicates == 0,
+        "{kind} from {from} on the other worker: {r:?}"
+    );
+    Ok(r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn publisher_and_subscriber_on_different_workers() {
+    bounded(Duration::from_secs(120), async {
+        let mut config = ServerConfig::for_tests();
+        config.sfu.workers = 2;
+        config.sfu.spread_after = 1;
+        let server = TestServer::start_with(config).await?;
+        let node = server
+            .server
+            .embedded_media()
+            .context("an all-in-one server embeds its media node")?;
+        let room = "spread";
+
+        let publisher = server.publishing_participant(room, "teacher-cam").await?;
+        let viewer =
+            TestParticipant::join(server.http_addr(), &server.token(room, "viewer"), room).await?;
+        let mut admin = claims(room, "admin");
+        admin.grants.room_admin = true;
+        let teacher = TestParticipant::join(server.http_addr(), &sign(&admin), room).await?;
+        let on = |p: &TestParticipant| node.worker_of(&ParticipantId(p.id.clone()));
+        ensure!(
+            on(&publisher).is_some() && on(&publisher) != on(&viewer),
+            "not spread: publisher on {:?}, viewer on {:?}",
+            on(&publisher),
+            on(&viewer)
+        );
+
+        // Audio and video arrive through the relay, complete, with keyframes to start from.
+        let video = viewer
+            .wait_receiving(&publisher.id, "video", 150, Duration::from_secs(20))
+            .await?;
+        viewer
+            .wait_receiving(&publisher.id, "audio", 100, Duration::from_secs(20))
+            .await?;
+        ensure!(
+            video.packets.iter().any(|p| p.vp8_keyframe),
+            "no keyframe among {} video packets",
+            video.packets.len()
+        );
+        complete(&viewer, &publisher.id, "audio")?;
+        complete(&viewer, &publisher.id, "video")?;
+
+        // A keyframe request from the other worker reaches the publisher, and a keyframe
+        // reaches the viewer after it.
+        publisher
+            .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
+            .await
+            .context("keyframe requests to the publisher did not settle")?;
+        let asked = Instant::now();
+        viewer.send_pli(&publisher.id).await?;
+        let deadline = asked + Duration::from_secs(3);
+        while publisher.keyframe_requests_since(asked).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the viewer's PLI did not reach the publisher across workers"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = asked + Duration::from_secs(3);
+        loop {
+            let got = viewer
+                .received_from(&publisher.id, "video")
+                .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
+            if got {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "no keyframe after the request");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // A teacher's mute stops the audio on the other worker; video goes on.
+        let audio = publisher
+            .publisher
+            .as_ref()
+            .map(|p| p.audio_track_id.clone())
+            .unwrap_or_default();
+        let mute = |muted: bool| {
+            json!({"type":"admin_mute","participant_id":publisher.id,"track_id":audio,"muted":muted})
+        };
+        let from = viewer.signal.log_len();
+        teacher.signal.send_json(&mute(true)).await?;
+        viewer
+            .signal
+            .wait_from(from, SIGNAL_TIMEOUT, "track_muted", |v| {
+                msg_type(v) == "track_muted" && v["muted"] == true
+            })
+            .await?;
+        let muted = received_during_quiet(&viewer, &publisher.id, "audio").await;
+        ensure!(muted == 0, "{muted} muted audio packets reached the other worker's viewer");
+        viewer
+            .wait_more_packets(&publisher.id, "video", 20, Duration::from_secs(5))
+            .await?;
+
+        // Released: audio resumes, continuing its numbering (nothing was relayed meanwhile).
+        teacher.signal.send_json(&mute(false)).await?;
+        viewer
+            .wait_more_packets(&publisher.id, "audio", 50, Duration::from_secs(5))
+            .await?;
+        complete(&viewer, &publisher.id, "audio").context("audio after the unmute")?;
+
+        // Publishing revoked: the tracks close on the other worker too.
+        teacher
+            .signal
+            .send_json(&json!({"type":"set_publish","participant_id":publisher.id,"allowed":false}))
+            .await?;
+        publisher
+            .signal
+            .wait_type("permission_changed", SIGNAL_TIMEOUT)
+            .await?;
+        let (a, v) = tokio::join!(
+            received_during_quiet(&viewer, &publisher.id, "audio"),
+            received_during_quiet(&viewer, &publisher.id, "video"),
+        );
+        ensure!(a == 0 && v == 0, "unpublished tracks still relayed: audio {a}, video {v}");
+
+        teacher.close().await;
+        viewer.close().await;
+        publisher.close().await;
+        server.shutdown().await;
+        Ok(())
+    })
+    .await
+}
