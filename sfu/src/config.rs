@@ -18,7 +18,15 @@ pub struct SfuConfig {
     /// estimate (TWCC). Off by default: on a loaded 2-core test machine the delay-based
     /// estimate collapses to ~200 kbit/s on loopback and would pin everyone to the low layer.
     pub bandwidth_allocation: bool,
+    /// How long a connection may take to come up (ICE + DTLS) once the client has what it
+    /// needs (our answer to its offer, or our offer it answered); then the participant is
+    /// cut (`SfuEvent::MediaLost`) and `media_setup_timeouts` counts it.
+    pub media_setup_timeout: std::time::Duration,
 }
+
+/// Default [`SfuConfig::media_setup_timeout`]: a browser connects in well under a second on
+/// a good network and in a few seconds on a bad one; a client that never does is gone.
+pub const MEDIA_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Default for SfuConfig {
     fn default() -> Self {
@@ -29,6 +37,7 @@ impl Default for SfuConfig {
             workers: 0,
             keyframe_request_interval: std::time::Duration::from_millis(500),
             bandwidth_allocation: false,
+            media_setup_timeout: MEDIA_SETUP_TIMEOUT,
         }
     }
 }

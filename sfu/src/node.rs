@@ -86,7 +86,8 @@ impl SfuNode {
                 stats.clone(),
                 i,
             )
-            .with_bandwidth_allocation(config.bandwidth_allocation);
+            .with_bandwidth_allocation(config.bandwidth_allocation)
+            .with_media_setup_timeout(config.media_setup_timeout);
             #[cfg(feature = "fault-injection")]
             let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
             #[cfg(feature = "fault-injection")]

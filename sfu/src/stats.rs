@@ -88,6 +88,9 @@ pub struct SfuStats {
     pub peers_connected: AtomicU64,
     /// Media worker threads that panicked (see `node::supervision`); each stays dead.
     pub worker_panics: AtomicU64,
+    /// Connections that did not come up within the media-setup timeout (their participants
+    /// were cut).
+    pub media_setup_timeouts: AtomicU64,
     pub forwarding_latency: AtomicHistogram,
     pub peer_rtt: AtomicHistogram,
     pub ingress_loss: AtomicHistogram,
@@ -136,6 +139,7 @@ impl SfuStats {
             keyframe_requests_suppressed: AtomicU64::new(0),
             peers_connected: AtomicU64::new(0),
             worker_panics: AtomicU64::new(0),
+            media_setup_timeouts: AtomicU64::new(0),
             forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
             peer_rtt: AtomicHistogram::new(RTT_BOUNDS),
             ingress_loss: AtomicHistogram::new(LOSS_BOUNDS),

@@ -73,6 +73,8 @@ pub struct Worker {
     dtls_cert: Option<DtlsCert>,
     /// Subscriber connections estimate their bandwidth and the router fits layers into it.
     bandwidth_allocation: bool,
+    /// See [`crate::config::SfuConfig::media_setup_timeout`].
+    media_setup_timeout: Duration,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -104,6 +106,7 @@ impl Worker {
                 .dtls_provider
                 .generate_certificate(),
             bandwidth_allocation: false,
+            media_setup_timeout: crate::config::MEDIA_SETUP_TIMEOUT,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
         }
@@ -119,6 +122,12 @@ impl Worker {
     /// See [`crate::config::SfuConfig::bandwidth_allocation`].
     pub fn with_bandwidth_allocation(mut self, on: bool) -> Self {
         self.bandwidth_allocation = on;
+        self
+    }
+
+    /// See [`crate::config::SfuConfig::media_setup_timeout`].
+    pub fn with_media_setup_timeout(mut self, timeout: Duration) -> Self {
+        self.media_setup_timeout = timeout;
         self
     }
 
@@ -219,6 +228,9 @@ impl Worker {
                 if !c.lost_reported && c.next_timeout < deadline {
                     deadline = c.next_timeout;
                 }
+                if let (false, Some(d)) = (c.lost_reported || c.connected, c.setup_deadline) {
+                    deadline = deadline.min(d);
+                }
             }
         }
         deadline
@@ -303,7 +315,22 @@ impl Worker {
 
     fn handle_timeouts(&mut self, now: Instant) {
         let mut due = vec![];
+        let mut expired = vec![];
         for (k, p) in &mut self.participants {
+            let setup_expired = [&p.publisher, &p.subscriber]
+                .into_iter()
+                .flatten()
+                .any(|c| !c.lost_reported && c.setup_expired(now));
+            if setup_expired {
+                for c in [p.publisher.as_mut(), p.subscriber.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    c.lost_reported = true;
+                }
+                expired.push(PeerKey(k as u32));
+                continue;
+            }
             for (side, conn) in [
                 (Side::Publisher, &mut p.publisher),
                 (Side::Subscriber, &mut p.subscriber),
@@ -321,6 +348,13 @@ impl Worker {
             }
         }
         self.dirty.extend(due);
+        for peer in expired {
+            SfuStats::add(&self.stats.media_setup_timeouts, 1);
+            if let Some(p) = self.participants.get(peer.0 as usize) {
+                info!(participant = %p.id, "media connection not up within {:?}", self.media_setup_timeout);
+            }
+            self.report_media_lost(peer);
+        }
     }
 
     /// Polls every connection that got input until it only wants a timeout, acting on its
@@ -444,6 +478,18 @@ impl Worker {
             }
             Event::Connected => {
                 SfuStats::add(&self.stats.peers_connected, 1);
+                if let Some(c) = self
+                    .participants
+                    .get_mut(peer.0 as usize)
+                    .and_then(|p| p.connection_mut(side))
+                {
+                    c.connected = true;
+                }
+                if side == Side::Subscriber {
+                    // Whatever keyframe was asked for when its downtracks were activated went
+                    // nowhere while the connection was coming up.
+                    self.request_subscriber_keyframes(peer, now);
+                }
                 if let Some(p) = self.participants.get(peer.0 as usize) {
                     let _ = self.events.send(SfuEvent::MediaConnected {
                         participant: p.id.clone(),

@@ -154,6 +154,7 @@ impl Worker {
         for key in pending.closing {
             self.router.forget(key);
         }
+        conn.start_setup_clock(now + self.media_setup_timeout);
         let mut keyframe_requests = vec![];
         for key in pending.offered {
             let Some(dt) = self.router.downtrack(key) else {
