@@ -72,6 +72,9 @@ pub struct SfuStats {
     pub datagrams_dropped_unknown_source: AtomicU64,
     /// Datagrams a peer's WebRTC stack refused (bad SRTP, truncated RTP, garbage DTLS, ...).
     pub datagrams_dropped_malformed: AtomicU64,
+    /// Datagrams not sent because the socket's send buffer stayed full and the worker's
+    /// queue reached its bound.
+    pub datagrams_dropped_send_buffer_full: AtomicU64,
     /// RTP from publishers, attributed to a track, by kind: packets and payload bytes.
     pub rtp_packets_received: [AtomicU64; 2],
     pub rtp_bytes_received: [AtomicU64; 2],
@@ -128,6 +131,7 @@ impl SfuStats {
             datagrams_sent: AtomicU64::new(0),
             datagrams_dropped_unknown_source: AtomicU64::new(0),
             datagrams_dropped_malformed: AtomicU64::new(0),
+            datagrams_dropped_send_buffer_full: AtomicU64::new(0),
             rtp_packets_received: Default::default(),
             rtp_bytes_received: Default::default(),
             rtp_packets_sent: Default::default(),

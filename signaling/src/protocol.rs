@@ -462,6 +462,11 @@ pub enum ServerMessage {
     MediaReset {
         reason: MediaResetReason,
     },
+    /// The server is shutting down (SIGTERM, all-in-one mode): it takes no new joins, the
+    /// session goes on for up to `timeout_ms`, then the socket is closed with 1001.
+    ServerDraining {
+        timeout_ms: u64,
+    },
     Left,
     Pong,
     Error {
@@ -540,6 +545,9 @@ pub enum ErrorCode {
     /// The client's own media connection failed (no ICE/DTLS traffic from it); the media
     /// node is fine. Not a server-side error.
     MediaTimeout,
+    /// The server is shutting down and takes no new joins (resumes of running sessions are
+    /// still taken); closed with 1001. Join again in a moment, through the load balancer.
+    ServerDraining,
 }
 
 /// Why a `media_reset` was sent.
@@ -573,6 +581,7 @@ impl ErrorCode {
             ErrorCode::RoomMoved => Some(4012),
             ErrorCode::SlowConsumer => Some(4008),
             ErrorCode::MediaTimeout => Some(4504),
+            ErrorCode::ServerDraining => Some(1001),
             _ => None,
         }
     }

@@ -178,6 +178,12 @@ impl Worker {
                         }
                     }
                 }
+                // Only while something waits for room in the send buffer (`flush`).
+                writable = socket.writable(), if !self.send_queue.is_empty() => {
+                    if writable.is_err() {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
                     self.meter.woke(now);
@@ -188,7 +194,7 @@ impl Worker {
             self.drain(now);
             self.report_speakers(now);
             self.report_layer_demand(now);
-            self.flush(&socket).await;
+            self.flush(&socket);
             let now = Instant::now();
             self.meter.flushed(now);
             if self.overload.due(now) {
@@ -236,27 +242,27 @@ impl Worker {
         deadline
     }
 
-    async fn flush(&mut self, socket: &tokio::net::UdpSocket) {
+    /// Sends what is queued without ever waiting: when the kernel's send buffer is full the
+    /// rest stays queued for the loop's next wake on writability (waiting here stalled the
+    /// whole worker, receiving included), and the queue's bound drops what does not fit.
+    fn flush(&mut self, socket: &tokio::net::UdpSocket) {
         while !self.send_queue.is_empty() {
             match socket.try_io(Interest::WRITABLE, || {
                 send_batch(socket, &mut self.send_queue)
             }) {
                 Ok(n) => SfuStats::add(&self.stats.datagrams_sent, n as u64),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The kernel's send buffer is full: wait for room rather than drop.
-                    if !matches!(
-                        tokio::time::timeout(Duration::from_millis(50), socket.writable()).await,
-                        Ok(Ok(()))
-                    ) {
-                        return;
-                    }
-                }
                 Err(e) => {
-                    debug!("sendmmsg: {e}");
-                    return;
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        debug!("sendmmsg: {e}");
+                    }
+                    break;
                 }
             }
         }
+        SfuStats::add(
+            &self.stats.datagrams_dropped_send_buffer_full,
+            self.send_queue.take_dropped(),
+        );
     }
 
     fn handle_datagrams(&mut self, batch: &RecvBatch, now: Instant) {

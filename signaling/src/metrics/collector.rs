@@ -222,6 +222,7 @@ impl Collector for NodeCollector {
         for (reason, c) in [
             ("unknown_source", &s.datagrams_dropped_unknown_source),
             ("malformed", &s.datagrams_dropped_malformed),
+            ("send_buffer_full", &s.datagrams_dropped_send_buffer_full),
         ] {
             f.counter(
                 "zvon_udp_datagrams_dropped_total",

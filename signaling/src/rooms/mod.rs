@@ -12,6 +12,7 @@
 mod census;
 mod chat;
 mod devices;
+mod drain;
 mod failover;
 mod moderation;
 mod mute;
@@ -138,6 +139,8 @@ pub struct Hub {
     webhooks: Webhooks,
     /// Signs the room tokens handed out for answered calls.
     call_key: ApiKey,
+    /// Shutting down: no new joins (see `drain.rs`).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> Now {
@@ -205,6 +208,7 @@ impl Hub {
             limits,
             webhooks,
             call_key,
+            draining: Default::default(),
         })
     }
 
@@ -260,6 +264,12 @@ impl Hub {
         outbox: Outbox,
         request_id: Option<String>,
     ) -> Result<Joined, Refusal> {
+        if self.is_draining() {
+            return Err((
+                ErrorCode::ServerDraining,
+                "this server is shutting down; join again in a moment".into(),
+            ));
+        }
         if let Some(room) = requested_room {
             if room != claims.room {
                 return Err((
@@ -430,6 +440,9 @@ impl Hub {
             .entry(claims.room.clone())
             .or_default()
             .push(pid.to_string());
+        if claims.room.starts_with("call-") {
+            state.calls.room_member_joined(&claims.room, &claims.sub);
+        }
         state.participants.insert(
             pid.to_string(),
             Participant {

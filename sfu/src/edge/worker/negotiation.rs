@@ -144,9 +144,17 @@ impl Worker {
             return Err(SfuError::InvalidRequest("no subscriber connection".into()));
         };
         if let Err(e) = conn.rtc.sdp_api().accept_answer(pending.pending, answer) {
-            // The offer is spent either way; its downtracks go back to pending so the next
-            // offer carries them again.
+            // The offer is spent either way: the m-lines it added never came to be, so their
+            // downtracks go back to pending and a new offer carries them again; the m-lines it
+            // stopped are stopped in the connection already.
             warn!("subscriber answer refused: {e}");
+            for key in pending.offered {
+                self.router.offer_failed(key);
+            }
+            for key in pending.closing {
+                self.router.forget(key);
+            }
+            // `handle_request` negotiates after every request: the new offer goes out next.
             return Err(SfuError::InvalidSdp(
                 "the answer does not match the subscriber offer".into(),
             ));
