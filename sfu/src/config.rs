@@ -22,7 +22,13 @@ pub struct SfuConfig {
     /// needs (our answer to its offer, or our offer it answered); then the participant is
     /// cut (`SfuEvent::MediaLost`) and `media_setup_timeouts` counts it.
     pub media_setup_timeout: std::time::Duration,
+    /// Stopped m-lines a subscriber connection may collect before it is replaced by a new
+    /// one (str0m never reuses them, so each makes every later offer longer).
+    pub max_stopped_mlines: usize,
 }
+
+/// Default [`SfuConfig::max_stopped_mlines`]: about 100–160 KiB of stopped m-lines at most.
+pub const MAX_STOPPED_MLINES: usize = 64;
 
 /// Default [`SfuConfig::media_setup_timeout`]: a browser connects in well under a second on
 /// a good network and in a few seconds on a bad one; a client that never does is gone.
@@ -38,6 +44,7 @@ impl Default for SfuConfig {
             keyframe_request_interval: std::time::Duration::from_millis(500),
             bandwidth_allocation: false,
             media_setup_timeout: MEDIA_SETUP_TIMEOUT,
+            max_stopped_mlines: MAX_STOPPED_MLINES,
         }
     }
 }

@@ -462,6 +462,10 @@ pub enum ServerMessage {
     MediaReset {
         reason: MediaResetReason,
     },
+    /// The subscriber peer connection is replaced: close it and answer the next
+    /// `subscriber_offer` on a new one (the server's old one collected too many stopped
+    /// m-lines). Publishing is not affected.
+    SubscriberReset,
     /// The server is shutting down (SIGTERM, all-in-one mode): it takes no new joins, the
     /// session goes on for up to `timeout_ms`, then the socket is closed with 1001.
     ServerDraining {

@@ -523,6 +523,13 @@ export class ZvonClient extends StatefulEmitter {
         this._emit('classroom', { msg });
         return;
       case 'media_reset': return this._onMediaReset(msg.reason);
+      // The server replaced our subscriber connection (too many stopped m-lines): the next
+      // subscriber_offer is for a new one. Publishing goes on untouched.
+      case 'subscriber_reset':
+        try { this.subscriberPc?.close(); } catch { /* already closed */ }
+        this.subscriberTracks = new Map();
+        this._createSubscriber();
+        return;
       // The server shuts down within timeout_ms; at the end it closes with 1001 and the
       // socket's close handler resumes (reconnect.js) as after any drop.
       case 'server_draining': this._emit('serverdraining', { timeoutMs: msg.timeout_ms }); return;

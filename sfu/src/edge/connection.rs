@@ -40,6 +40,8 @@ pub struct Connection {
     /// Set when the remote got everything it needs to connect (our answer, or its answer to
     /// our offer): past it, a connection still not up is given up (`media_setup_timeout`).
     pub setup_deadline: Option<Instant>,
+    /// m-lines stopped on this connection by our offers (subscriber side).
+    pub stopped_mlines: usize,
 }
 
 impl Connection {
@@ -118,6 +120,7 @@ impl Connection {
             egress: EgressTally::default(),
             connected: false,
             setup_deadline: None,
+            stopped_mlines: 0,
         })
     }
 }
@@ -127,6 +130,8 @@ pub struct PendingSubscriberOffer {
     pub pending: SdpPendingOffer,
     pub offered: Vec<DowntrackKey>,
     pub closing: Vec<DowntrackKey>,
+    /// The offer's `a=mid` values in m-line order: an answer must have the same.
+    pub mids: Vec<String>,
 }
 
 pub struct PublishedTrackEntry {

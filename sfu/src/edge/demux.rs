@@ -85,7 +85,10 @@ mod tests {
     const NAT: &str = "203.0.113.9:40000";
 
     fn demux_with_old_binding() -> (Demux, ConnectionKey, ConnectionKey) {
-        let (old, new) = ((PeerKey(1), Side::Subscriber), (PeerKey(2), Side::Publisher));
+        let (old, new) = (
+            (PeerKey(1), Side::Subscriber),
+            (PeerKey(2), Side::Publisher),
+        );
         let mut d = Demux::default();
         d.add_ufrag("oldufrag".into(), old);
         d.add_ufrag("newufrag".into(), new);

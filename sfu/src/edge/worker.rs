@@ -75,6 +75,8 @@ pub struct Worker {
     bandwidth_allocation: bool,
     /// See [`crate::config::SfuConfig::media_setup_timeout`].
     media_setup_timeout: Duration,
+    /// See [`crate::config::SfuConfig::max_stopped_mlines`].
+    max_stopped_mlines: usize,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -107,6 +109,7 @@ impl Worker {
                 .generate_certificate(),
             bandwidth_allocation: false,
             media_setup_timeout: crate::config::MEDIA_SETUP_TIMEOUT,
+            max_stopped_mlines: crate::config::MAX_STOPPED_MLINES,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
         }
@@ -128,6 +131,12 @@ impl Worker {
     /// See [`crate::config::SfuConfig::media_setup_timeout`].
     pub fn with_media_setup_timeout(mut self, timeout: Duration) -> Self {
         self.media_setup_timeout = timeout;
+        self
+    }
+
+    /// See [`crate::config::SfuConfig::max_stopped_mlines`].
+    pub fn with_max_stopped_mlines(mut self, max: usize) -> Self {
+        self.max_stopped_mlines = max;
         self
     }
 

@@ -235,7 +235,11 @@ fn a_refused_offer_puts_its_downtracks_back_to_pending() {
     r.mark_offered(k, mid("thrown-away"));
     r.offer_failed(k);
     assert_eq!(r.downtrack(k).unwrap().state, DowntrackState::Pending);
-    assert_eq!(r.take_needs_negotiation(), vec![PeerKey(1)], "offered again");
+    assert_eq!(
+        r.take_needs_negotiation(),
+        vec![PeerKey(1)],
+        "offered again"
+    );
     // A later offer activates it as usual.
     r.mark_offered(k, mid("s0"));
     r.activate(k, vec![(96, 96)], now);

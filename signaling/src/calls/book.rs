@@ -692,7 +692,10 @@ impl CallBook {
 
     /// The user's participant entered the call's room: it is in the call for real.
     pub fn room_member_joined(&mut self, room: &str, user: &str) {
-        let Some(call) = room.strip_prefix("call-").and_then(|id| self.calls.get_mut(id)) else {
+        let Some(call) = room
+            .strip_prefix("call-")
+            .and_then(|id| self.calls.get_mut(id))
+        else {
             return;
         };
         call.join_deadlines.remove(user);

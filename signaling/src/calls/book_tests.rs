@@ -356,7 +356,11 @@ fn an_answered_call_nobody_joins_ends_at_the_join_timeout() {
     w.secs += 29;
     let now = w.now();
     w.book.tick(now);
-    assert_eq!(w.messages(), Vec::<String>::new(), "still within the timeout");
+    assert_eq!(
+        w.messages(),
+        Vec::<String>::new(),
+        "still within the timeout"
+    );
     w.secs += 1;
     let now = w.now();
     w.book.tick(now);

@@ -36,7 +36,11 @@ impl Hub {
     pub async fn drain(&self, timeout: Duration) {
         self.start_draining(timeout);
         let deadline = tokio::time::Instant::now() + timeout;
-        info!(participants = self.participant_count(), ?timeout, "draining: no new joins");
+        info!(
+            participants = self.participant_count(),
+            ?timeout,
+            "draining: no new joins"
+        );
         while self.participant_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }

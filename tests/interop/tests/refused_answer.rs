@@ -1,35 +1,19 @@
-//! A subscriber answer the server cannot apply (its m-lines do not match the offer) is refused
-//! with `invalid_sdp`, and the tracks of that offer are not lost with it: a new
-//! `subscriber_offer` carries them again, and once that one is answered properly the
-//! subscriber receives them.
+//! A subscriber answer whose m-lines do not fit the offer (a client that munged its SDP) is
+//! refused with `invalid_sdp` without touching the connection, and the offer stays
+//! outstanding: the client's corrected answer to the same offer is taken, and the subscriber
+//! receives the tracks. (Before, the refused answer spent the offer and left its tracks
+//! half-negotiated for good: the corrected answer got `invalid_request`, and no media came.)
 
 use std::time::Duration;
 
-use anyhow::{anyhow, ensure, Context, Result};
-use serde_json::{json, Value};
+use anyhow::{anyhow, ensure, Context};
+use serde_json::json;
 use webrtc::peer_connection::RTCSessionDescription;
 use zvon_interop::peer::Peer;
 use zvon_interop::{bounded, msg_type, SignalClient, TestServer, SIGNAL_TIMEOUT};
 
-/// A real answer to `offer` from `peer`, after gathering.
-async fn answer(peer: &Peer, offer: &Value) -> Result<String> {
-    let sdp = offer["sdp"].as_str().context("offer without sdp")?;
-    peer.pc
-        .set_remote_description(RTCSessionDescription::offer(sdp.to_string())?)
-        .await?;
-    let answer = peer.pc.create_answer(None).await?;
-    peer.pc.set_local_description(answer).await?;
-    peer.wait_gathering_complete(Duration::from_secs(3)).await;
-    Ok(peer
-        .pc
-        .local_description()
-        .await
-        .context("no local description")?
-        .sdp)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn tracks_of_a_refused_answer_are_offered_again() {
+async fn a_refused_answer_leaves_the_offer_to_answer_again() {
     bounded(Duration::from_secs(60), async {
         let server = TestServer::start().await?;
         let room = "refused-answer";
@@ -42,50 +26,40 @@ async fn tracks_of_a_refused_answer_are_offered_again() {
             "token": server.token(room, "bob"), "room": room}))
             .await?;
         bob.wait_type("joined", SIGNAL_TIMEOUT).await?;
-        let (first_at, first) = bob
-            .wait_from(0, SIGNAL_TIMEOUT, "subscriber_offer", |v| {
-                msg_type(v) == "subscriber_offer"
-            })
-            .await?;
+        let offer = bob.wait_type("subscriber_offer", SIGNAL_TIMEOUT).await?;
         ensure!(
-            first["tracks"].as_array().map_or(0, Vec::len) == 2,
-            "first offer: {first}"
+            offer["tracks"].as_array().map_or(0, Vec::len) == 2,
+            "offer: {offer}"
         );
 
-        // An answer whose m-lines name mids the offer never had.
-        let scratch = Peer::new("scratch").await?;
-        let good = answer(&scratch, &first).await?;
-        scratch.close().await;
-        let bad: String = good
+        let peer = Peer::new("subscriber").await?;
+        let sdp = offer["sdp"].as_str().context("offer without sdp")?;
+        peer.pc
+            .set_remote_description(RTCSessionDescription::offer(sdp.to_string())?)
+            .await?;
+        let answer = peer.pc.create_answer(None).await?;
+        peer.pc.set_local_description(answer).await?;
+        peer.wait_gathering_complete(Duration::from_secs(3)).await;
+        let good = peer
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp;
+
+        // The same answer with m-lines naming mids the offer never had.
+        let munged: String = good
             .lines()
             .map(|l| match l.strip_prefix("a=mid:") {
                 Some(mid) => format!("a=mid:x{mid}\r\n"),
                 None => format!("{l}\r\n"),
             })
             .collect();
-        bob.send_json(&json!({"type": "subscriber_answer", "sdp": bad}))
+        bob.send_json(&json!({"type": "subscriber_answer", "sdp": munged}))
             .await?;
         bob.wait_error("invalid_sdp", SIGNAL_TIMEOUT).await?;
 
-        let (_, second) = bob
-            .wait_from(first_at + 1, Duration::from_secs(5), "a new subscriber_offer", |v| {
-                msg_type(v) == "subscriber_offer"
-            })
-            .await?;
-        let listed: Vec<&str> = second["tracks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| t["participant_id"].as_str())
-            .collect();
-        ensure!(
-            listed == [ann.id.as_str(), ann.id.as_str()],
-            "the new offer lists {listed:?}, not ann's two tracks: {second}"
-        );
-
-        let peer = Peer::new("subscriber").await?;
-        let sdp = answer(&peer, &second).await?;
-        bob.send_json(&json!({"type": "subscriber_answer", "sdp": sdp}))
+        bob.send_json(&json!({"type": "subscriber_answer", "sdp": good}))
             .await?;
         peer.wait_connected(Duration::from_secs(15)).await?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
@@ -107,14 +81,14 @@ async fn tracks_of_a_refused_answer_are_offered_again() {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+        let errors: Vec<_> = bob
+            .log()
+            .into_iter()
+            .filter(|v| msg_type(v) == "error")
+            .collect();
         ensure!(
-            bob.log()
-                .iter()
-                .filter(|v| msg_type(v) == "error")
-                .count()
-                == 1,
-            "errors besides the refused answer: {:?}",
-            bob.log()
+            errors.len() == 1,
+            "errors besides the refused answer: {errors:?}"
         );
         peer.close().await;
         ann.close().await;
