@@ -366,7 +366,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
         info!("draining: rooms and media move to other nodes");
         server.drain().await;
     } else {
-        server.drain_standalone(drain_timeout).await;
+        info!("draining; stop again (Ctrl-C) to skip the wait");
+        tokio::select! {
+            () = server.drain_standalone(drain_timeout) => {}
+            stop = wait_for_stop_signal() => {
+                stop?;
+                warn!("stopped again: not waiting for participants to leave");
+            }
+        }
     }
     info!("shutting down");
     server.shutdown().await;
