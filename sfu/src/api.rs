@@ -213,6 +213,10 @@ pub enum SfuEvent {
         sdp: String,
         tracks: Vec<SubscribedTrack>,
     },
+    /// The participant's subscriber connection was replaced (its stopped m-lines reached
+    /// [`crate::config::SfuConfig::max_stopped_mlines`]): the next `SubscriberOffer` is for a
+    /// new peer connection.
+    SubscriberReset { participant: ParticipantId },
     /// ICE and DTLS are up on one of the participant's connections.
     MediaConnected { participant: ParticipantId },
     /// The participant's media connection timed out or was closed by the remote.

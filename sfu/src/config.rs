@@ -25,7 +25,21 @@ pub struct SfuConfig {
     /// Also spread a room once it has this many participants on the node, whatever the
     /// load (0: only by load). Tests force spreading with 1.
     pub spread_after: usize,
+    /// How long a connection may take to come up (ICE + DTLS) once the client has what it
+    /// needs (our answer to its offer, or our offer it answered); then the participant is
+    /// cut (`SfuEvent::MediaLost`) and `media_setup_timeouts` counts it.
+    pub media_setup_timeout: std::time::Duration,
+    /// Stopped m-lines a subscriber connection may collect before it is replaced by a new
+    /// one (str0m never reuses them, so each makes every later offer longer).
+    pub max_stopped_mlines: usize,
 }
+
+/// Default [`SfuConfig::max_stopped_mlines`]: about 100–160 KiB of stopped m-lines at most.
+pub const MAX_STOPPED_MLINES: usize = 64;
+
+/// Default [`SfuConfig::media_setup_timeout`]: a browser connects in well under a second on
+/// a good network and in a few seconds on a bad one; a client that never does is gone.
+pub const MEDIA_SETUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 
 impl Default for SfuConfig {
     fn default() -> Self {
@@ -40,6 +54,8 @@ impl Default for SfuConfig {
             // home worker saturates (a 1 + 200 class keeps one worker 93-99 % busy).
             spread_busy: 0.5,
             spread_after: 0,
+            media_setup_timeout: MEDIA_SETUP_TIMEOUT,
+            max_stopped_mlines: MAX_STOPPED_MLINES,
         }
     }
 }

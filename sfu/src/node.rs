@@ -113,7 +113,9 @@ impl SfuNode {
                 i,
                 pipe,
             )
-            .with_bandwidth_allocation(config.bandwidth_allocation);
+            .with_bandwidth_allocation(config.bandwidth_allocation)
+            .with_media_setup_timeout(config.media_setup_timeout)
+            .with_max_stopped_mlines(config.max_stopped_mlines);
             #[cfg(feature = "fault-injection")]
             let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
             #[cfg(feature = "fault-injection")]

@@ -74,6 +74,9 @@ pub struct SfuStats {
     pub datagrams_dropped_unknown_source: AtomicU64,
     /// Datagrams a peer's WebRTC stack refused (bad SRTP, truncated RTP, garbage DTLS, ...).
     pub datagrams_dropped_malformed: AtomicU64,
+    /// Datagrams not sent because the socket's send buffer stayed full and the worker's
+    /// queue reached its bound.
+    pub datagrams_dropped_send_buffer_full: AtomicU64,
     /// RTP from publishers, attributed to a track, by kind: packets and payload bytes.
     pub rtp_packets_received: [AtomicU64; 2],
     pub rtp_bytes_received: [AtomicU64; 2],
@@ -90,6 +93,9 @@ pub struct SfuStats {
     pub peers_connected: AtomicU64,
     /// Media worker threads that panicked (see `node::supervision`); each stays dead.
     pub worker_panics: AtomicU64,
+    /// Connections that did not come up within the media-setup timeout (their participants
+    /// were cut).
+    pub media_setup_timeouts: AtomicU64,
     pub forwarding_latency: AtomicHistogram,
     pub peer_rtt: AtomicHistogram,
     pub ingress_loss: AtomicHistogram,
@@ -127,6 +133,7 @@ impl SfuStats {
             datagrams_sent: AtomicU64::new(0),
             datagrams_dropped_unknown_source: AtomicU64::new(0),
             datagrams_dropped_malformed: AtomicU64::new(0),
+            datagrams_dropped_send_buffer_full: AtomicU64::new(0),
             rtp_packets_received: Default::default(),
             rtp_bytes_received: Default::default(),
             rtp_packets_sent: Default::default(),
@@ -138,6 +145,7 @@ impl SfuStats {
             keyframe_requests_suppressed: AtomicU64::new(0),
             peers_connected: AtomicU64::new(0),
             worker_panics: AtomicU64::new(0),
+            media_setup_timeouts: AtomicU64::new(0),
             forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
             peer_rtt: AtomicHistogram::new(RTT_BOUNDS),
             ingress_loss: AtomicHistogram::new(LOSS_BOUNDS),

@@ -146,7 +146,8 @@ struct ClusterArgs {
     /// How long a media node keeps forwarding for participants whose signaling node is gone.
     #[arg(long, env = "ZVON_ORPHAN_GRACE", value_parser = parse_duration)]
     orphan_grace: Option<Duration>,
-    /// How long SIGTERM waits for media and rooms to move before the process exits.
+    /// How long SIGTERM waits before the process exits: for media and rooms to move to other
+    /// nodes (cluster), or for participants to leave (all-in-one; then the rest is closed).
     #[arg(long, env = "ZVON_DRAIN_TIMEOUT", value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
 }
@@ -324,6 +325,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;
     }
     config.cluster = cluster_config(&args.cluster, &file, config.http_addr)?;
+    let drain_timeout = args
+        .cluster
+        .drain_timeout
+        .or(file.drain_timeout_secs.map(Duration::from_secs))
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT);
     let trusted_proxies = match (args.trusted_proxies, &file.trusted_proxies) {
         (flag, _) if !flag.is_empty() => flag,
         (_, Some(list)) => parse_list(list, "trusted_proxies")?,
@@ -374,6 +380,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if config.cluster.is_some() {
         info!("draining: rooms and media move to other nodes");
         server.drain().await;
+    } else {
+        info!("draining; stop again (Ctrl-C) to skip the wait");
+        tokio::select! {
+            () = server.drain_standalone(drain_timeout) => {}
+            stop = wait_for_stop_signal() => {
+                stop?;
+                warn!("stopped again: not waiting for participants to leave");
+            }
+        }
     }
     info!("shutting down");
     server.shutdown().await;
@@ -435,6 +450,9 @@ fn cluster_secret() {
     rand::thread_rng().fill_bytes(&mut bytes);
     println!("{}", hex::encode(bytes));
 }
+
+/// All-in-one drain on SIGTERM without `--drain-timeout`: what the cluster default is.
+const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Ctrl-C, or SIGTERM from systemd / a container runtime.
 async fn wait_for_stop_signal() -> Result<()> {

@@ -101,6 +101,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::ChatRateLimited,
     ErrorCode::SlowConsumer,
     ErrorCode::MediaTimeout,
+    ErrorCode::ServerDraining,
 ];
 
 /// Join latency buckets, seconds: a join waits for the media node to admit the participant.
@@ -391,7 +392,8 @@ mod tests {
             | ErrorCode::ClusterUnavailable
             | ErrorCode::RoomMoved
             | ErrorCode::SlowConsumer
-            | ErrorCode::MediaTimeout => ERROR_CODES.contains(&c),
+            | ErrorCode::MediaTimeout
+            | ErrorCode::ServerDraining => ERROR_CODES.contains(&c),
         };
         assert!(ERROR_CODES.iter().all(|c| listed(*c)));
     }

@@ -462,6 +462,15 @@ pub enum ServerMessage {
     MediaReset {
         reason: MediaResetReason,
     },
+    /// The subscriber peer connection is replaced: close it and answer the next
+    /// `subscriber_offer` on a new one (the server's old one collected too many stopped
+    /// m-lines). Publishing is not affected.
+    SubscriberReset,
+    /// The server is shutting down (SIGTERM, all-in-one mode): it takes no new joins, the
+    /// session goes on for up to `timeout_ms`, then the socket is closed with 1001.
+    ServerDraining {
+        timeout_ms: u64,
+    },
     Left,
     Pong,
     Error {
@@ -540,6 +549,9 @@ pub enum ErrorCode {
     /// The client's own media connection failed (no ICE/DTLS traffic from it); the media
     /// node is fine. Not a server-side error.
     MediaTimeout,
+    /// The server is shutting down and takes no new joins (resumes of running sessions are
+    /// still taken); closed with 1001. Join again in a moment, through the load balancer.
+    ServerDraining,
 }
 
 /// Why a `media_reset` was sent.
@@ -573,6 +585,7 @@ impl ErrorCode {
             ErrorCode::RoomMoved => Some(4012),
             ErrorCode::SlowConsumer => Some(4008),
             ErrorCode::MediaTimeout => Some(4504),
+            ErrorCode::ServerDraining => Some(1001),
             _ => None,
         }
     }

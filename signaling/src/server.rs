@@ -119,6 +119,14 @@ impl RunningServer {
         }
     }
 
+    /// All-in-one mode: `/readyz` answers 503, no new joins (`server_draining`), every
+    /// participant gets `server_draining`; returns once everyone left or at `timeout`, with the
+    /// sockets still open closed with 1001. Call [`RunningServer::shutdown`] after.
+    pub async fn drain_standalone(&self, timeout: std::time::Duration) {
+        self.metrics.set_shutting_down();
+        self.hub.drain(timeout).await;
+    }
+
     pub async fn shutdown(self) {
         if let Some(fleet) = &self.fleet {
             if let Some(control) = &fleet.control {

@@ -512,3 +512,66 @@ async fn server_api_errors_are_json_with_a_code() {
     }
     s.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_answered_call_ends_when_a_member_never_joins_its_room() {
+    let s = server(|c| c.calls.join_timeout = Duration::from_millis(800)).await;
+    let mut a1 = register(&s, "alice", "a1").await;
+    let mut b1 = register(&s, "bob", "b1").await;
+    let invite = json!({"type":"call_invite","to":["bob"],"media":"audio"});
+
+    // Both join: the call outlives the join timeout.
+    send(&mut a1, invite.clone()).await;
+    let id = expect_type(&mut a1, "call_created").await["call_id"].clone();
+    expect_type(&mut b1, "call_incoming").await;
+    send(&mut b1, json!({"type":"call_accept","call_id":id})).await;
+    let a_acc = expect_type(&mut a1, "call_accepted").await;
+    let b_acc = expect_type(&mut b1, "call_accepted").await;
+    let mut media = vec![];
+    for acc in [&a_acc, &b_acc] {
+        let mut ws = connect(&s).await;
+        send(
+            &mut ws,
+            json!({"type":"join","protocol":1,"token":acc["token"],"room":acc["room"]}),
+        )
+        .await;
+        expect_type(&mut ws, "joined").await;
+        media.push(ws);
+    }
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    quiet(&mut a1, "a call both joined goes on").await;
+    assert_eq!(
+        s.call_report(id.as_str().expect("id")).expect("report")["state"],
+        "active"
+    );
+    send(&mut a1, json!({"type":"call_hangup","call_id":id})).await;
+    expect_type(&mut a1, "call_ended").await;
+    expect_type(&mut b1, "call_ended").await;
+
+    // Bob answers and never joins (his app died): the call ends instead of staying active.
+    send(&mut a1, invite.clone()).await;
+    let id = expect_type(&mut a1, "call_created").await["call_id"].clone();
+    expect_type(&mut b1, "call_incoming").await;
+    send(&mut b1, json!({"type":"call_accept","call_id":id})).await;
+    let a_acc = expect_type(&mut a1, "call_accepted").await;
+    expect_type(&mut b1, "call_accepted").await;
+    let mut a_media = connect(&s).await;
+    send(
+        &mut a_media,
+        json!({"type":"join","protocol":1,"token":a_acc["token"],"room":a_acc["room"]}),
+    )
+    .await;
+    expect_type(&mut a_media, "joined").await;
+    assert_eq!(
+        expect_type(&mut a1, "call_ended").await["reason"],
+        "not_joined"
+    );
+    assert_eq!(
+        expect_type(&mut b1, "call_ended").await["reason"],
+        "not_joined"
+    );
+    expect_type(&mut a_media, "left").await;
+    let report = s.call_report(id.as_str().expect("id")).expect("report");
+    assert_eq!(report["end_reason"], "not_joined");
+    s.shutdown().await;
+}

@@ -17,6 +17,7 @@ const CALL_END_TEXT = {
   hangup: 'hung up', declined: 'declined', busy: 'busy', missed: 'no answer',
   unreachable: 'unreachable', cancelled: 'cancelled', caller_gone: 'the caller went away',
   member_left: 'the other side left', empty: 'everybody left', ended_by_server: 'ended by the server',
+  not_joined: 'the other side never joined',
 };
 const STOPPED_RINGING_TEXT = {
   answered_elsewhere: 'Answered on another device',

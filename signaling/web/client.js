@@ -17,6 +17,8 @@
 //   connectionerror    {message}              socket failed or closed unexpectedly
 //   mediareset         {reason}               the media node changed (cluster failover/drain);
 //                                              media resumes by itself
+//   serverdraining     {timeoutMs}            the server is shutting down; the socket is closed
+//                                              (1001) within timeoutMs, then the client resumes
 //   reconnecting       {}                     the socket dropped; resuming on a new one
 //   resumed            {participant}          back, same participant and media connections
 //   classroom          {msg}                  a classroom message (chat, hand, hand_queue,
@@ -533,6 +535,16 @@ export class ZvonClient extends StatefulEmitter {
         this._emit('classroom', { msg });
         return;
       case 'media_reset': return this._onMediaReset(msg.reason);
+      // The server replaced our subscriber connection (too many stopped m-lines): the next
+      // subscriber_offer is for a new one. Publishing goes on untouched.
+      case 'subscriber_reset':
+        try { this.subscriberPc?.close(); } catch { /* already closed */ }
+        this.subscriberTracks = new Map();
+        this._createSubscriber();
+        return;
+      // The server shuts down within timeout_ms; at the end it closes with 1001 and the
+      // socket's close handler resumes (reconnect.js) as after any drop.
+      case 'server_draining': this._emit('serverdraining', { timeoutMs: msg.timeout_ms }); return;
       case 'pong': return;
       default:
         // Additive protocol changes may bring new events; old clients ignore them.

@@ -92,7 +92,9 @@ async def main(binary):
     log = tempfile.NamedTemporaryFile(prefix="zvon-aiortc-", suffix=".log", delete=False)
     server = subprocess.Popen(
         [binary, "serve", "--dev", "--http-addr", http, "--metrics-addr", f"127.0.0.1:{free_port()}",
-         "--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1", "--media-port", str(media_port)],
+         "--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1", "--media-port", str(media_port),
+         # A failed run may leave clients connected: do not wait 30 s for them to leave.
+         "--drain-timeout", "1s"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         for _ in range(100):

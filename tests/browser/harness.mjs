@@ -92,6 +92,8 @@ export async function startServer({
     '--workers', '1',
     // A free port, so a server already on the default 9350 cannot stop this one from starting.
     '--metrics-addr', `127.0.0.1:${metricsPort}`,
+    // stop() must not wait for a drain of the pages a failed scenario left open.
+    ...(extraArgs.includes('--drain-timeout') ? [] : ['--drain-timeout', '1s']),
     ...extraArgs,
   ];
   log(`starting ${bin} ${args.join(' ')}`);

@@ -36,9 +36,29 @@ pub struct Connection {
     pub queued_for_poll: bool,
     /// What was sent on this connection's streams, for the retransmission count.
     pub egress: EgressTally,
+    /// ICE and DTLS are up (str0m's `Event::Connected`): media is written to it only then,
+    /// since str0m queues what is written before without bound.
+    pub connected: bool,
+    /// Set when the remote got everything it needs to connect (our answer, or its answer to
+    /// our offer): past it, a connection still not up is given up (`media_setup_timeout`).
+    pub setup_deadline: Option<Instant>,
+    /// m-lines stopped on this connection by our offers (subscriber side).
+    pub stopped_mlines: usize,
 }
 
 impl Connection {
+    /// Starts the setup clock, once: a renegotiation does not restart it.
+    pub fn start_setup_clock(&mut self, deadline: Instant) {
+        if !self.connected && self.setup_deadline.is_none() {
+            self.setup_deadline = Some(deadline);
+        }
+    }
+
+    /// The setup deadline passed without ICE and DTLS coming up.
+    pub fn setup_expired(&self, now: Instant) -> bool {
+        !self.connected && self.setup_deadline.is_some_and(|d| d <= now)
+    }
+
     /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
     /// `cert` is shared by the worker's connections: generating a key per connection costs
     /// CPU at every join and memory for every participant.
@@ -100,6 +120,9 @@ impl Connection {
             lost_reported: false,
             queued_for_poll: false,
             egress: EgressTally::default(),
+            connected: false,
+            setup_deadline: None,
+            stopped_mlines: 0,
         })
     }
 }
@@ -109,6 +132,8 @@ pub struct PendingSubscriberOffer {
     pub pending: SdpPendingOffer,
     pub offered: Vec<DowntrackKey>,
     pub closing: Vec<DowntrackKey>,
+    /// The offer's `a=mid` values in m-line order: an answer must have the same.
+    pub mids: Vec<String>,
 }
 
 pub struct PublishedTrackEntry {

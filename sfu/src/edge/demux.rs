@@ -3,6 +3,11 @@
 //! Known remote addresses map straight to a connection. A datagram from a new address is
 //! only accepted if it is a STUN binding request naming one of our ufrags; anything else
 //! from an unknown address is dropped before any connection sees it.
+//!
+//! A binding request naming another connection's ufrag wins over the address binding: NAT
+//! mappings are reused, so the address a participant who left (or whose mapping expired)
+//! used may now carry a new participant's checks. Only STUN is looked at that way; media
+//! from a bound address goes straight to its connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -38,12 +43,16 @@ pub enum Route {
 
 impl Demux {
     pub fn route(&self, from: SocketAddr, datagram: &[u8]) -> Route {
-        if let Some(key) = self.by_addr.get(&from) {
-            return Route::Known(*key);
+        let bound = self.by_addr.get(&from).copied();
+        // RFC 7983: STUN starts with 0 or 1; RTP, RTCP and DTLS never do.
+        let maybe_stun = datagram.first().is_some_and(|b| *b < 2);
+        if let (Some(key), false) = (bound, maybe_stun) {
+            return Route::Known(key);
         }
         match binding_request_local_ufrag(datagram).and_then(|u| self.by_ufrag.get(u)) {
+            Some(key) if Some(*key) == bound => Route::Known(*key),
             Some(key) => Route::NewAddress(*key),
-            None => Route::Unknown,
+            None => bound.map_or(Route::Unknown, Route::Known),
         }
     }
 
@@ -65,5 +74,63 @@ impl Demux {
     pub fn remove_peer(&mut self, peer: PeerKey) {
         self.by_addr.retain(|_, (p, _)| *p != peer);
         self.by_ufrag.retain(|_, (p, _)| *p != peer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::stun::binding_request;
+
+    const NAT: &str = "203.0.113.9:40000";
+
+    fn demux_with_old_binding() -> (Demux, ConnectionKey, ConnectionKey) {
+        let (old, new) = (
+            (PeerKey(1), Side::Subscriber),
+            (PeerKey(2), Side::Publisher),
+        );
+        let mut d = Demux::default();
+        d.add_ufrag("oldufrag".into(), old);
+        d.add_ufrag("newufrag".into(), new);
+        d.bind_address(NAT.parse().unwrap(), old);
+        (d, old, new)
+    }
+
+    #[test]
+    fn a_new_users_binding_request_wins_over_a_stale_address_binding() {
+        let (mut d, old, new) = demux_with_old_binding();
+        let from = NAT.parse().unwrap();
+        let check = binding_request(b"newufrag:client");
+        assert_eq!(d.route(from, &check), Route::NewAddress(new));
+        // The worker binds the address once the new connection accepted the check.
+        d.bind_address(from, new);
+        assert_eq!(d.route(from, &[0x80, 0x60, 0, 1]), Route::Known(new));
+        assert_eq!(
+            d.route(from, &binding_request(b"oldufrag:client")),
+            Route::NewAddress(old),
+            "the old connection can still take the address back with its own check"
+        );
+    }
+
+    #[test]
+    fn media_and_own_checks_from_a_bound_address_stay_known() {
+        let (d, old, _) = demux_with_old_binding();
+        let from = NAT.parse().unwrap();
+        assert_eq!(d.route(from, &[0x80, 0x60, 0, 1]), Route::Known(old), "RTP");
+        assert_eq!(d.route(from, &[22, 0xfe, 0xfd]), Route::Known(old), "DTLS");
+        assert_eq!(
+            d.route(from, &binding_request(b"oldufrag:client")),
+            Route::Known(old)
+        );
+        assert_eq!(
+            d.route(from, &binding_request(b"unknown:client")),
+            Route::Known(old),
+            "a check for nobody does not unbind"
+        );
+        assert_eq!(d.route(from, &[]), Route::Known(old));
+        assert_eq!(
+            d.route("198.51.100.1:1".parse().unwrap(), &[0x80, 0x60]),
+            Route::Unknown
+        );
     }
 }

@@ -31,24 +31,26 @@ pub fn binding_request_local_ufrag(datagram: &[u8]) -> Option<&str> {
     None
 }
 
+/// A binding request with this USERNAME, for tests.
+#[cfg(test)]
+pub(crate) fn binding_request(username: &[u8]) -> Vec<u8> {
+    let mut attr = vec![0x00, 0x06];
+    attr.extend((username.len() as u16).to_be_bytes());
+    attr.extend(username);
+    while attr.len() % 4 != 0 {
+        attr.push(0);
+    }
+    let mut m = vec![0x00, 0x01];
+    m.extend((attr.len() as u16).to_be_bytes());
+    m.extend(MAGIC_COOKIE);
+    m.extend([7u8; 12]);
+    m.extend(attr);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn binding_request(username: &[u8]) -> Vec<u8> {
-        let mut attr = vec![0x00, 0x06];
-        attr.extend((username.len() as u16).to_be_bytes());
-        attr.extend(username);
-        while attr.len() % 4 != 0 {
-            attr.push(0);
-        }
-        let mut m = vec![0x00, 0x01];
-        m.extend((attr.len() as u16).to_be_bytes());
-        m.extend(MAGIC_COOKIE);
-        m.extend([7u8; 12]);
-        m.extend(attr);
-        m
-    }
 
     #[test]
     fn reads_local_ufrag() {

@@ -51,11 +51,27 @@ impl RecvBatch {
 #[derive(Default)]
 pub struct SendQueue {
     packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// Datagrams refused because the queue was full, not yet reported.
+    dropped: u64,
 }
+
+/// Most datagrams a worker holds for a socket whose send buffer is full (about 10 MB of
+/// video): past it the newest are dropped (and counted) rather than the worker waiting or
+/// its memory growing; receivers repair the loss with NACKs and keyframe requests.
+pub const MAX_QUEUED_DATAGRAMS: usize = 8192;
 
 impl SendQueue {
     pub fn push(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+        if self.packets.len() >= MAX_QUEUED_DATAGRAMS {
+            self.dropped += 1;
+            return;
+        }
         self.packets.push((to, datagram));
+    }
+
+    /// Datagrams dropped since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -295,6 +311,18 @@ fn to_storage(addr: &SocketAddr, s: &mut libc::sockaddr_storage) -> libc::sockle
 mod tests {
     use super::*;
     use std::net::UdpSocket;
+
+    #[test]
+    fn a_full_send_queue_drops_and_counts_instead_of_growing() {
+        let mut q = SendQueue::default();
+        let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for _ in 0..MAX_QUEUED_DATAGRAMS + 10 {
+            q.push(to, vec![0; 100]);
+        }
+        assert_eq!(q.len(), MAX_QUEUED_DATAGRAMS);
+        assert_eq!(q.take_dropped(), 10);
+        assert_eq!(q.take_dropped(), 0, "reported once");
+    }
 
     #[test]
     fn backlog_shows_unread_bytes_and_overflow_drops() {

@@ -92,6 +92,10 @@ pub struct Worker {
     /// The remote tracks' wanted layers must be recomputed (a negotiation or setting changed).
     relay_demand_dirty: bool,
     next_relay_demand: Option<Instant>,
+    /// See [`crate::config::SfuConfig::media_setup_timeout`].
+    media_setup_timeout: Duration,
+    /// See [`crate::config::SfuConfig::max_stopped_mlines`].
+    max_stopped_mlines: usize,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -132,6 +136,8 @@ impl Worker {
             relay_in: Vec::with_capacity(RELAY_PER_WAKE),
             relay_demand_dirty: false,
             next_relay_demand: None,
+            media_setup_timeout: crate::config::MEDIA_SETUP_TIMEOUT,
+            max_stopped_mlines: crate::config::MAX_STOPPED_MLINES,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
         }
@@ -147,6 +153,18 @@ impl Worker {
     /// See [`crate::config::SfuConfig::bandwidth_allocation`].
     pub fn with_bandwidth_allocation(mut self, on: bool) -> Self {
         self.bandwidth_allocation = on;
+        self
+    }
+
+    /// See [`crate::config::SfuConfig::media_setup_timeout`].
+    pub fn with_media_setup_timeout(mut self, timeout: Duration) -> Self {
+        self.media_setup_timeout = timeout;
+        self
+    }
+
+    /// See [`crate::config::SfuConfig::max_stopped_mlines`].
+    pub fn with_max_stopped_mlines(mut self, max: usize) -> Self {
+        self.max_stopped_mlines = max;
         self
     }
 
@@ -212,6 +230,12 @@ impl Worker {
                         }
                     }
                 }
+                // Only while something waits for room in the send buffer (`flush`).
+                writable = socket.writable(), if !self.send_queue.is_empty() => {
+                    if writable.is_err() {
+                        break;
+                    }
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => {
                     let now = Instant::now();
                     self.meter.woke(now);
@@ -225,7 +249,7 @@ impl Worker {
             self.update_relay_demand(now);
             self.report_speakers(now);
             self.report_layer_demand(now);
-            self.flush(&socket).await;
+            self.flush(&socket);
             let now = Instant::now();
             self.meter.flushed(now);
             if self.overload.due(now) {
@@ -265,32 +289,35 @@ impl Worker {
                 if !c.lost_reported && c.next_timeout < deadline {
                     deadline = c.next_timeout;
                 }
+                if let (false, Some(d)) = (c.lost_reported || c.connected, c.setup_deadline) {
+                    deadline = deadline.min(d);
+                }
             }
         }
         deadline
     }
 
-    async fn flush(&mut self, socket: &tokio::net::UdpSocket) {
+    /// Sends what is queued without ever waiting: when the kernel's send buffer is full the
+    /// rest stays queued for the loop's next wake on writability (waiting here stalled the
+    /// whole worker, receiving included), and the queue's bound drops what does not fit.
+    fn flush(&mut self, socket: &tokio::net::UdpSocket) {
         while !self.send_queue.is_empty() {
             match socket.try_io(Interest::WRITABLE, || {
                 send_batch(socket, &mut self.send_queue)
             }) {
                 Ok(n) => SfuStats::add(&self.stats.datagrams_sent, n as u64),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    // The kernel's send buffer is full: wait for room rather than drop.
-                    if !matches!(
-                        tokio::time::timeout(Duration::from_millis(50), socket.writable()).await,
-                        Ok(Ok(()))
-                    ) {
-                        return;
-                    }
-                }
                 Err(e) => {
-                    debug!("sendmmsg: {e}");
-                    return;
+                    if e.kind() != io::ErrorKind::WouldBlock {
+                        debug!("sendmmsg: {e}");
+                    }
+                    break;
                 }
             }
         }
+        SfuStats::add(
+            &self.stats.datagrams_dropped_send_buffer_full,
+            self.send_queue.take_dropped(),
+        );
     }
 
     fn handle_datagrams(&mut self, batch: &RecvBatch, now: Instant) {
@@ -349,7 +376,22 @@ impl Worker {
 
     fn handle_timeouts(&mut self, now: Instant) {
         let mut due = vec![];
+        let mut expired = vec![];
         for (k, p) in &mut self.participants {
+            let setup_expired = [&p.publisher, &p.subscriber]
+                .into_iter()
+                .flatten()
+                .any(|c| !c.lost_reported && c.setup_expired(now));
+            if setup_expired {
+                for c in [p.publisher.as_mut(), p.subscriber.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    c.lost_reported = true;
+                }
+                expired.push(PeerKey(k as u32));
+                continue;
+            }
             for (side, conn) in [
                 (Side::Publisher, &mut p.publisher),
                 (Side::Subscriber, &mut p.subscriber),
@@ -367,6 +409,13 @@ impl Worker {
             }
         }
         self.dirty.extend(due);
+        for peer in expired {
+            SfuStats::add(&self.stats.media_setup_timeouts, 1);
+            if let Some(p) = self.participants.get(peer.0 as usize) {
+                info!(participant = %p.id, "media connection not up within {:?}", self.media_setup_timeout);
+            }
+            self.report_media_lost(peer);
+        }
     }
 
     /// Polls every connection that got input until it only wants a timeout, acting on its
@@ -503,6 +552,18 @@ impl Worker {
             }
             Event::Connected => {
                 SfuStats::add(&self.stats.peers_connected, 1);
+                if let Some(c) = self
+                    .participants
+                    .get_mut(peer.0 as usize)
+                    .and_then(|p| p.connection_mut(side))
+                {
+                    c.connected = true;
+                }
+                if side == Side::Subscriber {
+                    // Whatever keyframe was asked for when its downtracks were activated went
+                    // nowhere while the connection was coming up.
+                    self.request_subscriber_keyframes(peer, now);
+                }
                 if let Some(p) = self.participants.get(peer.0 as usize) {
                     let _ = self.events.send(SfuEvent::MediaConnected {
                         participant: p.id.clone(),

@@ -497,6 +497,42 @@ impl Router {
         None
     }
 
+    /// The offer holding this downtrack was refused (the answer did not fit it): its m-line
+    /// never came to be, so the downtrack goes back to pending for the next offer.
+    pub fn offer_failed(&mut self, key: DowntrackKey) {
+        let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
+            return;
+        };
+        if let DowntrackState::Offered(_) = dt.state {
+            dt.state = DowntrackState::Pending;
+            let subscriber = dt.subscriber;
+            self.mark_needs_negotiation(subscriber);
+        }
+    }
+
+    /// The subscriber's connection was replaced by a new one: every downtrack is offered
+    /// again on it, and the stopped ones are gone with the old connection.
+    pub fn reset_subscriber(&mut self, subscriber: PeerKey) {
+        let keys: Vec<DowntrackKey> = self
+            .members
+            .get(&subscriber)
+            .map(|m| m.downtracks.clone())
+            .unwrap_or_default();
+        for key in keys {
+            let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
+                continue;
+            };
+            match dt.state {
+                DowntrackState::Closing(_) => self.forget(key),
+                DowntrackState::Pending => {}
+                DowntrackState::Offered(_) | DowntrackState::Active { .. } => {
+                    dt.state = DowntrackState::Pending
+                }
+            }
+        }
+        self.mark_needs_negotiation(subscriber);
+    }
+
     /// The stop of a closing downtrack was negotiated: forget it.
     pub fn forget(&mut self, key: DowntrackKey) {
         if let Some(dt) = self.downtracks.try_remove(key.0 as usize) {

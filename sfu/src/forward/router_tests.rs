@@ -221,3 +221,30 @@ fn loud_publisher_is_reported_as_dominant_speaker_and_only_on_change() {
     assert_eq!(later.len(), 1, "{later:?}");
     assert!(later[0].speakers.is_empty());
 }
+
+#[test]
+fn a_refused_offer_puts_its_downtracks_back_to_pending() {
+    let now = Instant::now();
+    let mut r = Router::new(Duration::from_millis(500));
+    r.add_participant(PeerKey(0), "room", Some(VideoSubscription::Auto));
+    r.add_participant(PeerKey(1), "room", Some(VideoSubscription::Auto));
+    r.add_track(PeerKey(0), mid("0"), TrackKind::Video, 90_000, false, 1)
+        .unwrap();
+    assert_eq!(r.take_needs_negotiation(), vec![PeerKey(1)]);
+    let (k, _) = r.downtracks_of(PeerKey(1))[0];
+    r.mark_offered(k, mid("thrown-away"));
+    r.offer_failed(k);
+    assert_eq!(r.downtrack(k).unwrap().state, DowntrackState::Pending);
+    assert_eq!(
+        r.take_needs_negotiation(),
+        vec![PeerKey(1)],
+        "offered again"
+    );
+    // A later offer activates it as usual.
+    r.mark_offered(k, mid("s0"));
+    r.activate(k, vec![(96, 96)], now);
+    assert!(matches!(
+        r.downtrack(k).unwrap().state,
+        DowntrackState::Active { .. }
+    ));
+}

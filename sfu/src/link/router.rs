@@ -171,6 +171,7 @@ impl Router {
             SfuEvent::SubscriberOffer { participant, .. }
             | SfuEvent::MediaConnected { participant }
             | SfuEvent::MediaLost { participant }
+            | SfuEvent::SubscriberReset { participant }
             | SfuEvent::PublisherLayers { participant, .. } => {
                 match routes.participants.get(participant) {
                     Some((conn, _)) => usize::from(send(conn, event)),

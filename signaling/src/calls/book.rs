@@ -63,6 +63,9 @@ pub enum EndReason {
     MemberLeft,
     Empty,
     EndedByServer,
+    /// An accepted member never joined the call's room within the join timeout (a 1:1
+    /// call ends; a group call goes on without that member).
+    NotJoined,
 }
 
 /// What the driver must do.
@@ -132,6 +135,10 @@ pub struct Call {
     ended_unix: Option<u64>,
     end_reason: Option<EndReason>,
     ring_deadline: Instant,
+    /// Members admitted to the room who have not joined it yet, and by when they must.
+    join_deadlines: BTreeMap<String, Instant>,
+    /// Members who joined the room at least once.
+    joined: BTreeSet<String>,
 }
 
 impl Call {
@@ -186,6 +193,9 @@ pub enum BusyPolicy {
 #[derive(Debug, Clone)]
 pub struct CallSettings {
     pub ring_timeout: Duration,
+    /// How long a member who accepted (or the caller, at the first answer) has to join the
+    /// call's room; then it counts as gone (`EndReason::NotJoined`).
+    pub join_timeout: Duration,
     pub busy_policy: BusyPolicy,
     pub invites_per_minute: u32,
     pub max_callees: usize,
@@ -195,6 +205,7 @@ impl Default for CallSettings {
     fn default() -> Self {
         CallSettings {
             ring_timeout: Duration::from_secs(45),
+            join_timeout: Duration::from_secs(30),
             busy_policy: BusyPolicy::Busy,
             invites_per_minute: 10,
             max_callees: 16,
@@ -443,6 +454,8 @@ impl CallBook {
                     ended_unix: None,
                     end_reason: None,
                     ring_deadline: now.instant + self.settings.ring_timeout,
+                    join_deadlines: BTreeMap::new(),
+                    joined: BTreeSet::new(),
                 };
                 self.calls.insert(id.clone(), call);
                 self.webhook("call.started", &id, None);
@@ -555,6 +568,7 @@ impl CallBook {
         call_id: &str,
         now: Now,
     ) -> Result<(), CallError> {
+        let join_deadline = now.instant + self.settings.join_timeout;
         let call = self.callee_mut(call_id, user)?;
         let Some(c) = call.callees.get_mut(user) else {
             return Err(CallError::UnknownCall);
@@ -580,6 +594,11 @@ impl CallBook {
         } else {
             vec![(user.to_string(), device.to_string())]
         };
+        for (u, _) in &members {
+            if !call.joined.contains(u) {
+                call.join_deadlines.insert(u.clone(), join_deadline);
+            }
+        }
         for (u, d) in members {
             self.effects.push(Effect::Admit {
                 user: u,
@@ -671,6 +690,18 @@ impl CallBook {
         Ok(())
     }
 
+    /// The user's participant entered the call's room: it is in the call for real.
+    pub fn room_member_joined(&mut self, room: &str, user: &str) {
+        let Some(call) = room
+            .strip_prefix("call-")
+            .and_then(|id| self.calls.get_mut(id))
+        else {
+            return;
+        };
+        call.join_deadlines.remove(user);
+        call.joined.insert(user.to_string());
+    }
+
     /// The user's media participant left the call's room for good.
     pub fn room_member_left(&mut self, room: &str, user: &str, now: Now) {
         let Some(id) = room.strip_prefix("call-").map(str::to_string) else {
@@ -726,8 +757,9 @@ impl CallBook {
         }
     }
 
-    /// Ring timeouts.
+    /// Ring timeouts, and members who never joined the room.
     pub fn tick(&mut self, now: Now) {
+        self.expire_joins(now);
         let due: Vec<String> = self
             .calls
             .values()
@@ -772,6 +804,28 @@ impl CallBook {
                 self.webhook("call.missed", &id, Some(&user));
             }
             self.end_if_nobody_left(&id, now);
+        }
+    }
+
+    /// Members admitted to an active call's room who did not join it in time leave the call
+    /// (`not_joined`): a 1:1 call ends instead of staying active for ever.
+    fn expire_joins(&mut self, now: Now) {
+        let due: Vec<(String, String)> = self
+            .calls
+            .values()
+            .filter(|c| c.state == CallState::Active)
+            .flat_map(|c| {
+                c.join_deadlines
+                    .iter()
+                    .filter(|(_, d)| **d <= now.instant)
+                    .map(|(u, _)| (c.id.clone(), u.clone()))
+            })
+            .collect();
+        for (id, user) in due {
+            if let Some(call) = self.calls.get_mut(&id) {
+                call.join_deadlines.remove(&user);
+            }
+            self.member_left(&id, &user, EndReason::NotJoined, now);
         }
     }
 

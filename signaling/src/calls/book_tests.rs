@@ -341,3 +341,58 @@ fn adding_a_user_turns_a_running_call_into_a_group_call() {
     );
     assert_eq!(stranger, Err(CallError::UnknownCall));
 }
+
+#[test]
+fn an_answered_call_nobody_joins_ends_at_the_join_timeout() {
+    let mut w = World::new();
+    let call = id(&w.invite("alice", "a1", &["bob"]).unwrap());
+    let room = format!("call-{call}");
+    let now = w.now();
+    w.book.accept("bob", "b1", &call, now).unwrap();
+    w.book.room_member_joined(&room, "alice");
+    w.messages();
+
+    // Bob's app crashed between the answer and the join: the call must not stay active.
+    w.secs += 29;
+    let now = w.now();
+    w.book.tick(now);
+    assert_eq!(
+        w.messages(),
+        Vec::<String>::new(),
+        "still within the timeout"
+    );
+    w.secs += 1;
+    let now = w.now();
+    w.book.tick(now);
+    let msgs = w.messages();
+    assert!(
+        msgs.contains(&"alice/a1:call_ended:not_joined".to_string()),
+        "{msgs:?}"
+    );
+    assert!(msgs.contains(&"close_room".to_string()), "{msgs:?}");
+    assert!(msgs.contains(&"hook:call.ended".to_string()), "{msgs:?}");
+    let report = w.book.call(&call).unwrap().report();
+    assert_eq!(report["state"], "ended");
+    assert_eq!(report["end_reason"], "not_joined");
+}
+
+#[test]
+fn members_who_joined_are_not_timed_out() {
+    let mut w = World::new();
+    let call = id(&w.invite("alice", "a1", &["bob", "carol"]).unwrap());
+    let room = format!("call-{call}");
+    let now = w.now();
+    w.book.accept("bob", "b1", &call, now).unwrap();
+    w.book.accept("carol", "c1", &call, now).unwrap();
+    w.book.room_member_joined(&room, "alice");
+    w.book.room_member_joined(&room, "bob");
+    w.messages();
+    w.secs += 120;
+    let now = w.now();
+    w.book.tick(now);
+    // Carol never came: the group call goes on without her.
+    assert_eq!(w.messages(), ["carol/c1:call_ended:not_joined"]);
+    let report = w.book.call(&call).unwrap().report();
+    assert_eq!(report["state"], "active");
+    assert_eq!(report["members"], serde_json::json!(["alice", "bob"]));
+}

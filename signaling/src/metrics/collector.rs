@@ -44,6 +44,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
     ("zvon_worker_panics_total", "Media worker threads that panicked; each stays dead and the node is not ready.", MetricType::COUNTER, &[]),
+    ("zvon_media_setup_timeouts_total", "Participants cut because a media connection (ICE + DTLS) did not come up within the media-setup timeout.", MetricType::COUNTER, &[]),
     ("zvon_worker_shedding_level", "Video an overloaded media worker stops forwarding: 0 none, 1 thumbnails, 2 all cameras.", MetricType::GAUGE, &["worker"]),
 ];
 
@@ -221,6 +222,7 @@ impl Collector for NodeCollector {
         for (reason, c) in [
             ("unknown_source", &s.datagrams_dropped_unknown_source),
             ("malformed", &s.datagrams_dropped_malformed),
+            ("send_buffer_full", &s.datagrams_dropped_send_buffer_full),
         ] {
             f.counter(
                 "zvon_udp_datagrams_dropped_total",
@@ -275,6 +277,11 @@ impl Collector for NodeCollector {
 
         f.gauge("zvon_workers", &[], s.workers.len() as f64);
         f.counter("zvon_worker_panics_total", &[], get(&s.worker_panics));
+        f.counter(
+            "zvon_media_setup_timeouts_total",
+            &[],
+            get(&s.media_setup_timeouts),
+        );
         for (i, w) in s.workers.iter().enumerate() {
             let worker = i.to_string();
             let l = [("worker", worker.as_str())];

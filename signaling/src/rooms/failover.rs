@@ -192,6 +192,7 @@ impl Hub {
                 };
                 // An offer of the lost media must not be delivered on resume.
                 p.undelivered_offer = None;
+                p.undelivered_reset = false;
                 SfuRequest::AddParticipant {
                     room: RoomId(p.room.clone()),
                     participant,

@@ -12,6 +12,7 @@
 mod census;
 mod chat;
 mod devices;
+mod drain;
 mod failover;
 mod moderation;
 mod mute;
@@ -82,6 +83,9 @@ struct Participant {
     track_mids: Vec<(String, String)>,
     /// A subscriber offer that arrived while the socket was gone; sent on resume.
     undelivered_offer: Option<ServerMessage>,
+    /// A `subscriber_reset` that arrived while the socket was gone; sent on resume, before
+    /// the offer for the new connection.
+    undelivered_reset: bool,
     seat: moderation::Seat,
     /// How it joined the media node, to join another one after a failover.
     video_subscription: VideoSubscription,
@@ -138,6 +142,8 @@ pub struct Hub {
     webhooks: Webhooks,
     /// Signs the room tokens handed out for answered calls.
     call_key: ApiKey,
+    /// Shutting down: no new joins (see `drain.rs`).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> Now {
@@ -205,6 +211,7 @@ impl Hub {
             limits,
             webhooks,
             call_key,
+            draining: Default::default(),
         })
     }
 
@@ -260,6 +267,12 @@ impl Hub {
         outbox: Outbox,
         request_id: Option<String>,
     ) -> Result<Joined, Refusal> {
+        if self.is_draining() {
+            return Err((
+                ErrorCode::ServerDraining,
+                "this server is shutting down; join again in a moment".into(),
+            ));
+        }
         if let Some(room) = requested_room {
             if room != claims.room {
                 return Err((
@@ -430,6 +443,9 @@ impl Hub {
             .entry(claims.room.clone())
             .or_default()
             .push(pid.to_string());
+        if claims.room.starts_with("call-") {
+            state.calls.room_member_joined(&claims.room, &claims.sub);
+        }
         state.participants.insert(
             pid.to_string(),
             Participant {
@@ -442,6 +458,7 @@ impl Hub {
                 publishing: !tracks.is_empty(),
                 track_mids: tracks.into_iter().map(|(mid, t)| (mid, t.id)).collect(),
                 undelivered_offer: None,
+                undelivered_reset: false,
                 seat: moderation::Seat::new(),
                 video_subscription,
             },
@@ -530,6 +547,9 @@ impl Hub {
             classroom,
         };
         let _ = outbox.send(Outbound::Message(joined, request_id));
+        if std::mem::take(&mut p.undelivered_reset) {
+            let _ = outbox.send(Outbound::Message(ServerMessage::SubscriberReset, None));
+        }
         if let Some(offer) = p.undelivered_offer.take() {
             let _ = outbox.send(Outbound::Message(offer, None));
         }
@@ -748,6 +768,20 @@ impl Hub {
                 // queue behind this event, so each client gets `media_reset` before them.
                 SfuEvent::WorkerLost { participants } => self.media_worker_lost(participants).await,
                 SfuEvent::MediaConnected { .. } => {}
+                // Queued before the offer for the new connection, which follows in this loop.
+                SfuEvent::SubscriberReset { participant } => {
+                    let mut state = self.lock();
+                    let Some(p) = state.participants.get_mut(&participant.0) else {
+                        continue;
+                    };
+                    let reset = Outbound::Message(ServerMessage::SubscriberReset, None);
+                    let refused = match &p.outbox {
+                        Some(outbox) => outbox.send(reset).is_err(),
+                        None => true,
+                    };
+                    // Kept for a resume, like the offer that follows it.
+                    p.undelivered_reset |= refused;
+                }
                 SfuEvent::PublisherLayers {
                     participant,
                     track_id,

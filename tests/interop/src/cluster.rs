@@ -326,6 +326,71 @@ impl ClusterNode {
         Ok(node)
     }
 
+    /// Starts an all-in-one `zvon serve --dev` (no `--cluster`) on free loopback ports, one
+    /// worker, with `extra` flags; waits until `/readyz` answers 200.
+    pub async fn start_standalone(id: &str, extra: &[&str]) -> Result<ClusterNode> {
+        let http_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()?).parse()?;
+        let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()?).parse()?;
+        let log = log_dir().join(format!("{id}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let child = Command::new(zvon_bin()?)
+            .args(["serve", "--dev"])
+            .args(["--http-addr", &http_addr.to_string()])
+            .args(["--metrics-addr", &metrics_addr.to_string()])
+            .args(["--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1"])
+            .args(["--media-port", "0", "--workers", "1"])
+            .args(extra)
+            .env(
+                "RUST_LOG",
+                std::env::var("ZVON_NODE_LOG").unwrap_or_else(|_| "info,str0m=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .context("starting zvon")?;
+        let mut node = ClusterNode {
+            id: id.to_string(),
+            role: "both",
+            http_addr,
+            metrics_addr,
+            quic_addr: http_addr,
+            log,
+            child: Some(child),
+        };
+        node.wait_ready(Duration::from_secs(15)).await?;
+        Ok(node)
+    }
+
+    /// Sends SIGTERM and returns at once (see [`ClusterNode::wait_exit`]).
+    pub fn send_sigterm(&mut self) {
+        if let Some(child) = &mut self.child {
+            kill(child, libc::SIGTERM);
+        }
+    }
+
+    /// The exit status if the process has exited, without waiting.
+    pub fn exited(&mut self) -> Result<Option<std::process::ExitStatus>> {
+        match &mut self.child {
+            Some(child) => Ok(child.try_wait()?),
+            None => bail!("node {} is not running", self.id),
+        }
+    }
+
+    /// Waits up to `limit` for the process to exit (after [`ClusterNode::send_sigterm`]).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.exited()? {
+                self.child = None;
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                bail!("node {} did not exit within {limit:?}", self.id);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn wait_ready(&mut self, limit: Duration) -> Result<()> {
         let deadline = Instant::now() + limit;
         loop {

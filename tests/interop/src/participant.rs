@@ -93,7 +93,7 @@ impl TestParticipant {
         let (offer_tx, offer_rx) = mpsc::unbounded_channel();
         // Resets travel in the same queue as offers: the offer after a reset must be answered
         // on the new connection, never on the old one.
-        let routed = vec!["subscriber_offer", "media_reset"];
+        let routed = vec!["subscriber_offer", "media_reset", "subscriber_reset"];
         let signal = SignalClient::connect(http_addr, Some((routed, offer_tx)))
             .await
             .map_err(|e| anyhow!("{e}"))?;
@@ -716,8 +716,9 @@ async fn answer_loop(
     answers_sent: Arc<AtomicU64>,
 ) {
     while let Some(offer) = offers.recv().await {
-        if msg_type(&offer) == "media_reset" {
-            // The media node changed: the old connection's peer is gone for good.
+        if matches!(msg_type(&offer), "media_reset" | "subscriber_reset") {
+            // The media node changed, or the server replaced our subscriber connection: the
+            // old connection's peer is gone for good.
             match Peer::new("subscriber").await {
                 Ok(fresh) => {
                     let old = std::mem::replace(

@@ -123,6 +123,10 @@ impl Worker {
             else {
                 continue;
             };
+            // Written before ICE and DTLS are up, str0m would queue it without bound.
+            if !sub.connected {
+                continue;
+            }
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
@@ -145,6 +149,26 @@ impl Worker {
             self.meter.rtp_forwarded(kind, len);
         }
         self.forwards = forwards;
+    }
+
+    /// Asks the publishers of a subscriber's video downtracks for keyframes (throttled as any
+    /// subscriber's request is), so that its first forwarded frame decodes.
+    pub(super) fn request_subscriber_keyframes(&mut self, subscriber: PeerKey, now: Instant) {
+        let mids: Vec<Mid> = self
+            .router
+            .downtracks_of(subscriber)
+            .into_iter()
+            .filter_map(|(_, d)| match d.state {
+                DowntrackState::Active { mid, .. } if d.kind == TrackKind::Video => Some(mid),
+                _ => None,
+            })
+            .collect();
+        for mid in mids {
+            if let KeyframeDecision::Send(r) = self.router.on_keyframe_request(subscriber, mid, now)
+            {
+                self.request_keyframe(r);
+            }
+        }
     }
 
     /// Sends a PLI for one simulcast layer, or for every stream of the m-line.

@@ -20,6 +20,12 @@ impl Worker {
         if p.pending_offer.is_some() {
             return;
         }
+        if p.subscriber
+            .as_ref()
+            .is_some_and(|c| c.stopped_mlines >= self.max_stopped_mlines)
+        {
+            self.renew_subscriber(peer);
+        }
         let downtracks: Vec<_> = self
             .router
             .downtracks_of(peer)
@@ -113,17 +119,49 @@ impl Worker {
             self.router.mark_offered(*key, *mid);
         }
         let participant = &mut self.participants[peer.0 as usize];
+        // str0m stops an m-line for good when asked, whatever becomes of the answer.
+        if let Some(conn) = participant.subscriber.as_mut() {
+            conn.stopped_mlines += closing.len();
+        }
+        let sdp = offer.to_sdp_string();
         participant.pending_offer = Some(PendingSubscriberOffer {
             pending,
             offered: offered.into_iter().map(|(k, _)| k).collect(),
             closing,
+            mids: mids_of(&sdp).into_iter().map(String::from).collect(),
         });
         let _ = self.events.send(SfuEvent::SubscriberOffer {
             participant: participant.id.clone(),
-            sdp: sdp_candidates::in_every_section(&offer.to_sdp_string()),
+            sdp: sdp_candidates::in_every_section(&sdp),
             tracks: listed,
         });
         self.mark_dirty((peer, Side::Subscriber));
+    }
+
+    /// Replaces a subscriber connection whose stopped m-lines reached the limit: str0m never
+    /// reuses an m-line, so without this every offer would keep growing with the room's churn.
+    /// The client is told first (`SubscriberReset`), then gets an offer for a new connection
+    /// carrying only the live tracks.
+    fn renew_subscriber(&mut self, peer: PeerKey) {
+        let Some(mut old) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.take())
+        else {
+            return;
+        };
+        info!(
+            participant = %self.participants[peer.0 as usize].id,
+            stopped = old.stopped_mlines,
+            "subscriber connection renewed: too many stopped m-lines"
+        );
+        self.demux.remove_connection((peer, Side::Subscriber));
+        self.dirty.retain(|k| *k != (peer, Side::Subscriber));
+        self.close_connection(&mut old);
+        self.router.reset_subscriber(peer);
+        let _ = self.events.send(SfuEvent::SubscriberReset {
+            participant: self.participants[peer.0 as usize].id.clone(),
+        });
     }
 
     pub(super) fn accept_subscriber_answer(
@@ -132,7 +170,7 @@ impl Worker {
         sdp: &str,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let answer = SdpAnswer::from_sdp_string(sdp)
+        let answer = SdpAnswer::from_sdp_string(&with_empty_bundle_group(sdp))
             .map_err(|e| requests::sdp_refused("the answer is not valid SDP", e))?;
         let participant = &mut self.participants[peer.0 as usize];
         let Some(pending) = participant.pending_offer.take() else {
@@ -143,10 +181,30 @@ impl Worker {
         let Some(conn) = participant.subscriber.as_mut() else {
             return Err(SfuError::InvalidRequest("no subscriber connection".into()));
         };
+        // str0m takes the answer's ICE credentials, DTLS role and fingerprint before it finds
+        // that its m-lines do not fit, and the offer is spent then: an answer that cannot fit
+        // is refused here, with the offer still outstanding, so the client can answer again.
+        if mids_of(sdp) != pending.mids {
+            participant.pending_offer = Some(pending);
+            return Err(SfuError::InvalidSdp(
+                "the answer's m-lines (a=mid) are not those of the subscriber offer; answer it again"
+                    .into(),
+            ));
+        }
         if let Err(e) = conn.rtc.sdp_api().accept_answer(pending.pending, answer) {
-            // The offer is spent either way; its downtracks go back to pending so the next
-            // offer carries them again.
+            // The offer is spent either way: the m-lines it added never came to be, so their
+            // downtracks go back to pending and a new offer carries them again; the m-lines it
+            // stopped are stopped in the connection already.
             warn!("subscriber answer refused: {e}");
+            for key in pending.offered {
+                self.router.offer_failed(key);
+            }
+            for key in pending.closing {
+                self.router.forget(key);
+            }
+            // As after an accepted answer: the changes that waited for this offer, and its
+            // own tracks again, go out in the next one.
+            self.negotiate(peer, now);
             return Err(SfuError::InvalidSdp(
                 "the answer does not match the subscriber offer".into(),
             ));
@@ -154,6 +212,7 @@ impl Worker {
         for key in pending.closing {
             self.router.forget(key);
         }
+        conn.start_setup_clock(now + self.media_setup_timeout);
         let mut keyframe_requests = vec![];
         for key in pending.offered {
             let Some(dt) = self.router.downtrack(key) else {
@@ -203,5 +262,63 @@ impl Worker {
         // Changes that arrived while the offer was out.
         self.negotiate(peer, now);
         Ok(())
+    }
+}
+
+/// The `a=mid` values of an SDP, in m-line order; an m-line without one counts as empty.
+fn mids_of(sdp: &str) -> Vec<&str> {
+    let mut mids = vec![];
+    for line in sdp.lines() {
+        if line.starts_with("m=") {
+            mids.push("");
+        } else if let (Some(mid), Some(last)) = (line.strip_prefix("a=mid:"), mids.last_mut()) {
+            *last = mid.trim();
+        }
+    }
+    mids
+}
+
+/// An answer in which every m-line is stopped, as some peers (webrtc-rs) write it, has no
+/// `a=group:BUNDLE` line at all, which str0m refuses: give it the empty group it means.
+fn with_empty_bundle_group(sdp: &str) -> std::borrow::Cow<'_, str> {
+    let mut m_lines = sdp.lines().filter(|l| l.starts_with("m=")).peekable();
+    let all_stopped = m_lines.peek().is_some() && m_lines.all(|l| l.split(' ').nth(1) == Some("0"));
+    if !all_stopped || sdp.lines().any(|l| l.starts_with("a=group:")) {
+        return sdp.into();
+    }
+    match sdp.find("\nm=") {
+        Some(at) => {
+            let cr = if sdp[..at].ends_with('\r') { "\r" } else { "" };
+            format!("{}\na=group:BUNDLE{cr}{}", &sdp[..at], &sdp[at..]).into()
+        }
+        None => sdp.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STOPPED: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
+        m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:a1\r\n\
+        m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:v1\r\n";
+
+    #[test]
+    fn an_all_stopped_answer_gets_its_empty_bundle_group() {
+        let fixed = with_empty_bundle_group(STOPPED);
+        assert!(
+            fixed.contains("t=0 0\r\na=group:BUNDLE\r\nm=audio 0"),
+            "{fixed}"
+        );
+        assert_eq!(mids_of(&fixed), ["a1", "v1"]);
+    }
+
+    #[test]
+    fn other_answers_are_left_alone() {
+        let live = STOPPED.replacen("m=video 0", "m=video 9", 1);
+        assert_eq!(with_empty_bundle_group(&live), live);
+        let grouped = STOPPED.replacen("t=0 0\r\n", "t=0 0\r\na=group:BUNDLE\r\n", 1);
+        assert_eq!(with_empty_bundle_group(&grouped), grouped);
+        assert_eq!(with_empty_bundle_group("v=0\r\n"), "v=0\r\n");
     }
 }

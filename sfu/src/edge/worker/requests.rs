@@ -172,6 +172,7 @@ impl Worker {
             .accept_offer(offer)
             .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
         let checked = check_declared(&conn.rtc, tracks)?;
+        conn.start_setup_clock(now + self.media_setup_timeout);
         let ufrag = conn.ufrag.clone();
         self.participants[peer.0 as usize].publisher = Some(conn);
         self.add_published(peer, checked);
