@@ -15,8 +15,7 @@ pub struct SfuConfig {
     /// Smallest gap between two keyframe requests sent to one publisher's track.
     pub keyframe_request_interval: std::time::Duration,
     /// Fit each subscriber's video layers into its connection's send-side bandwidth
-    /// estimate (TWCC). Off by default: on a loaded 2-core test machine the delay-based
-    /// estimate collapses to ~200 kbit/s on loopback and would pin everyone to the low layer.
+    /// estimate (TWCC), probing towards the layers it wants. On by default.
     pub bandwidth_allocation: bool,
 }
 
@@ -28,7 +27,7 @@ impl Default for SfuConfig {
             port_base: 7360,
             workers: 0,
             keyframe_request_interval: std::time::Duration::from_millis(500),
-            bandwidth_allocation: false,
+            bandwidth_allocation: true,
         }
     }
 }

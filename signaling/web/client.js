@@ -61,6 +61,18 @@ function preferCodec(transceiver, mimeType) {
 }
 
 /**
+ * Puts Opus RED (RFC 2198: each packet also carries the previous one) first, so that the
+ * browser sends it: a subscriber on a lossy link then recovers a lost audio packet from the
+ * next one instead of concealing it. The server forwards RED to subscribers as it comes.
+ */
+function preferRed(transceiver) {
+  const codecs = RTCRtpSender.getCapabilities('audio')?.codecs ?? [];
+  const red = codecs.filter((c) => c.mimeType.toLowerCase() === 'audio/red');
+  if (!red.length || !transceiver.setCodecPreferences) return;
+  transceiver.setCodecPreferences([...red, ...codecs.filter((c) => !red.includes(c))]);
+}
+
+/**
  * The camera's simulcast layers, lowest first (the protocol's order): each subscriber gets the
  * one that fits how big it shows the video.
  */
@@ -653,6 +665,7 @@ export class ZvonClient extends StatefulEmitter {
       if (simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
       const tr = pc.addTransceiver(track, init);
       if (kind === 'video' && (this.videoCodec || simulcast)) preferCodec(tr, this.videoCodec ?? 'video/VP8');
+      if (kind === 'audio') preferRed(tr);
       transceivers.push({ kind, tr, track });
     }
     const offer = await pc.createOffer();

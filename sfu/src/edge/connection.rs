@@ -17,9 +17,10 @@ use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
 
-/// Where a subscriber's estimate starts: enough for audio and a middle layer or two, so a
-/// new subscriber sees video at once and probing finds the rest within seconds.
-const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_500);
+/// Where a subscriber's estimate starts: audio and the low layer, so a subscriber on a thin
+/// link is not flooded in its first seconds; str0m's initial probes (at several times this
+/// rate) find an open link's capacity within a few seconds and the layers follow.
+const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
@@ -87,6 +88,9 @@ impl Connection {
                 pass,
             })
             .set_stats_interval(Some(Duration::from_secs(2)))
+            // Opus RED is offered and accepted so that it passes through: publishers that
+            // send it protect every subscriber's audio against loss on its own link.
+            .enable_opus(true, true)
             .enable_bwe(bwe)
             .build(now);
         let host = Candidate::host(candidate, "udp").map_err(RtcError::Ice)?;

@@ -51,6 +51,8 @@ pub struct Command {
 const IDLE_TICK: Duration = Duration::from_millis(100);
 const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
+/// The least a subscriber estimator probes for: audio and a low video layer.
+const MIN_PROBE_TARGET_BPS: u64 = 100_000;
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
@@ -178,6 +180,7 @@ impl Worker {
             let now = Instant::now();
             self.drain(now);
             self.report_speakers(now);
+            self.report_bandwidth(now);
             self.report_layer_demand(now);
             self.flush(&socket).await;
             let now = Instant::now();
@@ -379,6 +382,51 @@ impl Worker {
         }
     }
 
+    /// Bandwidth allocation: re-divides each subscriber's estimate (a few times a second),
+    /// points its estimator at what it wants, and tells clients about paused videos.
+    fn report_bandwidth(&mut self, now: Instant) {
+        let wanted = self.router.reallocate(now);
+        if wanted.is_empty() {
+            return;
+        }
+        for (peer, bps) in wanted {
+            self.set_probe_target(peer, bps);
+        }
+        for p in self.router.take_bandwidth_pauses() {
+            let (Some(s), Some(track_id)) = (
+                self.participants.get(p.subscriber.0 as usize),
+                self.track_ids.get(&p.track),
+            ) else {
+                continue;
+            };
+            let _ = self.events.send(SfuEvent::VideoPausedForBandwidth {
+                participant: s.id.clone(),
+                track_id: track_id.clone(),
+                paused: p.paused,
+            });
+        }
+        self.meter.bandwidth(
+            self.router.bandwidth_totals(),
+            self.router.take_budget_changes(),
+        );
+    }
+
+    /// Probe towards what the subscriber wants, so that layers cut or never started for
+    /// lack of bandwidth come back once the link carries them. str0m probes when the
+    /// desired rate rises above its estimate.
+    fn set_probe_target(&mut self, peer: PeerKey, wanted_bps: u64) {
+        if let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        {
+            c.rtc.bwe().set_bitrate(
+                Bitrate::ZERO,
+                Bitrate::bps(wanted_bps.max(MIN_PROBE_TARGET_BPS)),
+            );
+        }
+    }
+
     /// Dynacast: tells publishers which simulcast layers someone receives.
     fn report_layer_demand(&mut self, now: Instant) {
         for (track, active) in self.router.poll_layer_demand(now) {
@@ -490,17 +538,7 @@ impl Worker {
                     desired,
                     "subscriber estimate"
                 );
-                if let Some(c) = self
-                    .participants
-                    .get_mut(peer.0 as usize)
-                    .and_then(|p| p.subscriber.as_mut())
-                {
-                    // Probe towards what the subscriber wants, so layers cut for lack of
-                    // bandwidth come back when it returns.
-                    c.rtc
-                        .bwe()
-                        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired.max(100_000)));
-                }
+                self.set_probe_target(peer, desired);
             }
             Event::MediaIngressStats(s) if side == Side::Publisher => {
                 let track = self

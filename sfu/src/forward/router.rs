@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use str0m::media::Mid;
 
-use super::downtrack_layers::{select_layer, LayerCap};
+use super::downtrack_layers::{select_layer, BandwidthPause, LayerCap};
 use super::dynacast::LayerDemand;
 use super::keyframe::KeyframeStart;
 use super::keyframe_requests::KeyframeRequestThrottle;
@@ -19,6 +19,7 @@ use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MA
 use super::overload::Shedding;
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
+use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
@@ -100,12 +101,15 @@ impl Downtrack {
 }
 
 #[derive(Debug)]
-struct Member {
-    room: String,
+pub(super) struct Member {
+    pub(super) room: String,
     /// `None` for a participant without the right to subscribe.
     subscription: Option<VideoSubscription>,
     tracks: Vec<TrackKey>,
-    downtracks: Vec<DowntrackKey>,
+    pub(super) downtracks: Vec<DowntrackKey>,
+    /// The subscriber connection's bandwidth; `None` until its first estimate (or when
+    /// bandwidth allocation is off).
+    pub(super) budget: Option<SubscriberBudget>,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -172,16 +176,21 @@ pub enum KeyframeDecision {
 }
 
 pub struct Router {
-    members: HashMap<PeerKey, Member>,
+    pub(super) members: HashMap<PeerKey, Member>,
     rooms: HashMap<String, Vec<PeerKey>>,
-    tracks: Slab<Track>,
-    downtracks: Slab<Downtrack>,
+    pub(super) tracks: Slab<Track>,
+    pub(super) downtracks: Slab<Downtrack>,
     needs_negotiation: Vec<PeerKey>,
     keyframe_interval: Duration,
     next_seq_seed: u32,
     speakers: SpeakerDetector,
     /// The ranking last reported per room, to report only changes.
-    reported_speakers: HashMap<String, Vec<Speaker>>,
+    pub(super) reported_speakers: HashMap<String, Vec<Speaker>>,
+    /// Bandwidth allocation: when it next runs for every subscriber, pause changes for the
+    /// clients, and what it changed since the driver last looked (metrics).
+    pub(super) next_allocation: Option<Instant>,
+    pub(super) bandwidth_pauses: Vec<BandwidthPause>,
+    pub(super) budget_changes: BudgetChanges,
     /// Keyframe requests decided while forwarding, for [`Router::pop_keyframe_request`].
     keyframe_out: Vec<KeyframeRequest>,
     /// When [`Router::poll_layer_demand`] next looks at the tracks.
@@ -204,6 +213,9 @@ impl Router {
             reported_speakers: HashMap::new(),
             keyframe_out: Vec::with_capacity(8),
             next_demand_check: None,
+            next_allocation: None,
+            bandwidth_pauses: Vec::new(),
+            budget_changes: BudgetChanges::default(),
             shedding: Shedding::None,
         }
     }
@@ -268,6 +280,7 @@ impl Router {
                 subscription,
                 tracks: vec![],
                 downtracks: vec![],
+                budget: None,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -565,28 +578,6 @@ impl Router {
         }
         self.add_downtrack(track, subscriber, want);
         WantOutcome::Subscribed
-    }
-
-    /// The subscriber connection's send-side bandwidth estimate: caps the layers of its
-    /// video downtracks so that audio, then the dominant speaker, then the others fit.
-    /// Returns the rate everything it wants would take, for the estimator to probe towards.
-    pub fn set_egress_budget(&mut self, subscriber: PeerKey, bps: u64, now: Instant) -> u64 {
-        let Some(member) = self.members.get(&subscriber) else {
-            return 0;
-        };
-        let dominant = self
-            .reported_speakers
-            .get(&member.room)
-            .and_then(|s| s.first())
-            .map(|s| s.peer);
-        super::downtrack_layers::apply_budget(
-            &member.downtracks,
-            &mut self.downtracks,
-            &self.tracks,
-            dominant,
-            bps,
-            now,
-        )
     }
 
     /// Dynacast: simulcast tracks whose set of needed layers changed, with the layers the

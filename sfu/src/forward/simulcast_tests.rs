@@ -361,9 +361,15 @@ fn bandwidth_estimate_caps_the_layer_and_pauses_video_that_does_not_fit() {
     assert!(room.take(LARGE).is_empty());
     assert!(!room.take(SMALL).is_empty());
 
-    // Plenty again: back to the top layer at its keyframe.
+    // Plenty again, but right after a cut: held back, so that a flapping estimate does not
+    // flap the layers.
     room.r.set_egress_budget(LARGE, 10_000_000, room.at(50));
     room.frame(50, &[0, 1, 2], &[2]);
+    room.frames(51..110, &[0, 1, 2]);
+    assert!(room.take(LARGE).is_empty(), "held after the cut");
+    // Once the hold is over: back to the top layer at its keyframe.
+    room.r.set_egress_budget(LARGE, 10_000_000, room.at(110));
+    room.frame(110, &[0, 1, 2], &[2]);
     assert_eq!(room.take(LARGE).len(), 3);
 }
 

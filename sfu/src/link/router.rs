@@ -171,7 +171,8 @@ impl Router {
             SfuEvent::SubscriberOffer { participant, .. }
             | SfuEvent::MediaConnected { participant }
             | SfuEvent::MediaLost { participant }
-            | SfuEvent::PublisherLayers { participant, .. } => {
+            | SfuEvent::PublisherLayers { participant, .. }
+            | SfuEvent::VideoPausedForBandwidth { participant, .. } => {
                 match routes.participants.get(participant) {
                     Some((conn, _)) => usize::from(send(conn, event)),
                     None => 0,
