@@ -513,6 +513,7 @@ export class ZvonClient extends StatefulEmitter {
       case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
       case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
+      case 'video_paused': return this._onVideoPaused(msg.track_id, !!msg.paused, msg.reason);
       case 'left':
         if (this._onLeft) { this._onLeft(); return; }
         // Not an answer to our leave: the server ended the session (the room was closed,
@@ -796,6 +797,18 @@ export class ZvonClient extends StatefulEmitter {
     p.tracks.delete(trackId);
     this._sentSettings.delete(trackId);
     this._emit('participantupdated', { participant: p });
+  }
+
+  /** The server paused (or resumed) a video for this client because its link is too thin. */
+  _onVideoPaused(trackId, paused, reason) {
+    for (const p of this.participants.values()) {
+      const t = p.tracks.get(trackId);
+      if (!t) continue;
+      t.pausedForBandwidth = paused;
+      this._emit('videopaused', { participant: p, trackId, paused, reason });
+      this._emit('participantupdated', { participant: p });
+      return;
+    }
   }
 
   _onTrackMuted(pid, trackId, muted) {

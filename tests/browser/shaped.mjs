@@ -36,6 +36,8 @@ const PROFILES = [
   { name: 'thin', kbps: 600, loss: 1, seconds: 25, test: true },
   { name: 'poor', kbps: 300, loss: 3, seconds: 30 },
   { name: 'step', kbps: 2000, loss: 0, seconds: 36, steps: [[12, 250], [24, 2000]] },
+  // Below the lowest layer: video pauses with a badge on the tile, audio goes on; resumes.
+  { name: 'pause', kbps: 0, loss: 0, seconds: 28, steps: [[3, 100], [16, 0]], test: true },
 ];
 
 function run(cmd, args, input) {
@@ -228,7 +230,15 @@ async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages
     profile: profile.name, kbps: profile.kbps, lossPct: profile.loss, ...summary,
     recentHeights: recent, publisherTopHeight: pubTop,
   };
-  if (stepTimes.length) result.steps = stepResponse(samples, stepTimes);
+  if (stepTimes.length) {
+    result.steps = stepResponse(samples, stepTimes);
+    // Per phase between steps: paused seconds, decoding seconds, audio concealment.
+    const bounds = [start, ...stepTimes.map((s) => s.at), Infinity];
+    result.phases = bounds.slice(0, -1).map((from, i) => {
+      const inPhase = samples.filter((s) => s.t >= from && s.t < bounds[i + 1]);
+      return { kbps: i ? stepTimes[i - 1].kbps : profile.kbps, ...summarize(inPhase), endPaused: inPhase.at(-1)?.paused ?? null };
+    });
+  }
   log(`${profile.name}: ${JSON.stringify(result)}`);
   for (const p of [pub, sub]) await p.context().close().catch(() => {});
   return result;
@@ -250,6 +260,13 @@ function check(result) {
       fails.push(`on an open link the subscriber receives heights ${result.recentHeights}, not the publisher's top layer (${result.publisherTopHeight}p)`);
     }
     if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time`);
+  }
+  if (result.profile === 'pause') {
+    const [, thin, open] = result.phases;
+    if (!thin.pausedSeconds) fails.push('at 100 kbit/s the tile never showed "video paused: poor connection"');
+    if (thin.audioConcealed >= 0.05) fails.push(`audio concealment ${pct(thin.audioConcealed)} while video was paused (want < 5 %)`);
+    if (open.endPaused) fails.push('the tile still shows "video paused" once the link is open again');
+    if (open.decodingShare < 0.5) fails.push(`after the link opened video decoded only ${pct(open.decodingShare)} of the time`);
   }
   if (result.profile === 'thin') {
     if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time (want >= 90 %)`);

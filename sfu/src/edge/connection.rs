@@ -35,6 +35,8 @@ pub struct Connection {
     pub queued_for_poll: bool,
     /// What was sent on this connection's streams, for the retransmission count.
     pub egress: EgressTally,
+    /// When the subscriber's desired rate was last raised to make str0m probe.
+    pub probe_nudged_at: Option<Instant>,
 }
 
 impl Connection {
@@ -102,6 +104,7 @@ impl Connection {
             lost_reported: false,
             queued_for_poll: false,
             egress: EgressTally::default(),
+            probe_nudged_at: None,
         })
     }
 }

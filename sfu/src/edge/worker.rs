@@ -53,6 +53,8 @@ const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 /// The least a subscriber estimator probes for: audio and a low video layer.
 const MIN_PROBE_TARGET_BPS: u64 = 100_000;
+/// How often a subscriber short of what it wants is probed anew (see `set_probe_target`).
+const PROBE_NUDGE_INTERVAL: Duration = Duration::from_secs(2);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
@@ -389,8 +391,8 @@ impl Worker {
         if wanted.is_empty() {
             return;
         }
-        for (peer, bps) in wanted {
-            self.set_probe_target(peer, bps);
+        for (peer, bps, estimate) in wanted {
+            self.set_probe_target(peer, bps, Some(estimate), now);
         }
         for p in self.router.take_bandwidth_pauses() {
             let (Some(s), Some(track_id)) = (
@@ -412,19 +414,38 @@ impl Worker {
     }
 
     /// Probe towards what the subscriber wants, so that layers cut or never started for
-    /// lack of bandwidth come back once the link carries them. str0m probes when the
-    /// desired rate rises above its estimate.
-    fn set_probe_target(&mut self, peer: PeerKey, wanted_bps: u64) {
-        if let Some(c) = self
+    /// lack of bandwidth come back once the link carries them. str0m sends an allocation
+    /// probe only when the desired rate *rises* above its estimate; a subscriber paused or
+    /// held low wants the same rate for minutes, and with only audio flowing its estimate
+    /// creeps up at ~1.5x what it carries. So while the estimate (when known) is short of
+    /// the wish, the desired rate is raised a little every [`PROBE_NUDGE_INTERVAL`]: each
+    /// nudge is a probe (at most twice the estimate, str0m's cap), and a link that came
+    /// back is found in a few seconds instead of tens.
+    fn set_probe_target(
+        &mut self,
+        peer: PeerKey,
+        wanted_bps: u64,
+        estimate_bps: Option<u64>,
+        now: Instant,
+    ) {
+        let Some(c) = self
             .participants
             .get_mut(peer.0 as usize)
             .and_then(|p| p.subscriber.as_mut())
+        else {
+            return;
+        };
+        let mut desired = wanted_bps.max(MIN_PROBE_TARGET_BPS);
+        if estimate_bps.is_some_and(|e| e < desired)
+            && c.probe_nudged_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_NUDGE_INTERVAL)
         {
-            c.rtc.bwe().set_bitrate(
-                Bitrate::ZERO,
-                Bitrate::bps(wanted_bps.max(MIN_PROBE_TARGET_BPS)),
-            );
+            c.probe_nudged_at = Some(now);
+            desired += desired / 50;
         }
+        c.rtc
+            .bwe()
+            .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
     }
 
     /// Dynacast: tells publishers which simulcast layers someone receives.
@@ -538,7 +559,7 @@ impl Worker {
                     desired,
                     "subscriber estimate"
                 );
-                self.set_probe_target(peer, desired);
+                self.set_probe_target(peer, desired, None, now);
             }
             Event::MediaIngressStats(s) if side == Side::Publisher => {
                 let track = self

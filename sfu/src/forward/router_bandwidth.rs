@@ -37,8 +37,9 @@ impl Router {
     }
 
     /// Re-runs the allocation of every subscriber with an estimate, at most every
-    /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards).
-    pub fn reallocate(&mut self, now: Instant) -> Vec<(PeerKey, u64)> {
+    /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards) and its
+    /// estimate.
+    pub fn reallocate(&mut self, now: Instant) -> Vec<(PeerKey, u64, u64)> {
         if self.next_allocation.is_some_and(|t| now < t) {
             return Vec::new();
         }
@@ -51,7 +52,15 @@ impl Router {
             .collect();
         peers
             .into_iter()
-            .map(|p| (p, self.allocate_for(p, now)))
+            .map(|p| {
+                let wanted = self.allocate_for(p, now);
+                let estimate = self
+                    .members
+                    .get(&p)
+                    .and_then(|m| m.budget.as_ref())
+                    .map_or(0, |b| b.estimate_bps());
+                (p, wanted, estimate)
+            })
             .collect()
     }
 
