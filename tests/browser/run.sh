@@ -2,8 +2,9 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
-# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs and
-# cluster.mjs (run those as `node calls.mjs [prefix...]` etc.; cluster.mjs needs redis-server);
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs,
+# cluster.mjs and shaped.mjs (run those as `node calls.mjs [prefix...]` etc.; cluster.mjs needs
+# redis-server, shaped.mjs root with ip, tc and nft);
 # without arguments
 # all run, and the exit status is non-zero if any failed. ZVON_WEB_DIR=signaling/web makes the
 # pages load the browser client from disk (trying client changes without rebuilding the server).
@@ -18,5 +19,7 @@ if [ $# -eq 0 ]; then
   node calls.mjs || status=1
   node classroom.mjs || status=1
   node cluster.mjs || status=1
+  # Shaped downlinks (network namespace, tbf, nftables): needs root, ip, tc and nft.
+  node shaped.mjs || status=1
 fi
 exit $status

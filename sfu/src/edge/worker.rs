@@ -14,7 +14,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
@@ -30,10 +30,11 @@ use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
     SubscribedTrack, TrackId, TrackKind,
 };
-use crate::forward::keyframe::keyframe_start;
+use crate::forward::keyframe::{keyframe_start, VideoCodec};
 use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
+use crate::forward::vp8_munger::Vp8Ids;
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
 use crate::stats::SfuStats;
 

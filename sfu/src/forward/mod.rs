@@ -16,6 +16,7 @@ mod router_bandwidth;
 pub mod rtp_rewriter;
 pub mod speaker_detector;
 pub mod subscriber_budget;
+pub mod vp8_munger;
 
 pub use downtrack_layers::BandwidthPause;
 pub use keyframe_requests::KeyframeRequestThrottle;

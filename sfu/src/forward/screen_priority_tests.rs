@@ -88,6 +88,7 @@ impl Class {
                         layer: 0,
                         keyframe: None,
                         payload_len: 1000,
+                        vp8: None,
                     };
                     self.r.on_rtp(&pkt, now, &mut out);
                     got.extend(out.iter().filter(|o| o.subscriber == VIEWER).map(|o| o.mid));
@@ -179,6 +180,7 @@ fn an_overloaded_worker_sheds_thumbnails_then_cameras_but_never_the_screen() {
         layer: 0,
         keyframe: None,
         payload_len: 1000,
+        vp8: None,
     };
     class.r.on_rtp(&resumed, class.at(30), &mut out);
     assert!(out

@@ -114,6 +114,7 @@ impl Room {
                     layer,
                     keyframe,
                     payload_len: 1000,
+                    vp8: None,
                 };
                 self.r.on_rtp(&pkt, now, &mut out);
                 self.got.extend(out.iter().map(|f| (f.subscriber, *f)));
@@ -245,6 +246,7 @@ fn paused_video_forwards_nothing_while_audio_flows() {
         layer: 0,
         keyframe: None,
         payload_len: 100,
+        vp8: None,
     };
     room.r.on_rtp(&audio, room.at(30), &mut out);
     let mut subs: Vec<_> = out.iter().map(|f| (f.subscriber, f.mid)).collect();
@@ -316,6 +318,7 @@ fn a_plain_track_is_forwarded_at_once_and_resumes_with_a_keyframe_request() {
         layer: 0,
         keyframe: None,
         payload_len: 100,
+        vp8: None,
     };
     r.on_rtp(&pkt(1), t0, &mut out);
     assert_eq!(out.len(), 1, "no keyframe gating without simulcast");

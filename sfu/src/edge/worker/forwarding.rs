@@ -28,13 +28,26 @@ impl Worker {
         let Some(kind) = self.router.track(track).map(|t| t.kind) else {
             return;
         };
-        let (layer, keyframe) = match kind {
-            TrackKind::Video => (
-                entry.layer_of(rid),
-                keyframe_start(entry.codec_of(*pkt.header.payload_type), &pkt.payload),
-            ),
-            TrackKind::Audio => (0, None),
+        let (layer, keyframe, vp8) = match kind {
+            TrackKind::Video => {
+                let codec = entry.codec_of(*pkt.header.payload_type);
+                let vp8 = (codec == VideoCodec::Vp8)
+                    .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+                    .flatten();
+                (
+                    entry.layer_of(rid),
+                    keyframe_start(codec, &pkt.payload),
+                    vp8,
+                )
+            }
+            TrackKind::Audio => (0, None, None),
         };
+        let vp8_ids = vp8.and_then(|d| {
+            Some(Vp8Ids {
+                picture_id: d.picture_id()?,
+                tl0_pic_idx: d.tl0_pic_idx(),
+            })
+        });
         self.meter.rtp_received(kind, pkt.payload.len());
         let incoming = IncomingRtp {
             track,
@@ -46,6 +59,7 @@ impl Worker {
             layer,
             keyframe,
             payload_len: pkt.payload.len(),
+            vp8: vp8_ids,
         };
         let mut forwards = std::mem::take(&mut self.forwards);
         self.router.on_rtp(&incoming, now, &mut forwards);
@@ -72,7 +86,7 @@ impl Worker {
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
             };
-            let write = RtpWrite::new(
+            let mut write = RtpWrite::new(
                 f.pt.into(),
                 SeqNo::from(f.seq),
                 f.ts,
@@ -82,6 +96,17 @@ impl Worker {
             .marker(pkt.header.marker)
             .ext_vals(ext.clone())
             .nackable(video);
+            // A subscriber that switched layers sees VP8 IDs continuing from what it had;
+            // str0m patches them while serializing (no copy of the payload here).
+            if let (Some(d), Some(ids)) = (vp8, f.vp8.filter(|ids| Some(*ids) != vp8_ids)) {
+                let mut patch = d.patch().picture_id(ids.picture_id);
+                if let Some(t) = ids.tl0_pic_idx {
+                    patch = patch.tl0_pic_idx(t);
+                }
+                if let Ok(patch) = patch.build() {
+                    write = write.vp8_patch(patch);
+                }
+            }
             tx.write_rtp(write);
             sub.egress.written += 1;
             if !std::mem::replace(&mut sub.queued_for_poll, true) {
