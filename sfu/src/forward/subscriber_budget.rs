@@ -21,6 +21,11 @@ pub const CUT_AFTER: Duration = Duration::from_millis(1000);
 pub const DEEP_DROP_PERCENT: u64 = 70;
 /// An upgrade must fit in this share of the estimate.
 pub const UPGRADE_HEADROOM_PERCENT: u64 = 85;
+/// A video is paused only after not fitting even at its lowest layer for this long: the
+/// delay-based estimate can dip far for a moment (a burst of jitter on a busy receiver), and
+/// a frozen tile for seconds is worse than a few hundred ms of overshoot. Until then it is cut
+/// to its lowest layer.
+pub const PAUSE_AFTER: Duration = Duration::from_millis(2500);
 /// An upgrade must have fitted for this long: a probe that overshoots the link for a moment
 /// does not switch a layer up.
 pub const UPGRADE_AFTER: Duration = Duration::from_millis(1000);
@@ -43,6 +48,8 @@ pub struct BudgetChanges {
 pub struct SubscriberBudget {
     estimate_bps: u64,
     short_since: Option<Instant>,
+    /// Since when some video has not fitted even at its lowest layer.
+    starving_since: Option<Instant>,
     /// Since when some upgrade has fitted.
     roomy_since: Option<Instant>,
     last_cut: Option<Instant>,
@@ -60,6 +67,7 @@ impl SubscriberBudget {
             estimate_bps,
             short_since: None,
             roomy_since: None,
+            starving_since: None,
             last_cut: None,
             last_upgrade: None,
             hold: UPGRADE_HOLD,
@@ -137,6 +145,17 @@ impl SubscriberBudget {
             self.last_cut = Some(now);
             self.short_since = None;
         }
+        let starving = now_caps
+            .iter()
+            .zip(&target)
+            .any(|(c, t)| c.is_some_and(|c| c.is_some()) && t.is_none());
+        let may_pause = if starving {
+            let since = *self.starving_since.get_or_insert(now);
+            now.saturating_duration_since(since) >= PAUSE_AFTER
+        } else {
+            self.starving_since = None;
+            false
+        };
         let roomy = now_caps
             .iter()
             .zip(&up)
@@ -164,10 +183,13 @@ impl SubscriberBudget {
                 // New: straight to what fits.
                 None => target[i],
                 Some(c) if target[i] < c => {
-                    if cut {
-                        target[i]
-                    } else {
+                    if !cut {
                         c
+                    } else if target[i].is_none() && c.is_some() && !may_pause {
+                        // Down to the lowest layer now; the pause waits (see PAUSE_AFTER).
+                        Some(0)
+                    } else {
+                        target[i]
                     }
                 }
                 Some(c) if may_upgrade && up[i] > c => {
@@ -352,10 +374,20 @@ mod tests {
     fn audio_is_paid_first_and_video_pauses_below_the_lowest_layer() {
         let mut s = Sub::new(1_000_000, vec![camera(1), camera(1)]);
         s.run(1_000_000, 2);
-        // 160 kbit/s: audio (40k) and one low layer (150k) do not fit together: both
-        // videos pause, audio keeps its whole rate.
-        let seen = s.run(160_000, 1);
-        assert_eq!(seen[0], vec![LayerCap::Paused, LayerCap::Paused]);
+        // 160 kbit/s: audio (40k) and one low layer (150k) do not fit together. First both
+        // drop to their lowest layer; if it lasts PAUSE_AFTER, both videos pause and audio
+        // keeps its whole rate.
+        let seen = s.run(160_000, 12);
+        assert_eq!(seen[0], vec![LayerCap::UpTo(0), LayerCap::UpTo(0)]);
+        let n = seen
+            .iter()
+            .position(|c| c == &vec![LayerCap::Paused, LayerCap::Paused])
+            .expect("paused")
+            + 1;
+        assert!(
+            (10..=11).contains(&n),
+            "paused after {n} rounds of 250 ms"
+        );
         assert_eq!(s.budget.allocated_bps, AUDIO);
         assert_eq!(s.pauses, 2);
         // 260 kbit/s, after the hold: one video resumes at its lowest layer.
