@@ -55,7 +55,7 @@ const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 /// The least a subscriber estimator probes for: audio and a low video layer.
 const MIN_PROBE_TARGET_BPS: u64 = 100_000;
 /// How often a subscriber short of what it wants is probed anew (see `set_probe_target`).
-const PROBE_NUDGE_INTERVAL: Duration = Duration::from_secs(2);
+const PROBE_NUDGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
