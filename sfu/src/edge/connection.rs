@@ -17,10 +17,11 @@ use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
 
-/// Where a subscriber's estimate starts: audio and the low layer, so a subscriber on a thin
-/// link is not flooded in its first seconds; str0m's initial probes (at several times this
-/// rate) find an open link's capacity within a few seconds and the layers follow.
-const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
+/// Where a subscriber's estimate starts: audio and a middle layer or a few thumbnails, so a
+/// subscriber on a thin link is not flooded with 720p in its first seconds while a small
+/// meeting starts whole; str0m's initial probes (at several times this rate) find an open
+/// link's capacity within a few seconds and the layers follow.
+const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
