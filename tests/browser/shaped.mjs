@@ -37,7 +37,7 @@ const PROFILES = [
   { name: 'poor', kbps: 300, loss: 3, seconds: 30 },
   { name: 'step', kbps: 2000, loss: 0, seconds: 36, steps: [[12, 250], [24, 2000]] },
   // Below the lowest layer: video pauses with a badge on the tile, audio goes on; resumes.
-  { name: 'pause', kbps: 0, loss: 0, seconds: 30, steps: [[3, 100], [16, 0]], test: true },
+  { name: 'pause', kbps: 0, loss: 0, seconds: 34, steps: [[3, 100], [14, 0]], test: true },
 ];
 
 function run(cmd, args, input) {

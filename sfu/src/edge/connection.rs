@@ -17,11 +17,10 @@ use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
 
-/// Where a subscriber's estimate starts: audio and a middle layer or a few thumbnails, so a
-/// subscriber on a thin link is not flooded with 720p in its first seconds while a small
-/// meeting starts whole; str0m's initial probes (at several times this rate) find an open
-/// link's capacity within a few seconds and the layers follow.
-const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_000);
+/// Where a subscriber's estimate starts: audio and the low layer, so a subscriber on a thin
+/// link is not flooded in its first seconds; str0m's initial probes (at several times this
+/// rate) find an open link's capacity within a few seconds and the layers follow.
+const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
@@ -38,6 +37,9 @@ pub struct Connection {
     pub egress: EgressTally,
     /// When the subscriber's desired rate was last raised to make str0m probe.
     pub probe_nudged_at: Option<Instant>,
+    /// Since when (and from which estimate) the estimate has stayed short of the wish
+    /// without growing, for the estimator reset in `Worker::set_probe_target`.
+    pub estimate_stuck_since: Option<(Instant, u64)>,
 }
 
 impl Connection {
@@ -106,6 +108,7 @@ impl Connection {
             queued_for_poll: false,
             egress: EgressTally::default(),
             probe_nudged_at: None,
+            estimate_stuck_since: None,
         })
     }
 }

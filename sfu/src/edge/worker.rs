@@ -56,6 +56,9 @@ const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 const MIN_PROBE_TARGET_BPS: u64 = 100_000;
 /// How often a subscriber short of what it wants is probed anew (see `set_probe_target`).
 const PROBE_NUDGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a subscriber's estimate may stay short of its wish without growing before the
+/// estimator is restarted (see `set_probe_target`).
+const ESTIMATE_STUCK_RESET: Duration = Duration::from_secs(5);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
@@ -437,6 +440,27 @@ impl Worker {
             return;
         };
         let mut desired = wanted_bps.max(MIN_PROBE_TARGET_BPS);
+        // After heavy loss str0m's probe controller stops probing while its loss-based
+        // state is "loss limited" (`ProbeControl::can_probe`), and a subscriber whose video
+        // is paused carries too little traffic for that state to end soon: its estimate
+        // can sit at the audio rate for tens of seconds after the link came back. An
+        // estimate short of the wish that has not grown by a fifth in ESTIMATE_STUCK_RESET
+        // restarts the estimator from where it is, which probes at 3x and 6x of it (short
+        // bursts: harmless on a link that is still thin).
+        if let Some(e) = estimate_bps {
+            c.estimate_stuck_since = match c.estimate_stuck_since {
+                _ if e >= desired => None,
+                Some((_, at)) if e > at + at / 5 => Some((now, e)),
+                Some((t, _)) if now.saturating_duration_since(t) >= ESTIMATE_STUCK_RESET => {
+                    c.rtc
+                        .bwe()
+                        .reset(Bitrate::bps(e.max(MIN_PROBE_TARGET_BPS / 2)));
+                    Some((now, e))
+                }
+                None => Some((now, e)),
+                kept => kept,
+            };
+        }
         if estimate_bps.is_some_and(|e| e < desired)
             && c.probe_nudged_at
                 .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_NUDGE_INTERVAL)

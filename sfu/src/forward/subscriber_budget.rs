@@ -25,7 +25,7 @@ pub const UPGRADE_HEADROOM_PERCENT: u64 = 85;
 /// delay-based estimate can dip far for a moment (a burst of jitter on a busy receiver), and
 /// a frozen tile for seconds is worse than a few hundred ms of overshoot. Until then it is cut
 /// to its lowest layer.
-pub const PAUSE_AFTER: Duration = Duration::from_millis(1500);
+pub const PAUSE_AFTER: Duration = Duration::from_millis(2500);
 /// An upgrade must have fitted for this long: a probe that overshoots the link for a moment
 /// does not switch a layer up.
 pub const UPGRADE_AFTER: Duration = Duration::from_millis(1000);
@@ -384,7 +384,7 @@ mod tests {
             .position(|c| c == &vec![LayerCap::Paused, LayerCap::Paused])
             .expect("paused")
             + 1;
-        assert!((6..=8).contains(&n), "paused after {n} rounds of 250 ms");
+        assert!((10..=12).contains(&n), "paused after {n} rounds of 250 ms");
         assert_eq!(s.budget.allocated_bps, AUDIO);
         assert_eq!(s.pauses, 2);
         // 260 kbit/s, after the hold: one video resumes at its lowest layer.
