@@ -395,8 +395,8 @@ impl Worker {
         if wanted.is_empty() {
             return;
         }
-        for (peer, bps, estimate) in wanted {
-            self.set_probe_target(peer, bps, Some(estimate), now);
+        for (peer, bps, estimate, paused) in wanted {
+            self.set_probe_target(peer, bps, Some((estimate, paused)), now);
         }
         for p in self.router.take_bandwidth_pauses() {
             let (Some(s), Some(track_id)) = (
@@ -429,9 +429,10 @@ impl Worker {
         &mut self,
         peer: PeerKey,
         wanted_bps: u64,
-        estimate_bps: Option<u64>,
+        estimate: Option<(u64, bool)>,
         now: Instant,
     ) {
+        let estimate_bps = estimate.map(|(e, _)| e);
         let Some(c) = self
             .participants
             .get_mut(peer.0 as usize)
@@ -443,13 +444,14 @@ impl Worker {
         // After heavy loss str0m's probe controller stops probing while its loss-based
         // state is "loss limited" (`ProbeControl::can_probe`), and a subscriber whose video
         // is paused carries too little traffic for that state to end soon: its estimate
-        // can sit at the audio rate for tens of seconds after the link came back. An
-        // estimate short of the wish that has not grown by a fifth in ESTIMATE_STUCK_RESET
-        // restarts the estimator from where it is, which probes at 3x and 6x of it (short
-        // bursts: harmless on a link that is still thin).
-        if let Some(e) = estimate_bps {
+        // can sit at the audio rate for tens of seconds after the link came back. While a
+        // video is paused, an estimate that has not grown by a fifth in
+        // ESTIMATE_STUCK_RESET restarts the estimator from where it is, which probes at 3x
+        // and 6x of it (short bursts of a few packets; only while paused, so a link that
+        // carries some video is never probed this hard).
+        if let Some((e, paused)) = estimate {
             c.estimate_stuck_since = match c.estimate_stuck_since {
-                _ if e >= desired => None,
+                _ if e >= desired || !paused => None,
                 Some((_, at)) if e > at + at / 5 => Some((now, e)),
                 Some((t, _)) if now.saturating_duration_since(t) >= ESTIMATE_STUCK_RESET => {
                     c.rtc

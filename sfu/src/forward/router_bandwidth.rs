@@ -37,9 +37,9 @@ impl Router {
     }
 
     /// Re-runs the allocation of every subscriber with an estimate, at most every
-    /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards) and its
-    /// estimate.
-    pub fn reallocate(&mut self, now: Instant) -> Vec<(PeerKey, u64, u64)> {
+    /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards), its
+    /// estimate, and whether some video of it is paused for bandwidth.
+    pub fn reallocate(&mut self, now: Instant) -> Vec<(PeerKey, u64, u64, bool)> {
         if self.next_allocation.is_some_and(|t| now < t) {
             return Vec::new();
         }
@@ -54,12 +54,10 @@ impl Router {
             .into_iter()
             .map(|p| {
                 let wanted = self.allocate_for(p, now);
-                let estimate = self
-                    .members
-                    .get(&p)
-                    .and_then(|m| m.budget.as_ref())
-                    .map_or(0, |b| b.estimate_bps());
-                (p, wanted, estimate)
+                let budget = self.members.get(&p).and_then(|m| m.budget.as_ref());
+                let estimate = budget.map_or(0, |b| b.estimate_bps());
+                let paused = budget.is_some_and(|b| b.paused_videos > 0);
+                (p, wanted, estimate, paused)
             })
             .collect()
     }

@@ -29,7 +29,8 @@ pub const PAUSE_AFTER: Duration = Duration::from_millis(2500);
 /// An upgrade must have fitted for this long: a probe that overshoots the link for a moment
 /// does not switch a layer up.
 pub const UPGRADE_AFTER: Duration = Duration::from_millis(1000);
-/// No upgrade for this long after a cut; doubled (up to [`MAX_UPGRADE_HOLD`]) when a cut
+/// No upgrade for this long after a cut (unless the estimate doubled since: the link came
+/// back); doubled (up to [`MAX_UPGRADE_HOLD`]) when a cut
 /// follows an upgrade within [`FAILED_UPGRADE_WINDOW`].
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(2);
 pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(32);
@@ -53,12 +54,17 @@ pub struct SubscriberBudget {
     /// Since when some upgrade has fitted.
     roomy_since: Option<Instant>,
     last_cut: Option<Instant>,
+    /// The estimate that made the last cut: one twice as large is another link (it came
+    /// back), not the wobble the hold is for.
+    last_cut_estimate: u64,
     last_upgrade: Option<Instant>,
     hold: Duration,
     /// From the last round, for metrics: what everything wanted would take, and what was
     /// given (audio included in both).
     pub wanted_bps: u64,
     pub allocated_bps: u64,
+    /// Videos paused for bandwidth after the last round.
+    pub paused_videos: u32,
 }
 
 impl SubscriberBudget {
@@ -69,10 +75,12 @@ impl SubscriberBudget {
             roomy_since: None,
             starving_since: None,
             last_cut: None,
+            last_cut_estimate: 0,
             last_upgrade: None,
             hold: UPGRADE_HOLD,
             wanted_bps: 0,
             allocated_bps: 0,
+            paused_videos: 0,
         }
     }
 
@@ -143,6 +151,7 @@ impl SubscriberBudget {
                 UPGRADE_HOLD
             };
             self.last_cut = Some(now);
+            self.last_cut_estimate = self.estimate_bps;
             self.short_since = None;
         }
         let starving = now_caps
@@ -166,10 +175,16 @@ impl SubscriberBudget {
             self.roomy_since = None;
             now
         };
+        let link_came_back =
+            self.last_cut.is_some() && self.estimate_bps >= 2 * self.last_cut_estimate;
+        if link_came_back {
+            self.hold = UPGRADE_HOLD;
+        }
         let may_upgrade = now.saturating_duration_since(roomy_since) >= UPGRADE_AFTER
-            && self
-                .last_cut
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.hold);
+            && (link_came_back
+                || self
+                    .last_cut
+                    .is_none_or(|t| now.saturating_duration_since(t) >= self.hold));
         let mut changes = BudgetChanges::default();
         let mut upgraded = false;
         out.clear();
@@ -214,6 +229,7 @@ impl SubscriberBudget {
             self.roomy_since = None;
         }
         self.wanted_bps = desired_bps(audio_bps, videos);
+        self.paused_videos = out.iter().filter(|c| **c == LayerCap::Paused).count() as u32;
         self.allocated_bps = audio_bps
             + out
                 .iter()
@@ -340,6 +356,19 @@ mod tests {
         let seen = s.run(2_000_000, 40);
         let n = rounds_until(&seen, LayerCap::UpTo(2)).expect("recovered");
         assert!(n * 250 <= 5_000, "top layer back after {} ms", n * 250);
+    }
+
+    #[test]
+    fn a_link_that_comes_back_is_used_even_after_upgrades_kept_failing() {
+        let mut s = Sub::new(700_000, vec![camera(1)]);
+        for _ in 0..20 {
+            s.run(700_000, 6);
+            s.run(480_000, 6);
+        }
+        // The hold has grown long; the link now carries 2 Mbit/s: up within ~1.5 s anyway.
+        let seen = s.run(2_000_000, 8);
+        let n = rounds_until(&seen, LayerCap::UpTo(1)).expect("up");
+        assert!(n <= 6, "up after {n} rounds of 250 ms");
     }
 
     #[test]
