@@ -11,6 +11,8 @@ command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 # The cluster registry tests start their own redis-server (on a free port) and fail without it.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# The shaped-network browser tests drop packets with nftables in a network namespace.
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq

@@ -232,6 +232,14 @@ pub enum SfuEvent {
         track_id: TrackId,
         active: Vec<bool>,
     },
+    /// Bandwidth allocation paused (`paused: true`) the subscriber's copy of the video
+    /// `track_id` because not even its lowest layer fits the subscriber's connection, or
+    /// resumed it (`paused: false`).
+    VideoPausedForBandwidth {
+        participant: ParticipantId,
+        track_id: TrackId,
+        paused: bool,
+    },
     /// The room's active speakers changed: loudest first, at most one event per 250 ms per
     /// room, empty when nobody speaks.
     ActiveSpeakers {

@@ -15,8 +15,7 @@ pub struct SfuConfig {
     /// Smallest gap between two keyframe requests sent to one publisher's track.
     pub keyframe_request_interval: std::time::Duration,
     /// Fit each subscriber's video layers into its connection's send-side bandwidth
-    /// estimate (TWCC). Off by default: on a loaded 2-core test machine the delay-based
-    /// estimate collapses to ~200 kbit/s on loopback and would pin everyone to the low layer.
+    /// estimate (TWCC), probing towards the layers it wants. On by default.
     pub bandwidth_allocation: bool,
     /// A room's new participants go to the least-loaded worker once the room's home worker
     /// is this busy (share of the last second, 0..1); the room then spans workers through
@@ -49,7 +48,7 @@ impl Default for SfuConfig {
             port_base: 7360,
             workers: 0,
             keyframe_request_interval: std::time::Duration::from_millis(500),
-            bandwidth_allocation: false,
+            bandwidth_allocation: true,
             // Spreading costs a relay hop per packet and worker: worth it well before the
             // home worker saturates (a 1 + 200 class keeps one worker 93-99 % busy).
             spread_busy: 0.5,

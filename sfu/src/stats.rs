@@ -63,6 +63,10 @@ pub struct WorkerStats {
     pub running: AtomicBool,
     /// Video the worker sheds because it cannot keep up: 0 none, 1 thumbnails, 2 cameras.
     pub shedding_level: AtomicU64,
+    /// Bandwidth allocation, summed over the worker's subscribers with an estimate (bits
+    /// per second): what they would take with unlimited bandwidth, and what was given.
+    pub bandwidth_wanted_bps: AtomicU64,
+    pub bandwidth_allocated_bps: AtomicU64,
 }
 
 /// Node-wide counters. Workers add; readers take a [`StatsSnapshot`] or read fields.
@@ -102,6 +106,10 @@ pub struct SfuStats {
     pub egress_loss: AtomicHistogram,
     pub jitter: AtomicHistogram,
     pub bandwidth_estimate: AtomicHistogram,
+    /// Bandwidth allocation changed a subscriber video's layer cap (pauses included).
+    pub bandwidth_layer_switches: AtomicU64,
+    /// ... paused a subscriber's video because not even its lowest layer fit.
+    pub video_paused_for_bandwidth: AtomicU64,
     pub workers: Box<[WorkerStats]>,
 }
 
@@ -152,6 +160,8 @@ impl SfuStats {
             egress_loss: AtomicHistogram::new(LOSS_BOUNDS),
             jitter: AtomicHistogram::new(JITTER_BOUNDS),
             bandwidth_estimate: AtomicHistogram::new(BANDWIDTH_BOUNDS),
+            bandwidth_layer_switches: AtomicU64::new(0),
+            video_paused_for_bandwidth: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
         }
     }

@@ -96,10 +96,12 @@ struct ServeArgs {
     /// A callee already in a call gets the new call as "waiting" instead of answering busy.
     #[arg(long, env = "ZVON_CALL_WAITING")]
     call_waiting: bool,
-    /// Fit each subscriber's video layers into its TWCC bandwidth estimate (experimental: on a
-    /// loaded loopback the estimate collapses and pins viewers to the low layer).
-    #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION")]
-    bandwidth_allocation: bool,
+    /// Fit each subscriber's video layers into its TWCC bandwidth estimate: audio first, then
+    /// the dominant speaker and screen shares, then the rest; video below the lowest layer
+    /// pauses. On by default; `--bandwidth-allocation=false` forwards what each subscriber's
+    /// tile size asks for, whatever its link.
+    #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION", num_args = 0..=1, default_missing_value = "true")]
+    bandwidth_allocation: Option<bool>,
     /// A room's new participants go to the least-loaded media worker once the room's worker
     /// is this busy (0..1; above 1: rooms never span workers).
     #[arg(long, env = "ZVON_MEDIA_SPREAD_BUSY")]
@@ -312,8 +314,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
     {
         config.calls.ring_timeout = t;
     }
-    if args.bandwidth_allocation || file.bandwidth_allocation.unwrap_or(false) {
-        config.sfu.bandwidth_allocation = true;
+    if let Some(on) = args.bandwidth_allocation.or(file.bandwidth_allocation) {
+        config.sfu.bandwidth_allocation = on;
     }
     if let Some(b) = args.media_spread_busy.or(file.media_spread_busy) {
         config.sfu.spread_busy = b;

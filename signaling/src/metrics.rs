@@ -45,6 +45,7 @@ const SERVER_TYPES: &[&str] = &[
     "track_muted",
     "active_speakers",
     "publish_layers",
+    "video_paused",
     "admin_muted",
     "permission_changed",
     "hand_queue",

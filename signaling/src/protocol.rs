@@ -432,6 +432,13 @@ pub enum ServerMessage {
         track_id: String,
         active: Vec<bool>,
     },
+    /// To a subscriber: its copy of the video `track_id` is paused because its connection
+    /// cannot carry even the lowest layer (`paused: true`, reason `bandwidth`), or resumed.
+    VideoPaused {
+        track_id: String,
+        paused: bool,
+        reason: &'static str,
+    },
     /// To a publisher: an admin muted (or released) one of its tracks.
     AdminMuted {
         track_id: String,

@@ -110,8 +110,13 @@ function mutedState(p) {
   // A kind with no published track counts as muted, so the tile shows "camera off".
   const byKind = { audio: true, video: true };
   // A screen share is a tile of its own: it does not turn the camera tile on.
-  for (const t of p.tracks.values()) if (!t.muted && !t.source?.startsWith('screen')) byKind[t.kind] = false;
-  return byKind;
+  let poorConnection = false;
+  for (const t of p.tracks.values()) {
+    if (t.source?.startsWith('screen')) continue;
+    if (!t.muted) byKind[t.kind] = false;
+    if (t.kind === 'video' && !t.muted && t.pausedForBandwidth) poorConnection = true;
+  }
+  return { ...byKind, poorConnection };
 }
 
 /** Reports the size of a remote tile's video to `c` (adaptive stream); once per element. */

@@ -63,6 +63,18 @@ function preferCodec(transceiver, mimeType) {
 }
 
 /**
+ * Puts Opus RED (RFC 2198: each packet also carries the previous one) first, so that the
+ * browser sends it: a subscriber on a lossy link then recovers a lost audio packet from the
+ * next one instead of concealing it. The server forwards RED to subscribers as it comes.
+ */
+function preferRed(transceiver) {
+  const codecs = RTCRtpSender.getCapabilities('audio')?.codecs ?? [];
+  const red = codecs.filter((c) => c.mimeType.toLowerCase() === 'audio/red');
+  if (!red.length || !transceiver.setCodecPreferences) return;
+  transceiver.setCodecPreferences([...red, ...codecs.filter((c) => !red.includes(c))]);
+}
+
+/**
  * The camera's simulcast layers, lowest first (the protocol's order): each subscriber gets the
  * one that fits how big it shows the video.
  */
@@ -515,6 +527,7 @@ export class ZvonClient extends StatefulEmitter {
       case 'track_published': return this._onTrackPublished(msg.participant_id, msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.participant_id, msg.track_id);
       case 'track_muted': return this._onTrackMuted(msg.participant_id, msg.track_id, msg.muted);
+      case 'video_paused': return this._onVideoPaused(msg.track_id, !!msg.paused, msg.reason);
       case 'left':
         if (this._onLeft) { this._onLeft(); return; }
         // Not an answer to our leave: the server ended the session (the room was closed,
@@ -677,6 +690,7 @@ export class ZvonClient extends StatefulEmitter {
       if (simulcast) init.sendEncodings = SIMULCAST_LAYERS.map((l) => ({ ...l }));
       const tr = pc.addTransceiver(track, init);
       if (kind === 'video' && (this.videoCodec || simulcast)) preferCodec(tr, this.videoCodec ?? 'video/VP8');
+      if (kind === 'audio') preferRed(tr);
       transceivers.push({ kind, tr, track });
     }
     const offer = await pc.createOffer();
@@ -811,6 +825,18 @@ export class ZvonClient extends StatefulEmitter {
     p.tracks.delete(trackId);
     this._sentSettings.delete(trackId);
     this._emit('participantupdated', { participant: p });
+  }
+
+  /** The server paused (or resumed) a video for this client because its link is too thin. */
+  _onVideoPaused(trackId, paused, reason) {
+    for (const p of this.participants.values()) {
+      const t = p.tracks.get(trackId);
+      if (!t) continue;
+      t.pausedForBandwidth = paused;
+      this._emit('videopaused', { participant: p, trackId, paused, reason });
+      this._emit('participantupdated', { participant: p });
+      return;
+    }
   }
 
   _onTrackMuted(pid, trackId, muted) {

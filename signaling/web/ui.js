@@ -132,8 +132,11 @@ export function setTileStream(id, stream) {
   });
 }
 
-/** `audio`/`video`: true when that track is muted or absent. */
-export function setTileMuted(id, { audio, video }) {
+/**
+ * `audio`/`video`: true when that track is muted or absent; `poorConnection`: the server
+ * paused the video because this client's link cannot carry it.
+ */
+export function setTileMuted(id, { audio, video, poorConnection = false }) {
   const el = tile(id);
   if (!el) return;
   el.classList.toggle('no-video', !!video);
@@ -141,6 +144,7 @@ export function setTileMuted(id, { audio, video }) {
   badges.replaceChildren();
   if (audio) badges.append(badge('mic off', 'badge-mic'));
   if (video) badges.append(badge('camera off', 'badge-cam'));
+  if (poorConnection && !video) badges.append(badge('video paused: poor connection', 'badge-poor'));
 }
 
 function badge(text, cls) {

@@ -74,6 +74,7 @@ export function uniqueName(prefix) {
  */
 export async function startServer({
   timeoutMs = 20_000, extraArgs = [], env = {}, label = 'server', mediaOnly = false,
+  host = '127.0.0.1',
 } = {}) {
   const bin = resolve(REPO_ROOT, process.env.ZVON_BIN || 'target/release/zvon');
   if (!existsSync(bin)) {
@@ -85,9 +86,9 @@ export async function startServer({
   const metricsPort = mediaOnly ? await freeTcpPort() : 0;
   const args = [
     'serve', '--dev',
-    '--http-addr', `127.0.0.1:${httpPort}`,
-    '--media-bind-ip', '127.0.0.1',
-    '--media-ip', '127.0.0.1',
+    '--http-addr', `${host}:${httpPort}`,
+    '--media-bind-ip', host,
+    '--media-ip', host,
     '--media-port', String(udpPort),
     '--workers', '1',
     // A free port, so a server already on the default 9350 cannot stop this one from starting.
@@ -127,7 +128,7 @@ export async function startServer({
 
   const server = {
     pid: child.pid,
-    baseUrl: `http://127.0.0.1:${httpPort}`,
+    baseUrl: `http://${host}:${httpPort}`,
     httpPort,
     udpPort,
     logText: () => lines.join('\n'),
@@ -175,24 +176,28 @@ export function tail(text, n = 60) {
   return text.split('\n').slice(-n).join('\n');
 }
 
-export async function launchBrowser() {
+/**
+ * `executablePath` and `extraArgs` let a test run Chromium through a wrapper (e.g. inside a
+ * network namespace) or trust a non-loopback test origin.
+ */
+export async function launchBrowser({ executablePath = null, extraArgs = [] } = {}) {
   // Playwright gives every launch and context a fresh temporary profile and removes it.
   return chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath: executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     // A page answered by the test (ZVON_WEB_DIR) has no address, so Chromium's local network
     // access checks would refuse its WebSocket to 127.0.0.1.
-    args: WEB_DIR
+    args: [...(WEB_DIR
       ? CHROMIUM_ARGS.map((a) => (a.startsWith('--disable-features=') ? `${a},LocalNetworkAccessChecks` : a))
-      : CHROMIUM_ARGS,
+      : CHROMIUM_ARGS), ...extraArgs],
   });
 }
 
 /** Opens a page in its own context (own cookies, own fake devices) and keeps its console. */
-export async function openPage(browser, url, label) {
+export async function openPage(browser, url, label, { viewport = { width: 800, height: 600 } } = {}) {
   const context = await browser.newContext({
     permissions: ['camera', 'microphone'],
-    viewport: { width: 800, height: 600 },
+    viewport,
   });
   if (WEB_DIR) {
     await context.route(/^http:\/\/127\.0\.0\.1:\d+\/([\w-]+\.(?:js|css))?(?:\?.*)?$/, (route) => {

@@ -19,9 +19,10 @@ use crate::forward::{DowntrackKey, TrackKey};
 use crate::relay::OriginSlot;
 use str0m::format::PayloadParams;
 
-/// Where a subscriber's estimate starts: enough for audio and a middle layer or two, so a
-/// new subscriber sees video at once and probing finds the rest within seconds.
-const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(1_500);
+/// Where a subscriber's estimate starts: audio and the low layer, so a subscriber on a thin
+/// link is not flooded in its first seconds; str0m's initial probes (at several times this
+/// rate) find an open link's capacity within a few seconds and the layers follow.
+const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
@@ -44,6 +45,11 @@ pub struct Connection {
     pub setup_deadline: Option<Instant>,
     /// m-lines stopped on this connection by our offers (subscriber side).
     pub stopped_mlines: usize,
+    /// When the subscriber's desired rate was last raised to make str0m probe.
+    pub probe_nudged_at: Option<Instant>,
+    /// Since when (and from which estimate) the estimate has stayed short of the wish
+    /// without growing, for the estimator reset in `Worker::set_probe_target`.
+    pub estimate_stuck_since: Option<(Instant, u64)>,
 }
 
 impl Connection {
@@ -109,6 +115,9 @@ impl Connection {
                 pass,
             })
             .set_stats_interval(Some(Duration::from_secs(2)))
+            // Opus RED is offered and accepted so that it passes through: publishers that
+            // send it protect every subscriber's audio against loss on its own link.
+            .enable_opus(true, true)
             .enable_bwe(bwe)
             .build(now);
         let host = Candidate::host(candidate, "udp").map_err(RtcError::Ice)?;
@@ -123,6 +132,8 @@ impl Connection {
             connected: false,
             setup_deadline: None,
             stopped_mlines: 0,
+            probe_nudged_at: None,
+            estimate_stuck_since: None,
         })
     }
 }

@@ -14,6 +14,8 @@ use str0m::stats::{MediaEgressStats, MediaIngressStats, PeerStats};
 
 use super::connection::Participant;
 use crate::forward::router::DowntrackState;
+use crate::forward::subscriber_budget::BudgetChanges;
+use crate::forward::BandwidthTotals;
 use crate::forward::{PeerKey, Router};
 
 use crate::api::TrackKind;
@@ -134,6 +136,22 @@ impl WorkerMeter {
     pub fn set_shedding(&self, level: u64) {
         if let Some(w) = self.stats.workers.get(self.index) {
             w.shedding_level.store(level, Ordering::Relaxed);
+        }
+    }
+
+    /// One bandwidth allocation round over the worker's subscribers.
+    pub fn bandwidth(&self, totals: BandwidthTotals, changes: BudgetChanges) {
+        let st = &*self.stats;
+        SfuStats::add(
+            &st.bandwidth_layer_switches,
+            u64::from(changes.layer_switches),
+        );
+        SfuStats::add(&st.video_paused_for_bandwidth, u64::from(changes.pauses));
+        if let Some(w) = st.workers.get(self.index) {
+            w.bandwidth_wanted_bps
+                .store(totals.wanted_bps, Ordering::Relaxed);
+            w.bandwidth_allocated_bps
+                .store(totals.allocated_bps, Ordering::Relaxed);
         }
     }
 

@@ -20,6 +20,11 @@ pub fn payload_type_map(
     for p in pub_params {
         if let Some(q) = sub_params.iter().find(|q| same_codec(p, q)) {
             map.push((*p.pt(), *q.pt()));
+            // Opus RED rides on the Opus params. Its blocks name the primary payload type
+            // inside the payload, which is not rewritten: browsers number Opus alike.
+            if let (Some(from), Some(to)) = (p.red(), q.red()) {
+                map.push((*from, *to));
+            }
         }
     }
     map

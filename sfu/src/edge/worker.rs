@@ -14,7 +14,7 @@ use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::config::DtlsCert;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite, SeqNo, Vp8Descriptor};
 use str0m::{Event, IceConnectionState, Input, Output};
 use tokio::io::Interest;
 use tokio::sync::{mpsc, oneshot};
@@ -31,10 +31,11 @@ use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
     SubscribedTrack, TrackId, TrackKind,
 };
-use crate::forward::keyframe::keyframe_start;
+use crate::forward::keyframe::{keyframe_start, VideoCodec};
 use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
+use crate::forward::vp8_munger::Vp8Ids;
 use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
 use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
@@ -54,6 +55,13 @@ pub struct Command {
 const IDLE_TICK: Duration = Duration::from_millis(100);
 const RTX_CACHE_PACKETS: usize = 512;
 const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
+/// The least a subscriber estimator probes for: audio and a low video layer.
+const MIN_PROBE_TARGET_BPS: u64 = 100_000;
+/// How often a subscriber short of what it wants is probed anew (see `set_probe_target`).
+const PROBE_NUDGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a subscriber's estimate may stay short of its wish without growing before the
+/// estimator is restarted (see `set_probe_target`).
+const ESTIMATE_STUCK_RESET: Duration = Duration::from_secs(5);
 /// Receive batches handled before looking at commands and timers again.
 const MAX_BATCHES_PER_WAKE: usize = 16;
 // The meter attributes forwards to each batch of one wake.
@@ -248,6 +256,7 @@ impl Worker {
             self.relay.wake();
             self.update_relay_demand(now);
             self.report_speakers(now);
+            self.report_bandwidth(now);
             self.report_layer_demand(now);
             self.flush(&socket);
             let now = Instant::now();
@@ -474,6 +483,93 @@ impl Worker {
         }
     }
 
+    /// Bandwidth allocation: re-divides each subscriber's estimate (a few times a second),
+    /// points its estimator at what it wants, and tells clients about paused videos.
+    fn report_bandwidth(&mut self, now: Instant) {
+        let wanted = self.router.reallocate(now);
+        if wanted.is_empty() {
+            return;
+        }
+        for (peer, bps, estimate, paused) in wanted {
+            self.set_probe_target(peer, bps, Some((estimate, paused)), now);
+        }
+        for p in self.router.take_bandwidth_pauses() {
+            let (Some(s), Some(track_id)) = (
+                self.participants.get(p.subscriber.0 as usize),
+                self.track_ids.get(&p.track),
+            ) else {
+                continue;
+            };
+            let _ = self.events.send(SfuEvent::VideoPausedForBandwidth {
+                participant: s.id.clone(),
+                track_id: track_id.clone(),
+                paused: p.paused,
+            });
+        }
+        self.meter.bandwidth(
+            self.router.bandwidth_totals(),
+            self.router.take_budget_changes(),
+        );
+    }
+
+    /// Probe towards what the subscriber wants, so that layers cut or never started for
+    /// lack of bandwidth come back once the link carries them. str0m sends an allocation
+    /// probe only when the desired rate *rises* above its estimate; a subscriber paused or
+    /// held low wants the same rate for minutes, and with only audio flowing its estimate
+    /// creeps up at ~1.5x what it carries. So while the estimate (when known) is short of
+    /// the wish, the desired rate is raised a little every [`PROBE_NUDGE_INTERVAL`]: each
+    /// nudge is a probe (at most twice the estimate, str0m's cap), and a link that came
+    /// back is found in a few seconds instead of tens.
+    fn set_probe_target(
+        &mut self,
+        peer: PeerKey,
+        wanted_bps: u64,
+        estimate: Option<(u64, bool)>,
+        now: Instant,
+    ) {
+        let estimate_bps = estimate.map(|(e, _)| e);
+        let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        else {
+            return;
+        };
+        let mut desired = wanted_bps.max(MIN_PROBE_TARGET_BPS);
+        // After heavy loss str0m's probe controller stops probing while its loss-based
+        // state is "loss limited" (`ProbeControl::can_probe`), and a subscriber whose video
+        // is paused carries too little traffic for that state to end soon: its estimate
+        // can sit at the audio rate for tens of seconds after the link came back. While a
+        // video is paused, an estimate that has not grown by a fifth in
+        // ESTIMATE_STUCK_RESET restarts the estimator from where it is, which probes at 3x
+        // and 6x of it (short bursts of a few packets; only while paused, so a link that
+        // carries some video is never probed this hard).
+        if let Some((e, paused)) = estimate {
+            c.estimate_stuck_since = match c.estimate_stuck_since {
+                _ if e >= desired || !paused => None,
+                Some((_, at)) if e > at + at / 5 => Some((now, e)),
+                Some((t, _)) if now.saturating_duration_since(t) >= ESTIMATE_STUCK_RESET => {
+                    c.rtc
+                        .bwe()
+                        .reset(Bitrate::bps(e.max(MIN_PROBE_TARGET_BPS / 2)));
+                    Some((now, e))
+                }
+                None => Some((now, e)),
+                kept => kept,
+            };
+        }
+        if estimate_bps.is_some_and(|e| e < desired)
+            && c.probe_nudged_at
+                .is_none_or(|t| now.saturating_duration_since(t) >= PROBE_NUDGE_INTERVAL)
+        {
+            c.probe_nudged_at = Some(now);
+            desired += desired / 50;
+        }
+        c.rtc
+            .bwe()
+            .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
+    }
+
     /// Dynacast: tells publishers which simulcast layers someone receives.
     fn report_layer_demand(&mut self, now: Instant) {
         for (track, active) in self.router.poll_layer_demand(now) {
@@ -610,17 +706,7 @@ impl Worker {
                     desired,
                     "subscriber estimate"
                 );
-                if let Some(c) = self
-                    .participants
-                    .get_mut(peer.0 as usize)
-                    .and_then(|p| p.subscriber.as_mut())
-                {
-                    // Probe towards what the subscriber wants, so layers cut for lack of
-                    // bandwidth come back when it returns.
-                    c.rtc
-                        .bwe()
-                        .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired.max(100_000)));
-                }
+                self.set_probe_target(peer, desired, None, now);
             }
             Event::MediaIngressStats(s) if side == Side::Publisher => {
                 let track = self

@@ -13,6 +13,16 @@ use super::layer_selector::{Layer, MAX_LAYERS};
 /// 1280x720; the browser client's own caps).
 pub const NOMINAL_LAYER_BPS: [u64; MAX_LAYERS] = [150_000, 500_000, 1_500_000];
 
+/// What the bandwidth allocator allows a video downtrack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCap {
+    /// No estimate yet (or not wanted): whatever the subscriber wants.
+    Unlimited,
+    UpTo(Layer),
+    /// Does not fit: no video until the estimate grows.
+    Paused,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Priority {
     /// The dominant speaker's camera and every screen share: kept sharp first.
@@ -24,7 +34,9 @@ pub enum Priority {
 #[derive(Debug, Clone, Copy)]
 pub struct VideoDemand {
     pub priority: Priority,
-    /// The layer the subscriber's rendered size asks for; `None` when it is paused anyway.
+    /// The layer the subscriber's rendered size asks for among every layer the publisher
+    /// can send (flowing or stopped by dynacast: a stopped layer must be asked back);
+    /// `None` when it is paused anyway.
     pub wanted: Option<Layer>,
     /// Measured bitrate of each layer; 0 where unknown.
     pub layer_bps: [u64; MAX_LAYERS],

@@ -6,25 +6,18 @@ use std::time::Instant;
 
 use slab::Slab;
 
-use super::allocator::{allocate, desired_bps, Priority, VideoDemand};
+use super::allocator::{Priority, VideoDemand};
 use super::layer_selector::{Layer, Verdict, Want, MAX_LAYERS};
 use super::overload::Shedding;
 use super::router::{Downtrack, DowntrackState, IncomingRtp, KeyframeRequest, Track};
-use super::{DowntrackKey, PeerKey};
+use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
+use super::{DowntrackKey, PeerKey, TrackKey};
 use crate::api::TrackKind;
 
 /// Bitrate assumed for an audio track not measured yet (Opus voice with overhead).
 const NOMINAL_AUDIO_BPS: u64 = 40_000;
 
-/// What the bandwidth allocator allows a video downtrack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LayerCap {
-    /// No estimate yet: whatever the subscriber wants.
-    Unlimited,
-    UpTo(Layer),
-    /// Does not fit: no video until the estimate grows.
-    Paused,
-}
+pub use super::allocator::LayerCap;
 
 /// One subscriber's verdict on one video packet, and the keyframe request a pending layer
 /// switch (or a resume of a plain track) needs.
@@ -103,20 +96,33 @@ pub(super) fn needed_layers(track: &Track, downtracks: &Slab<Downtrack>) -> [boo
     needed
 }
 
-/// Re-divides a subscriber's bandwidth estimate over its negotiated downtracks and returns
-/// the rate it would take to give every downtrack what it wants. Runs per estimate (a few
-/// per second), not per packet.
+/// A video downtrack paused for bandwidth (`true`) or resumed (`false`) by the allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BandwidthPause {
+    pub subscriber: PeerKey,
+    pub track: TrackKey,
+    pub paused: bool,
+}
+
+/// Re-divides a subscriber's bandwidth estimate over its negotiated downtracks, through the
+/// subscriber's hysteresis. Pause changes go to `pauses`. Returns what changed; the rate
+/// everything wanted would take (what the estimator should probe towards) is left in
+/// `budget.wanted_bps`. Runs per estimate and every few hundred ms, not per packet.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn apply_budget(
+    subscriber: PeerKey,
     keys: &[DowntrackKey],
     downtracks: &mut Slab<Downtrack>,
     tracks: &Slab<Track>,
     dominant: Option<PeerKey>,
-    bps: u64,
+    budget: &mut SubscriberBudget,
     now: Instant,
-) -> u64 {
+    pauses: &mut Vec<BandwidthPause>,
+) -> BudgetChanges {
     let mut audio_bps = 0;
     let mut videos = Vec::with_capacity(keys.len());
     let mut video_keys = Vec::with_capacity(keys.len());
+    let mut current = Vec::with_capacity(keys.len());
     for key in keys {
         let Some(dt) = downtracks.get(key.0 as usize) else {
             continue;
@@ -124,7 +130,10 @@ pub(super) fn apply_budget(
         if !matches!(dt.state, DowntrackState::Active { .. }) {
             continue;
         }
-        let Some(track) = dt.track.and_then(|t| tracks.get(t.0 as usize)) else {
+        let Some((track_key, track)) = dt
+            .track
+            .and_then(|t| tracks.get(t.0 as usize).map(|tr| (t, tr)))
+        else {
             continue;
         };
         if track.muted {
@@ -147,24 +156,30 @@ pub(super) fn apply_budget(
                     } else {
                         Priority::Normal
                     },
-                    wanted: track.layers.choose(dt.want, now),
+                    // Among all layers: one that dynacast stopped because nobody could
+                    // afford it must be asked back once somebody can.
+                    wanted: track.layers.choose_among_all(dt.want, Layer::MAX),
                     layer_bps: rates,
                 });
-                video_keys.push(*key);
+                video_keys.push((*key, track_key));
+                current.push(dt.cap);
             }
         }
     }
     let mut caps = Vec::with_capacity(videos.len());
-    allocate(bps, audio_bps, &videos, &mut caps);
-    for ((key, cap), demand) in video_keys.iter().zip(caps).zip(&videos) {
+    let changes = budget.decide(audio_bps, &videos, &current, now, &mut caps);
+    for (((key, track), cap), old) in video_keys.iter().zip(caps).zip(current) {
         if let Some(dt) = downtracks.get_mut(key.0 as usize) {
-            dt.cap = match (cap, demand.wanted) {
-                (Some(l), _) => LayerCap::UpTo(l),
-                (None, Some(_)) => LayerCap::Paused,
-                // Not wanted anyway: the subscriber's own pause applies.
-                (None, None) => LayerCap::Unlimited,
-            };
+            dt.cap = cap;
+        }
+        let (was, is) = (old == LayerCap::Paused, cap == LayerCap::Paused);
+        if was != is {
+            pauses.push(BandwidthPause {
+                subscriber,
+                track: *track,
+                paused: is,
+            });
         }
     }
-    desired_bps(audio_bps, &videos)
+    changes
 }

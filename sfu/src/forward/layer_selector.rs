@@ -52,13 +52,19 @@ pub struct TrackLayers {
     /// The track's first packet: layers not seen yet count as coming for a while after it,
     /// since the layers of one frame arrive one after the other.
     first_packet: Option<Instant>,
-    /// Bitrate per layer over the last full [`RATE_WINDOW`], for the allocator.
+    /// Bitrate per layer on the wire (payload and [`PACKET_OVERHEAD_BYTES`]) over the last
+    /// full [`RATE_WINDOW`], for the allocator.
     bytes: [u64; MAX_LAYERS],
     bps: [u64; MAX_LAYERS],
     window_start: Option<Instant>,
 }
 
 const RATE_WINDOW: Duration = Duration::from_secs(1);
+
+/// What a forwarded packet costs on the subscriber's link beyond its payload: RTP header
+/// and extensions, SRTP tag, UDP and IPv4 headers. Counted into the layer bitrates so the
+/// allocator sees what the link carries (for 50-packet/s audio this is a third of it).
+const PACKET_OVERHEAD_BYTES: u64 = 60;
 
 impl TrackLayers {
     /// `count` is clamped to 1..=[`MAX_LAYERS`]; 1 is a track without simulcast.
@@ -111,7 +117,7 @@ impl TrackLayers {
             }
             self.window_start = Some(now);
         }
-        self.bytes[usize::from(layer)] += payload_len as u64;
+        self.bytes[usize::from(layer)] += payload_len as u64 + PACKET_OVERHEAD_BYTES;
         status.last_packet = Some(now);
         self.first_packet.get_or_insert(now);
         if let Some(k) = keyframe.filter(|k| k.width > 0 && k.height > 0) {

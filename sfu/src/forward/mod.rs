@@ -12,11 +12,16 @@ pub mod keyframe_requests;
 pub mod layer_selector;
 pub mod overload;
 pub mod router;
+mod router_bandwidth;
 pub mod rtp_rewriter;
 pub mod speaker_detector;
+pub mod subscriber_budget;
+pub mod vp8_munger;
 
+pub use downtrack_layers::BandwidthPause;
 pub use keyframe_requests::KeyframeRequestThrottle;
 pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, SpeakerUpdate, TrackKey};
+pub use router_bandwidth::BandwidthTotals;
 pub use rtp_rewriter::RtpRewriter;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use slab::Slab;
 use str0m::media::Mid;
 
-use super::downtrack_layers::{select_layer, LayerCap};
+use super::downtrack_layers::{select_layer, BandwidthPause, LayerCap};
 use super::dynacast::LayerDemand;
 use super::keyframe::KeyframeStart;
 use super::keyframe_requests::KeyframeRequestThrottle;
@@ -19,6 +19,8 @@ use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MA
 use super::overload::Shedding;
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
 use super::speaker_detector::{same_order, Speaker, SpeakerDetector};
+use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
+use super::vp8_munger::{Vp8Ids, Vp8Munger};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 mod relay_side;
@@ -89,6 +91,7 @@ pub struct Downtrack {
     pub publisher: PeerKey,
     pub state: DowntrackState,
     rewriter: RtpRewriter,
+    vp8: Vp8Munger,
     /// What the subscriber asked for (video only).
     pub(super) want: Want,
     pub(super) selector: LayerSelector,
@@ -104,12 +107,15 @@ impl Downtrack {
 }
 
 #[derive(Debug)]
-struct Member {
-    room: String,
+pub(super) struct Member {
+    pub(super) room: String,
     /// `None` for a participant without the right to subscribe.
     subscription: Option<VideoSubscription>,
     tracks: Vec<TrackKey>,
-    downtracks: Vec<DowntrackKey>,
+    pub(super) downtracks: Vec<DowntrackKey>,
+    /// The subscriber connection's bandwidth; `None` until its first estimate (or when
+    /// bandwidth allocation is off).
+    pub(super) budget: Option<SubscriberBudget>,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -128,6 +134,8 @@ pub struct IncomingRtp {
     pub keyframe: Option<KeyframeStart>,
     /// For the per-layer bitrates the bandwidth allocator works with.
     pub payload_len: usize,
+    /// VP8 payload descriptor IDs, when the packet is VP8 and has a picture ID.
+    pub vp8: Option<Vp8Ids>,
 }
 
 /// What [`Router::set_want`] did.
@@ -156,6 +164,8 @@ pub struct Forward {
     pub pt: u8,
     pub seq: u64,
     pub ts: u32,
+    /// Rewritten VP8 IDs, continuous across this subscriber's layer switches.
+    pub vp8: Option<Vp8Ids>,
 }
 
 /// Ask `publisher` for a keyframe on `mid`.
@@ -176,16 +186,21 @@ pub enum KeyframeDecision {
 }
 
 pub struct Router {
-    members: HashMap<PeerKey, Member>,
+    pub(super) members: HashMap<PeerKey, Member>,
     rooms: HashMap<String, Vec<PeerKey>>,
-    tracks: Slab<Track>,
-    downtracks: Slab<Downtrack>,
+    pub(super) tracks: Slab<Track>,
+    pub(super) downtracks: Slab<Downtrack>,
     needs_negotiation: Vec<PeerKey>,
     keyframe_interval: Duration,
     next_seq_seed: u32,
     speakers: SpeakerDetector,
     /// The ranking last reported per room, to report only changes.
-    reported_speakers: HashMap<String, Vec<Speaker>>,
+    pub(super) reported_speakers: HashMap<String, Vec<Speaker>>,
+    /// Bandwidth allocation: when it next runs for every subscriber, pause changes for the
+    /// clients, and what it changed since the driver last looked (metrics).
+    pub(super) next_allocation: Option<Instant>,
+    pub(super) bandwidth_pauses: Vec<BandwidthPause>,
+    pub(super) budget_changes: BudgetChanges,
     /// Keyframe requests decided while forwarding, for [`Router::pop_keyframe_request`].
     keyframe_out: Vec<KeyframeRequest>,
     /// When [`Router::poll_layer_demand`] next looks at the tracks.
@@ -208,6 +223,9 @@ impl Router {
             reported_speakers: HashMap::new(),
             keyframe_out: Vec::with_capacity(8),
             next_demand_check: None,
+            next_allocation: None,
+            bandwidth_pauses: Vec::new(),
+            budget_changes: BudgetChanges::default(),
             shedding: Shedding::None,
         }
     }
@@ -272,6 +290,7 @@ impl Router {
                 subscription,
                 tracks: vec![],
                 downtracks: vec![],
+                budget: None,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -396,6 +415,7 @@ impl Router {
             publisher: track.publisher,
             state: DowntrackState::Pending,
             rewriter: RtpRewriter::new(track.clock_rate, first_seq, self.next_seq_seed),
+            vp8: Vp8Munger::default(),
             want,
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
@@ -614,28 +634,6 @@ impl Router {
         WantOutcome::Subscribed
     }
 
-    /// The subscriber connection's send-side bandwidth estimate: caps the layers of its
-    /// video downtracks so that audio, then the dominant speaker, then the others fit.
-    /// Returns the rate everything it wants would take, for the estimator to probe towards.
-    pub fn set_egress_budget(&mut self, subscriber: PeerKey, bps: u64, now: Instant) -> u64 {
-        let Some(member) = self.members.get(&subscriber) else {
-            return 0;
-        };
-        let dominant = self
-            .reported_speakers
-            .get(&member.room)
-            .and_then(|s| s.first())
-            .map(|s| s.peer);
-        super::downtrack_layers::apply_budget(
-            &member.downtracks,
-            &mut self.downtracks,
-            &self.tracks,
-            dominant,
-            bps,
-            now,
-        )
-    }
-
     /// Dynacast: simulcast tracks whose set of needed layers changed, with the layers the
     /// publisher should send (lowest first). Looks at most every [`DEMAND_CHECK`].
     pub fn poll_layer_demand(&mut self, now: Instant) -> Vec<(TrackKey, [bool; MAX_LAYERS])> {
@@ -712,7 +710,8 @@ impl Router {
                             layer = rtp.layer,
                             "layer switch"
                         );
-                        dt.rewriter.restart()
+                        dt.rewriter.restart();
+                        dt.vp8.restart();
                     }
                     Verdict::Forward => {}
                 }
@@ -726,6 +725,7 @@ impl Router {
                     pt,
                     seq,
                     ts,
+                    vp8: rtp.vp8.map(|ids| dt.vp8.munge(ids)),
                 });
             }
         }

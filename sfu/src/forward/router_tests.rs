@@ -53,6 +53,7 @@ fn fans_out_to_everyone_but_the_publisher_with_mapped_pt() {
             layer: 0,
             keyframe: None,
             payload_len: 100,
+            vp8: None,
         },
         now,
         &mut out,
@@ -82,6 +83,7 @@ fn sequence_numbers_continue_per_downtrack() {
                 layer: 0,
                 keyframe: None,
                 payload_len: 100,
+                vp8: None,
             },
             now,
             &mut out,
@@ -113,6 +115,7 @@ fn unnegotiated_and_muted_tracks_are_not_forwarded() {
         layer: 0,
         keyframe: None,
         payload_len: 100,
+        vp8: None,
     };
     r.on_rtp(&pkt, now, &mut out);
     assert!(out.is_empty(), "pending downtrack must not receive");
@@ -202,6 +205,7 @@ fn loud_publisher_is_reported_as_dominant_speaker_and_only_on_change() {
                 layer: 0,
                 keyframe: None,
                 payload_len: 100,
+                vp8: None,
             };
             r.on_rtp(&pkt, now, &mut out);
         }

@@ -88,6 +88,7 @@ impl Class {
                         layer: 0,
                         keyframe: None,
                         payload_len: 1000,
+                        vp8: None,
                     };
                     self.r.on_rtp(&pkt, now, &mut out);
                     got.extend(out.iter().filter(|o| o.subscriber == VIEWER).map(|o| o.mid));
@@ -120,9 +121,13 @@ fn a_screen_share_keeps_flowing_while_cameras_pause_for_bandwidth() {
     assert_eq!(count(&got, "teacher"), 0, "cameras pause first");
     assert_eq!(count(&got, "student"), 0);
 
-    // Room for one camera more: the oldest camera comes back, the screen stays.
-    class.r.set_egress_budget(VIEWER, 800_000, class.at(60));
-    let got = class.frames(60..70);
+    // Room for one camera more (with the headroom an upgrade needs): the oldest camera
+    // comes back, the screen stays.
+    // An upgrade waits until the room lasted a second (a probe's overshoot is not room).
+    class.r.set_egress_budget(VIEWER, 1_000_000, class.at(60));
+    assert_eq!(count(&class.frames(60..91), "teacher"), 0);
+    class.r.set_egress_budget(VIEWER, 1_000_000, class.at(91));
+    let got = class.frames(91..101);
     assert_eq!(count(&got, "screen"), 20);
     assert_eq!(count(&got, "teacher"), 10);
     assert_eq!(count(&got, "student"), 0);
@@ -175,6 +180,7 @@ fn an_overloaded_worker_sheds_thumbnails_then_cameras_but_never_the_screen() {
         layer: 0,
         keyframe: None,
         payload_len: 1000,
+        vp8: None,
     };
     class.r.on_rtp(&resumed, class.at(30), &mut out);
     assert!(out

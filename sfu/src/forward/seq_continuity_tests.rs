@@ -118,6 +118,7 @@ impl Call {
                     layer,
                     keyframe,
                     payload_len: 1000,
+                    vp8: None,
                 };
                 self.r.on_rtp(&pkt, now, &mut out);
                 self.video_out.extend(out.iter().copied());
@@ -138,6 +139,7 @@ impl Call {
                 layer: 0,
                 keyframe: None,
                 payload_len: 80,
+                vp8: None,
             };
             self.next_audio_seq += 1;
             self.r

@@ -172,7 +172,8 @@ impl Router {
             | SfuEvent::MediaConnected { participant }
             | SfuEvent::MediaLost { participant }
             | SfuEvent::SubscriberReset { participant }
-            | SfuEvent::PublisherLayers { participant, .. } => {
+            | SfuEvent::PublisherLayers { participant, .. }
+            | SfuEvent::VideoPausedForBandwidth { participant, .. } => {
                 match routes.participants.get(participant) {
                     Some((conn, _)) => usize::from(send(conn, event)),
                     None => 0,

@@ -31,6 +31,9 @@ pub struct RelayPacket {
     pub video_orientation: Option<VideoOrientation>,
     /// Found by the origin, which knows the codec; receivers do not parse payloads.
     pub keyframe: Option<KeyframeStart>,
+    /// The VP8 picture IDs, also found by the origin: `Some` only for VP8, so a receiver
+    /// knows the payload has a VP8 descriptor it may patch.
+    pub vp8: Option<crate::forward::vp8_munger::Vp8Ids>,
     /// When the origin received it (in-process only; a network carrier sends its own).
     pub received: Instant,
     pub payload: Arc<[u8]>,

@@ -40,6 +40,10 @@ const FAMILIES: FamilyTable = &[
     ("zvon_peer_loss_ratio", "Loss fraction samples per peer connection.", MetricType::HISTOGRAM, &["direction"]),
     ("zvon_peer_jitter_seconds", "Interarrival jitter samples per incoming stream.", MetricType::HISTOGRAM, &[]),
     ("zvon_bandwidth_estimate_bytes_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
+    ("zvon_bandwidth_layer_switches_total", "Layer cap changes made by bandwidth allocation (pauses included).", MetricType::COUNTER, &[]),
+    ("zvon_video_paused_for_bandwidth_total", "Subscriber videos paused because not even their lowest layer fit the connection.", MetricType::COUNTER, &[]),
+    ("zvon_bandwidth_wanted_bytes_per_second", "Sum over subscribers of what their audio and wanted video layers would take.", MetricType::GAUGE, &[]),
+    ("zvon_bandwidth_allocated_bytes_per_second", "Sum over subscribers of what bandwidth allocation gave them.", MetricType::GAUGE, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
@@ -275,6 +279,29 @@ impl Collector for NodeCollector {
             &s.bandwidth_estimate.snapshot(),
         );
 
+        f.counter(
+            "zvon_bandwidth_layer_switches_total",
+            &[],
+            get(&s.bandwidth_layer_switches),
+        );
+        f.counter(
+            "zvon_video_paused_for_bandwidth_total",
+            &[],
+            get(&s.video_paused_for_bandwidth),
+        );
+        let sum_bytes = |f: fn(&zvon_sfu::stats::WorkerStats) -> &std::sync::atomic::AtomicU64| {
+            s.workers.iter().map(|w| get(f(w))).sum::<f64>() / 8.0
+        };
+        f.gauge(
+            "zvon_bandwidth_wanted_bytes_per_second",
+            &[],
+            sum_bytes(|w| &w.bandwidth_wanted_bps),
+        );
+        f.gauge(
+            "zvon_bandwidth_allocated_bytes_per_second",
+            &[],
+            sum_bytes(|w| &w.bandwidth_allocated_bps),
+        );
         f.gauge("zvon_workers", &[], s.workers.len() as f64);
         f.counter("zvon_worker_panics_total", &[], get(&s.worker_panics));
         f.counter(

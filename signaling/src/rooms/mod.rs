@@ -793,6 +793,18 @@ impl Hub {
                     };
                     self.lock().send(&participant.0, message);
                 }
+                SfuEvent::VideoPausedForBandwidth {
+                    participant,
+                    track_id,
+                    paused,
+                } => {
+                    let message = ServerMessage::VideoPaused {
+                        track_id: track_id.0,
+                        paused,
+                        reason: "bandwidth",
+                    };
+                    self.lock().send(&participant.0, message);
+                }
                 SfuEvent::ActiveSpeakers { room, speakers } => {
                     let mut state = self.lock();
                     // Hidden participants (recorders, monitors) never show up as speakers.

@@ -303,6 +303,9 @@ impl ClusterNode {
             .args(["--media-port", "0", "--workers", "1"])
             .args(["--quic-addr", &quic_addr.to_string()])
             .args(["--drain-timeout", "5s"])
+            // As in ServerConfig::for_tests: exact forwarding checks with webrtc-rs peers
+            // (no RTX, so str0m's probe padding would resend media packets as duplicates).
+            .arg("--bandwidth-allocation=false")
             .args(&options.extra)
             .env("ZVON_CLUSTER_SECRET", &options.secret)
             .env(

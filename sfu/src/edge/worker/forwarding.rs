@@ -9,6 +9,8 @@ pub(super) struct Media<'a> {
     pub ext: ExtensionValues,
     pub wallclock: Instant,
     pub payload: &'a std::sync::Arc<[u8]>,
+    /// The payload's VP8 descriptor (VP8 only), for patching picture IDs per subscriber.
+    pub vp8: Option<Vp8Descriptor>,
 }
 
 impl Worker {
@@ -36,14 +38,27 @@ impl Worker {
         let Some((kind, muted)) = self.router.track(track).map(|t| (t.kind, t.muted)) else {
             return;
         };
-        let (layer, keyframe) = match kind {
-            TrackKind::Video => (
-                entry.layer_of(rid),
-                keyframe_start(entry.codec_of(*pkt.header.payload_type), &pkt.payload),
-            ),
-            TrackKind::Audio => (0, None),
+        let (layer, keyframe, vp8) = match kind {
+            TrackKind::Video => {
+                let codec = entry.codec_of(*pkt.header.payload_type);
+                let vp8 = (codec == VideoCodec::Vp8)
+                    .then(|| Vp8Descriptor::parse(&pkt.payload).ok())
+                    .flatten();
+                (
+                    entry.layer_of(rid),
+                    keyframe_start(codec, &pkt.payload),
+                    vp8,
+                )
+            }
+            TrackKind::Audio => (0, None, None),
         };
         let relay = entry.relay;
+        let vp8_ids = vp8.and_then(|d| {
+            Some(Vp8Ids {
+                picture_id: d.picture_id()?,
+                tl0_pic_idx: d.tl0_pic_idx(),
+            })
+        });
         self.meter.rtp_received(kind, pkt.payload.len());
         let incoming = IncomingRtp {
             track,
@@ -55,6 +70,7 @@ impl Worker {
             layer,
             keyframe,
             payload_len: pkt.payload.len(),
+            vp8: vp8_ids,
         };
         // The same for every copy: only what the subscriber's decoder and renderer use.
         let ext = ExtensionValues {
@@ -83,6 +99,7 @@ impl Worker {
                         voice_activity: ext.voice_activity,
                         video_orientation: ext.video_orientation,
                         keyframe,
+                        vp8: vp8_ids,
                         received: pkt.timestamp,
                         payload: pkt.payload.clone(),
                     },
@@ -95,6 +112,7 @@ impl Worker {
             ext,
             wallclock: pkt.timestamp,
             payload: &pkt.payload,
+            vp8,
         };
         self.fan_out(&incoming, kind, &media, now);
     }
@@ -131,7 +149,7 @@ impl Worker {
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
             };
-            let write = RtpWrite::new(
+            let mut write = RtpWrite::new(
                 f.pt.into(),
                 SeqNo::from(f.seq),
                 f.ts,
@@ -141,6 +159,19 @@ impl Worker {
             .marker(media.marker)
             .ext_vals(media.ext.clone())
             .nackable(video);
+            // A subscriber that switched layers sees VP8 IDs continuing from what it had;
+            // str0m patches them while serializing (no copy of the payload here).
+            if let (Some(d), Some(ids)) =
+                (media.vp8, f.vp8.filter(|ids| Some(*ids) != incoming.vp8))
+            {
+                let mut patch = d.patch().picture_id(ids.picture_id);
+                if let Some(t) = ids.tl0_pic_idx {
+                    patch = patch.tl0_pic_idx(t);
+                }
+                if let Ok(patch) = patch.build() {
+                    write = write.vp8_patch(patch);
+                }
+            }
             tx.write_rtp(write);
             sub.egress.written += 1;
             if !std::mem::replace(&mut sub.queued_for_poll, true) {

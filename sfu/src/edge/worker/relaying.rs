@@ -378,6 +378,7 @@ impl Worker {
                 layer,
                 keyframe: p.keyframe,
                 payload_len: p.payload.len(),
+                vp8: p.vp8,
             };
             let media = Media {
                 marker: p.marker,
@@ -389,6 +390,8 @@ impl Worker {
                 },
                 wallclock: p.received,
                 payload: &p.payload,
+                // The origin found the IDs in this descriptor: parsing it again cannot fail.
+                vp8: p.vp8.and_then(|_| Vp8Descriptor::parse(&p.payload).ok()),
             };
             self.fan_out(&incoming, kind, &media, now);
         }

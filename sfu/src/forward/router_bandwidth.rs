@@ -1,0 +1,113 @@
+//! The router's bandwidth side: each subscriber connection's estimate goes in, the layer caps
+//! of its video downtracks, pause changes for its client and the rate to probe for come out.
+
+use std::time::{Duration, Instant};
+
+use super::downtrack_layers::{apply_budget, BandwidthPause};
+use super::router::Router;
+use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
+use super::PeerKey;
+
+/// How often every subscriber's allocation is re-run without a new estimate: wishes and
+/// layer bitrates change between estimates, and the hysteresis timers run out.
+pub const ALLOCATION_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Over all subscribers with an estimate, for metrics (bits per second).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BandwidthTotals {
+    pub subscribers: u64,
+    pub estimate_bps: u64,
+    pub wanted_bps: u64,
+    pub allocated_bps: u64,
+}
+
+impl Router {
+    /// The subscriber connection's send-side bandwidth estimate: caps the layers of its
+    /// video downtracks so that audio, then the dominant speaker, then the others fit.
+    /// Returns the rate everything it wants would take, for the estimator to probe towards.
+    pub fn set_egress_budget(&mut self, subscriber: PeerKey, bps: u64, now: Instant) -> u64 {
+        let Some(member) = self.members.get_mut(&subscriber) else {
+            return 0;
+        };
+        member
+            .budget
+            .get_or_insert_with(|| SubscriberBudget::new(bps))
+            .set_estimate(bps);
+        self.allocate_for(subscriber, now)
+    }
+
+    /// Re-runs the allocation of every subscriber with an estimate, at most every
+    /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards), its
+    /// estimate, and whether some video of it is paused for bandwidth.
+    pub fn reallocate(&mut self, now: Instant) -> Vec<(PeerKey, u64, u64, bool)> {
+        if self.next_allocation.is_some_and(|t| now < t) {
+            return Vec::new();
+        }
+        self.next_allocation = Some(now + ALLOCATION_INTERVAL);
+        let peers: Vec<PeerKey> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.budget.is_some())
+            .map(|(k, _)| *k)
+            .collect();
+        peers
+            .into_iter()
+            .map(|p| {
+                let wanted = self.allocate_for(p, now);
+                let budget = self.members.get(&p).and_then(|m| m.budget.as_ref());
+                let estimate = budget.map_or(0, |b| b.estimate_bps());
+                let paused = budget.is_some_and(|b| b.paused_videos > 0);
+                (p, wanted, estimate, paused)
+            })
+            .collect()
+    }
+
+    fn allocate_for(&mut self, subscriber: PeerKey, now: Instant) -> u64 {
+        let Some(member) = self.members.get_mut(&subscriber) else {
+            return 0;
+        };
+        let Some(budget) = member.budget.as_mut() else {
+            return 0;
+        };
+        let dominant = self
+            .reported_speakers
+            .get(&member.room)
+            .and_then(|s| s.first())
+            .map(|s| s.peer);
+        let changes = apply_budget(
+            subscriber,
+            &member.downtracks,
+            &mut self.downtracks,
+            &self.tracks,
+            dominant,
+            budget,
+            now,
+            &mut self.bandwidth_pauses,
+        );
+        self.budget_changes.layer_switches += changes.layer_switches;
+        self.budget_changes.pauses += changes.pauses;
+        budget.wanted_bps
+    }
+
+    /// Video downtracks paused for bandwidth or resumed since the last call, for the
+    /// subscribers' clients.
+    pub fn take_bandwidth_pauses(&mut self) -> Vec<BandwidthPause> {
+        std::mem::take(&mut self.bandwidth_pauses)
+    }
+
+    /// Layer switches and pauses the allocator made since the last call.
+    pub fn take_budget_changes(&mut self) -> BudgetChanges {
+        std::mem::take(&mut self.budget_changes)
+    }
+
+    pub fn bandwidth_totals(&self) -> BandwidthTotals {
+        let mut t = BandwidthTotals::default();
+        for b in self.members.values().filter_map(|m| m.budget.as_ref()) {
+            t.subscribers += 1;
+            t.estimate_bps += b.estimate_bps();
+            t.wanted_bps += b.wanted_bps;
+            t.allocated_bps += b.allocated_bps;
+        }
+        t
+    }
+}

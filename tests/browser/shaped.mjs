@@ -1,0 +1,350 @@
+// Calls on bad networks: a Chromium publisher and a Chromium subscriber whose downlink from
+// the server is shaped. The subscriber's browser runs in a network namespace of its own,
+// joined to the host by a veth pair; the server listens on the host end. `tbf` on the host
+// end limits the rate towards the subscriber, an nftables `numgen random` rule on the
+// namespace's input hook drops a share of the server's packets (this kernel has no netem).
+// No delay is added (that would need a userspace relay): the only extra delay is the queue
+// tbf builds.
+//
+//   node shaped.mjs [profile...]          the tests (open, thin); needs root, ip, tc, nft
+//   node shaped.mjs --bench [profile...]  every profile, SHAPED_SECONDS long each, one JSON
+//                                         line per profile, no pass/fail
+// SHAPED_SERVER_ARGS adds server flags (e.g. `--bandwidth-allocation=false` for a baseline).
+import { execFileSync } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  launchBrowser, log, median, openPage, pageUrl, saveArtifacts, sleep, startServer, tail,
+  uniqueName, waitFor, waitJoined,
+} from './harness.mjs';
+
+const BENCH = process.argv.includes('--bench');
+const ONLY = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+const SECONDS = Number(process.env.SHAPED_SECONDS || 0);
+const SERVER_ARGS = (process.env.SHAPED_SERVER_ARGS || '').split(/\s+/).filter(Boolean);
+
+// A second counts as decoding when at least this many frames were decoded in it (the fake
+// camera sends 20-30 fps; a frozen tile decodes none).
+const DECODING_FPS = 5;
+
+// Profiles: rate in kbit/s (0 = unshaped), loss in percent, and the test's thresholds.
+// `steps` switch the rate during the run: [seconds from the first frame, kbit/s].
+const PROFILES = [
+  { name: 'open', kbps: 0, loss: 0, seconds: 20, test: true },
+  { name: '2mbit', kbps: 2000, loss: 0, seconds: 30 },
+  { name: 'thin', kbps: 600, loss: 1, seconds: 25, test: true },
+  { name: 'poor', kbps: 300, loss: 3, seconds: 30 },
+  { name: 'step', kbps: 2000, loss: 0, seconds: 36, steps: [[12, 250], [24, 2000]] },
+  // Below the lowest layer: video pauses with a badge on the tile, audio goes on; resumes.
+  { name: 'pause', kbps: 0, loss: 0, seconds: 34, steps: [[3, 100], [14, 0]], test: true },
+];
+
+function run(cmd, args, input) {
+  return execFileSync(cmd, args, { input, stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }).toString();
+}
+
+/** A network namespace for the subscriber and the veth pair to it, cleaned up on exit. */
+class ShapedLink {
+  constructor() {
+    const id = `${process.pid % 100000}`;
+    this.ns = `zvonbwe${id}`;
+    this.hostIf = `zbh${id}`;
+    this.nsIf = `zbn${id}`;
+    // A /30 of the documentation range that no interface of the host has yet (other tests
+    // on this machine may use the same range).
+    const used = run('ip', ['-4', '-o', 'addr']);
+    const k = [...Array(60).keys()].map((i) => 1 + ((i + process.pid) % 60))
+      .find((n) => !used.includes(`198.51.100.${4 * n + 1}/`));
+    this.hostIp = `198.51.100.${4 * k + 1}`;
+    this.nsIp = `198.51.100.${4 * k + 2}`;
+  }
+
+  up() {
+    process.once('exit', () => this.down());
+    run('ip', ['netns', 'add', this.ns]);
+    run('ip', ['link', 'add', this.hostIf, 'type', 'veth', 'peer', 'name', this.nsIf, 'netns', this.ns]);
+    run('ip', ['addr', 'add', `${this.hostIp}/30`, 'dev', this.hostIf]);
+    run('ip', ['link', 'set', this.hostIf, 'up']);
+    run('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up']);
+    run('ip', ['-n', this.ns, 'addr', 'add', `${this.nsIp}/30`, 'dev', this.nsIf]);
+    run('ip', ['-n', this.ns, 'link', 'set', this.nsIf, 'up']);
+    log(`subscriber namespace ${this.ns}: ${this.nsIp} <-> host ${this.hostIp} (${this.hostIf})`);
+  }
+
+  /** Rate (kbit/s, 0 = none) from the server to the subscriber, and loss of its UDP. */
+  shape(kbps, lossPct, udpPort) {
+    if (kbps > 0) {
+      // A burst of ~20 ms at the rate and a queue of at most 200 ms: a thin mobile link.
+      const burst = Math.max(3000, Math.round((kbps * 1000) / 8 / 50));
+      run('tc', ['qdisc', 'replace', 'dev', this.hostIf, 'root', 'tbf', 'rate', `${kbps}kbit`,
+        'burst', String(burst), 'latency', '200ms']);
+    } else {
+      try { run('tc', ['qdisc', 'del', 'dev', this.hostIf, 'root']); } catch { /* none */ }
+    }
+    const permille = Math.round(lossPct * 10);
+    const rule = permille > 0
+      ? `udp sport ${udpPort} numgen random mod 1000 < ${permille} drop`
+      : '';
+    run('ip', ['netns', 'exec', this.ns, 'nft', '-f', '-'],
+      `flush ruleset\ntable inet shape {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ${rule}\n }\n}\n`);
+  }
+
+  down() {
+    try { run('ip', ['netns', 'del', this.ns]); } catch { /* gone */ }
+    try { run('ip', ['link', 'del', this.hostIf]); } catch { /* went with the namespace */ }
+  }
+}
+
+/** The subscriber's inbound video and audio as getStats reports them. */
+function sampleSubscriber(page) {
+  return page.evaluate(async () => {
+    const pc = window.zvon?.client?.subscriberPc;
+    if (!pc || pc.signalingState === 'closed') return null;
+    const stats = await pc.getStats();
+    let v = null;
+    let a = null;
+    stats.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      if (s.kind === 'video' && (!v || (s.framesDecoded ?? 0) > v.framesDecoded)) {
+        v = {
+          framesDecoded: s.framesDecoded ?? 0, height: s.frameHeight ?? 0, width: s.frameWidth ?? 0,
+          freezes: s.totalFreezesDuration ?? 0, freezeCount: s.freezeCount ?? 0,
+          packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
+        };
+      }
+      if (s.kind === 'audio') {
+        a = {
+          concealed: s.concealedSamples ?? 0, samples: s.totalSamplesReceived ?? 0,
+          packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
+        };
+      }
+    });
+    const paused = [...document.querySelectorAll('#grid .tile.remote .badge')]
+      .some((b) => /poor connection/.test(b.textContent));
+    return { t: Date.now(), v, a, paused };
+  });
+}
+
+/** The height of the publisher's largest simulcast layer that is being sent. */
+function publisherTopHeight(page) {
+  return page.evaluate(async () => {
+    const pc = window.zvon?.client?.publisherPc;
+    if (!pc) return 0;
+    const stats = await pc.getStats();
+    let top = 0;
+    stats.forEach((s) => {
+      if (s.type === 'outbound-rtp' && s.kind === 'video' && (s.framesPerSecond ?? 0) > 0) {
+        top = Math.max(top, s.frameHeight ?? 0);
+      }
+    });
+    return top;
+  });
+}
+
+/** Sums up samples taken once a second: what the issue's table reports. */
+function summarize(samples) {
+  const vs = samples.filter((s) => s.v && s.a);
+  if (vs.length < 2) return null;
+  const first = vs[0];
+  const last = vs[vs.length - 1];
+  const secs = (last.t - first.t) / 1000;
+  let decoding = 0;
+  const fps = [];
+  const heights = [];
+  let worstConceal = 0;
+  for (let i = 1; i < vs.length; i++) {
+    const dt = (vs[i].t - vs[i - 1].t) / 1000;
+    const frames = vs[i].v.framesDecoded - vs[i - 1].v.framesDecoded;
+    fps.push(frames / dt);
+    if (frames / dt >= DECODING_FPS) decoding += 1;
+    heights.push(vs[i].v.height);
+    // Worst 2 s of audio.
+    if (i >= 2) {
+      const s = vs[i].a.samples - vs[i - 2].a.samples;
+      const c = vs[i].a.concealed - vs[i - 2].a.concealed;
+      if (s > 0) worstConceal = Math.max(worstConceal, c / s);
+    }
+  }
+  const d = (f) => f(last) - f(first);
+  const vPkts = d((s) => s.v.packetsReceived) + d((s) => s.v.packetsLost);
+  const aPkts = d((s) => s.a.packetsReceived) + d((s) => s.a.packetsLost);
+  const aSamples = d((s) => s.a.samples);
+  return {
+    seconds: Math.round(secs),
+    decodingShare: decoding / (vs.length - 1),
+    medianHeight: median(heights),
+    topShare: heights.filter((h) => h === Math.max(...heights)).length / heights.length,
+    medianFps: Math.round(median(fps) * 10) / 10,
+    freezeSecPerMin: Math.round((d((s) => s.v.freezes) / secs) * 60 * 10) / 10,
+    videoLoss: vPkts > 0 ? d((s) => s.v.packetsLost) / vPkts : 0,
+    audioConcealed: aSamples > 0 ? d((s) => s.a.concealed) / aSamples : 1,
+    audioWorst2s: worstConceal,
+    audioLoss: aPkts > 0 ? d((s) => s.a.packetsLost) / aPkts : 0,
+    pausedSeconds: vs.filter((s) => s.paused).length,
+  };
+}
+
+const pct = (x) => `${(x * 100).toFixed(1)} %`;
+
+async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages }) {
+  const seconds = SECONDS || profile.seconds;
+  link.shape(profile.kbps, profile.loss, server.udpPort);
+  const room = uniqueName(`shaped-${profile.name}`);
+  const pub = await openPage(pubBrowser, pageUrl(server, room, 'Teacher'), `${profile.name}-pub`);
+  pages.push(pub);
+  await waitJoined(pub, 20_000);
+  // A window large enough for the one remote tile to ask for the top (720p) layer.
+  const sub = await openPage(subBrowser, pageUrl(server, room, 'Student'), `${profile.name}-sub`, {
+    viewport: { width: 1400, height: 900 },
+  });
+  pages.push(sub);
+  await waitJoined(sub, 20_000);
+  await waitFor('the shaped subscriber to decode a first frame', async () => {
+    const s = await sampleSubscriber(sub);
+    return { ok: (s?.v?.framesDecoded ?? 0) > 0, seen: s };
+  }, { timeoutMs: 20_000 });
+  const samples = [];
+  const steps = [...(profile.steps ?? [])];
+  const start = Date.now();
+  const stepTimes = [];
+  let pubTop = 0;
+  while (Date.now() - start < seconds * 1000) {
+    const at = (Date.now() - start) / 1000;
+    if (steps.length && at >= steps[0][0]) {
+      const [, kbps] = steps.shift();
+      link.shape(kbps, profile.loss, server.udpPort);
+      stepTimes.push({ at: Date.now(), kbps });
+      log(`${profile.name}: downlink now ${kbps} kbit/s`);
+    }
+    const s = await sampleSubscriber(sub);
+    if (s) samples.push(s);
+    pubTop = Math.max(pubTop, await publisherTopHeight(pub));
+    await sleep(1000 - ((Date.now() - start) % 1000));
+  }
+  const summary = summarize(samples);
+  if (!summary) throw new Error(`${profile.name}: no video/audio stats from the subscriber`);
+  // Recent samples: what the subscriber gets once things settled.
+  const recent = samples.slice(-4).map((s) => s.v?.height ?? 0);
+  const result = {
+    profile: profile.name, kbps: profile.kbps, lossPct: profile.loss, ...summary,
+    recentHeights: recent, publisherTopHeight: pubTop,
+    maxHeight: Math.max(...samples.map((s) => s.v?.height ?? 0)),
+  };
+  if (stepTimes.length) {
+    result.steps = stepResponse(samples, stepTimes);
+    // Per phase between steps: paused seconds, decoding seconds, audio concealment.
+    const bounds = [start, ...stepTimes.map((s) => s.at), Infinity];
+    result.phases = bounds.slice(0, -1).map((from, i) => {
+      const inPhase = samples.filter((s) => s.t >= from && s.t < bounds[i + 1]);
+      // Audio while the tile showed the pause (the drop into it is the link collapsing).
+      let conc = 0;
+      let total = 0;
+      for (let j = 1; j < inPhase.length; j++) {
+        if (!inPhase[j].paused || !inPhase[j - 1].paused || !inPhase[j].a || !inPhase[j - 1].a) continue;
+        conc += inPhase[j].a.concealed - inPhase[j - 1].a.concealed;
+        total += inPhase[j].a.samples - inPhase[j - 1].a.samples;
+      }
+      return {
+        kbps: i ? stepTimes[i - 1].kbps : profile.kbps, ...summarize(inPhase),
+        endPaused: inPhase.at(-1)?.paused ?? null,
+        audioConcealedWhilePaused: total ? conc / total : null,
+      };
+    });
+  }
+  log(`${profile.name}: ${JSON.stringify(result)}`);
+  for (const p of [pub, sub]) await p.context().close().catch(() => {});
+  return result;
+}
+
+/** For each rate step: seconds until the received height changed and settled. */
+function stepResponse(samples, steps) {
+  return steps.map(({ at, kbps }) => {
+    const before = samples.filter((s) => s.t <= at && s.v).slice(-1)[0]?.v.height ?? 0;
+    const changed = samples.find((s) => s.t > at && s.v && s.v.height !== before);
+    return { kbps, heightBefore: before, secondsToChange: changed ? (changed.t - at) / 1000 : null, heightAfter: changed?.v.height ?? null };
+  });
+}
+
+function check(result) {
+  const fails = [];
+  if (result.profile === 'open') {
+    // Reached, not held: on a loaded 2-core machine the delay-based estimate still dips now
+    // and then (the benchmark reports how much of the time the top layer is held).
+    if (result.maxHeight < result.publisherTopHeight) {
+      fails.push(`on an open link the subscriber never received the publisher's top layer (${result.publisherTopHeight}p; best ${result.maxHeight}p)`);
+    }
+    if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time`);
+  }
+  if (result.profile === 'pause') {
+    const [, thin, open] = result.phases;
+    if (!thin.pausedSeconds) fails.push('at 100 kbit/s the tile never showed "video paused: poor connection"');
+    // 100 kbit/s is about twice what audio with RED takes; the estimator still probes
+    // now and then to find out whether the link came back, which costs some audio.
+    if (thin.audioConcealedWhilePaused >= 0.05) fails.push(`audio concealment ${pct(thin.audioConcealedWhilePaused)} while video was paused (want < 5 %)`);
+    if (open.endPaused) fails.push('the tile still shows "video paused" once the link is open again');
+    if (!open.decodingShare) fails.push('video never decoded again after the link opened');
+  }
+  if (result.profile === 'thin') {
+    if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time (want >= 90 %)`);
+    if (result.audioConcealed >= 0.01) fails.push(`audio concealment ${pct(result.audioConcealed)} (want < 1 %)`);
+  }
+  return fails;
+}
+
+async function main() {
+  const chosen = PROFILES.filter((p) => (ONLY.length ? ONLY.some((o) => p.name.startsWith(o)) : BENCH || p.test));
+  const link = new ShapedLink();
+  const dir = mkdtempSync(join(tmpdir(), 'zvon-shaped-'));
+  let server = null;
+  let pubBrowser = null;
+  let subBrowser = null;
+  let ok = true;
+  const results = [];
+  try {
+    link.up();
+    server = await startServer({ host: link.hostIp, extraArgs: SERVER_ARGS, label: 'server' });
+    // The page's origin is not localhost: only a flag lets the publisher use its camera. The
+    // subscriber joins without one (watch and listen only), as on a thin phone link.
+    pubBrowser = await launchBrowser({ extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${server.baseUrl}`] });
+    const wrapper = join(dir, 'chromium-in-netns');
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${link.ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    subBrowser = await launchBrowser({ executablePath: wrapper });
+    for (const profile of chosen) {
+      const pages = [];
+      const t0 = Date.now();
+      try {
+        const result = await runProfile(profile, { server, link, pubBrowser, subBrowser, pages });
+        results.push(result);
+        const fails = BENCH ? [] : check(result);
+        if (fails.length) throw new Error(fails.join('; '));
+        console.log(`${BENCH ? 'DONE' : 'PASS'} shaped-${profile.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
+      } catch (e) {
+        ok = false;
+        console.log(`FAIL shaped-${profile.name}: ${e.message}`);
+        console.log(`--- server log (tail) ---\n${tail(server.logText(), 30)}`);
+        await saveArtifacts(`shaped-${profile.name}`, pages, server);
+      } finally {
+        for (const p of pages) await p.context().close().catch(() => {});
+      }
+    }
+  } catch (e) {
+    console.log(`FAIL setup: ${e.message}`);
+    ok = false;
+  } finally {
+    await pubBrowser?.close().catch(() => {});
+    await subBrowser?.close().catch(() => {});
+    if (server) {
+      await server.stop();
+      if (process.env.SHAPED_SERVER_LOG) writeFileSync(process.env.SHAPED_SERVER_LOG, server.logText());
+    }
+    link.down();
+    rmSync(dir, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify({ shaped: ok ? 'pass' : 'fail', results }));
+  console.log(ok ? 'ALL PASS' : 'SOME FAILED');
+  process.exit(ok ? 0 : 1);
+}
+
+main();
