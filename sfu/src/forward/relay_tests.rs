@@ -59,6 +59,7 @@ fn packet(track: TrackKey, layer: u8, seq: u64, keyframe: bool) -> IncomingRtp {
             height: 180 << layer,
         }),
         payload_len: 1000,
+        vp8: None,
     }
 }
 
