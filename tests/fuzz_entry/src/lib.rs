@@ -146,9 +146,13 @@ pub fn publish_offer(data: &[u8]) {
     for mid in mids {
         let mid = Mid::from(mid);
         let codecs = video_codecs(&conn.rtc, mid);
-        let map = payload_type_map(&negotiated(&conn.rtc, mid), &conn.rtc, mid);
-        // Matched against itself, every negotiated codec finds a partner.
-        assert_eq!(map.len(), codecs.len(), "{map:?} vs {codecs:?}");
+        let params = negotiated(&conn.rtc, mid);
+        let map = payload_type_map(&params, &conn.rtc, mid);
+        // Matched against itself, every negotiated codec finds a partner, and so does the
+        // Opus RED riding on it.
+        let reds = params.iter().filter(|p| p.red().is_some()).count();
+        assert_eq!(codecs.len(), params.len());
+        assert_eq!(map.len(), codecs.len() + reds, "{map:?} vs {codecs:?}");
         let _ = simulcast_rids(&conn.rtc, mid);
     }
     let _ = in_every_section(&answer.to_sdp_string());
