@@ -6,6 +6,7 @@
 // `use-auth-secret`. nftables in the subscriber's namespace then blocks:
 //   udp-to-sfu   UDP from the SFU's media port: ICE must fall back to a TURN/UDP relay
 //   all-udp      all UDP: only TURN over TCP is left
+//   tls-only     all UDP and plain TCP to the TURN server: only TURN over TLS (turns:) is left
 // and the subscriber must still decode the publisher's video, over a selected candidate pair
 // whose local candidate is a relay (getStats), and nothing forces relay-only.
 //
@@ -66,13 +67,24 @@ class Link {
 }
 
 /** A coturn on the host end of the link, configured as docs/turn.md says. */
-async function startCoturn(dir, ip, port) {
+async function startCoturn(dir, ip, port, tlsPort) {
   // Relay ports: a range of its own per run (other tests may run coturn too).
   const minPort = 40000 + (process.pid % 200) * 50;
+  // A self-signed certificate for the host's IP: the subscriber's Chromium is told to accept it.
+  const cert = join(dir, 'turn.crt');
+  const key = join(dir, 'turn.key');
+  run('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1',
+    '-nodes', '-days', '1', '-subj', `/CN=${ip}`, '-addext', `subjectAltName=IP:${ip}`,
+    '-keyout', key, '-out', cert]);
   const conf = join(dir, 'turnserver.conf');
   writeFileSync(conf, [
     `listening-ip=${ip}`,
     `listening-port=${port}`,
+    `tls-listening-port=${tlsPort}`,
+    `cert=${cert}`,
+    `pkey=${key}`,
+    'no-tlsv1',
+    'no-tlsv1_1',
     `relay-ip=${ip}`,
     `min-port=${minPort}`,
     `max-port=${minPort + 49}`,
@@ -80,7 +92,6 @@ async function startCoturn(dir, ip, port) {
     `static-auth-secret=${SECRET}`,
     'realm=zvon.test',
     'fingerprint',
-    'no-tls',
     'no-dtls',
     'no-cli',
     'no-multicast-peers',
@@ -114,10 +125,11 @@ async function startCoturn(dir, ip, port) {
   };
   await waitFor('turnserver to listen', async () => {
     if (exited) throw new Error(`turnserver exited ${JSON.stringify(exited)}:\n${tail(turn.logText(), 20)}`);
-    const listening = run('ss', ['-Htlnp']).split('\n').some((l) => l.includes(`${ip}:${port}`) && l.includes(`pid=${child.pid},`));
+    const tcp = run('ss', ['-Htlnp']).split('\n').filter((l) => l.includes(`pid=${child.pid},`));
+    const listening = [port, tlsPort].every((p) => tcp.some((l) => l.includes(`${ip}:${p} `)));
     return { ok: listening, seen: tail(turn.logText(), 5) };
   }, { timeoutMs: 10_000 });
-  log(`turnserver up on ${ip}:${port} (pid ${child.pid}, relay ports ${minPort}-${minPort + 49})`);
+  log(`turnserver up on ${ip}:${port}, TLS ${tlsPort} (pid ${child.pid}, relay ports ${minPort}-${minPort + 49})`);
   return turn;
 }
 
@@ -154,19 +166,29 @@ function selectedPair(page) {
   });
 }
 
-// Offered TURN/UDP and TURN/TCP, Chromium keeps whichever relay is ready first (often TCP,
-// pruning the other), so the first scenario also closes TURN/TCP: each one proves one path.
+// Offered TURN/UDP, TURN/TCP and TURN/TLS, Chromium keeps whichever relay is ready first (often
+// TCP, pruning the others), so each scenario also closes the TURN paths it does not test.
 const SCENARIOS = [
   {
     name: 'udp-to-sfu',
-    rule: (server, turnPort) => `udp sport ${server.udpPort} drop\n  tcp sport ${turnPort} drop`,
+    rule: (p) => `udp sport ${p.media} drop\n  tcp sport { ${p.turn}, ${p.tls} } drop`,
     relayProtocol: 'udp',
   },
-  { name: 'all-udp', rule: () => 'meta l4proto udp drop', relayProtocol: 'tcp' },
+  {
+    name: 'all-udp',
+    rule: (p) => `meta l4proto udp drop\n  tcp sport ${p.tls} drop`,
+    relayProtocol: 'tcp',
+  },
+  // Only HTTPS-like traffic gets out: all UDP and plain TURN/TCP dropped, TURN over TLS left.
+  {
+    name: 'tls-only',
+    rule: (p) => `meta l4proto udp drop\n  tcp sport ${p.turn} drop`,
+    relayProtocol: 'tls',
+  },
 ];
 
-async function runScenario(sc, { server, turnPort, link, pubBrowser, subBrowser, pages }) {
-  link.block(sc.rule(server, turnPort));
+async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, subBrowser, pages }) {
+  link.block(sc.rule({ media: server.udpPort, turn: turnPort, tls: tlsPort }));
   const room = uniqueName(`turn-${sc.name}`);
   const pub = await openPage(pubBrowser, pageUrl(server, room, 'Publisher'), `${sc.name}-pub`);
   pages.push(pub);
@@ -200,6 +222,7 @@ async function main() {
   let server = null;
   let turn = null;
   let turnPort = 0;
+  let tlsPort = 0;
   let pubBrowser = null;
   let subBrowser = null;
   let ok = true;
@@ -207,13 +230,15 @@ async function main() {
   try {
     link.up();
     turnPort = await freeTcpPort();
-    turn = await startCoturn(dir, link.hostIp, turnPort);
+    tlsPort = await freeTcpPort();
+    turn = await startCoturn(dir, link.hostIp, turnPort, tlsPort);
     server = await startServer({
       host: link.hostIp,
       label: 'server',
       extraArgs: [
         '--turn-url', `turn:${link.hostIp}:${turnPort}?transport=udp`,
         '--turn-url', `turn:${link.hostIp}:${turnPort}?transport=tcp`,
+        '--turn-url', `turns:${link.hostIp}:${tlsPort}?transport=tcp`,
       ],
       env: { ZVON_TURN_SECRET: SECRET },
     });
@@ -222,12 +247,13 @@ async function main() {
     const wrapper = join(dir, 'chromium-in-netns');
     writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${link.ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
     chmodSync(wrapper, 0o755);
-    subBrowser = await launchBrowser({ executablePath: wrapper });
+    // The TURN server's certificate is self-signed (for its IP): this Chromium accepts it.
+    subBrowser = await launchBrowser({ executablePath: wrapper, extraArgs: ['--ignore-certificate-errors'] });
     for (const sc of chosen) {
       const pages = [];
       const t0 = Date.now();
       try {
-        results.push(await runScenario(sc, { server, turnPort, link, pubBrowser, subBrowser, pages }));
+        results.push(await runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, subBrowser, pages }));
         console.log(`PASS turn-${sc.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       } catch (e) {
         ok = false;
