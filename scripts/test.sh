@@ -13,6 +13,8 @@ command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 # The shaped-network browser tests drop packets with nftables in a network namespace.
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
+# The TURN browser test relays through a real coturn.
+command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq

@@ -8,6 +8,7 @@ use zvon_sfu::SfuConfig;
 use crate::calls::CallSettings;
 use crate::client_ip::TrustedProxies;
 use crate::origin::AllowedOrigins;
+use crate::turn::TurnConfig;
 
 /// An API key and the secret that signs its tokens.
 #[derive(Debug, Clone)]
@@ -77,6 +78,9 @@ pub struct ServerConfig {
     pub trusted_proxies: TrustedProxies,
     /// Web origins besides the server's own whose pages may open `/rtc`.
     pub allowed_origins: AllowedOrigins,
+    /// TURN servers handed to clients in `joined`, for networks that block UDP to the media
+    /// server (`None`: clients get no relay).
+    pub turn: Option<TurnConfig>,
 }
 
 /// Which halves of Zvon a process runs.
@@ -174,6 +178,7 @@ impl ServerConfig {
             cluster: None,
             trusted_proxies: TrustedProxies::default(),
             allowed_origins: AllowedOrigins::default(),
+            turn: None,
         }
     }
 }
@@ -192,6 +197,7 @@ impl Default for ServerConfig {
             cluster: None,
             trusted_proxies: TrustedProxies::default(),
             allowed_origins: AllowedOrigins::default(),
+            turn: None,
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod turn;
 
 pub use config::{ApiKey, ClusterConfig, Limits, Role, ServerConfig};
 pub use server::{start, RunningServer, StartError};

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use zvon_signaling::client_ip::{IpNet, TrustedProxies};
 use zvon_signaling::origin::{AllowedOrigins, Origin};
 use zvon_signaling::token::{self, Claims};
+use zvon_signaling::turn::TurnConfig;
 use zvon_signaling::{ApiKey, ClusterConfig, Role, ServerConfig};
 
 #[derive(Parser)]
@@ -118,7 +119,24 @@ struct ServeArgs {
     #[arg(long, env = "ZVON_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<Origin>,
     #[command(flatten)]
+    turn: TurnArgs,
+    #[command(flatten)]
     cluster: ClusterArgs,
+}
+
+/// TURN relays for clients whose network blocks UDP to the media server (docs/turn.md).
+#[derive(Args)]
+struct TurnArgs {
+    /// A TURN server clients may relay through, e.g. turn:turn.example.org:3478?transport=udp,
+    /// turns:turn.example.org:443?transport=tcp (repeat the flag, or comma-separate).
+    #[arg(long = "turn-url", env = "ZVON_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+    /// The TURN server's shared secret (coturn `static-auth-secret` with `use-auth-secret`).
+    #[arg(long, env = "ZVON_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// How long the TURN credentials in `joined` stay valid (default 6h).
+    #[arg(long, env = "ZVON_TURN_TTL", value_parser = parse_duration)]
+    turn_ttl: Option<Duration>,
 }
 
 /// Cluster mode (docs/cluster.md): without `--cluster` the server runs all-in-one.
@@ -222,6 +240,9 @@ struct FileConfig {
     drain_timeout_secs: Option<u64>,
     trusted_proxies: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
+    turn_urls: Option<Vec<String>>,
+    turn_secret: Option<String>,
+    turn_ttl_secs: Option<u64>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -351,6 +372,11 @@ async fn serve(args: ServeArgs) -> Result<()> {
         _ => vec![],
     };
     config.allowed_origins = AllowedOrigins::new(allowed_origins);
+    config.turn = turn_config(args.turn, &file)?;
+    if let Some(turn) = &config.turn {
+        // The URLs only: the secret never reaches a log.
+        info!(turn_urls = ?turn.urls, ttl_secs = turn.ttl.as_secs(), "clients get TURN credentials");
+    }
     if dev {
         warn!("DEV MODE: /api/dev-token gives a token to anyone who asks. Never run this in production.");
         if config.api_keys[0].key == ServerConfig::DEV_API_KEY {
@@ -444,6 +470,20 @@ fn cluster_config(
         cluster.drain_timeout = t;
     }
     Ok(Some(cluster))
+}
+
+fn turn_config(args: TurnArgs, file: &FileConfig) -> Result<Option<TurnConfig>> {
+    let urls = match (args.turn_urls, &file.turn_urls) {
+        (flag, _) if !flag.is_empty() => flag,
+        (_, Some(list)) => list.clone(),
+        _ => vec![],
+    };
+    let secret = args.turn_secret.or(file.turn_secret.clone());
+    let ttl = args
+        .turn_ttl
+        .or(file.turn_ttl_secs.map(Duration::from_secs))
+        .unwrap_or(zvon_signaling::turn::DEFAULT_TTL);
+    Ok(TurnConfig::new(urls, secret, ttl)?)
 }
 
 fn cluster_secret() {

@@ -5,6 +5,7 @@ use serde_json::Value;
 use zvon_sfu::api::{SubscribedTrack, TrackKind, VideoSubscription};
 
 use crate::token::Grants;
+use crate::turn::IceServer;
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -392,6 +393,8 @@ pub enum ServerMessage {
         participant: SelfInfo,
         participants: Vec<ParticipantInfo>,
         classroom: Box<ClassroomSnapshot>,
+        /// TURN relays for both peer connections (empty when the server has none).
+        ice_servers: Vec<IceServer>,
     },
     PublishAnswer {
         sdp: String,

@@ -249,6 +249,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         config.calls.clone(),
         webhooks,
         call_key,
+        config.turn.clone(),
     );
     let mut background = vec![];
     background.push(tokio::spawn({

@@ -414,7 +414,7 @@ export class ZvonClient extends StatefulEmitter {
   }
 
   _newPublisherPc() {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection(this._pcConfig());
     this.publisherPc = pc;
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') mark('publisher-connected');
@@ -583,9 +583,16 @@ export class ZvonClient extends StatefulEmitter {
     }
   }
 
+  // TURN relays from `joined` (docs/protocol.md): on a network that blocks UDP to the media
+  // server, ICE falls back to a relay through them.
+  _pcConfig() {
+    return { iceServers: this._iceServers ?? [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' };
+  }
+
   async _onJoined(msg) {
     mark('joined');
     this._resumeToken = msg.resume_token;
+    this._iceServers = msg.ice_servers ?? [];
     if (msg.resumed && this.subscriberPc) return this._onResumed(msg);
     this.localParticipant = msg.participant;
     this.roomInfo = msg.room;
@@ -612,6 +619,14 @@ export class ZvonClient extends StatefulEmitter {
   // room up to date (people may have left or come meanwhile) and carry on.
   _onResumed(msg) {
     this.localParticipant = msg.participant;
+    // Fresh TURN credentials for any later ICE restart of the connections we keep.
+    for (const pc of [this.publisherPc, this.subscriberPc]) {
+      if (pc && pc.signalingState !== 'closed') {
+        try { pc.setConfiguration({ ...pc.getConfiguration(), iceServers: this._iceServers }); } catch (e) {
+          console.warn('zvon: could not update ICE servers', e);
+        }
+      }
+    }
     const present = new Set((msg.participants ?? []).map((p) => p.id));
     for (const id of [...this.participants.keys()]) {
       if (!present.has(id)) this._onParticipantLeft(id, 'disconnected');
@@ -670,7 +685,7 @@ export class ZvonClient extends StatefulEmitter {
   }
 
   _createSubscriber() {
-    const pc = new RTCPeerConnection({ iceServers: [], bundlePolicy: 'max-bundle', rtcpMuxPolicy: 'require' });
+    const pc = new RTCPeerConnection(this._pcConfig());
     this.subscriberPc = pc;
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') mark('subscriber-connected');

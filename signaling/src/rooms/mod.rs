@@ -50,6 +50,7 @@ use crate::protocol::{
     SpeakerInfo, TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
 };
 use crate::token::{Claims, Grants};
+use crate::turn::{IceServer, TurnConfig};
 
 /// What a session's writer task is asked to do.
 #[derive(Debug)]
@@ -144,6 +145,8 @@ pub struct Hub {
     call_key: ApiKey,
     /// Shutting down: no new joins (see `drain.rs`).
     draining: std::sync::atomic::AtomicBool,
+    /// Relay credentials each `joined` carries.
+    turn: Option<TurnConfig>,
 }
 
 fn now() -> Now {
@@ -196,6 +199,7 @@ impl Hub {
         call_settings: CallSettings,
         webhooks: Webhooks,
         call_key: ApiKey,
+        turn: Option<TurnConfig>,
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| Hub {
             me: me.clone(),
@@ -212,6 +216,7 @@ impl Hub {
             webhooks,
             call_key,
             draining: Default::default(),
+            turn,
         })
     }
 
@@ -239,6 +244,14 @@ impl Hub {
                 info!(room, "room closed after empty timeout");
             }
         });
+    }
+
+    /// Fresh TURN credentials for `identity` (none without a TURN server).
+    fn ice_servers(&self, identity: &str) -> Vec<IceServer> {
+        self.turn
+            .as_ref()
+            .map(|t| t.ice_servers(identity, crate::token::now_secs()))
+            .unwrap_or_default()
     }
 
     pub fn media(&self) -> &MediaPlane {
@@ -421,6 +434,7 @@ impl Hub {
             },
             participants: others,
             classroom: moderation::snapshot(state, &claims.room, claims.grants.room_admin),
+            ice_servers: self.ice_servers(&claims.sub),
         };
         let _ = outbox.send(Outbound::Message(joined, request_id));
         if let Some(speakers) = state.speakers.get(&claims.room).filter(|s| !s.is_empty()) {
@@ -543,6 +557,7 @@ impl Hub {
                 info: p.info.clone(),
                 grants,
             },
+            ice_servers: self.ice_servers(&p.info.identity),
             participants: others,
             classroom,
         };
