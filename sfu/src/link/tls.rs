@@ -50,6 +50,15 @@ fn transport(config: &LinkConfig, server: bool) -> Result<Arc<quinn::TransportCo
 
 /// A server configuration with a fresh self-signed certificate.
 pub fn server_config(config: &LinkConfig) -> Result<quinn::ServerConfig, LinkError> {
+    server_config_with(ALPN, transport(config, true)?)
+}
+
+/// A server configuration for `alpn` with `transport` (the cascade between media nodes uses
+/// its own; see `crate::cascade`).
+pub(crate) fn server_config_with(
+    alpn: &[u8],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig, LinkError> {
     let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
         .map_err(|e| LinkError::Tls(format!("certificate: {e}")))?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
@@ -62,15 +71,23 @@ pub fn server_config(config: &LinkConfig) -> Result<quinn::ServerConfig, LinkErr
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(tls_error)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(transport(config, true)?);
+    server.transport_config(transport);
     Ok(server)
 }
 
 /// A client configuration that accepts any server certificate (see the module docs).
 pub fn client_config(config: &LinkConfig) -> Result<quinn::ClientConfig, LinkError> {
+    client_config_with(ALPN, transport(config, false)?)
+}
+
+/// A client configuration for `alpn` with `transport`.
+pub(crate) fn client_config_with(
+    alpn: &[u8],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, LinkError> {
     let provider = provider();
     let verifier = Arc::new(AnyServerCertificate {
         algorithms: provider.signature_verification_algorithms,
@@ -81,10 +98,10 @@ pub fn client_config(config: &LinkConfig) -> Result<quinn::ClientConfig, LinkErr
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
-    client.transport_config(transport(config, false)?);
+    client.transport_config(transport);
     Ok(client)
 }
 
