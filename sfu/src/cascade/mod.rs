@@ -23,6 +23,7 @@
 //! several nodes (see `docs/architecture.md`).
 
 pub mod datagram;
+pub mod gateway;
 mod link;
 pub mod send_queue;
 #[cfg(test)]
