@@ -118,6 +118,9 @@ pub struct ClusterConfig {
     pub orphan_grace: Duration,
     /// How long a draining node waits for its rooms and participants to move before it exits.
     pub drain_timeout: Duration,
+    /// Participants of a room per media node before the room's next participant goes to
+    /// another media node (the nodes cascade); 0: a room stays on one media node.
+    pub room_spread_after: usize,
 }
 
 impl ClusterConfig {
@@ -132,6 +135,7 @@ impl ClusterConfig {
             advertise_http: None,
             orphan_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            room_spread_after: 0,
         }
     }
 }

@@ -149,6 +149,11 @@ struct ClusterArgs {
     /// How long SIGTERM waits for media and rooms to move before the process exits.
     #[arg(long, env = "ZVON_DRAIN_TIMEOUT", value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
+    /// A room's new participants go to another media node once each of the room's media
+    /// nodes holds this many of its participants; the nodes cascade media (0: one node per
+    /// room).
+    #[arg(long, env = "ZVON_ROOM_SPREAD_AFTER")]
+    room_spread_after: Option<usize>,
 }
 
 #[derive(Args)]
@@ -217,6 +222,7 @@ struct FileConfig {
     advertise_http: Option<String>,
     orphan_grace_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    room_spread_after: Option<usize>,
     trusted_proxies: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
 }
@@ -425,6 +431,9 @@ fn cluster_config(
         .or(file.drain_timeout_secs.map(Duration::from_secs))
     {
         cluster.drain_timeout = t;
+    }
+    if let Some(n) = args.room_spread_after.or(file.room_spread_after) {
+        cluster.room_spread_after = n;
     }
     Ok(Some(cluster))
 }

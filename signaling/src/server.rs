@@ -387,6 +387,7 @@ async fn join_fleet(
             events_tx,
             lost_tx,
             stats.clone(),
+            cluster.room_spread_after,
         );
         (
             MediaPlane::Fleet(media_fleet.clone()),

@@ -74,13 +74,19 @@ impl CascadeConfig {
         let idle = quinn::IdleTimeout::try_from(self.idle_timeout)
             .map_err(|e| LinkError::Tls(format!("idle timeout: {e}")))?;
         t.max_idle_timeout(Some(idle));
+        self.tune(&mut t);
+        t.max_concurrent_bidi_streams(if server { 2u32 } else { 0 }.into());
+        t.max_concurrent_uni_streams(0u32.into());
+        Ok(Arc::new(t))
+    }
+
+    /// The media settings alone, for a transport shared with the signaling link (a media
+    /// node's link port accepts both).
+    pub fn tune(&self, t: &mut quinn::TransportConfig) {
         t.initial_mtu(self.mtu);
         t.min_mtu(self.mtu);
         t.datagram_send_buffer_size(self.quinn_send_buffer);
         t.datagram_receive_buffer_size(Some(1 << 20));
-        t.max_concurrent_bidi_streams(if server { 2u32 } else { 0 }.into());
-        t.max_concurrent_uni_streams(0u32.into());
-        Ok(Arc::new(t))
     }
 }
 
@@ -115,17 +121,18 @@ pub fn server_endpoint(
     bind: SocketAddr,
     config: &CascadeConfig,
 ) -> Result<quinn::Endpoint, LinkError> {
-    let server = tls::server_config_with(CASCADE_ALPN, config.transport(true)?)?;
+    let server = tls::server_config_with(&[CASCADE_ALPN], config.transport(true)?)?;
     quinn::Endpoint::server(server, bind).map_err(|e| LinkError::Bind(format!("{bind}: {e}")))
 }
 
 impl CascadeLink {
-    /// Dials `addr` from `endpoint`, authenticates and opens the control stream. Returns the
-    /// link and the peer's control messages.
+    /// Dials `addr` from `endpoint` as node `me`, authenticates and opens the control stream.
+    /// Returns the link and the peer's control messages.
     pub async fn connect(
         endpoint: &quinn::Endpoint,
         addr: SocketAddr,
         config: &CascadeConfig,
+        me: &str,
     ) -> Result<(Self, mpsc::UnboundedReceiver<NodeControl>), LinkError> {
         let client = tls::client_config_with(CASCADE_ALPN, config.transport(false)?)?;
         let connection = endpoint
@@ -142,17 +149,28 @@ impl CascadeLink {
         send.write_all(&[CONTROL_VERSION])
             .await
             .map_err(|e| LinkError::Closed(e.to_string()))?;
+        frame::write_frame(&mut send, &me).await?;
         Ok(Self::start(connection, send, recv, config))
     }
 
     /// Accepts one incoming connection: authenticates it and waits for its control stream.
+    /// Returns the link, the peer's control messages and the peer's node id.
     pub async fn accept(
         incoming: quinn::Incoming,
         config: &CascadeConfig,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<NodeControl>), LinkError> {
+    ) -> Result<(Self, mpsc::UnboundedReceiver<NodeControl>, String), LinkError> {
         let connection = incoming
             .await
             .map_err(|e| LinkError::Connect(e.to_string()))?;
+        Self::accept_connection(connection, config).await
+    }
+
+    /// [`CascadeLink::accept`] for a connection another acceptor already took (the media
+    /// node's link port serves both ALPNs).
+    pub async fn accept_connection(
+        connection: quinn::Connection,
+        config: &CascadeConfig,
+    ) -> Result<(Self, mpsc::UnboundedReceiver<NodeControl>, String), LinkError> {
         auth::authenticate_server(&connection, &config.cluster_secret).await?;
         let opened = async {
             let (send, mut recv) = connection
@@ -169,9 +187,12 @@ impl CascadeLink {
                     version[0]
                 )));
             }
-            Ok((send, recv))
+            let peer: String = frame::read_frame(&mut recv)
+                .await?
+                .ok_or_else(|| LinkError::Protocol("no node id".into()))?;
+            Ok((send, recv, peer))
         };
-        let (send, recv) = match tokio::time::timeout(auth::AUTH_TIMEOUT, opened).await {
+        let (send, recv, peer) = match tokio::time::timeout(auth::AUTH_TIMEOUT, opened).await {
             Ok(Ok(streams)) => streams,
             Ok(Err(e)) => {
                 connection.close(PROTOCOL_ERROR_CODE.into(), b"control");
@@ -182,7 +203,8 @@ impl CascadeLink {
                 return Err(LinkError::Protocol("no control stream in time".into()));
             }
         };
-        Ok(Self::start(connection, send, recv, config))
+        let (link, rx) = Self::start(connection, send, recv, config);
+        Ok((link, rx, peer))
     }
 
     fn start(

@@ -23,12 +23,15 @@
 //! several nodes (see `docs/architecture.md`).
 
 pub mod datagram;
+mod driver;
 pub mod gateway;
 mod link;
 pub mod send_queue;
 #[cfg(test)]
 mod tests;
 
+pub use driver::CascadeHandle;
+pub(crate) use driver::{spawn as spawn_gateway, GatewayCommand};
 pub use link::{
     server_endpoint, CascadeConfig, CascadeLink, CascadeStats, NodeControl, CASCADE_ALPN,
 };

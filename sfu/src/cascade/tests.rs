@@ -41,13 +41,18 @@ async fn pair(
     let addr = endpoint.local_addr().unwrap();
     let accept = tokio::spawn(async move {
         let incoming = endpoint.accept().await.unwrap();
-        let r = CascadeLink::accept(incoming, &server_config).await;
+        let r = CascadeLink::accept(incoming, &server_config)
+            .await
+            .map(|(link, rx, peer)| {
+                assert_eq!(peer, "node-b");
+                (link, rx)
+            });
         // Keep the endpoint alive as long as the test's link.
         std::mem::forget(endpoint);
         r
     });
     let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    let dialed = CascadeLink::connect(&client, addr, &CascadeConfig::new(client_secret)).await;
+    let dialed = CascadeLink::connect(&client, addr, &CascadeConfig::new(client_secret), "node-b").await;
     std::mem::forget(client);
     (accept.await.unwrap(), dialed)
 }

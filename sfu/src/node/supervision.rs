@@ -50,7 +50,8 @@ impl Supervisor {
             .lose_worker(self.index);
         // Workers sharing a room with the dead one drop its tracks and subscriptions.
         for span in spans {
-            super::announce_span(&self.relay, span);
+            // A cascaded room loses its gateway peer here until the next `Cascade` request.
+            super::announce_span(&self.relay, span, None);
         }
         tracing::error!(
             worker = self.index,
