@@ -212,9 +212,16 @@ impl SfuNode {
 
     /// The room's other nodes changed: the gateway links to them, and the room's workers
     /// take the gateway as a peer (or drop it).
-    fn cascade(&self, room: RoomId, node: String, peers: Vec<crate::api::CascadePeer>) -> Result<SfuResponse, SfuError> {
+    fn cascade(
+        &self,
+        room: RoomId,
+        node: String,
+        peers: Vec<crate::api::CascadePeer>,
+    ) -> Result<SfuResponse, SfuError> {
         let Some(handle) = self.cascade.lock().ok().and_then(|c| c.clone()) else {
-            return Err(SfuError::Unavailable("this node has no cascade gateway".into()));
+            return Err(SfuError::Unavailable(
+                "this node has no cascade gateway".into(),
+            ));
         };
         let spans = !peers.is_empty();
         let changed = match self.cascaded.lock() {
@@ -295,9 +302,7 @@ impl SfuNode {
             .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?
             .place(request, self.workers.len(), &busy, self.spread)?;
         if let Some(span) = span {
-            let gateway = self
-                .is_cascaded(&span.room)
-                .then(|| self.gateway_index());
+            let gateway = self.is_cascaded(&span.room).then(|| self.gateway_index());
             announce_span(&self.relay, span, gateway);
         } else if let SfuRequest::AddParticipant { room, .. } = request {
             // A cascaded room's first participant here on a worker: the worker must know the

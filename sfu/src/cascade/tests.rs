@@ -52,7 +52,8 @@ async fn pair(
         r
     });
     let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    let dialed = CascadeLink::connect(&client, addr, &CascadeConfig::new(client_secret), "node-b").await;
+    let dialed =
+        CascadeLink::connect(&client, addr, &CascadeConfig::new(client_secret), "node-b").await;
     std::mem::forget(client);
     (accept.await.unwrap(), dialed)
 }

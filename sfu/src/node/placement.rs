@@ -131,7 +131,9 @@ impl Placement {
             }
             other => {
                 let Some(participant) = other.participant() else {
-                    return Err(SfuError::InvalidRequest("not a participant's request".into()));
+                    return Err(SfuError::InvalidRequest(
+                        "not a participant's request".into(),
+                    ));
                 };
                 if self.lost.contains(participant) {
                     return Err(worker_failed());

@@ -62,8 +62,10 @@ impl Routes {
                 *counts.entry(node.as_str()).or_default() += 1;
             }
         }
-        let mut nodes: Vec<(String, usize)> =
-            counts.into_iter().map(|(n, c)| (n.to_string(), c)).collect();
+        let mut nodes: Vec<(String, usize)> = counts
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
         nodes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
         nodes
     }
@@ -203,7 +205,11 @@ impl MediaFleet {
         let _one_at_a_time = self.cascading.lock().await;
         let (now, before, addrs) = {
             let routes = self.routes();
-            let mut now: Vec<String> = routes.room_nodes(room).into_iter().map(|(n, _)| n).collect();
+            let mut now: Vec<String> = routes
+                .room_nodes(room)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
             now.sort();
             let before = routes.cascades.get(room).cloned().unwrap_or_default();
             (now, before, routes.addrs.clone())
@@ -305,8 +311,10 @@ impl MediaFleet {
             return self.place_room(room, &[]).await;
         }
         // The room's primary first, then its other nodes, in the order they fill.
-        let mut open: Vec<&(String, usize)> =
-            nodes.iter().filter(|(_, c)| *c < self.spread_after).collect();
+        let mut open: Vec<&(String, usize)> = nodes
+            .iter()
+            .filter(|(_, c)| *c < self.spread_after)
+            .collect();
         open.sort_by_key(|(n, _)| Some(n) != primary.as_ref());
         if let Some((node, _)) = open.first() {
             return Ok(node.clone());
