@@ -48,8 +48,8 @@ async fn peers_on(node: &ClusterNode) -> Result<f64> {
 }
 
 /// The one media node among `nodes` (not `except`) with peer connections.
-async fn node_with_peers<'a>(
-    nodes: &'a mut [ClusterNode],
+async fn node_with_peers(
+    nodes: &[ClusterNode],
     except: &str,
     limit: Duration,
 ) -> Result<usize> {
@@ -103,7 +103,7 @@ async fn a_room_spans_three_media_nodes() {
         complete(&viewer, &publisher.id, "audio")?;
         complete(&viewer, &publisher.id, "video")?;
         // The viewer's media is on another node than the publisher's.
-        let edge = node_with_peers(&mut media, &origin, Duration::from_secs(5)).await?;
+        let edge = node_with_peers(&media, &origin, Duration::from_secs(5)).await?;
         let edge_id = media[edge].id.clone();
         println!("publisher on {origin}, viewer on {edge_id}");
 
