@@ -182,7 +182,9 @@ impl SfuNode {
 
     /// Starts the cascade gateway (a media node of a fleet): rooms may then span this node
     /// and others ([`SfuRequest::Cascade`]). Once; later calls do nothing.
-    pub fn start_cascade(&self, config: CascadeConfig) -> Result<(), SfuError> {
+    pub fn start_cascade(&self, mut config: CascadeConfig) -> Result<(), SfuError> {
+        // The node's links count where the metrics read.
+        config.stats = self.stats.cascade.clone();
         let Some(pipe) = self.gateway_pipe.lock().ok().and_then(|mut p| p.take()) else {
             return Ok(());
         };

@@ -97,6 +97,8 @@ pub struct SfuStats {
     pub jitter: AtomicHistogram,
     pub bandwidth_estimate: AtomicHistogram,
     pub workers: Box<[WorkerStats]>,
+    /// Every cascade link of the node, summed (see `crate::cascade`).
+    pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
 }
 
 /// A copy of the main [`SfuStats`] counters at one moment.
@@ -145,6 +147,7 @@ impl SfuStats {
             jitter: AtomicHistogram::new(JITTER_BOUNDS),
             bandwidth_estimate: AtomicHistogram::new(BANDWIDTH_BOUNDS),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            cascade: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -20,6 +21,9 @@ use super::{CascadeConfig, CascadeLink, NodeControl};
 use crate::api::{CascadePeer, RoomId};
 use crate::edge::relay_pipe::RelayPipe;
 use crate::relay::RelayPacket;
+
+/// Pause before dialing a lost peer again.
+const REDIAL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Relayed packets taken from the workers per wake.
 const PACKETS_PER_WAKE: usize = 256;
@@ -36,6 +40,8 @@ pub(crate) enum GatewayCommand {
 enum LinkEvent {
     Up(String, CascadeLink, mpsc::UnboundedReceiver<NodeControl>),
     DialFailed(String),
+    /// Dial `peer` again if a room still spans it.
+    Redial(String),
     Control(NodeIdx, NodeControl),
     Datagram(NodeIdx, Bytes),
     Lost(NodeIdx),
@@ -258,6 +264,7 @@ impl Driver {
                 let idx = self.next_idx;
                 self.next_idx = self.next_idx.wrapping_add(1);
                 info!(media_node = %peer, addr = %link.remote_address(), "cascade link up");
+                self.config.stats.links.fetch_add(1, Ordering::Relaxed);
                 if let Some(old) = self.by_id.insert(peer.clone(), idx) {
                     self.lose(old);
                 }
@@ -300,6 +307,15 @@ impl Driver {
             }
             LinkEvent::DialFailed(peer) => {
                 self.dialing.remove(&peer);
+                self.redial_later(peer);
+            }
+            LinkEvent::Redial(peer) => {
+                if self.by_id.contains_key(&peer) || self.dialing.contains(&peer) {
+                    return;
+                }
+                if let Some(p) = self.wanted_peer(&peer) {
+                    self.dial(p);
+                }
             }
             LinkEvent::Control(idx, msg) => {
                 if self.links.contains_key(&idx) {
@@ -309,15 +325,47 @@ impl Driver {
             }
             LinkEvent::Datagram(idx, d) => self.inbound(idx, &d),
             LinkEvent::Lost(idx) => {
+                let peer = self
+                    .by_id
+                    .iter()
+                    .find(|(_, i)| **i == idx)
+                    .map(|(p, _)| p.clone());
                 self.by_id.retain(|_, i| *i != idx);
                 self.lose(idx);
+                if let Some(peer) = peer {
+                    self.redial_later(peer);
+                }
             }
         }
+    }
+
+    /// A room that still spans `peer`, with its address.
+    fn wanted_peer(&self, peer: &str) -> Option<CascadePeer> {
+        self.rooms
+            .values()
+            .flatten()
+            .find(|p| p.node == peer)
+            .cloned()
+    }
+
+    /// A link this node dials went down (or could not be opened): try again in a second for
+    /// as long as signaling says a room spans that node (it stops saying so once the node's
+    /// participants have moved, so a dead node is not dialed forever).
+    fn redial_later(&self, peer: String) {
+        if self.me.as_str() >= peer.as_str() || self.wanted_peer(&peer).is_none() {
+            return;
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REDIAL_AFTER).await;
+            let _ = events.send(LinkEvent::Redial(peer));
+        });
     }
 
     fn lose(&mut self, idx: NodeIdx) {
         if let Some(link) = self.links.remove(&idx) {
             link.close();
+            self.config.stats.links.fetch_sub(1, Ordering::Relaxed);
         }
         self.gateway.node_lost(idx, &mut self.out);
         self.dispatch();
@@ -325,7 +373,10 @@ impl Driver {
 
     /// A node's packet to every worker here that wants its layer.
     fn inbound(&mut self, from: NodeIdx, datagram: &[u8]) {
+        let stats = &self.config.stats;
+        stats.datagrams_received.fetch_add(1, Ordering::Relaxed);
         let Ok(rtp) = decode(datagram) else {
+            stats.datagrams_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
         let Some(i) = self.gateway.inbound(from, &rtp, Instant::now()) else {

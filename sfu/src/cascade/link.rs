@@ -52,6 +52,8 @@ pub struct CascadeConfig {
     pub quinn_send_buffer: usize,
     /// The audio-first queue in front of it.
     pub queue_budget: usize,
+    /// Where links made with this configuration count (shared: a node's links sum up).
+    pub stats: Arc<CascadeStats>,
 }
 
 impl CascadeConfig {
@@ -63,6 +65,7 @@ impl CascadeConfig {
             mtu: 1400,
             quinn_send_buffer: 128 << 10,
             queue_budget: 128 << 10,
+            stats: Arc::default(),
         }
     }
 
@@ -90,9 +93,15 @@ impl CascadeConfig {
     }
 }
 
-/// Counters of one link (relaxed atomics; read for metrics).
+/// Counters of the links made with one [`CascadeConfig`] (relaxed atomics; read for metrics).
 #[derive(Debug, Default)]
 pub struct CascadeStats {
+    /// Links open now.
+    pub links: AtomicU64,
+    /// Datagrams from peers that the gateway took (decoded, of a known flow or not).
+    pub datagrams_received: AtomicU64,
+    /// Datagrams from peers that were not a relayed RTP packet.
+    pub datagrams_malformed: AtomicU64,
     pub datagrams_sent: AtomicU64,
     pub bytes_sent: AtomicU64,
     /// Larger than the path's datagram size (`SendDatagramError::TooLarge`): never sent.
@@ -213,7 +222,7 @@ impl CascadeLink {
         mut recv: quinn::RecvStream,
         config: &CascadeConfig,
     ) -> (Self, mpsc::UnboundedReceiver<NodeControl>) {
-        let stats = Arc::new(CascadeStats::default());
+        let stats = config.stats.clone();
         let staging = Arc::new(ArrayQueue::new(STAGING));
         let wake = Arc::new(Notify::new());
         let (control_tx, mut control_out) = mpsc::unbounded_channel::<NodeControl>();
@@ -347,15 +356,26 @@ fn drain(
     queue: &mut SendQueue<Bytes>,
     stats: &CascadeStats,
 ) {
+    let before = queue.counts;
     while let Some((priority, d)) = staging.pop() {
         queue.push(priority, d);
     }
-    stats
-        .dropped_audio
-        .store(queue.counts.dropped_audio, Ordering::Relaxed);
-    stats
-        .dropped_video
-        .store(queue.counts.dropped_video, Ordering::Relaxed);
+    let after = queue.counts;
+    // Deltas: the counters may be shared by several links.
+    for (counter, delta) in [
+        (
+            &stats.dropped_audio,
+            after.dropped_audio - before.dropped_audio,
+        ),
+        (
+            &stats.dropped_video,
+            after.dropped_video - before.dropped_video,
+        ),
+    ] {
+        if delta > 0 {
+            counter.fetch_add(delta, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The sender task: staging → audio-first queue → quinn, only as fast as quinn takes them.

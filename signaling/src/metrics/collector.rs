@@ -41,6 +41,10 @@ const FAMILIES: FamilyTable = &[
     ("zvon_peer_jitter_seconds", "Interarrival jitter samples per incoming stream.", MetricType::HISTOGRAM, &[]),
     ("zvon_bandwidth_estimate_bytes_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
+    ("zvon_cascade_links", "QUIC cascade links to other media nodes open now.", MetricType::GAUGE, &[]),
+    ("zvon_cascade_datagrams_sent_total", "Relayed RTP packets sent to other media nodes (QUIC datagrams).", MetricType::COUNTER, &[]),
+    ("zvon_cascade_datagrams_received_total", "QUIC datagrams received from other media nodes.", MetricType::COUNTER, &[]),
+    ("zvon_cascade_datagrams_dropped_total", "Relayed packets not sent to another media node, by reason: too_large for the path, queue_audio/queue_video over the send budget, staging full; malformed: received and refused.", MetricType::COUNTER, &["reason"]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
     ("zvon_worker_panics_total", "Media worker threads that panicked; each stays dead and the node is not ready.", MetricType::COUNTER, &[]),
@@ -274,6 +278,31 @@ impl Collector for NodeCollector {
         );
 
         f.gauge("zvon_workers", &[], s.workers.len() as f64);
+        let c = &*s.cascade;
+        f.gauge("zvon_cascade_links", &[], get(&c.links));
+        f.counter(
+            "zvon_cascade_datagrams_sent_total",
+            &[],
+            get(&c.datagrams_sent),
+        );
+        f.counter(
+            "zvon_cascade_datagrams_received_total",
+            &[],
+            get(&c.datagrams_received),
+        );
+        for (reason, counter) in [
+            ("too_large", &c.too_large),
+            ("queue_audio", &c.dropped_audio),
+            ("queue_video", &c.dropped_video),
+            ("staging", &c.staging_dropped),
+            ("malformed", &c.datagrams_malformed),
+        ] {
+            f.counter(
+                "zvon_cascade_datagrams_dropped_total",
+                &[("reason", reason)],
+                get(counter),
+            );
+        }
         f.counter("zvon_worker_panics_total", &[], get(&s.worker_panics));
         for (i, w) in s.workers.iter().enumerate() {
             let worker = i.to_string();

@@ -48,11 +48,7 @@ async fn peers_on(node: &ClusterNode) -> Result<f64> {
 }
 
 /// The one media node among `nodes` (not `except`) with peer connections.
-async fn node_with_peers(
-    nodes: &[ClusterNode],
-    except: &str,
-    limit: Duration,
-) -> Result<usize> {
+async fn node_with_peers(nodes: &[ClusterNode], except: &str, limit: Duration) -> Result<usize> {
     let deadline = Instant::now() + limit;
     loop {
         for (i, n) in nodes.iter().enumerate() {
@@ -106,6 +102,26 @@ async fn a_room_spans_three_media_nodes() {
         let edge = node_with_peers(&media, &origin, Duration::from_secs(5)).await?;
         let edge_id = media[edge].id.clone();
         println!("publisher on {origin}, viewer on {edge_id}");
+        // The packets crossed as cascade datagrams, none too large for the path.
+        let origin_node = media.iter().find(|n| n.id == origin).context("origin node")?;
+        ensure!(
+            origin_node
+                .metric("zvon_cascade_datagrams_sent_total", &[])
+                .await?
+                >= 250.0
+        );
+        ensure!(
+            media[edge]
+                .metric("zvon_cascade_datagrams_received_total", &[])
+                .await?
+                >= 250.0
+        );
+        ensure!(
+            origin_node
+                .metric("zvon_cascade_datagrams_dropped_total", &[("reason", "too_large")])
+                .await?
+                == 0.0
+        );
 
         // A teacher joins (its media lands on the third node) and mutes the lecturer.
         let mut admin = claims(room, "teacher");
