@@ -1,8 +1,8 @@
 //! One room on three media nodes of a real fleet (`redis-server`, one signaling and three
 //! media `zvon` processes, `--room-spread-after 1`): the publisher's media sits on one node,
 //! a viewer's on another, a teacher's on the third, and the media crosses between them over
-//! the QUIC cascade. What a user notices: the viewer decodes the publisher's audio and video
-//! completely; the teacher's mute stops the audio reaching the viewer's node and the unmute
+//! the QUIC cascade. What a user notices: the viewer receives the publisher's audio and video
+//! completely (and the publisher the viewer's, the other way); the teacher's mute stops the audio reaching the viewer's node and the unmute
 //! brings it back; killing the viewer's media node moves only the viewer, while the
 //! publisher goes on undisturbed and the teacher keeps receiving it.
 
@@ -81,8 +81,10 @@ async fn a_room_spans_three_media_nodes() {
                 .await?;
         let origin = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
         ensure!(origin.starts_with('m'), "room placed on {origin:?}");
+        // The viewer publishes too: a meeting across nodes works both ways.
         let viewer =
-            TestParticipant::join(signaling.http_addr, &token(room, "viewer"), room).await?;
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "viewer"), room)
+                .await?;
 
         // Audio and video cross the cascade complete, with a keyframe to start from.
         let video = viewer
@@ -98,6 +100,14 @@ async fn a_room_spans_three_media_nodes() {
         );
         complete(&viewer, &publisher.id, "audio")?;
         complete(&viewer, &publisher.id, "video")?;
+        publisher
+            .wait_receiving(&viewer.id, "video", 100, Duration::from_secs(20))
+            .await
+            .context("the viewer's video back to the publisher's node")?;
+        publisher
+            .wait_receiving(&viewer.id, "audio", 100, Duration::from_secs(20))
+            .await?;
+        complete(&publisher, &viewer.id, "audio")?;
         // The viewer's media is on another node than the publisher's.
         let edge = node_with_peers(&media, &origin, Duration::from_secs(5)).await?;
         let edge_id = media[edge].id.clone();
