@@ -154,6 +154,10 @@ struct ClusterArgs {
     /// room).
     #[arg(long, env = "ZVON_ROOM_SPREAD_AFTER")]
     room_spread_after: Option<usize>,
+    /// Also send a room's next participant to another media node once the room's node is
+    /// this busy (busiest worker, 0..1; above 1: never by load).
+    #[arg(long, env = "ZVON_ROOM_SPREAD_BUSY")]
+    room_spread_busy: Option<f32>,
 }
 
 #[derive(Args)]
@@ -223,6 +227,7 @@ struct FileConfig {
     orphan_grace_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
     room_spread_after: Option<usize>,
+    room_spread_busy: Option<f32>,
     trusted_proxies: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
 }
@@ -434,6 +439,9 @@ fn cluster_config(
     }
     if let Some(n) = args.room_spread_after.or(file.room_spread_after) {
         cluster.room_spread_after = n;
+    }
+    if let Some(b) = args.room_spread_busy.or(file.room_spread_busy) {
+        cluster.room_spread_busy = b;
     }
     Ok(Some(cluster))
 }

@@ -26,6 +26,46 @@ use crate::protocol::MediaResetReason;
 /// A node whose link died is not chosen again for this long, though its lease may linger.
 const LOST_NODE_QUARANTINE: Duration = Duration::from_secs(15);
 
+/// Where a room's next participant goes.
+#[derive(Debug, PartialEq, Eq)]
+enum RoomNode {
+    Existing(String),
+    /// A node the room is not on (none of `exclude`, busiest first).
+    New {
+        exclude: Vec<String>,
+    },
+}
+
+/// The node for a room's next participant: its `primary` (where it was placed first) while
+/// the room does not spread; when it spreads (`spread_after` > 0 or some nodes are `busy`),
+/// the first of the room's `nodes` (with their participant counts, busiest first) that holds
+/// fewer than `spread_after` of them and is not busy, the primary first; else a new node.
+fn choose_room_node(
+    primary: Option<&str>,
+    nodes: &[(String, usize)],
+    busy: &[&str],
+    spread_after: usize,
+) -> RoomNode {
+    let open = |(n, c): &&(String, usize)| {
+        (spread_after == 0 || *c < spread_after) && !busy.contains(&n.as_str())
+    };
+    let mut candidates: Vec<&(String, usize)> = nodes.iter().filter(open).collect();
+    candidates.sort_by_key(|(n, _)| Some(n.as_str()) != primary);
+    if let Some((node, _)) = candidates.first() {
+        return RoomNode::Existing(node.clone());
+    }
+    match (primary, nodes.is_empty()) {
+        // A room on no node yet: placed afresh (its primary may be known from a registry).
+        (_, true) => match primary {
+            Some(p) if !busy.contains(&p) => RoomNode::Existing(p.to_string()),
+            _ => RoomNode::New { exclude: vec![] },
+        },
+        _ => RoomNode::New {
+            exclude: nodes.iter().map(|(n, _)| n.clone()).collect(),
+        },
+    }
+}
+
 /// A media node went away with these participants on it.
 #[derive(Debug)]
 pub struct NodeLost {
@@ -51,6 +91,8 @@ struct Routes {
     addrs: HashMap<String, SocketAddr>,
     /// The media nodes each spanning room was last told it spans.
     cascades: HashMap<RoomId, Vec<String>>,
+    /// Busiest-worker busy ratio of each media node, from its lease (refreshed every second).
+    busy: HashMap<String, f32>,
 }
 
 impl Routes {
@@ -86,6 +128,8 @@ pub struct MediaFleet {
     stats: Arc<FleetStats>,
     /// See [`crate::config::ClusterConfig::room_spread_after`].
     spread_after: usize,
+    /// See [`crate::config::ClusterConfig::room_spread_busy`].
+    spread_busy: f32,
     /// Cascade updates go out one at a time, in order.
     cascading: tokio::sync::Mutex<()>,
 }
@@ -102,7 +146,7 @@ impl MediaFleet {
         events: mpsc::UnboundedSender<SfuEvent>,
         lost: mpsc::UnboundedSender<NodeLost>,
         stats: Arc<FleetStats>,
-        spread_after: usize,
+        spread: (usize, f32),
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| MediaFleet {
             me: me.clone(),
@@ -116,7 +160,8 @@ impl MediaFleet {
             placing: tokio::sync::Mutex::new(()),
             dialing: tokio::sync::Mutex::new(()),
             stats,
-            spread_after,
+            spread_after: spread.0,
+            spread_busy: spread.1,
             cascading: tokio::sync::Mutex::new(()),
         })
     }
@@ -296,39 +341,33 @@ impl MediaFleet {
         Err(SfuError::UnknownParticipant)
     }
 
-    /// The media node a new participant of `room` goes to: the room's node, or with
-    /// `spread_after` the first of its nodes with room for one more, else a new node.
+    /// The media node a new participant of `room` goes to: the room's node, or when rooms
+    /// spread (`spread_after`, `spread_busy`) the first of its nodes with room for one more,
+    /// else a new node.
     async fn node_for_room(&self, room: &RoomId) -> Result<String, SfuError> {
         let _placing = self.placing.lock().await;
-        let (primary, nodes) = {
+        let choice = {
             let routes = self.routes();
-            (routes.rooms.get(room).cloned(), routes.room_nodes(room))
+            let busy: Vec<&str> = routes
+                .busy
+                .iter()
+                .filter(|(_, b)| **b >= self.spread_busy)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            choose_room_node(
+                routes.rooms.get(room).map(String::as_str),
+                &routes.room_nodes(room),
+                &busy,
+                self.spread_after,
+            )
         };
-        if self.spread_after == 0 {
-            if let Some(node) = primary.or_else(|| nodes.first().map(|(n, _)| n.clone())) {
-                return Ok(node);
-            }
-            return self.place_room(room, &[]).await;
-        }
-        // The room's primary first, then its other nodes, in the order they fill.
-        let mut open: Vec<&(String, usize)> = nodes
-            .iter()
-            .filter(|(_, c)| *c < self.spread_after)
-            .collect();
-        open.sort_by_key(|(n, _)| Some(n) != primary.as_ref());
-        if let Some((node, _)) = open.first() {
-            return Ok(node.clone());
-        }
-        if nodes.is_empty() {
-            if let Some(node) = primary {
-                return Ok(node);
-            }
-        }
-        let used: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
-        match self.place_room(room, &used).await {
-            Ok(node) => Ok(node),
-            // Nowhere else to go: the room's busiest node takes one more.
-            Err(e) => used.into_iter().next().ok_or(e),
+        match choice {
+            RoomNode::Existing(node) => Ok(node),
+            RoomNode::New { exclude } => match self.place_room(room, &exclude).await {
+                Ok(node) => Ok(node),
+                // Nowhere else to go: the room's busiest node takes one more.
+                Err(e) => exclude.into_iter().next().ok_or(e),
+            },
         }
     }
 
@@ -557,6 +596,14 @@ impl MediaFleet {
     /// Keeps a link open to every usable media node, so that a join never waits for a QUIC
     /// handshake and a node that dies is noticed before anyone is placed on it.
     pub async fn warm(&self, nodes: &[NodeInfo]) {
+        {
+            let mut routes = self.routes();
+            routes.busy = nodes
+                .iter()
+                .filter(|n| n.roles.media)
+                .map(|n| (n.id.clone(), n.load.busy))
+                .collect();
+        }
         for node in nodes.iter().filter(|n| n.roles.media && !n.draining) {
             let skip = {
                 let routes = self.routes();
@@ -585,5 +632,74 @@ impl MediaFleet {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(counts: &[(&str, usize)]) -> Vec<(String, usize)> {
+        counts.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+    }
+
+    fn existing(n: &str) -> RoomNode {
+        RoomNode::Existing(n.to_string())
+    }
+
+    #[test]
+    fn a_room_stays_on_its_node_unless_it_spreads() {
+        let on_m1 = nodes(&[("m1", 40)]);
+        assert_eq!(choose_room_node(Some("m1"), &on_m1, &[], 0), existing("m1"));
+        // A fresh room: placed anew, or where the registry says it was.
+        assert_eq!(
+            choose_room_node(None, &[], &[], 0),
+            RoomNode::New { exclude: vec![] }
+        );
+        assert_eq!(choose_room_node(Some("m2"), &[], &[], 0), existing("m2"));
+    }
+
+    #[test]
+    fn past_n_participants_per_node_the_next_goes_elsewhere() {
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 1)]), &[], 2),
+            existing("m1")
+        );
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 2)]), &[], 2),
+            RoomNode::New {
+                exclude: vec!["m1".into()]
+            }
+        );
+        // A node of the room with room left takes it before a new node.
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 2), ("m2", 1)]), &[], 2),
+            existing("m2")
+        );
+        // The primary first among open nodes.
+        assert_eq!(
+            choose_room_node(Some("m2"), &nodes(&[("m1", 1), ("m2", 1)]), &[], 2),
+            existing("m2")
+        );
+    }
+
+    #[test]
+    fn a_busy_node_takes_no_more_of_a_room_that_can_go_elsewhere() {
+        let room = nodes(&[("m1", 3), ("m2", 1)]);
+        assert_eq!(
+            choose_room_node(Some("m1"), &room, &["m1"], 0),
+            existing("m2")
+        );
+        assert_eq!(
+            choose_room_node(Some("m1"), &room, &["m1", "m2"], 0),
+            RoomNode::New {
+                exclude: vec!["m1".into(), "m2".into()]
+            }
+        );
+        // A fresh room whose registered node is busy is placed anew.
+        assert_eq!(
+            choose_room_node(Some("m1"), &[], &["m1"], 0),
+            RoomNode::New { exclude: vec![] }
+        );
     }
 }
