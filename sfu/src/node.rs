@@ -50,7 +50,7 @@ pub struct SfuNode {
     gateway_pipe: Mutex<Option<RelayPipe>>,
     cascade: Mutex<Option<CascadeHandle>>,
     /// Rooms that span other nodes: their workers relay to and from the gateway too.
-    cascaded: Mutex<HashSet<RoomId>>,
+    cascaded: Arc<Mutex<HashSet<RoomId>>>,
 }
 
 /// Tells every worker concerned which workers host a room now (and the gateway, for a room
@@ -93,6 +93,7 @@ impl SfuNode {
         // One relay peer more than workers: the cascade gateway.
         let (mut pipes, relay) = relay_pipes(count + 1);
         let gateway_pipe = pipes.pop();
+        let cascaded: Arc<Mutex<HashSet<RoomId>>> = Arc::default();
         let mut pipes = pipes.into_iter();
         let mut workers = vec![];
         for i in 0..count {
@@ -141,6 +142,8 @@ impl SfuNode {
                 events: event_tx.clone(),
                 stats: stats.clone(),
                 relay: relay.clone(),
+                cascaded: cascaded.clone(),
+                gateway: count,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("zvon-media-{i}"))
@@ -176,7 +179,7 @@ impl SfuNode {
             },
             gateway_pipe: Mutex::new(gateway_pipe),
             cascade: Mutex::new(None),
-            cascaded: Mutex::new(HashSet::new()),
+            cascaded,
         })
     }
 
