@@ -2,7 +2,8 @@
 //! media `zvon` processes, `--room-spread-after 1`): the publisher's media sits on one node,
 //! a viewer's on another, a teacher's on the third, and the media crosses between them over
 //! the QUIC cascade. What a user notices: the viewer receives the publisher's audio and video
-//! completely (and the publisher the viewer's, the other way); the teacher's mute stops the audio reaching the viewer's node and the unmute
+//! completely (and the publisher the viewer's, the other way), and its keyframe request
+//! reaches the publisher; the teacher's mute stops the audio reaching the viewer's node and the unmute
 //! brings it back; killing the viewer's media node moves only the viewer, while the
 //! publisher goes on undisturbed and the teacher keeps receiving it.
 
@@ -112,6 +113,34 @@ async fn a_room_spans_three_media_nodes() {
         let edge = node_with_peers(&media, &origin, Duration::from_secs(5)).await?;
         let edge_id = media[edge].id.clone();
         println!("publisher on {origin}, viewer on {edge_id}");
+        // A keyframe request from the viewer's node reaches the publisher, and a keyframe
+        // comes back across.
+        publisher
+            .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
+            .await
+            .context("keyframe requests to the publisher did not settle")?;
+        let asked = Instant::now();
+        viewer.send_pli(&publisher.id).await?;
+        let deadline = asked + Duration::from_secs(3);
+        while publisher.keyframe_requests_since(asked).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the viewer's PLI did not reach the publisher across nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = asked + Duration::from_secs(3);
+        loop {
+            let got = viewer
+                .received_from(&publisher.id, "video")
+                .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
+            if got {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "no keyframe after the request");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
         // The packets crossed as cascade datagrams, none too large for the path.
         let origin_node = media.iter().find(|n| n.id == origin).context("origin node")?;
         ensure!(
