@@ -500,8 +500,20 @@ impl MediaFleet {
             generation
         };
         let to_hub = self.events.clone();
+        let fleet = self.me.clone();
+        let from = node.to_string();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                // Every node of a room spanning nodes hears all its audio and reports its
+                // speakers; the room's primary node speaks for it, so clients hear it once.
+                if let SfuEvent::ActiveSpeakers { room, .. } = &event {
+                    let primary = fleet
+                        .upgrade()
+                        .and_then(|f| f.routes().rooms.get(room).cloned());
+                    if primary.is_some_and(|p| p != from) {
+                        continue;
+                    }
+                }
                 if to_hub.send(event).is_err() {
                     break;
                 }
