@@ -17,10 +17,14 @@
 //! small datagram send buffer with an audio-first queue in front of it ([`send_queue`]), and
 //! keep-alives every 500 ms.
 //!
-//! Built so far: the carrier (framing, priority, the authenticated link), tested over real
-//! QUIC on loopback. Not yet built: the node-level gateway that joins a link to the node's
-//! relay pipes as one more relay peer, and signaling placing one room's participants on
-//! several nodes (see `docs/architecture.md`).
+//! On a node, the [`gateway`] (sans-IO) and its thread (`driver`) join the links to the
+//! node's relay pipes as one more relay peer after the workers: to the workers the other
+//! nodes look like one more worker. Signaling says which nodes a room spans
+//! ([`crate::api::SfuRequest::Cascade`]); of two nodes the one whose id sorts first dials,
+//! the other accepts on its link port (ALPN [`CASCADE_ALPN`]). See `docs/cluster-link.md`.
+//!
+//! Not built: loss repair over the link (NACKs end at the receiving node), relaying through
+//! intermediate nodes (a room's nodes link as a mesh).
 
 pub mod datagram;
 mod driver;
