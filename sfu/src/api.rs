@@ -159,11 +159,28 @@ pub enum SfuRequest {
         height: u16,
         enabled: bool,
     },
+    /// The other media nodes holding participants of `room` now (none: the room is on this
+    /// node only). The node links to them (the node whose id sorts first dials) and relays
+    /// what each side's subscribers want (see `docs/cluster-link.md`, "Cascade"). `node` is
+    /// this node's own id in the fleet.
+    Cascade {
+        room: RoomId,
+        node: String,
+        peers: Vec<CascadePeer>,
+    },
+}
+
+/// A media node a room spans, and where its cluster link listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CascadePeer {
+    pub node: String,
+    pub addr: std::net::SocketAddr,
 }
 
 impl SfuRequest {
-    pub fn participant(&self) -> &ParticipantId {
-        match self {
+    /// The participant the request is about; `None` for room-level requests.
+    pub fn participant(&self) -> Option<&ParticipantId> {
+        Some(match self {
             SfuRequest::AddParticipant { participant, .. }
             | SfuRequest::PublishOffer { participant, .. }
             | SfuRequest::SubscriberAnswer { participant, .. }
@@ -173,7 +190,8 @@ impl SfuRequest {
             | SfuRequest::PeerStats { participant }
             | SfuRequest::Adopt { participant, .. }
             | SfuRequest::SetTrackSettings { participant, .. } => participant,
-        }
+            SfuRequest::Cascade { .. } => return None,
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! tracks each worker's subscribers want. Placement is the only shared state, behind a lock
 //! that the packet path never takes.
 
+use std::collections::HashSet;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::{Arc, Mutex};
 
@@ -13,9 +14,10 @@ use tokio::sync::{mpsc, oneshot};
 mod placement;
 mod supervision;
 
-use crate::api::{ParticipantId, SfuError, SfuEvent, SfuRequest, SfuResponse};
+use crate::api::{ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse};
+use crate::cascade::{spawn_gateway, CascadeConfig, CascadeHandle, GatewayCommand};
 use crate::config::SfuConfig;
-use crate::edge::relay_pipe::{relay_pipes, RelayControlSenders};
+use crate::edge::relay_pipe::{relay_pipes, RelayControlSenders, RelayPipe};
 use crate::edge::udp_batch::set_receive_buffer;
 use crate::relay::RelayControl;
 
@@ -43,11 +45,24 @@ pub struct SfuNode {
     stats: Arc<SfuStats>,
     relay: RelayControlSenders,
     spread: Spread,
+    /// The cascade gateway's relay pipe until the gateway starts (cluster media nodes only),
+    /// and its handle after. It is relay peer `workers.len()`.
+    gateway_pipe: Mutex<Option<RelayPipe>>,
+    cascade: Mutex<Option<CascadeHandle>>,
+    /// Rooms that span other nodes: their workers relay to and from the gateway too.
+    cascaded: Arc<Mutex<HashSet<RoomId>>>,
 }
 
-/// Tells every worker concerned which workers host a room now.
-fn announce_span(relay: &RelayControlSenders, span: RoomSpan) {
-    tracing::info!(room = %span.room, home = span.home, workers = ?span.workers, "room spans media workers");
+/// Tells every worker concerned which workers host a room now (and the gateway, for a room
+/// that spans nodes: it is one more peer then).
+fn announce_span(relay: &RelayControlSenders, mut span: RoomSpan, gateway: Option<usize>) {
+    tracing::info!(room = %span.room, home = span.home, workers = ?span.workers, cascade = gateway.is_some(), "room spans media workers");
+    if let Some(g) = gateway {
+        if !span.workers.is_empty() {
+            span.workers.push(g);
+        }
+        span.notify.push(g);
+    }
     for &w in &span.notify {
         relay.send(
             w,
@@ -75,7 +90,10 @@ impl SfuNode {
         let stats = Arc::new(SfuStats::new(count));
         let (event_tx, event_rx) = mpsc::unbounded_channel();
         let placement = Arc::new(Mutex::new(Placement::default()));
-        let (pipes, relay) = relay_pipes(count);
+        // One relay peer more than workers: the cascade gateway.
+        let (mut pipes, relay) = relay_pipes(count + 1);
+        let gateway_pipe = pipes.pop();
+        let cascaded: Arc<Mutex<HashSet<RoomId>>> = Arc::default();
         let mut pipes = pipes.into_iter();
         let mut workers = vec![];
         for i in 0..count {
@@ -126,6 +144,8 @@ impl SfuNode {
                 events: event_tx.clone(),
                 stats: stats.clone(),
                 relay: relay.clone(),
+                cascaded: cascaded.clone(),
+                gateway: count,
             };
             let thread = std::thread::Builder::new()
                 .name(format!("zvon-media-{i}"))
@@ -159,7 +179,103 @@ impl SfuNode {
                 busy: config.spread_busy,
                 after: config.spread_after,
             },
+            gateway_pipe: Mutex::new(gateway_pipe),
+            cascade: Mutex::new(None),
+            cascaded,
         })
+    }
+
+    /// Starts the cascade gateway (a media node of a fleet): rooms may then span this node
+    /// and others ([`SfuRequest::Cascade`]). Once; later calls do nothing.
+    pub fn start_cascade(&self, mut config: CascadeConfig) -> Result<(), SfuError> {
+        // The node's links count where the metrics read.
+        config.stats = self.stats.cascade.clone();
+        let Some(pipe) = self.gateway_pipe.lock().ok().and_then(|mut p| p.take()) else {
+            return Ok(());
+        };
+        let handle =
+            spawn_gateway(pipe, config).map_err(|e| SfuError::Unavailable(e.to_string()))?;
+        if let Ok(mut c) = self.cascade.lock() {
+            *c = Some(handle);
+        }
+        Ok(())
+    }
+
+    /// A cascade link another node opened on the link port.
+    pub fn cascade_incoming(&self, connection: quinn::Connection) {
+        match self.cascade.lock().ok().and_then(|c| c.clone()) {
+            Some(c) => c.send(GatewayCommand::Incoming(connection)),
+            None => connection.close(0u32.into(), b"no cascade here"),
+        }
+    }
+
+    fn gateway_index(&self) -> usize {
+        self.workers.len()
+    }
+
+    fn is_cascaded(&self, room: &RoomId) -> bool {
+        self.cascaded.lock().is_ok_and(|c| c.contains(room))
+    }
+
+    /// The room's other nodes changed: the gateway links to them, and the room's workers
+    /// take the gateway as a peer (or drop it).
+    fn cascade(
+        &self,
+        room: RoomId,
+        node: String,
+        peers: Vec<crate::api::CascadePeer>,
+    ) -> Result<SfuResponse, SfuError> {
+        let Some(handle) = self.cascade.lock().ok().and_then(|c| c.clone()) else {
+            return Err(SfuError::Unavailable(
+                "this node has no cascade gateway".into(),
+            ));
+        };
+        let spans = !peers.is_empty();
+        let changed = match self.cascaded.lock() {
+            Ok(mut c) if spans => c.insert(room.clone()),
+            Ok(mut c) => c.remove(&room),
+            Err(_) => false,
+        };
+        tracing::info!(room = %room, peers = ?peers.iter().map(|p| &p.node).collect::<Vec<_>>(), "room spans media nodes");
+        handle.send(GatewayCommand::Room {
+            room: room.clone(),
+            me: node,
+            peers,
+        });
+        if changed {
+            self.tell_room_peers(&room, spans)?;
+        }
+        Ok(SfuResponse::Done)
+    }
+
+    /// Tells the room's workers and the gateway who hosts it, with the gateway among them
+    /// when `cascaded`.
+    fn tell_room_peers(&self, room: &RoomId, cascaded: bool) -> Result<(), SfuError> {
+        let span = self
+            .placement
+            .lock()
+            .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?
+            .span_of(room);
+        let g = self.gateway_index();
+        let (home, mut workers) = span.unwrap_or((0, vec![]));
+        let notify: Vec<usize> = workers.iter().copied().chain([g]).collect();
+        if cascaded && !workers.is_empty() {
+            workers.push(g);
+        } else if !cascaded && workers.len() <= 1 {
+            // Back on one worker of one node: no relay peers at all.
+            workers.clear();
+        }
+        for w in notify {
+            self.relay.send(
+                w,
+                RelayControl::RoomPeers {
+                    room: room.clone(),
+                    home,
+                    peers: workers.clone(),
+                },
+            );
+        }
+        Ok(())
     }
 
     /// The bound media sockets, one per worker.
@@ -193,7 +309,14 @@ impl SfuNode {
             .map_err(|_| SfuError::Unavailable("placement lock poisoned".into()))?
             .place(request, self.workers.len(), &busy, self.spread)?;
         if let Some(span) = span {
-            announce_span(&self.relay, span);
+            let gateway = self.is_cascaded(&span.room).then(|| self.gateway_index());
+            announce_span(&self.relay, span, gateway);
+        } else if let SfuRequest::AddParticipant { room, .. } = request {
+            // A cascaded room's first participant here on a worker: the worker must know the
+            // gateway (no span change is reported for a room on one worker).
+            if self.is_cascaded(room) {
+                self.tell_room_peers(room, true)?;
+            }
         }
         Ok(placed)
     }
@@ -214,6 +337,9 @@ impl SfuNode {
     }
 
     pub async fn request(&self, request: SfuRequest) -> Result<SfuResponse, SfuError> {
+        if let SfuRequest::Cascade { room, node, peers } = request {
+            return self.cascade(room, node, peers);
+        }
         let worker = match self.place(&request)? {
             Placed::Worker(w) => w,
             Placed::AlreadyGone => return Ok(SfuResponse::Done),

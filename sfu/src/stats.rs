@@ -111,6 +111,8 @@ pub struct SfuStats {
     /// ... paused a subscriber's video because not even its lowest layer fit.
     pub video_paused_for_bandwidth: AtomicU64,
     pub workers: Box<[WorkerStats]>,
+    /// Every cascade link of the node, summed (see `crate::cascade`).
+    pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
 }
 
 /// A copy of the main [`SfuStats`] counters at one moment.
@@ -163,6 +165,7 @@ impl SfuStats {
             bandwidth_layer_switches: AtomicU64::new(0),
             video_paused_for_bandwidth: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            cascade: Default::default(),
         }
     }
 

@@ -122,6 +122,12 @@ pub struct ClusterConfig {
     pub orphan_grace: Duration,
     /// How long a draining node waits for its rooms and participants to move before it exits.
     pub drain_timeout: Duration,
+    /// Participants of a room per media node before the room's next participant goes to
+    /// another media node (the nodes cascade); 0: a room stays on one media node.
+    pub room_spread_after: usize,
+    /// A media node whose busiest worker is this busy (0..1, from its lease) takes no more
+    /// participants of a room that could go to another node; above 1: never by load.
+    pub room_spread_busy: f32,
 }
 
 impl ClusterConfig {
@@ -136,6 +142,8 @@ impl ClusterConfig {
             advertise_http: None,
             orphan_grace: Duration::from_secs(10),
             drain_timeout: Duration::from_secs(30),
+            room_spread_after: 0,
+            room_spread_busy: 2.0,
         }
     }
 }

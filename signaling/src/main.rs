@@ -170,6 +170,15 @@ struct ClusterArgs {
     /// nodes (cluster), or for participants to leave (all-in-one; then the rest is closed).
     #[arg(long, env = "ZVON_DRAIN_TIMEOUT", value_parser = parse_duration)]
     drain_timeout: Option<Duration>,
+    /// A room's new participants go to another media node once each of the room's media
+    /// nodes holds this many of its participants; the nodes cascade media (0: one node per
+    /// room).
+    #[arg(long, env = "ZVON_ROOM_SPREAD_AFTER")]
+    room_spread_after: Option<usize>,
+    /// Also send a room's next participant to another media node once the room's node is
+    /// this busy (busiest worker, 0..1; above 1: never by load).
+    #[arg(long, env = "ZVON_ROOM_SPREAD_BUSY")]
+    room_spread_busy: Option<f32>,
 }
 
 #[derive(Args)]
@@ -238,6 +247,8 @@ struct FileConfig {
     advertise_http: Option<String>,
     orphan_grace_secs: Option<u64>,
     drain_timeout_secs: Option<u64>,
+    room_spread_after: Option<usize>,
+    room_spread_busy: Option<f32>,
     trusted_proxies: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     turn_urls: Option<Vec<String>>,
@@ -468,6 +479,12 @@ fn cluster_config(
         .or(file.drain_timeout_secs.map(Duration::from_secs))
     {
         cluster.drain_timeout = t;
+    }
+    if let Some(n) = args.room_spread_after.or(file.room_spread_after) {
+        cluster.room_spread_after = n;
+    }
+    if let Some(b) = args.room_spread_busy.or(file.room_spread_busy) {
+        cluster.room_spread_busy = b;
     }
     Ok(Some(cluster))
 }

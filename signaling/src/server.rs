@@ -396,6 +396,7 @@ async fn join_fleet(
             events_tx,
             lost_tx,
             stats.clone(),
+            (cluster.room_spread_after, cluster.room_spread_busy),
         );
         (
             MediaPlane::Fleet(media_fleet.clone()),

@@ -18,6 +18,21 @@ pub struct Vp8Ids {
 
 const PICTURE_ID_MASK: u16 = 0x7FFF;
 
+impl Vp8Ids {
+    /// The IDs of a parsed descriptor; `None` without a picture ID (nothing to keep going).
+    pub fn of(d: &str0m::rtp::Vp8Descriptor) -> Option<Vp8Ids> {
+        Some(Vp8Ids {
+            picture_id: d.picture_id()?,
+            tl0_pic_idx: d.tl0_pic_idx(),
+        })
+    }
+
+    /// Parses `payload`'s VP8 descriptor: for a receiver that knows the payload is VP8.
+    pub fn parse(payload: &[u8]) -> Option<Vp8Ids> {
+        Vp8Ids::of(&str0m::rtp::Vp8Descriptor::parse(payload).ok()?)
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Vp8Munger {
     /// The newest IDs sent.

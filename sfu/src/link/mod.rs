@@ -37,12 +37,12 @@
 //!
 //! See also `docs/cluster-link.md`.
 
-mod auth;
-mod frame;
+pub(crate) mod auth;
+pub(crate) mod frame;
 mod remote;
 mod router;
 mod server;
-mod tls;
+pub(crate) mod tls;
 
 use std::time::Duration;
 

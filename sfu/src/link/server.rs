@@ -12,6 +12,7 @@ use super::frame::{read_frame, write_frame};
 use super::router::{Claim, ConnId, Router};
 use super::{tls, LinkConfig, LinkError, PROTOCOL_ERROR_CODE, SHUTDOWN_CODE};
 use crate::api::{ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse};
+use crate::cascade::{CascadeConfig, CASCADE_ALPN};
 use crate::node::SfuNode;
 
 /// Counters of a [`ControlServer`], for metrics.
@@ -62,7 +63,15 @@ impl ControlServer {
         if config.cluster_secret.is_empty() {
             return Err(LinkError::Auth("the cluster secret is empty".into()));
         }
-        let server_config = tls::server_config(&config)?;
+        // The port serves the cascade between media nodes too (its own ALPN), so the server
+        // transport carries the cascade's media settings; the signaling link ignores them.
+        let cascade = CascadeConfig::new(config.cluster_secret.clone());
+        let mut transport = tls::transport_config(&config, true)?;
+        cascade.tune(&mut transport);
+        let server_config =
+            tls::server_config_with(&[super::ALPN, CASCADE_ALPN], Arc::new(transport))?;
+        node.start_cascade(cascade)
+            .map_err(|e| LinkError::Bind(format!("cascade gateway: {e}")))?;
         let endpoint = quinn::Endpoint::server(server_config, bind)
             .map_err(|e| LinkError::Bind(format!("{bind}: {e}")))?;
         let local_addr = endpoint
@@ -127,6 +136,11 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
             return;
         }
     };
+    if alpn(&connection).as_deref() == Some(CASCADE_ALPN) {
+        // Another media node: the node's cascade gateway authenticates and serves it.
+        shared.node.cascade_incoming(connection);
+        return;
+    }
     if let Err(e) = authenticate_server(&connection, &shared.config.cluster_secret).await {
         shared.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("link from {remote} refused: {e}");
@@ -162,6 +176,15 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>) {
     shared.router.lose(conn_id);
     tracing::warn!("signaling node {remote} lost (link {conn_id}): {reason}");
     tokio::spawn(remove_orphans_after_grace(conn_id, shared));
+}
+
+/// The protocol the peer chose in the handshake.
+fn alpn(connection: &quinn::Connection) -> Option<Vec<u8>> {
+    connection
+        .handshake_data()?
+        .downcast::<quinn::crypto::rustls::HandshakeData>()
+        .ok()?
+        .protocol
 }
 
 /// The connection's single event stream, in node order.
@@ -252,7 +275,10 @@ async fn serve_request(
 fn owns(request: &SfuRequest, conn_id: ConnId, shared: &Shared) -> bool {
     match request {
         SfuRequest::AddParticipant { .. } | SfuRequest::Adopt { .. } => true,
-        other => shared.router.may_act(conn_id, other.participant()),
+        SfuRequest::Cascade { .. } => true,
+        other => other
+            .participant()
+            .is_some_and(|p| shared.router.may_act(conn_id, p)),
     }
 }
 

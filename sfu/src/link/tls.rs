@@ -31,7 +31,18 @@ fn tls_error(e: impl std::fmt::Display) -> LinkError {
 
 /// Keep-alive and idle timeout, plus stream limits that match the protocol: the client opens
 /// bidirectional streams (requests), the server one unidirectional stream (events).
-fn transport(config: &LinkConfig, server: bool) -> Result<Arc<quinn::TransportConfig>, LinkError> {
+pub(crate) fn transport(
+    config: &LinkConfig,
+    server: bool,
+) -> Result<Arc<quinn::TransportConfig>, LinkError> {
+    transport_config(config, server).map(Arc::new)
+}
+
+/// [`transport`] before it is shared, for a caller that adds settings.
+pub(crate) fn transport_config(
+    config: &LinkConfig,
+    server: bool,
+) -> Result<quinn::TransportConfig, LinkError> {
     let mut transport = quinn::TransportConfig::default();
     transport.keep_alive_interval(Some(config.keep_alive));
     let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
@@ -45,11 +56,15 @@ fn transport(config: &LinkConfig, server: bool) -> Result<Arc<quinn::TransportCo
         transport.max_concurrent_bidi_streams(0u32.into());
         transport.max_concurrent_uni_streams(1u32.into());
     }
-    Ok(Arc::new(transport))
+    Ok(transport)
 }
 
-/// A server configuration with a fresh self-signed certificate.
-pub fn server_config(config: &LinkConfig) -> Result<quinn::ServerConfig, LinkError> {
+/// A server configuration with a fresh self-signed certificate for `alpns` with `transport` (a media node's link port serves the
+/// signaling link and the cascade between media nodes, `crate::cascade`).
+pub(crate) fn server_config_with(
+    alpns: &[&[u8]],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ServerConfig, LinkError> {
     let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])
         .map_err(|e| LinkError::Tls(format!("certificate: {e}")))?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
@@ -62,15 +77,23 @@ pub fn server_config(config: &LinkConfig) -> Result<quinn::ServerConfig, LinkErr
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
         .map_err(tls_error)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = alpns.iter().map(|a| a.to_vec()).collect();
     let quic = QuicServerConfig::try_from(tls).map_err(tls_error)?;
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    server.transport_config(transport(config, true)?);
+    server.transport_config(transport);
     Ok(server)
 }
 
 /// A client configuration that accepts any server certificate (see the module docs).
 pub fn client_config(config: &LinkConfig) -> Result<quinn::ClientConfig, LinkError> {
+    client_config_with(ALPN, transport(config, false)?)
+}
+
+/// A client configuration for `alpn` with `transport`.
+pub(crate) fn client_config_with(
+    alpn: &[u8],
+    transport: Arc<quinn::TransportConfig>,
+) -> Result<quinn::ClientConfig, LinkError> {
     let provider = provider();
     let verifier = Arc::new(AnyServerCertificate {
         algorithms: provider.signature_verification_algorithms,
@@ -81,10 +104,10 @@ pub fn client_config(config: &LinkConfig) -> Result<quinn::ClientConfig, LinkErr
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.alpn_protocols = vec![alpn.to_vec()];
     let quic = QuicClientConfig::try_from(tls).map_err(tls_error)?;
     let mut client = quinn::ClientConfig::new(Arc::new(quic));
-    client.transport_config(transport(config, false)?);
+    client.transport_config(transport);
     Ok(client)
 }
 

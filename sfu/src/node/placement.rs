@@ -130,7 +130,11 @@ impl Placement {
                 Ok((Placed::Worker(worker), span))
             }
             other => {
-                let participant = other.participant();
+                let Some(participant) = other.participant() else {
+                    return Err(SfuError::InvalidRequest(
+                        "not a participant's request".into(),
+                    ));
+                };
                 if self.lost.contains(participant) {
                     return Err(worker_failed());
                 }
@@ -223,6 +227,11 @@ impl Placement {
         lost.sort();
         self.lost.extend(lost.iter().cloned());
         (lost, spans)
+    }
+
+    /// The room's home and the workers hosting it, if any.
+    pub(super) fn span_of(&self, room: &RoomId) -> Option<(usize, Vec<usize>)> {
+        self.rooms.get(room).map(|p| (p.home, p.workers()))
     }
 
     /// The worker hosting `participant`, if it is on a live one.

@@ -24,6 +24,9 @@ pub(super) struct Supervisor {
     pub events: mpsc::UnboundedSender<SfuEvent>,
     pub stats: Arc<SfuStats>,
     pub relay: crate::edge::relay_pipe::RelayControlSenders,
+    /// Rooms spanning nodes, and the gateway's relay index: their spans keep the gateway.
+    pub cascaded: Arc<Mutex<std::collections::HashSet<crate::api::RoomId>>>,
+    pub gateway: usize,
 }
 
 impl Supervisor {
@@ -50,7 +53,8 @@ impl Supervisor {
             .lose_worker(self.index);
         // Workers sharing a room with the dead one drop its tracks and subscriptions.
         for span in spans {
-            super::announce_span(&self.relay, span);
+            let cascaded = self.cascaded.lock().is_ok_and(|c| c.contains(&span.room));
+            super::announce_span(&self.relay, span, cascaded.then_some(self.gateway));
         }
         tracing::error!(
             worker = self.index,

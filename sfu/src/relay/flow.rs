@@ -1,10 +1,12 @@
 //! Flow ids and layer masks: what a relayed packet and a subscription name.
 
+use serde::{Deserialize, Serialize};
+
 use crate::forward::layer_selector::{Layer, MAX_LAYERS};
 
 /// One simulcast layer of one track of one room, as numbered by its origin. A relayed packet
 /// carries only this (a varint on a QUIC link), never a room or track name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct FlowId(pub u32);
 
 impl FlowId {
@@ -15,7 +17,7 @@ impl FlowId {
 }
 
 /// A set of simulcast layers (bit `l` = layer `l`); a track without simulcast has layer 0.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, Serialize, Deserialize)]
 pub struct LayerMask(pub u8);
 
 impl LayerMask {

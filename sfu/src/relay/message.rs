@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use serde::{Deserialize, Serialize};
 use str0m::format::PayloadParams;
 use str0m::media::Mid;
 use str0m::rtp::VideoOrientation;
@@ -40,7 +41,7 @@ pub struct RelayPacket {
 }
 
 /// A track the origin hosts, told to every core that hosts part of its room.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrackAnnouncement {
     pub room: RoomId,
     pub participant: ParticipantId,
@@ -61,8 +62,8 @@ pub struct TrackAnnouncement {
 }
 
 /// The control stream, in order per sender. `P` names a peer core (a worker index inside a
-/// node).
-#[derive(Debug, Clone)]
+/// node; a node id on the cascade between nodes, where it travels as JSON).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum RelayControl<P> {
     /// From the node's placement: the cores now hosting participants of `room`, and the
     /// room's home, which reports its active speakers (and so takes every audio track).

@@ -1,17 +1,21 @@
 //! The signaling side of the media fleet: which media node serves each room, the QUIC links
 //! to those nodes, and noticing when one dies.
 //!
-//! A room lives on exactly one media node. The first participant places it (power of two
-//! choices over the nodes' leases); later participants follow. When a link is lost the room's
-//! participants are handed back to the hub as a [`NodeLost`] so it can move them elsewhere.
+//! The first participant places a room on a media node (power of two choices over the nodes'
+//! leases); later participants follow, until that node holds `room_spread_after` of them
+//! (when set): then the next goes to another media node, and every node of the room is told
+//! the others ([`SfuRequest::Cascade`]) so they relay media between them. When a link is lost
+//! the participants on that node alone are handed back to the hub as a [`NodeLost`] so it can
+//! move them elsewhere.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
-use zvon_sfu::api::{ParticipantId, RoomId};
+use zvon_sfu::api::{CascadePeer, ParticipantId, RoomId};
 use zvon_sfu::link::{LinkConfig, RemoteSfu};
 use zvon_sfu::{SfuError, SfuEvent, SfuRequest, SfuResponse};
 
@@ -21,6 +25,46 @@ use crate::protocol::MediaResetReason;
 
 /// A node whose link died is not chosen again for this long, though its lease may linger.
 const LOST_NODE_QUARANTINE: Duration = Duration::from_secs(15);
+
+/// Where a room's next participant goes.
+#[derive(Debug, PartialEq, Eq)]
+enum RoomNode {
+    Existing(String),
+    /// A node the room is not on (none of `exclude`, busiest first).
+    New {
+        exclude: Vec<String>,
+    },
+}
+
+/// The node for a room's next participant: its `primary` (where it was placed first) while
+/// the room does not spread; when it spreads (`spread_after` > 0 or some nodes are `busy`),
+/// the first of the room's `nodes` (with their participant counts, busiest first) that holds
+/// fewer than `spread_after` of them and is not busy, the primary first; else a new node.
+fn choose_room_node(
+    primary: Option<&str>,
+    nodes: &[(String, usize)],
+    busy: &[&str],
+    spread_after: usize,
+) -> RoomNode {
+    let open = |(n, c): &&(String, usize)| {
+        (spread_after == 0 || *c < spread_after) && !busy.contains(&n.as_str())
+    };
+    let mut candidates: Vec<&(String, usize)> = nodes.iter().filter(open).collect();
+    candidates.sort_by_key(|(n, _)| Some(n.as_str()) != primary);
+    if let Some((node, _)) = candidates.first() {
+        return RoomNode::Existing(node.clone());
+    }
+    match (primary, nodes.is_empty()) {
+        // A room on no node yet: placed afresh (its primary may be known from a registry).
+        (_, true) => match primary {
+            Some(p) if !busy.contains(&p) => RoomNode::Existing(p.to_string()),
+            _ => RoomNode::New { exclude: vec![] },
+        },
+        _ => RoomNode::New {
+            exclude: nodes.iter().map(|(n, _)| n.clone()).collect(),
+        },
+    }
+}
 
 /// A media node went away with these participants on it.
 #[derive(Debug)]
@@ -43,6 +87,30 @@ struct Routes {
     participants: HashMap<ParticipantId, (String, RoomId)>,
     quarantined: HashMap<String, Instant>,
     next_generation: u64,
+    /// Where each linked media node's link listens (its cascade peers dial it there).
+    addrs: HashMap<String, SocketAddr>,
+    /// The media nodes each spanning room was last told it spans.
+    cascades: HashMap<RoomId, Vec<String>>,
+    /// Busiest-worker busy ratio of each media node, from its lease (refreshed every second).
+    busy: HashMap<String, f32>,
+}
+
+impl Routes {
+    /// The media nodes holding participants of `room`, with how many, busiest first.
+    fn room_nodes(&self, room: &RoomId) -> Vec<(String, usize)> {
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for (node, r) in self.participants.values() {
+            if r == room {
+                *counts.entry(node.as_str()).or_default() += 1;
+            }
+        }
+        let mut nodes: Vec<(String, usize)> = counts
+            .into_iter()
+            .map(|(n, c)| (n.to_string(), c))
+            .collect();
+        nodes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        nodes
+    }
 }
 
 pub struct MediaFleet {
@@ -58,6 +126,12 @@ pub struct MediaFleet {
     placing: tokio::sync::Mutex<()>,
     dialing: tokio::sync::Mutex<()>,
     stats: Arc<FleetStats>,
+    /// See [`crate::config::ClusterConfig::room_spread_after`].
+    spread_after: usize,
+    /// See [`crate::config::ClusterConfig::room_spread_busy`].
+    spread_busy: f32,
+    /// Cascade updates go out one at a time, in order.
+    cascading: tokio::sync::Mutex<()>,
 }
 
 fn unavailable(what: impl std::fmt::Display) -> SfuError {
@@ -72,6 +146,7 @@ impl MediaFleet {
         events: mpsc::UnboundedSender<SfuEvent>,
         lost: mpsc::UnboundedSender<NodeLost>,
         stats: Arc<FleetStats>,
+        spread: (usize, f32),
     ) -> Arc<Self> {
         Arc::new_cyclic(|me| MediaFleet {
             me: me.clone(),
@@ -85,6 +160,9 @@ impl MediaFleet {
             placing: tokio::sync::Mutex::new(()),
             dialing: tokio::sync::Mutex::new(()),
             stats,
+            spread_after: spread.0,
+            spread_busy: spread.1,
+            cascading: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -118,14 +196,31 @@ impl MediaFleet {
             other => self
                 .routes()
                 .participants
-                .get(other.participant())
+                .get(other.participant().ok_or(SfuError::UnknownParticipant)?)
                 .map(|(node, _)| node.clone())
                 .ok_or(SfuError::UnknownParticipant)?,
         };
         let remote = self.link(&node).await?;
         let answer = remote.request(request.clone()).await;
-        let mut routes = self.routes();
-        match (&request, &answer) {
+        let room = {
+            let mut routes = self.routes();
+            self.record(&mut routes, &request, &answer, node)
+        };
+        if let Some(room) = room {
+            self.update_cascade(&room).await;
+        }
+        answer
+    }
+
+    /// What a served request changes in the routes; the room whose nodes may have changed.
+    fn record(
+        &self,
+        routes: &mut Routes,
+        request: &SfuRequest,
+        answer: &Result<SfuResponse, SfuError>,
+        node: String,
+    ) -> Option<RoomId> {
+        match (request, answer) {
             (
                 SfuRequest::AddParticipant {
                     room, participant, ..
@@ -136,17 +231,78 @@ impl MediaFleet {
                 routes
                     .participants
                     .insert(participant.clone(), (node, room.clone()));
+                Some(room.clone())
             }
             (SfuRequest::RemoveParticipant { participant }, _) => {
-                if let Some((_, room)) = routes.participants.remove(participant) {
-                    if !routes.participants.values().any(|(_, r)| *r == room) {
-                        routes.rooms.remove(&room);
-                    }
+                let (_, room) = routes.participants.remove(participant)?;
+                if !routes.participants.values().any(|(_, r)| *r == room) {
+                    routes.rooms.remove(&room);
                 }
+                Some(room)
             }
-            _ => {}
+            _ => None,
         }
-        answer
+    }
+
+    /// Tells every media node of `room` which others hold it, when that set changed (and a
+    /// node that left the set that it spans nothing any more).
+    async fn update_cascade(&self, room: &RoomId) {
+        let _one_at_a_time = self.cascading.lock().await;
+        let (now, before, addrs) = {
+            let routes = self.routes();
+            let mut now: Vec<String> = routes
+                .room_nodes(room)
+                .into_iter()
+                .map(|(n, _)| n)
+                .collect();
+            now.sort();
+            let before = routes.cascades.get(room).cloned().unwrap_or_default();
+            (now, before, routes.addrs.clone())
+        };
+        let spanning = if now.len() > 1 { now.clone() } else { vec![] };
+        if spanning == before {
+            return;
+        }
+        info!(room = %room, nodes = ?spanning, "room spans media nodes");
+        for node in before.iter().chain(&spanning) {
+            let peers: Vec<CascadePeer> = spanning
+                .iter()
+                .filter(|n| *n != node)
+                .filter_map(|n| {
+                    addrs.get(n).map(|addr| CascadePeer {
+                        node: n.clone(),
+                        addr: *addr,
+                    })
+                })
+                .collect();
+            // A node leaving the set may be the one that died: never dial it for this.
+            let remote = if spanning.contains(node) {
+                self.link(node).await.ok()
+            } else {
+                self.routes()
+                    .links
+                    .get(node)
+                    .filter(|l| !l.remote.is_closed())
+                    .map(|l| l.remote.clone())
+            };
+            let Some(remote) = remote else {
+                continue;
+            };
+            let request = SfuRequest::Cascade {
+                room: room.clone(),
+                node: node.clone(),
+                peers,
+            };
+            if let Err(e) = remote.request(request).await {
+                warn!(room = %room, media_node = %node, "cascade: {e}");
+            }
+        }
+        let mut routes = self.routes();
+        if spanning.is_empty() {
+            routes.cascades.remove(room);
+        } else {
+            routes.cascades.insert(room.clone(), spanning);
+        }
     }
 
     /// Takes a participant over from wherever its media lives: the room's media node as this
@@ -185,15 +341,40 @@ impl MediaFleet {
         Err(SfuError::UnknownParticipant)
     }
 
-    /// The room's media node, placing the room if it has none yet.
+    /// The media node a new participant of `room` goes to: the room's node, or when rooms
+    /// spread (`spread_after`, `spread_busy`) the first of its nodes with room for one more,
+    /// else a new node.
     async fn node_for_room(&self, room: &RoomId) -> Result<String, SfuError> {
-        if let Some(node) = self.routes().rooms.get(room) {
-            return Ok(node.clone());
-        }
         let _placing = self.placing.lock().await;
-        if let Some(node) = self.routes().rooms.get(room) {
-            return Ok(node.clone());
+        let choice = {
+            let routes = self.routes();
+            let busy: Vec<&str> = routes
+                .busy
+                .iter()
+                .filter(|(_, b)| **b >= self.spread_busy)
+                .map(|(n, _)| n.as_str())
+                .collect();
+            choose_room_node(
+                routes.rooms.get(room).map(String::as_str),
+                &routes.room_nodes(room),
+                &busy,
+                self.spread_after,
+            )
+        };
+        match choice {
+            RoomNode::Existing(node) => Ok(node),
+            RoomNode::New { exclude } => match self.place_room(room, &exclude).await {
+                Ok(node) => Ok(node),
+                // Nowhere else to go: the room's busiest node takes one more.
+                Err(e) => exclude.into_iter().next().ok_or(e),
+            },
         }
+    }
+
+    /// Places `room` (or, for a room already elsewhere, its next participant) on a media node
+    /// not in `exclude`.
+    async fn place_room(&self, room: &RoomId, exclude: &[String]) -> Result<String, SfuError> {
+        let spreading = !exclude.is_empty();
         let nodes = self.registry.nodes().await.map_err(|e| {
             self.stats.placement_failed();
             unavailable(format!("cluster registry: {e}"))
@@ -206,15 +387,19 @@ impl MediaFleet {
                 .retain(|_, at| now.duration_since(*at) < LOST_NODE_QUARANTINE);
             nodes
                 .into_iter()
-                .filter(|n| !routes.quarantined.contains_key(&n.id))
+                .filter(|n| !routes.quarantined.contains_key(&n.id) && !exclude.contains(&n.id))
                 .collect()
         };
         // A room that already has a media node (placed by an owner before us) stays there.
-        let previous = match self.registry.room_media(&room.0).await {
-            Ok(previous) => previous,
-            Err(e) => {
-                warn!(room = %room, "cluster registry: {e}");
-                None
+        let previous = if spreading {
+            None
+        } else {
+            match self.registry.room_media(&room.0).await {
+                Ok(previous) => previous,
+                Err(e) => {
+                    warn!(room = %room, "cluster registry: {e}");
+                    None
+                }
             }
         };
         let usable = |id: &str| {
@@ -250,15 +435,21 @@ impl MediaFleet {
                     candidates.retain(|n| n.id != node);
                     continue;
                 }
-                if let Err(e) = self.registry.set_room_media(&room.0, &node).await {
-                    warn!(room = %room, "cluster registry: {e}");
+                if !spreading {
+                    if let Err(e) = self.registry.set_room_media(&room.0, &node).await {
+                        warn!(room = %room, "cluster registry: {e}");
+                    }
                 }
                 break node;
             },
         };
         self.stats.placed();
-        info!(room = %room, media_node = %node, "room placed");
-        self.routes().rooms.insert(room.clone(), node.clone());
+        if spreading {
+            info!(room = %room, media_node = %node, "room spreads to another media node");
+        } else {
+            info!(room = %room, media_node = %node, "room placed");
+            self.routes().rooms.insert(room.clone(), node.clone());
+        }
         Ok(node)
     }
 
@@ -305,11 +496,24 @@ impl MediaFleet {
                     generation,
                 },
             );
+            routes.addrs.insert(node.to_string(), addr);
             generation
         };
         let to_hub = self.events.clone();
+        let fleet = self.me.clone();
+        let from = node.to_string();
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
+                // Every node of a room spanning nodes hears all its audio and reports its
+                // speakers; the room's primary node speaks for it, so clients hear it once.
+                if let SfuEvent::ActiveSpeakers { room, .. } = &event {
+                    let primary = fleet
+                        .upgrade()
+                        .and_then(|f| f.routes().rooms.get(room).cloned());
+                    if primary.is_some_and(|p| p != from) {
+                        continue;
+                    }
+                }
                 if to_hub.send(event).is_err() {
                     break;
                 }
@@ -404,6 +608,14 @@ impl MediaFleet {
     /// Keeps a link open to every usable media node, so that a join never waits for a QUIC
     /// handshake and a node that dies is noticed before anyone is placed on it.
     pub async fn warm(&self, nodes: &[NodeInfo]) {
+        {
+            let mut routes = self.routes();
+            routes.busy = nodes
+                .iter()
+                .filter(|n| n.roles.media)
+                .map(|n| (n.id.clone(), n.load.busy))
+                .collect();
+        }
         for node in nodes.iter().filter(|n| n.roles.media && !n.draining) {
             let skip = {
                 let routes = self.routes();
@@ -432,5 +644,74 @@ impl MediaFleet {
         nodes.sort();
         nodes.dedup();
         nodes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nodes(counts: &[(&str, usize)]) -> Vec<(String, usize)> {
+        counts.iter().map(|(n, c)| (n.to_string(), *c)).collect()
+    }
+
+    fn existing(n: &str) -> RoomNode {
+        RoomNode::Existing(n.to_string())
+    }
+
+    #[test]
+    fn a_room_stays_on_its_node_unless_it_spreads() {
+        let on_m1 = nodes(&[("m1", 40)]);
+        assert_eq!(choose_room_node(Some("m1"), &on_m1, &[], 0), existing("m1"));
+        // A fresh room: placed anew, or where the registry says it was.
+        assert_eq!(
+            choose_room_node(None, &[], &[], 0),
+            RoomNode::New { exclude: vec![] }
+        );
+        assert_eq!(choose_room_node(Some("m2"), &[], &[], 0), existing("m2"));
+    }
+
+    #[test]
+    fn past_n_participants_per_node_the_next_goes_elsewhere() {
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 1)]), &[], 2),
+            existing("m1")
+        );
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 2)]), &[], 2),
+            RoomNode::New {
+                exclude: vec!["m1".into()]
+            }
+        );
+        // A node of the room with room left takes it before a new node.
+        assert_eq!(
+            choose_room_node(Some("m1"), &nodes(&[("m1", 2), ("m2", 1)]), &[], 2),
+            existing("m2")
+        );
+        // The primary first among open nodes.
+        assert_eq!(
+            choose_room_node(Some("m2"), &nodes(&[("m1", 1), ("m2", 1)]), &[], 2),
+            existing("m2")
+        );
+    }
+
+    #[test]
+    fn a_busy_node_takes_no_more_of_a_room_that_can_go_elsewhere() {
+        let room = nodes(&[("m1", 3), ("m2", 1)]);
+        assert_eq!(
+            choose_room_node(Some("m1"), &room, &["m1"], 0),
+            existing("m2")
+        );
+        assert_eq!(
+            choose_room_node(Some("m1"), &room, &["m1", "m2"], 0),
+            RoomNode::New {
+                exclude: vec!["m1".into(), "m2".into()]
+            }
+        );
+        // A fresh room whose registered node is busy is placed anew.
+        assert_eq!(
+            choose_room_node(Some("m1"), &[], &["m1"], 0),
+            RoomNode::New { exclude: vec![] }
+        );
     }
 }

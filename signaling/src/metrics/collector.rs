@@ -45,6 +45,10 @@ const FAMILIES: FamilyTable = &[
     ("zvon_bandwidth_wanted_bytes_per_second", "Sum over subscribers of what their audio and wanted video layers would take.", MetricType::GAUGE, &[]),
     ("zvon_bandwidth_allocated_bytes_per_second", "Sum over subscribers of what bandwidth allocation gave them.", MetricType::GAUGE, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
+    ("zvon_cascade_links", "QUIC cascade links to other media nodes open now.", MetricType::GAUGE, &[]),
+    ("zvon_cascade_datagrams_sent_total", "Relayed RTP packets sent to other media nodes (QUIC datagrams).", MetricType::COUNTER, &[]),
+    ("zvon_cascade_datagrams_received_total", "QUIC datagrams received from other media nodes.", MetricType::COUNTER, &[]),
+    ("zvon_cascade_datagrams_dropped_total", "Relayed packets not sent to another media node, by reason: too_large for the path, queue_audio/queue_video over the send budget, staging full; malformed: received and refused.", MetricType::COUNTER, &["reason"]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
     ("zvon_worker_panics_total", "Media worker threads that panicked; each stays dead and the node is not ready.", MetricType::COUNTER, &[]),
@@ -303,6 +307,31 @@ impl Collector for NodeCollector {
             sum_bytes(|w| &w.bandwidth_allocated_bps),
         );
         f.gauge("zvon_workers", &[], s.workers.len() as f64);
+        let c = &*s.cascade;
+        f.gauge("zvon_cascade_links", &[], get(&c.links));
+        f.counter(
+            "zvon_cascade_datagrams_sent_total",
+            &[],
+            get(&c.datagrams_sent),
+        );
+        f.counter(
+            "zvon_cascade_datagrams_received_total",
+            &[],
+            get(&c.datagrams_received),
+        );
+        for (reason, counter) in [
+            ("too_large", &c.too_large),
+            ("queue_audio", &c.dropped_audio),
+            ("queue_video", &c.dropped_video),
+            ("staging", &c.staging_dropped),
+            ("malformed", &c.datagrams_malformed),
+        ] {
+            f.counter(
+                "zvon_cascade_datagrams_dropped_total",
+                &[("reason", reason)],
+                get(counter),
+            );
+        }
         f.counter("zvon_worker_panics_total", &[], get(&s.worker_panics));
         f.counter(
             "zvon_media_setup_timeouts_total",

@@ -193,6 +193,7 @@ impl Hub {
                 // An offer of the lost media must not be delivered on resume.
                 p.undelivered_offer = None;
                 p.undelivered_reset = false;
+                p.moving = true;
                 SfuRequest::AddParticipant {
                     room: RoomId(p.room.clone()),
                     participant,
@@ -206,9 +207,21 @@ impl Hub {
                     if let Some(fleet) = self.fleet_stats() {
                         fleet.moved();
                     }
-                    self.lock().send(&pid, ServerMessage::MediaReset { reason });
+                    let mut state = self.lock();
+                    state.send(&pid, ServerMessage::MediaReset { reason });
+                    // The new node's offer, if it came first, follows the reset.
+                    let held = state.participants.get_mut(&pid).and_then(|p| {
+                        p.moving = false;
+                        p.undelivered_offer.take()
+                    });
+                    if let Some(offer) = held {
+                        state.send(&pid, offer);
+                    }
                 }
                 Err(e) => {
+                    if let Some(p) = self.lock().participants.get_mut(&pid) {
+                        p.moving = false;
+                    }
                     warn!(participant = %pid, "no media took the participant: {e}");
                     if let Some(fleet) = self.fleet_stats() {
                         fleet.move_failed();

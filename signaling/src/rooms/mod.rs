@@ -82,11 +82,15 @@ struct Participant {
     /// (mid, track id) of what the publisher connection carries, for renegotiation: a mid
     /// declared again keeps its track id.
     track_mids: Vec<(String, String)>,
-    /// A subscriber offer that arrived while the socket was gone; sent on resume.
+    /// A subscriber offer that arrived while the socket was gone; sent on resume. Also one
+    /// from a new media node before the participant was told `media_reset` (`moving`).
     undelivered_offer: Option<ServerMessage>,
     /// A `subscriber_reset` that arrived while the socket was gone; sent on resume, before
     /// the offer for the new connection.
     undelivered_reset: bool,
+    /// Being added to another media node: its offers wait until `media_reset` went out (a
+    /// node that already relays the room's tracks offers them at once).
+    moving: bool,
     seat: moderation::Seat,
     /// How it joined the media node, to join another one after a failover.
     video_subscription: VideoSubscription,
@@ -473,6 +477,7 @@ impl Hub {
                 track_mids: tracks.into_iter().map(|(mid, t)| (mid, t.id)).collect(),
                 undelivered_offer: None,
                 undelivered_reset: false,
+                moving: false,
                 seat: moderation::Seat::new(),
                 video_subscription,
             },
@@ -750,6 +755,10 @@ impl Hub {
                     let Some(p) = state.participants.get_mut(&participant.0) else {
                         continue;
                     };
+                    if p.moving {
+                        p.undelivered_offer = Some(ServerMessage::SubscriberOffer { sdp, tracks });
+                        continue;
+                    }
                     let msg =
                         Outbound::Message(ServerMessage::SubscriberOffer { sdp, tracks }, None);
                     // An offer that cannot be queued (the socket is gone, or being cut for

@@ -53,12 +53,7 @@ impl Worker {
             TrackKind::Audio => (0, None, None),
         };
         let relay = entry.relay;
-        let vp8_ids = vp8.and_then(|d| {
-            Some(Vp8Ids {
-                picture_id: d.picture_id()?,
-                tl0_pic_idx: d.tl0_pic_idx(),
-            })
-        });
+        let vp8_ids = vp8.as_ref().and_then(Vp8Ids::of);
         self.meter.rtp_received(kind, pkt.payload.len());
         let incoming = IncomingRtp {
             track,

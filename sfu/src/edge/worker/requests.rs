@@ -141,6 +141,11 @@ impl Worker {
                     .collect();
                 Ok(SfuResponse::Adopted { tracks })
             }
+            // The node handles it (its gateway); never sent to a worker.
+            SfuRequest::Cascade { .. } => {
+                recount = false;
+                Err(SfuError::InvalidRequest("a node's request".into()))
+            }
         };
         self.negotiate_all(now);
         if recount {

@@ -1,0 +1,42 @@
+//! The cascade: the relay ([`crate::relay`]) carried between media nodes over QUIC, so one
+//! room's media can span nodes of a fleet as it spans the workers of a node.
+//!
+//! One QUIC connection per node pair ([`CascadeLink`], quinn, authenticated with the cluster
+//! secret like the signaling link) carries every room the two nodes share:
+//!
+//! * **DATAGRAMs**, one per relayed RTP packet: a QUIC varint flow id and the RTP packet as
+//!   the origin received it, decrypted ([`datagram`]). QUIC encrypts the link; a lost
+//!   datagram is not retransmitted by QUIC (media prefers late-never to late).
+//! * **One bidirectional control stream** of [`crate::relay::RelayControl`] messages with
+//!   node ids as peers (length-prefixed JSON, as on the signaling link): room membership,
+//!   track announcements with mutes and removals, subscriptions with the layers wanted,
+//!   keyframe requests (throttled at the origin like its own subscribers').
+//!
+//! quinn is tuned for media ([`CascadeConfig::transport`]): an MTU floor of 1400 so a full
+//! RTP packet fits from the first datagram (what does not fit is counted as `too_large`), a
+//! small datagram send buffer with an audio-first queue in front of it ([`send_queue`]), and
+//! keep-alives every 500 ms.
+//!
+//! On a node, the [`gateway`] (sans-IO) and its thread (`driver`) join the links to the
+//! node's relay pipes as one more relay peer after the workers: to the workers the other
+//! nodes look like one more worker. Signaling says which nodes a room spans
+//! ([`crate::api::SfuRequest::Cascade`]); of two nodes the one whose id sorts first dials,
+//! the other accepts on its link port (ALPN [`CASCADE_ALPN`]). See `docs/cluster-link.md`.
+//!
+//! Not built: loss repair over the link (NACKs end at the receiving node), relaying through
+//! intermediate nodes (a room's nodes link as a mesh).
+
+pub mod datagram;
+mod driver;
+pub mod gateway;
+mod link;
+pub mod send_queue;
+#[cfg(test)]
+mod tests;
+
+pub use driver::CascadeHandle;
+pub(crate) use driver::{spawn as spawn_gateway, GatewayCommand};
+pub use link::{
+    server_endpoint, CascadeConfig, CascadeLink, CascadeStats, NodeControl, CASCADE_ALPN,
+};
+pub use send_queue::{Priority, SendQueue};

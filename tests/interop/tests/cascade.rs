@@ -1,0 +1,234 @@
+//! One room on three media nodes of a real fleet (`redis-server`, one signaling and three
+//! media `zvon` processes, `--room-spread-after 1`): the publisher's media sits on one node,
+//! a viewer's on another, a teacher's on the third, and the media crosses between them over
+//! the QUIC cascade. What a user notices: the viewer receives the publisher's audio and video
+//! completely (and the publisher the viewer's, the other way), and its keyframe request
+//! reaches the publisher; the teacher's mute stops the audio reaching the viewer's node and the unmute
+//! brings it back; killing the viewer's media node moves only the viewer, while the
+//! publisher goes on undisturbed and the teacher keeps receiving it.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use zvon_interop::cluster::{ClusterNode, NodeOptions, TestRedis};
+use zvon_interop::media::SeqReport;
+use zvon_interop::{bounded, claims, msg_type, sign, token, TestParticipant, SIGNAL_TIMEOUT};
+
+/// Packets that may still arrive after the server acted: already in flight or queued.
+const IN_FLIGHT: Duration = Duration::from_millis(300);
+/// How long a stopped stream is watched for stray packets.
+const QUIET: Duration = Duration::from_millis(1500);
+
+fn count(p: &TestParticipant, from: &str, kind: &str) -> usize {
+    p.received_from(from, kind)
+        .map(|t| t.packets.len())
+        .unwrap_or(0)
+}
+
+async fn received_during_quiet(p: &TestParticipant, from: &str, kind: &str) -> usize {
+    tokio::time::sleep(IN_FLIGHT).await;
+    let before = count(p, from, kind);
+    tokio::time::sleep(QUIET).await;
+    count(p, from, kind) - before
+}
+
+fn complete(p: &TestParticipant, from: &str, kind: &str) -> Result<SeqReport> {
+    let t = p.received_from(from, kind).context("nothing received")?;
+    let r = SeqReport::of(&t.packets);
+    ensure!(
+        r.missing == 0 && r.duplicates == 0,
+        "{kind} from {from} across nodes: {r:?}"
+    );
+    Ok(r)
+}
+
+/// Peer connections the node's media workers hold now.
+async fn peers_on(node: &ClusterNode) -> Result<f64> {
+    node.metric("zvon_worker_peers", &[]).await
+}
+
+/// The one media node among `nodes` (not `except`) with peer connections.
+async fn node_with_peers(nodes: &[ClusterNode], except: &str, limit: Duration) -> Result<usize> {
+    let deadline = Instant::now() + limit;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.id != except && peers_on(n).await? > 0.0 {
+                return Ok(i);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("no other media node holds a peer connection");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_spans_three_media_nodes() {
+    bounded(Duration::from_secs(150), async {
+        let redis = TestRedis::start()?;
+        let mut spread = NodeOptions::new("sig", "signaling");
+        spread.extra = vec!["--room-spread-after".into(), "1".into()];
+        let signaling = ClusterNode::start(&redis, spread).await?;
+        let mut media = vec![];
+        for id in ["m1", "m2", "m3"] {
+            media.push(ClusterNode::start(&redis, NodeOptions::new(id, "media")).await?);
+        }
+        let room = "cascade";
+
+        let publisher =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "lecturer"), room)
+                .await?;
+        let origin = redis.cli(&["GET", &format!("zvon:room-media:{room}")])?;
+        ensure!(origin.starts_with('m'), "room placed on {origin:?}");
+        // The viewer publishes too: a meeting across nodes works both ways.
+        let viewer =
+            TestParticipant::join_and_publish(signaling.http_addr, &token(room, "viewer"), room)
+                .await?;
+
+        // Audio and video cross the cascade complete, with a keyframe to start from.
+        let video = viewer
+            .wait_receiving(&publisher.id, "video", 150, Duration::from_secs(20))
+            .await?;
+        viewer
+            .wait_receiving(&publisher.id, "audio", 100, Duration::from_secs(20))
+            .await?;
+        ensure!(
+            video.packets.iter().any(|p| p.vp8_keyframe),
+            "no keyframe among {} video packets",
+            video.packets.len()
+        );
+        complete(&viewer, &publisher.id, "audio")?;
+        complete(&viewer, &publisher.id, "video")?;
+        publisher
+            .wait_receiving(&viewer.id, "video", 100, Duration::from_secs(20))
+            .await
+            .context("the viewer's video back to the publisher's node")?;
+        publisher
+            .wait_receiving(&viewer.id, "audio", 100, Duration::from_secs(20))
+            .await?;
+        complete(&publisher, &viewer.id, "audio")?;
+        // The viewer's media is on another node than the publisher's.
+        let edge = node_with_peers(&media, &origin, Duration::from_secs(5)).await?;
+        let edge_id = media[edge].id.clone();
+        println!("publisher on {origin}, viewer on {edge_id}");
+        // A keyframe request from the viewer's node reaches the publisher, and a keyframe
+        // comes back across.
+        publisher
+            .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
+            .await
+            .context("keyframe requests to the publisher did not settle")?;
+        let asked = Instant::now();
+        viewer.send_pli(&publisher.id).await?;
+        let deadline = asked + Duration::from_secs(3);
+        while publisher.keyframe_requests_since(asked).is_empty() {
+            ensure!(
+                Instant::now() < deadline,
+                "the viewer's PLI did not reach the publisher across nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let deadline = asked + Duration::from_secs(3);
+        loop {
+            let got = viewer
+                .received_from(&publisher.id, "video")
+                .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
+            if got {
+                break;
+            }
+            ensure!(Instant::now() < deadline, "no keyframe after the request");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // The packets crossed as cascade datagrams, none too large for the path.
+        let origin_node = media.iter().find(|n| n.id == origin).context("origin node")?;
+        ensure!(
+            origin_node
+                .metric("zvon_cascade_datagrams_sent_total", &[])
+                .await?
+                >= 250.0
+        );
+        ensure!(
+            media[edge]
+                .metric("zvon_cascade_datagrams_received_total", &[])
+                .await?
+                >= 250.0
+        );
+        ensure!(
+            origin_node
+                .metric("zvon_cascade_datagrams_dropped_total", &[("reason", "too_large")])
+                .await?
+                == 0.0
+        );
+
+        // A teacher joins (its media lands on the third node) and mutes the lecturer.
+        let mut admin = claims(room, "teacher");
+        admin.grants.room_admin = true;
+        let teacher = TestParticipant::join(signaling.http_addr, &sign(&admin), room).await?;
+        teacher
+            .wait_receiving(&publisher.id, "audio", 50, Duration::from_secs(20))
+            .await?;
+        let audio = publisher
+            .publisher
+            .as_ref()
+            .map(|p| p.audio_track_id.clone())
+            .unwrap_or_default();
+        let mute = |muted: bool| {
+            json!({"type":"admin_mute","participant_id":publisher.id,"track_id":audio,"muted":muted})
+        };
+        let from = viewer.signal.log_len();
+        teacher.signal.send_json(&mute(true)).await?;
+        viewer
+            .signal
+            .wait_from(from, SIGNAL_TIMEOUT, "track_muted", |v| {
+                msg_type(v) == "track_muted" && v["muted"] == true
+            })
+            .await?;
+        let muted = received_during_quiet(&viewer, &publisher.id, "audio").await;
+        ensure!(muted == 0, "{muted} muted audio packets reached the viewer's node");
+        viewer
+            .wait_more_packets(&publisher.id, "video", 20, Duration::from_secs(5))
+            .await?;
+        teacher.signal.send_json(&mute(false)).await?;
+        viewer
+            .wait_more_packets(&publisher.id, "audio", 50, Duration::from_secs(5))
+            .await
+            .context("audio after the unmute")?;
+
+        // The viewer's media node dies: only the viewer moves.
+        let (from_viewer, from_publisher) = (viewer.signal.log_len(), publisher.signal.log_len());
+        let teacher_audio = count(&teacher, &publisher.id, "audio");
+        let mut viewer = viewer;
+        media[edge].kill();
+        let reason = viewer
+            .recover_media(from_viewer, Duration::from_secs(8))
+            .await?;
+        ensure!(reason == "media_node_lost", "media_reset reason {reason}");
+        viewer
+            .wait_receiving(&publisher.id, "video", 50, Duration::from_secs(15))
+            .await
+            .context("video after the viewer moved")?;
+        viewer
+            .wait_receiving(&publisher.id, "audio", 50, Duration::from_secs(15))
+            .await
+            .context("audio after the viewer moved")?;
+        // The publisher noticed nothing and the teacher kept receiving it.
+        ensure!(!publisher.signal.is_ended(), "the publisher's socket closed");
+        let reset = publisher.signal.log()[from_publisher..]
+            .iter()
+            .any(|v| msg_type(v) == "media_reset");
+        ensure!(!reset, "the publisher was moved too");
+        ensure!(
+            count(&teacher, &publisher.id, "audio") > teacher_audio + 100,
+            "the teacher stopped receiving the publisher"
+        );
+        complete(&teacher, &publisher.id, "audio").context("the teacher's audio")?;
+
+        viewer.close().await;
+        teacher.close().await;
+        publisher.close().await;
+        Ok(())
+    })
+    .await;
+}
