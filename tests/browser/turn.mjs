@@ -11,58 +11,28 @@
 // whose local candidate is a relay (getStats), and nothing forces relay-only.
 //
 //   node turn.mjs [scenario...]   needs root, ip, nft and turnserver (Debian `coturn`)
-import { execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
   freeTcpPort, launchBrowser, log, openPage, pageUrl, saveArtifacts, sleep, startServer, tail,
   uniqueName, waitFor, waitJoined, waitMediaFlowing,
 } from './harness.mjs';
+import { run, SubscriberNamespace } from './netns.mjs';
 
 const ONLY = process.argv.slice(2);
 const SECRET = `turn-test-${Math.random().toString(36).slice(2)}-${Date.now()}`;
 
-function run(cmd, args, input) {
-  return execFileSync(cmd, args, { input, stdio: [input ? 'pipe' : 'ignore', 'pipe', 'pipe'] }).toString();
-}
-
-/** The subscriber's namespace and veth pair, cleaned up on exit. */
-class Link {
+/** The subscriber's namespace, behind a firewall the scenario sets. */
+class Link extends SubscriberNamespace {
   constructor() {
-    const id = `${process.pid % 100000}`;
-    this.ns = `zvonturn${id}`;
-    this.hostIf = `zth${id}`;
-    this.nsIf = `ztn${id}`;
-    // A /30 no interface of the host has yet (other tests may use the same range).
-    const used = run('ip', ['-4', '-o', 'addr']);
-    const k = [...Array(60).keys()].map((i) => 1 + ((i + process.pid + 17) % 60))
-      .find((n) => !used.includes(`198.51.100.${4 * n + 1}/`));
-    this.hostIp = `198.51.100.${4 * k + 1}`;
-    this.nsIp = `198.51.100.${4 * k + 2}`;
-  }
-
-  up() {
-    process.once('exit', () => this.down());
-    run('ip', ['netns', 'add', this.ns]);
-    run('ip', ['link', 'add', this.hostIf, 'type', 'veth', 'peer', 'name', this.nsIf, 'netns', this.ns]);
-    run('ip', ['addr', 'add', `${this.hostIp}/30`, 'dev', this.hostIf]);
-    run('ip', ['link', 'set', this.hostIf, 'up']);
-    run('ip', ['-n', this.ns, 'link', 'set', 'lo', 'up']);
-    run('ip', ['-n', this.ns, 'addr', 'add', `${this.nsIp}/30`, 'dev', this.nsIf]);
-    run('ip', ['-n', this.ns, 'link', 'set', this.nsIf, 'up']);
-    log(`subscriber namespace ${this.ns}: ${this.nsIp} <-> host ${this.hostIp}`);
+    super('turn');
   }
 
   /** nftables rules on the namespace's input hook: silent drops, as a firewall does. */
   block(rule) {
-    run('ip', ['netns', 'exec', this.ns, 'nft', '-f', '-'],
-      `flush ruleset\ntable inet turntest {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ${rule}\n }\n}\n`);
-  }
-
-  down() {
-    try { run('ip', ['netns', 'del', this.ns]); } catch { /* gone */ }
-    try { run('ip', ['link', 'del', this.hostIf]); } catch { /* went with the namespace */ }
+    this.filterInput(rule);
   }
 }
 
@@ -244,11 +214,8 @@ async function main() {
     });
     if (server.logText().includes(SECRET)) throw new Error('the server logged the TURN secret');
     pubBrowser = await launchBrowser({ extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${server.baseUrl}`] });
-    const wrapper = join(dir, 'chromium-in-netns');
-    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${link.ns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`);
-    chmodSync(wrapper, 0o755);
     // The TURN server's certificate is self-signed (for its IP): this Chromium accepts it.
-    subBrowser = await launchBrowser({ executablePath: wrapper, extraArgs: ['--ignore-certificate-errors'] });
+    subBrowser = await link.launchBrowser(dir, ['--ignore-certificate-errors']);
     for (const sc of chosen) {
       const pages = [];
       const t0 = Date.now();

@@ -12,6 +12,7 @@ pub mod media;
 pub mod participant;
 pub mod peer;
 pub mod signal;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::time::Duration;

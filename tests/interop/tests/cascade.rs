@@ -12,36 +12,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
 use zvon_interop::cluster::{ClusterNode, NodeOptions, TestRedis};
-use zvon_interop::media::SeqReport;
 use zvon_interop::{bounded, claims, msg_type, sign, token, TestParticipant, SIGNAL_TIMEOUT};
 
-/// Packets that may still arrive after the server acted: already in flight or queued.
-const IN_FLIGHT: Duration = Duration::from_millis(300);
-/// How long a stopped stream is watched for stray packets.
-const QUIET: Duration = Duration::from_millis(1500);
-
-fn count(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    p.received_from(from, kind)
-        .map(|t| t.packets.len())
-        .unwrap_or(0)
-}
-
-async fn received_during_quiet(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    tokio::time::sleep(IN_FLIGHT).await;
-    let before = count(p, from, kind);
-    tokio::time::sleep(QUIET).await;
-    count(p, from, kind) - before
-}
-
-fn complete(p: &TestParticipant, from: &str, kind: &str) -> Result<SeqReport> {
-    let t = p.received_from(from, kind).context("nothing received")?;
-    let r = SeqReport::of(&t.packets);
-    ensure!(
-        r.missing == 0 && r.duplicates == 0,
-        "{kind} from {from} across nodes: {r:?}"
-    );
-    Ok(r)
-}
+use zvon_interop::streams::{complete, count, received_during_quiet};
 
 /// Peer connections the node's media workers hold now.
 async fn peers_on(node: &ClusterNode) -> Result<f64> {

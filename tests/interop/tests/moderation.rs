@@ -8,24 +8,7 @@ use anyhow::ensure;
 use serde_json::json;
 use zvon_interop::{bounded, claims, msg_type, sign, TestParticipant, TestServer, SIGNAL_TIMEOUT};
 
-/// Packets that may still arrive after the server acted: already in flight or queued.
-const IN_FLIGHT: Duration = Duration::from_millis(300);
-/// How long a stopped stream is watched for stray packets.
-const QUIET: Duration = Duration::from_millis(1500);
-
-fn count(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    p.received_from(from, kind)
-        .map(|t| t.packets.len())
-        .unwrap_or(0)
-}
-
-/// Packets of `kind` from `from` that `p` receives during `QUIET`, after in-flight ones land.
-async fn received_during_quiet(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    tokio::time::sleep(IN_FLIGHT).await;
-    let before = count(p, from, kind);
-    tokio::time::sleep(QUIET).await;
-    count(p, from, kind) - before
-}
+use zvon_interop::streams::{count, received_during_quiet, QUIET};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn teacher_mute_and_revoke_stop_forwarding() {

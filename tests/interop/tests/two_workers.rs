@@ -7,41 +7,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Context};
 use serde_json::json;
-use zvon_interop::media::SeqReport;
 use zvon_interop::{bounded, claims, msg_type, sign, TestParticipant, TestServer, SIGNAL_TIMEOUT};
 use zvon_sfu::api::ParticipantId;
 use zvon_signaling::ServerConfig;
 
-/// Packets that may still arrive after the server acted: already in flight or queued.
-const IN_FLIGHT: Duration = Duration::from_millis(300);
-/// How long a stopped stream is watched for stray packets.
-const QUIET: Duration = Duration::from_millis(1500);
-
-fn count(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    p.received_from(from, kind)
-        .map(|t| t.packets.len())
-        .unwrap_or(0)
-}
-
-async fn received_during_quiet(p: &TestParticipant, from: &str, kind: &str) -> usize {
-    tokio::time::sleep(IN_FLIGHT).await;
-    let before = count(p, from, kind);
-    tokio::time::sleep(QUIET).await;
-    count(p, from, kind) - before
-}
-
-/// The received stream of `kind` from `from` has no hole and no duplicate.
-fn complete(p: &TestParticipant, from: &str, kind: &str) -> Result<SeqReport> {
-    let t = p.received_from(from, kind).context("nothing received")?;
-    let r = SeqReport::of(&t.packets);
-    ensure!(
-        r.missing == 0 && r.duplicates == 0,
-        "{kind} from {from} on the other worker: {r:?}"
-    );
-    Ok(r)
-}
+use zvon_interop::streams::{complete, received_during_quiet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publisher_and_subscriber_on_different_workers() {
