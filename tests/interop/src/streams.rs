@@ -38,3 +38,41 @@ pub fn complete(p: &TestParticipant, from: &str, kind: &str) -> Result<SeqReport
     );
     Ok(r)
 }
+
+/// `viewer` asks for a keyframe of `publisher`'s video (after the publisher's own start-up
+/// requests settle): the request must reach the publisher, and a keyframe must reach the
+/// viewer after it, each within 3 s. `across` names the hop in errors ("workers", "nodes").
+pub async fn pli_brings_keyframe(
+    viewer: &TestParticipant,
+    publisher: &TestParticipant,
+    across: &str,
+) -> Result<()> {
+    publisher
+        .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
+        .await
+        .context("keyframe requests to the publisher did not settle")?;
+    let asked = std::time::Instant::now();
+    viewer.send_pli(&publisher.id).await?;
+    let deadline = asked + Duration::from_secs(3);
+    while publisher.keyframe_requests_since(asked).is_empty() {
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "the viewer's PLI did not reach the publisher across {across}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let deadline = asked + Duration::from_secs(3);
+    loop {
+        let got = viewer
+            .received_from(&publisher.id, "video")
+            .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
+        if got {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "no keyframe after the request"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -14,7 +14,7 @@ use serde_json::json;
 use zvon_interop::cluster::{ClusterNode, NodeOptions, TestRedis};
 use zvon_interop::{bounded, claims, msg_type, sign, token, TestParticipant, SIGNAL_TIMEOUT};
 
-use zvon_interop::streams::{complete, count, received_during_quiet};
+use zvon_interop::streams::{complete, count, pli_brings_keyframe, received_during_quiet};
 
 /// Peer connections the node's media workers hold now.
 async fn peers_on(node: &ClusterNode) -> Result<f64> {
@@ -88,31 +88,7 @@ async fn a_room_spans_three_media_nodes() {
         println!("publisher on {origin}, viewer on {edge_id}");
         // A keyframe request from the viewer's node reaches the publisher, and a keyframe
         // comes back across.
-        publisher
-            .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
-            .await
-            .context("keyframe requests to the publisher did not settle")?;
-        let asked = Instant::now();
-        viewer.send_pli(&publisher.id).await?;
-        let deadline = asked + Duration::from_secs(3);
-        while publisher.keyframe_requests_since(asked).is_empty() {
-            ensure!(
-                Instant::now() < deadline,
-                "the viewer's PLI did not reach the publisher across nodes"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let deadline = asked + Duration::from_secs(3);
-        loop {
-            let got = viewer
-                .received_from(&publisher.id, "video")
-                .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
-            if got {
-                break;
-            }
-            ensure!(Instant::now() < deadline, "no keyframe after the request");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        pli_brings_keyframe(&viewer, &publisher, "nodes").await?;
 
         // The packets crossed as cascade datagrams, none too large for the path.
         let origin_node = media.iter().find(|n| n.id == origin).context("origin node")?;

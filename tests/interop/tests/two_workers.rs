@@ -5,7 +5,7 @@
 //! mute stops the audio on the other worker (and it resumes without a gap), and revoking
 //! publishing stops everything.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use serde_json::json;
@@ -13,7 +13,7 @@ use zvon_interop::{bounded, claims, msg_type, sign, TestParticipant, TestServer,
 use zvon_sfu::api::ParticipantId;
 use zvon_signaling::ServerConfig;
 
-use zvon_interop::streams::{complete, received_during_quiet};
+use zvon_interop::streams::{complete, pli_brings_keyframe, received_during_quiet};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publisher_and_subscriber_on_different_workers() {
@@ -59,31 +59,7 @@ async fn publisher_and_subscriber_on_different_workers() {
 
         // A keyframe request from the other worker reaches the publisher, and a keyframe
         // reaches the viewer after it.
-        publisher
-            .wait_keyframe_requests_quiet(Duration::from_millis(1000), Duration::from_secs(15))
-            .await
-            .context("keyframe requests to the publisher did not settle")?;
-        let asked = Instant::now();
-        viewer.send_pli(&publisher.id).await?;
-        let deadline = asked + Duration::from_secs(3);
-        while publisher.keyframe_requests_since(asked).is_empty() {
-            ensure!(
-                Instant::now() < deadline,
-                "the viewer's PLI did not reach the publisher across workers"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let deadline = asked + Duration::from_secs(3);
-        loop {
-            let got = viewer
-                .received_from(&publisher.id, "video")
-                .is_some_and(|t| t.packets.iter().any(|p| p.vp8_keyframe && p.at > asked));
-            if got {
-                break;
-            }
-            ensure!(Instant::now() < deadline, "no keyframe after the request");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        pli_brings_keyframe(&viewer, &publisher, "workers").await?;
 
         // A teacher's mute stops the audio on the other worker; video goes on.
         let audio = publisher
