@@ -656,9 +656,9 @@ impl Worker {
                     c.connected = true;
                 }
                 if side == Side::Subscriber {
-                    // Whatever keyframe was asked for when its downtracks were activated went
-                    // nowhere while the connection was coming up.
-                    self.request_subscriber_keyframes(peer, now);
+                    for r in self.router.on_subscriber_connected(peer, now) {
+                        self.request_keyframe(r);
+                    }
                 }
                 if let Some(p) = self.participants.get(peer.0 as usize) {
                     let _ = self.events.send(SfuEvent::MediaConnected {

@@ -517,6 +517,57 @@ impl Router {
         None
     }
 
+    /// `subscriber`'s connection just came up. Nothing is written to a connection before ICE
+    /// and DTLS are up, so whatever its downtracks "forwarded" before went nowhere, including
+    /// the keyframe a layer switch was made on: each video downtrack starts over at a
+    /// keyframe, asked for now. The request passes the throttle (and restarts it): a viewer
+    /// must not stare at a black tile because another one asked a moment ago.
+    pub fn on_subscriber_connected(
+        &mut self,
+        subscriber: PeerKey,
+        now: Instant,
+    ) -> Vec<KeyframeRequest> {
+        let mut requests = Vec::new();
+        let Some(member) = self.members.get(&subscriber) else {
+            return requests;
+        };
+        for key in &member.downtracks {
+            let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
+                continue;
+            };
+            if dt.kind != TrackKind::Video || !matches!(dt.state, DowntrackState::Active { .. }) {
+                continue;
+            }
+            let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
+                continue;
+            };
+            // The switch at the next keyframe restarts the rewriter and the VP8 IDs.
+            dt.selector = LayerSelector::default();
+            if track.muted || dt.want == Want::Paused {
+                continue;
+            }
+            let layer = if track.layers.is_simulcast() {
+                let Some(l) = track.layers.choose(dt.want, now) else {
+                    continue;
+                };
+                Some(l)
+            } else {
+                None
+            };
+            let throttle = match layer {
+                Some(l) => &mut track.layer_throttles[usize::from(l)],
+                None => &mut track.keyframe_throttle,
+            };
+            let _ = throttle.should_send(now);
+            requests.push(KeyframeRequest {
+                publisher: track.publisher,
+                mid: track.publisher_mid,
+                layer,
+            });
+        }
+        requests
+    }
+
     /// The offer holding this downtrack was refused (the answer did not fit it): its m-line
     /// never came to be, so the downtrack goes back to pending for the next offer.
     pub fn offer_failed(&mut self, key: DowntrackKey) {

@@ -408,3 +408,40 @@ fn dynacast_asks_only_for_layers_someone_receives() {
         vec![(room.video, [true, true, true])]
     );
 }
+
+#[test]
+fn a_subscriber_whose_connection_comes_up_starts_at_a_keyframe_asked_for_at_once() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.want(LARGE, size(1280, 720));
+    // Before SMALL's connection is up the router already switched it on a keyframe (the driver
+    // wrote none of it) and the throttle of layer 0 has just fired.
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..4, &[0, 1, 2]);
+    assert!(!room.take(SMALL).is_empty());
+    room.keyframe_requests.clear();
+    let now = room.at(4);
+    let asked = room.r.on_subscriber_connected(SMALL, now);
+    assert_eq!(
+        asked.iter().map(|k| k.layer).collect::<Vec<_>>(),
+        vec![Some(0)],
+        "one keyframe request for the layer it will get, throttle or not"
+    );
+    // Until that keyframe comes nothing is forwarded: a delta frame would not decode.
+    room.frames(4..6, &[0, 1, 2]);
+    assert!(
+        room.take(SMALL).is_empty(),
+        "delta frames before the keyframe"
+    );
+    assert!(
+        !room.take(LARGE).is_empty(),
+        "the other subscriber is not disturbed"
+    );
+    room.frame(6, &[0, 1, 2], &[0]);
+    let got = room.take(SMALL);
+    assert_eq!(
+        got.len(),
+        1,
+        "the keyframe of layer 0 (one packet per frame)"
+    );
+}

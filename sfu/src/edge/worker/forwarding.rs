@@ -177,26 +177,6 @@ impl Worker {
         self.forwards = forwards;
     }
 
-    /// Asks the publishers of a subscriber's video downtracks for keyframes (throttled as any
-    /// subscriber's request is), so that its first forwarded frame decodes.
-    pub(super) fn request_subscriber_keyframes(&mut self, subscriber: PeerKey, now: Instant) {
-        let mids: Vec<Mid> = self
-            .router
-            .downtracks_of(subscriber)
-            .into_iter()
-            .filter_map(|(_, d)| match d.state {
-                DowntrackState::Active { mid, .. } if d.kind == TrackKind::Video => Some(mid),
-                _ => None,
-            })
-            .collect();
-        for mid in mids {
-            if let KeyframeDecision::Send(r) = self.router.on_keyframe_request(subscriber, mid, now)
-            {
-                self.request_keyframe(r);
-            }
-        }
-    }
-
     /// Sends a PLI for one simulcast layer, or for every stream of the m-line.
     pub(super) fn request_keyframe(&mut self, req: KeyframeRequest) {
         let Some(p) = self.participants.get_mut(req.publisher.0 as usize) else {
