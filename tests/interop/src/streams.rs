@@ -76,3 +76,39 @@ pub async fn pli_brings_keyframe(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `teacher` (a room admin) mutes `publisher`'s microphone: `viewer` is told, receives no audio
+/// over a quiet window while video goes on; released, audio flows again. `at` names the
+/// viewer's place in errors ("the viewer's node", "the other worker's viewer").
+pub async fn admin_mute_stops_audio(
+    teacher: &TestParticipant,
+    publisher: &TestParticipant,
+    viewer: &TestParticipant,
+    at: &str,
+) -> Result<()> {
+    let audio = publisher
+        .publisher
+        .as_ref()
+        .map(|p| p.audio_track_id.clone())
+        .unwrap_or_default();
+    let mute = |muted: bool| serde_json::json!({"type":"admin_mute","participant_id":publisher.id,"track_id":audio,"muted":muted});
+    let from = viewer.signal.log_len();
+    teacher.signal.send_json(&mute(true)).await?;
+    viewer
+        .signal
+        .wait_from(from, crate::SIGNAL_TIMEOUT, "track_muted", |v| {
+            crate::msg_type(v) == "track_muted" && v["muted"] == true
+        })
+        .await?;
+    let muted = received_during_quiet(viewer, &publisher.id, "audio").await;
+    ensure!(muted == 0, "{muted} muted audio packets reached {at}");
+    viewer
+        .wait_more_packets(&publisher.id, "video", 20, Duration::from_secs(5))
+        .await?;
+    teacher.signal.send_json(&mute(false)).await?;
+    viewer
+        .wait_more_packets(&publisher.id, "audio", 50, Duration::from_secs(5))
+        .await
+        .context("audio after the unmute")?;
+    Ok(())
+}

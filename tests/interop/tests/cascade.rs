@@ -10,11 +10,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use serde_json::json;
 use zvon_interop::cluster::{ClusterNode, NodeOptions, TestRedis};
-use zvon_interop::{bounded, claims, msg_type, sign, token, TestParticipant, SIGNAL_TIMEOUT};
+use zvon_interop::{bounded, claims, msg_type, sign, token, TestParticipant};
 
-use zvon_interop::streams::{complete, count, pli_brings_keyframe, received_during_quiet};
+use zvon_interop::streams::{admin_mute_stops_audio, complete, count, pli_brings_keyframe};
 
 /// Peer connections the node's media workers hold now.
 async fn peers_on(node: &ClusterNode) -> Result<f64> {
@@ -91,7 +90,10 @@ async fn a_room_spans_three_media_nodes() {
         pli_brings_keyframe(&viewer, &publisher, "nodes").await?;
 
         // The packets crossed as cascade datagrams, none too large for the path.
-        let origin_node = media.iter().find(|n| n.id == origin).context("origin node")?;
+        let origin_node = media
+            .iter()
+            .find(|n| n.id == origin)
+            .context("origin node")?;
         ensure!(
             origin_node
                 .metric("zvon_cascade_datagrams_sent_total", &[])
@@ -106,7 +108,10 @@ async fn a_room_spans_three_media_nodes() {
         );
         ensure!(
             origin_node
-                .metric("zvon_cascade_datagrams_dropped_total", &[("reason", "too_large")])
+                .metric(
+                    "zvon_cascade_datagrams_dropped_total",
+                    &[("reason", "too_large")]
+                )
                 .await?
                 == 0.0
         );
@@ -118,32 +123,7 @@ async fn a_room_spans_three_media_nodes() {
         teacher
             .wait_receiving(&publisher.id, "audio", 50, Duration::from_secs(20))
             .await?;
-        let audio = publisher
-            .publisher
-            .as_ref()
-            .map(|p| p.audio_track_id.clone())
-            .unwrap_or_default();
-        let mute = |muted: bool| {
-            json!({"type":"admin_mute","participant_id":publisher.id,"track_id":audio,"muted":muted})
-        };
-        let from = viewer.signal.log_len();
-        teacher.signal.send_json(&mute(true)).await?;
-        viewer
-            .signal
-            .wait_from(from, SIGNAL_TIMEOUT, "track_muted", |v| {
-                msg_type(v) == "track_muted" && v["muted"] == true
-            })
-            .await?;
-        let muted = received_during_quiet(&viewer, &publisher.id, "audio").await;
-        ensure!(muted == 0, "{muted} muted audio packets reached the viewer's node");
-        viewer
-            .wait_more_packets(&publisher.id, "video", 20, Duration::from_secs(5))
-            .await?;
-        teacher.signal.send_json(&mute(false)).await?;
-        viewer
-            .wait_more_packets(&publisher.id, "audio", 50, Duration::from_secs(5))
-            .await
-            .context("audio after the unmute")?;
+        admin_mute_stops_audio(&teacher, &publisher, &viewer, "the viewer's node").await?;
 
         // The viewer's media node dies: only the viewer moves.
         let (from_viewer, from_publisher) = (viewer.signal.log_len(), publisher.signal.log_len());
@@ -163,7 +143,10 @@ async fn a_room_spans_three_media_nodes() {
             .await
             .context("audio after the viewer moved")?;
         // The publisher noticed nothing and the teacher kept receiving it.
-        ensure!(!publisher.signal.is_ended(), "the publisher's socket closed");
+        ensure!(
+            !publisher.signal.is_ended(),
+            "the publisher's socket closed"
+        );
         let reset = publisher.signal.log()[from_publisher..]
             .iter()
             .any(|v| msg_type(v) == "media_reset");

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use serde_json::json;
-use zvon_interop::{bounded, claims, msg_type, sign, TestParticipant, TestServer, SIGNAL_TIMEOUT};
+use zvon_interop::{bounded, claims, sign, TestParticipant, TestServer, SIGNAL_TIMEOUT};
 use zvon_sfu::api::ParticipantId;
 use zvon_signaling::ServerConfig;
 
-use zvon_interop::streams::{complete, pli_brings_keyframe, received_during_quiet};
+use zvon_interop::streams::{
+    admin_mute_stops_audio, complete, pli_brings_keyframe, received_during_quiet,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn publisher_and_subscriber_on_different_workers() {
@@ -62,33 +64,7 @@ async fn publisher_and_subscriber_on_different_workers() {
         pli_brings_keyframe(&viewer, &publisher, "workers").await?;
 
         // A teacher's mute stops the audio on the other worker; video goes on.
-        let audio = publisher
-            .publisher
-            .as_ref()
-            .map(|p| p.audio_track_id.clone())
-            .unwrap_or_default();
-        let mute = |muted: bool| {
-            json!({"type":"admin_mute","participant_id":publisher.id,"track_id":audio,"muted":muted})
-        };
-        let from = viewer.signal.log_len();
-        teacher.signal.send_json(&mute(true)).await?;
-        viewer
-            .signal
-            .wait_from(from, SIGNAL_TIMEOUT, "track_muted", |v| {
-                msg_type(v) == "track_muted" && v["muted"] == true
-            })
-            .await?;
-        let muted = received_during_quiet(&viewer, &publisher.id, "audio").await;
-        ensure!(muted == 0, "{muted} muted audio packets reached the other worker's viewer");
-        viewer
-            .wait_more_packets(&publisher.id, "video", 20, Duration::from_secs(5))
-            .await?;
-
-        // Released: audio resumes, continuing its numbering (nothing was relayed meanwhile).
-        teacher.signal.send_json(&mute(false)).await?;
-        viewer
-            .wait_more_packets(&publisher.id, "audio", 50, Duration::from_secs(5))
-            .await?;
+        admin_mute_stops_audio(&teacher, &publisher, &viewer, "the other worker's viewer").await?;
         complete(&viewer, &publisher.id, "audio").context("audio after the unmute")?;
 
         // Publishing revoked: the tracks close on the other worker too.
@@ -104,7 +80,10 @@ async fn publisher_and_subscriber_on_different_workers() {
             received_during_quiet(&viewer, &publisher.id, "audio"),
             received_during_quiet(&viewer, &publisher.id, "video"),
         );
-        ensure!(a == 0 && v == 0, "unpublished tracks still relayed: audio {a}, video {v}");
+        ensure!(
+            a == 0 && v == 0,
+            "unpublished tracks still relayed: audio {a}, video {v}"
+        );
 
         teacher.close().await;
         viewer.close().await;
