@@ -34,6 +34,13 @@ step "cargo test (unit, protocol and webrtc-rs interop tests)"
 cargo build -p zvon-signaling --bin zvon --locked
 cargo test --workspace --locked
 
+step "soak smoke: 60 s of churn against a child zvon (scripts/bench/soak.sh runs the hour)"
+# Joins, leaves, mutes, renegotiations and calls must all succeed; the drift bound is loose
+# here because a minute is mostly warm-up (the hour-long bench holds it to 5 %).
+cargo build -p zvon-interop --bin soak --locked
+ZVON_BIN=target/debug/zvon target/debug/soak --duration-secs 60 --warmup-secs 15 \
+  --sample-secs 5 --rooms 2 --room-size 3 --call-secs 15 --max-drift-percent 25
+
 step "headless Chromium end to end"
 cargo build -p zvon-signaling --locked
 ZVON_BIN=target/debug/zvon tests/browser/run.sh

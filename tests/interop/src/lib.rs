@@ -7,6 +7,7 @@
 //!   `subscriber_offer` and records each received packet's SSRC / sequence / timestamp / PT.
 //! - [`HealthyCall`] is a two-party call used as a canary by the abuse tests.
 
+pub mod child_server;
 pub mod cluster;
 pub mod media;
 pub mod participant;

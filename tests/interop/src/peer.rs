@@ -219,6 +219,23 @@ fn peer_ip() -> String {
 }
 
 impl Peer {
+    /// A new offer on this connection, applied locally, ICE gathering waited for (a
+    /// renegotiation).
+    pub async fn make_offer(&self) -> Result<String> {
+        let offer = self.pc.create_offer(None).await.context("create_offer")?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .context("set_local_description")?;
+        self.wait_gathering_complete(Duration::from_secs(3)).await;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp)
+    }
+
     /// A connection bound to 127.0.0.1 only (see [`PeerAddress`]), loopback candidates allowed, default codecs
     /// (Opus 111, VP8 96, ...) and default interceptors (NACK, RTCP reports, TWCC).
     pub async fn new(label: &str) -> Result<Peer> {

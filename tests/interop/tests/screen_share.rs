@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, ensure, Context, Result};
+use anyhow::{anyhow, ensure, Context};
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
@@ -16,58 +16,11 @@ use serde_json::{json, Value};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::MediaStreamTrack;
-use webrtc::peer_connection::RTCSessionDescription;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use zvon_interop::media::{self, vp8_frame_payloads};
-use zvon_interop::peer::Peer;
 use zvon_interop::{bounded, msg_type, TestParticipant, TestServer, SIGNAL_TIMEOUT};
 
 const SCREEN_SSRC: u32 = 0x5C4E_E001;
-
-/// A new offer on the publisher's connection, applied locally.
-async fn make_offer(peer: &Peer) -> Result<String> {
-    let offer = peer.pc.create_offer(None).await.context("create_offer")?;
-    peer.pc
-        .set_local_description(offer)
-        .await
-        .context("set_local_description")?;
-    peer.wait_gathering_complete(Duration::from_secs(3)).await;
-    Ok(peer
-        .pc
-        .local_description()
-        .await
-        .ok_or_else(|| anyhow!("no local description"))?
-        .sdp)
-}
-
-/// Sends `sdp` as a second `publish_offer` listing `tracks`; applies the answer and returns
-/// it.
-async fn renegotiate(
-    p: &TestParticipant,
-    peer: &Peer,
-    sdp: String,
-    tracks: Value,
-) -> Result<Value> {
-    let from = p.signal.log_len();
-    p.signal
-        .send_json(&json!({"type": "publish_offer", "request_id": "republish", "sdp": sdp, "tracks": tracks}))
-        .await?;
-    let (_, reply) = p
-        .signal
-        .wait_from(from, SIGNAL_TIMEOUT, "publish_answer", |v| {
-            matches!(msg_type(v), "publish_answer" | "error")
-        })
-        .await?;
-    if msg_type(&reply) != "publish_answer" {
-        bail!("renegotiation refused: {reply}");
-    }
-    let answer = reply["sdp"].as_str().unwrap_or_default().to_string();
-    peer.pc
-        .set_remote_description(RTCSessionDescription::answer(answer).context("parse answer")?)
-        .await
-        .context("set_remote_description(answer)")?;
-    Ok(reply)
-}
 
 fn id_of(answer: &Value, mid: &str) -> Option<String> {
     answer["tracks"]
@@ -182,13 +135,12 @@ async fn a_screen_share_is_added_and_withdrawn_by_renegotiation() {
         };
         let (audio_mid, video_mid) = (publisher.audio_mid.as_str(), publisher.video_mid.as_str());
         // The transceiver gets its mid with the offer; declare it after.
-        let sdp = make_offer(peer).await?;
+        let sdp = peer.make_offer().await?;
         let offer_mid = screen_tr
             .mid()
             .await?
             .ok_or_else(|| anyhow!("screen transceiver has no mid"))?;
-        let answer = renegotiate(
-            &teacher,
+        let answer = teacher.renegotiate(
             peer,
             sdp,
             camera(&[
@@ -263,9 +215,8 @@ async fn a_screen_share_is_added_and_withdrawn_by_renegotiation() {
         screen_tr
             .set_direction(RTCRtpTransceiverDirection::Inactive)
             .await?;
-        let sdp = make_offer(peer).await?;
-        let answer = renegotiate(
-            &teacher,
+        let sdp = peer.make_offer().await?;
+        let answer = teacher.renegotiate(
             peer,
             sdp,
             camera(&[
