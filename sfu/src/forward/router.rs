@@ -24,6 +24,7 @@ use super::vp8_munger::{Vp8Ids, Vp8Munger};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 mod relay_side;
+mod viewing;
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
 pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
@@ -116,6 +117,8 @@ pub(super) struct Member {
     /// The subscriber connection's bandwidth; `None` until its first estimate (or when
     /// bandwidth allocation is off).
     pub(super) budget: Option<SubscriberBudget>,
+    /// A viewer (WHEP): fixed m-lines retargeted in place, see `router/viewing.rs`.
+    viewer: bool,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -291,6 +294,7 @@ impl Router {
                 tracks: vec![],
                 downtracks: vec![],
                 budget: None,
+                viewer: false,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -453,6 +457,10 @@ impl Router {
             };
             dt.track = None;
             let subscriber = dt.subscriber;
+            // A viewer's slot stays negotiated and empty until it is pointed elsewhere.
+            if self.members.get(&subscriber).is_some_and(|m| m.viewer) {
+                continue;
+            }
             match dt.state.clone() {
                 DowntrackState::Pending => {
                     self.downtracks.remove(dt_key.0 as usize);
