@@ -98,6 +98,8 @@ pub struct Downtrack {
     pub(super) selector: LayerSelector,
     /// The bandwidth allocator's limit for this downtrack.
     pub(super) cap: LayerCap,
+    /// A viewer slot pointed at another video: nothing until that track's next keyframe.
+    pub(super) await_keyframe: bool,
 }
 
 impl Downtrack {
@@ -423,6 +425,7 @@ impl Router {
             want,
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
+            await_keyframe: false,
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {
@@ -757,6 +760,12 @@ impl Router {
             };
             let mid = *mid;
             if video {
+                if dt.await_keyframe {
+                    if rtp.keyframe.is_none() {
+                        continue;
+                    }
+                    dt.await_keyframe = false;
+                }
                 match select_layer(track, dt, rtp, self.shedding, now, &mut self.keyframe_out) {
                     // Not withheld: a layer switch restarts the rewriter at the keyframe anyway,
                     // and marking every other layer's packet here made switches up flaky

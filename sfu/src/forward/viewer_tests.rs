@@ -62,6 +62,17 @@ fn room() -> (
             )
             .unwrap();
     }
+    for s in 0..2 {
+        let keys: Vec<_> = r
+            .downtracks_of(PeerKey(s))
+            .iter()
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            r.mark_offered(k, Mid::from("s"));
+            r.activate(k, vec![(96, 100)], now);
+        }
+    }
     r.add_participant(VIEWER, "room", None);
     r.mark_viewer(VIEWER);
     let v = r
@@ -125,16 +136,13 @@ fn video_switches_at_the_new_tracks_keyframe_with_continuous_numbers() {
 #[test]
 fn audio_switches_at_once_and_a_gone_track_leaves_the_slot_empty() {
     let (mut r, _, audio, [_, slot], now) = room();
-    assert_eq!(
-        r.retarget(slot, Some(audio[0]), vec![(111, 111)], now),
-        None
-    );
+    assert_eq!(r.retarget(slot, Some(audio[0]), vec![(96, 111)], now), None);
     let a = to_viewer(&mut r, rtp(audio[0], 30, 7, false), now).unwrap();
-    r.retarget(slot, Some(audio[1]), vec![(111, 111)], now);
+    r.retarget(slot, Some(audio[1]), vec![(96, 111)], now);
     let b = to_viewer(&mut r, rtp(audio[1], 40, 900, false), now).unwrap();
     assert_eq!((b.mid, b.seq), (a.mid, a.seq + 1));
     // A retarget to the track shown already changes nothing.
-    r.retarget(slot, Some(audio[1]), vec![(111, 111)], now);
+    r.retarget(slot, Some(audio[1]), vec![(96, 111)], now);
     assert_eq!(
         to_viewer(&mut r, rtp(audio[1], 40, 901, false), now)
             .unwrap()

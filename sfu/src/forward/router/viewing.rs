@@ -56,6 +56,7 @@ impl Router {
             want: Want::Highest,
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
+            await_keyframe: false,
         }) as u32);
         if let Some(m) = self.members.get_mut(&peer) {
             m.downtracks.push(key);
@@ -97,6 +98,9 @@ impl Router {
         dt.rewriter.restart();
         dt.vp8.restart();
         dt.selector = LayerSelector::default();
+        // A track without simulcast forwards from any packet: the viewer's decoder would get
+        // the new source's delta frames against the old one's picture.
+        dt.await_keyframe = dt.kind == TrackKind::Video;
         let track = self.tracks.get_mut(new?.0 as usize)?;
         dt.publisher = track.publisher;
         track.downtracks.push(slot);
