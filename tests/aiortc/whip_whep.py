@@ -7,7 +7,8 @@ server, through docs/protocol.md ("WHIP and WHEP") only. What a user would notic
   talks (loud audio, so its ssrc-audio-level says so) it decodes B's frames, and A's again
   when A talks: switched by the server on the same m-lines, no new offer;
 - DELETE of B's session (with B's token) ends it (200), the room forgets B; someone else's
-  DELETE is refused (403), an unknown session is 404, PATCH is 405;
+  DELETE is refused (403), an unknown session is 404, PATCH is 405; the backend got
+  whip.started and whip.ended (reason "deleted") webhooks for it;
 - bad input: no token 401, a token for another room 403, a token without can_publish 403,
   garbage SDP 400, an offer with only AV1 video 406, a flood of POSTs 429.
 
@@ -27,8 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import threading
 import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -90,6 +93,30 @@ class Voice(MediaStreamTrack):
         frame.sample_rate, frame.pts, frame.time_base = 48000, self.pts, fractions.Fraction(1, 48000)
         self.pts += 960
         return frame
+
+
+class Hooks(BaseHTTPRequestHandler):
+    """The app backend: collects the webhooks the server POSTs."""
+    events = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hooks.events.append(json.loads(body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+async def hook(event, identity, timeout=5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for e in Hooks.events:
+            if e.get("event") == event and e.get("identity", "").startswith(identity):
+                return e
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no {event} webhook for {identity}: {[e.get('event') for e in Hooks.events]}")
 
 
 def token(http, room, identity, *grants):
@@ -235,6 +262,12 @@ async def run(http):
     await asyncio.sleep(1.5)
     assert len(chosen.sizes) <= n + 2, f"bob's frames still arrive after DELETE ({len(chosen.sizes) - n})"
     print("DELETE ends bob's session (someone else's DELETE 403, unknown 404, PATCH 405)")
+    started = await hook("whip.started", "bob")
+    ended = await hook("whip.ended", "bob")
+    assert ended["session_id"] == started["session_id"] and ended["reason"] == "deleted", ended
+    assert b_loc.endswith(ended["session_id"]) and ended["room"] == room, (b_loc, ended)
+    await hook("whep.started", "v2")
+    print("webhooks: whip.started and whip.ended (reason deleted) for bob's session, whep.started")
     status, _, _ = http_call("DELETE", f"http://{http}{chosen.location}", bearer=token(http, room, "v1"))
     assert status == 200, status
 
@@ -268,8 +301,11 @@ async def main():
     http = f"127.0.0.1:{free_port()}"
     media_port = free_port(socket.SOCK_DGRAM)
     log = tempfile.NamedTemporaryFile(prefix="zvon-whip-", suffix=".log", delete=False)
+    hooks = HTTPServer(("127.0.0.1", 0), Hooks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
     server = subprocess.Popen(
         [BINARY, "serve", "--dev", "--http-addr", http, "--metrics-addr", f"127.0.0.1:{free_port()}",
+         "--webhook-url", f"http://127.0.0.1:{hooks.server_port}/hooks",
          "--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1", "--media-port", str(media_port),
          "--drain-timeout", "1s"],
         stdout=log, stderr=subprocess.STDOUT)
