@@ -43,8 +43,60 @@ pub fn routes<S: Clone + Send + Sync + 'static>(app: AppState) -> Router<S> {
             "/whep/{room}/{session}",
             axum::routing::delete(end_whep).patch(no_patch),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            room_owner,
+        ))
         .with_state(state)
 }
+
+/// Cluster mode: a room's sessions live on the node that owns the room (as its WebSocket
+/// participants do), so a request that lands elsewhere is forwarded there, its `Location`
+/// kept. A forwarded request was rate-limited by the node it reached first.
+async fn room_owner(
+    State(state): State<Endpoints>,
+    Path(params): Path<Vec<(String, String)>>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(fleet) = state.app.session.fleet.clone() else {
+        return next.run(request).await;
+    };
+    let proxied = request
+        .headers()
+        .get(crate::fleet::proxy::PROXY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| crate::fleet::proxy::verify(&fleet.config.secret, v).is_some());
+    if proxied {
+        request.extensions_mut().insert(Forwarded);
+    }
+    let room = params
+        .iter()
+        .find(|(k, _)| k == "room")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    let Some(leases) = fleet.rooms.as_ref().filter(|_| !proxied) else {
+        return next.run(request).await;
+    };
+    match leases.route(crate::fleet::lease_for_room(&room)).await {
+        Ok(crate::fleet::Route::Local) => next.run(request).await,
+        Ok(crate::fleet::Route::Owner { url, .. }) => {
+            let header = crate::fleet::proxy::sign(&fleet.config.secret, fleet.registry.node_id());
+            match crate::fleet::proxy::forward_http(request, &url, &header).await {
+                Ok(response) => response,
+                Err(e) => plain(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the node serving this room is unreachable: {e}"),
+                ),
+            }
+        }
+        Err((_, message)) => plain(StatusCode::SERVICE_UNAVAILABLE, message),
+    }
+}
+
+/// Marks a request another node of the fleet forwarded here.
+#[derive(Clone, Copy)]
+struct Forwarded;
 
 fn plain(status: StatusCode, message: impl Into<String>) -> Response {
     (
@@ -84,21 +136,21 @@ impl IntoResponse for BroadcastError {
 }
 
 /// The bearer token's claims, checked against the room in the URL.
-fn authorize(state: &Endpoints, headers: &HeaderMap, room: &str) -> Result<Claims, Response> {
+fn authorize(state: &Endpoints, headers: &HeaderMap, room: &str) -> Result<Claims, Box<Response>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| unauthorized("Authorization: Bearer <access token> needed"))?;
-    let claims =
-        token::verify(bearer, &state.app.session.keys).map_err(|e| unauthorized(e.to_string()))?;
+        .ok_or_else(|| Box::new(unauthorized("Authorization: Bearer <access token> needed")))?;
+    let claims = token::verify(bearer, &state.app.session.keys)
+        .map_err(|e| Box::new(unauthorized(e.to_string())))?;
     if claims.room != room {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::FORBIDDEN,
             format!("token is for room {:?}, not {room:?}", claims.room),
-        ));
+        )));
     }
     Ok(claims)
 }
@@ -108,13 +160,17 @@ fn authorize(state: &Endpoints, headers: &HeaderMap, room: &str) -> Result<Claim
 fn admit(
     state: &Endpoints,
     remote: SocketAddr,
+    forwarded: bool,
     headers: &HeaderMap,
     room: &str,
     body: &Bytes,
-) -> Result<(Claims, String), Response> {
+) -> Result<(Claims, String), Box<Response>> {
     let client = state.app.trusted_proxies.client_ip(remote.ip(), headers);
-    if !state.app.upgrades.allow(client, Instant::now()) {
-        return Err(plain(StatusCode::TOO_MANY_REQUESTS, "too many requests"));
+    if !forwarded && !state.app.upgrades.allow(client, Instant::now()) {
+        return Err(Box::new(plain(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many requests",
+        )));
     }
     let claims = authorize(state, headers, room)?;
     let sdp_type = headers
@@ -126,16 +182,19 @@ fn admit(
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
         });
     if !sdp_type {
-        return Err(plain(
+        return Err(Box::new(plain(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "the body must be an application/sdp offer",
-        ));
+        )));
     }
     if body.len() > state.app.session.limits.max_message_bytes {
-        return Err(plain(StatusCode::PAYLOAD_TOO_LARGE, "offer too large"));
+        return Err(Box::new(plain(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "offer too large",
+        )));
     }
     let sdp = std::str::from_utf8(body)
-        .map_err(|_| plain(StatusCode::BAD_REQUEST, "the offer is not UTF-8"))?;
+        .map_err(|_| Box::new(plain(StatusCode::BAD_REQUEST, "the offer is not UTF-8")))?;
     Ok((claims, sdp.to_string()))
 }
 
@@ -169,13 +228,14 @@ fn urlencode(s: &str) -> String {
 async fn whip(
     State(state): State<Endpoints>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    forwarded: Option<axum::Extension<Forwarded>>,
     Path(room): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (claims, sdp) = match admit(&state, remote, &headers, &room, &body) {
+    let (claims, sdp) = match admit(&state, remote, forwarded.is_some(), &headers, &room, &body) {
         Ok(admitted) => admitted,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match state.broadcasts.publish(&claims, &sdp).await {
         Ok(started) => created(Kind::Whip, &room, started),
@@ -192,14 +252,15 @@ struct ViewQuery {
 async fn whep(
     State(state): State<Endpoints>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    forwarded: Option<axum::Extension<Forwarded>>,
     Path(room): Path<String>,
     Query(query): Query<ViewQuery>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (claims, sdp) = match admit(&state, remote, &headers, &room, &body) {
+    let (claims, sdp) = match admit(&state, remote, forwarded.is_some(), &headers, &room, &body) {
         Ok(admitted) => admitted,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let choice = match (query.track, query.participant) {
         (Some(t), _) => Choice::Track(t),
@@ -221,7 +282,7 @@ async fn end(
 ) -> Response {
     let claims = match authorize(&state, &headers, &room) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match state.broadcasts.end(kind, &room, &id, &claims).await {
         Ok(()) => StatusCode::OK.into_response(),
