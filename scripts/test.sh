@@ -53,6 +53,8 @@ if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c 'import aiortc, websoc
   "$venv/bin/pip" install -q aiortc websockets
 fi
 "$venv/bin/python" tests/aiortc/unmute_and_candidates.py target/debug/zvon
+# WHIP publishers and WHEP viewers (speaker following, DELETE, the bad-input status codes).
+"$venv/bin/python" tests/aiortc/whip_whep.py target/debug/zvon
 
 step "a local fleet with scripts/cluster-local.sh"
 cluster_dir=$(mktemp -d)

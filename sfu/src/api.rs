@@ -159,6 +159,23 @@ pub enum SfuRequest {
         height: u16,
         enabled: bool,
     },
+    /// A viewer's own offer (WHEP): receive-only m-lines, at most one audio and one video
+    /// are used. The participant (added without subscribe right) gets a subscriber connection
+    /// from this offer, answered with [`SfuResponse::PublishAnswer`], and shows nothing until
+    /// [`SfuRequest::ViewerTarget`] points it at someone. It is never sent a
+    /// [`SfuEvent::SubscriberOffer`].
+    ViewerOffer {
+        participant: ParticipantId,
+        sdp: String,
+    },
+    /// What a viewer shows now, switched without renegotiation: `track` alone on the m-line
+    /// of its kind, or else `publisher`'s microphone and camera (a screen share when it has
+    /// no camera). Both `None`: nothing.
+    ViewerTarget {
+        participant: ParticipantId,
+        publisher: Option<ParticipantId>,
+        track: Option<TrackId>,
+    },
     /// The other media nodes holding participants of `room` now (none: the room is on this
     /// node only). The node links to them (the node whose id sorts first dials) and relays
     /// what each side's subscribers want (see `docs/cluster-link.md`, "Cascade"). `node` is
@@ -189,7 +206,9 @@ impl SfuRequest {
             | SfuRequest::RemoveParticipant { participant }
             | SfuRequest::PeerStats { participant }
             | SfuRequest::Adopt { participant, .. }
-            | SfuRequest::SetTrackSettings { participant, .. } => participant,
+            | SfuRequest::SetTrackSettings { participant, .. }
+            | SfuRequest::ViewerOffer { participant, .. }
+            | SfuRequest::ViewerTarget { participant, .. } => participant,
             SfuRequest::Cascade { .. } => return None,
         })
     }

@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/rtc", get(upgrade))
         .route("/api/dev-token", get(dev_token))
         .route("/api/info", get(info))
+        .merge(crate::broadcast::routes(state.clone()))
         .merge(
             Router::new()
                 .route("/api/calls", post(server_call))

@@ -1,9 +1,10 @@
 //! Zvon signaling: what people and apps see of a call.
 //!
 //! Owns the HTTP + WebSocket API (`docs/protocol.md`), access tokens (JWT), rooms and
-//! participants, and the browser client in `web/`. It drives media nodes only through the
+//! participants, WHIP/WHEP broadcast sessions (`broadcast/`), and the browser client in `web/`. It drives media nodes only through the
 //! message API of `zvon_sfu::api`; it must never know about RTP, SRTP or packets.
 
+pub mod broadcast;
 pub mod calls;
 pub mod client_ip;
 pub mod cluster;

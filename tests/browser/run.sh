@@ -2,7 +2,7 @@
 # Headless-Chromium end-to-end tests. Needs /usr/bin/chromium and a built server:
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
-# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs,
+# Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs, broadcast.mjs,
 # cluster.mjs, first_frame.mjs, shaped.mjs and turn.mjs (run those as `node calls.mjs [prefix...]` etc.;
 # cluster.mjs needs redis-server; `node first_frame.mjs 9` is the first-frame benchmark in
 # BENCHMARKS.md; shaped.mjs needs root with ip, tc and nft; turn.mjs root, ip, nft and coturn);
@@ -19,6 +19,8 @@ node e2e.mjs "$@" || status=1
 if [ $# -eq 0 ]; then
   node calls.mjs || status=1
   node classroom.mjs || status=1
+  # WHIP and WHEP spoken by pages with fetch, next to the browser client.
+  node broadcast.mjs || status=1
   node cluster.mjs || status=1
   # Two joins through the whole first-frame path (early socket, join, subscriber offer, first
   # keyframe); it fails only if a frame never comes. Its times are the benchmark's business.

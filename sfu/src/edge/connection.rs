@@ -188,6 +188,8 @@ pub struct Participant {
     /// Set for a relay proxy: a publisher on another worker whose tracks reach this worker's
     /// subscribers through the relay. It has no connection and no requests of its own.
     pub remote: Option<RemoteOrigin>,
+    /// A viewer's (WHEP) fixed m-lines, audio then video; empty for everyone else.
+    pub viewer_slots: Vec<crate::forward::DowntrackKey>,
 }
 
 /// Where a relay proxy's publisher really is.
@@ -208,6 +210,7 @@ impl Participant {
             pending_offer: None,
             stats: PeerStats::default(),
             remote: None,
+            viewer_slots: vec![],
         }
     }
 

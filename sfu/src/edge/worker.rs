@@ -44,6 +44,7 @@ mod forwarding;
 mod negotiation;
 mod relaying;
 mod requests;
+mod viewing;
 
 /// A request for this worker and where its answer goes.
 pub struct Command {

@@ -36,3 +36,5 @@ mod seq_continuity_tests;
 mod simulcast_tests;
 #[cfg(test)]
 mod subscription_tests;
+#[cfg(test)]
+mod viewer_tests;

@@ -24,6 +24,7 @@ use super::vp8_munger::{Vp8Ids, Vp8Munger};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
 mod relay_side;
+mod viewing;
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
 pub const DEMAND_CHECK: Duration = Duration::from_millis(250);
@@ -97,6 +98,8 @@ pub struct Downtrack {
     pub(super) selector: LayerSelector,
     /// The bandwidth allocator's limit for this downtrack.
     pub(super) cap: LayerCap,
+    /// A viewer slot pointed at another video: nothing until that track's next keyframe.
+    pub(super) await_keyframe: bool,
 }
 
 impl Downtrack {
@@ -116,6 +119,8 @@ pub(super) struct Member {
     /// The subscriber connection's bandwidth; `None` until its first estimate (or when
     /// bandwidth allocation is off).
     pub(super) budget: Option<SubscriberBudget>,
+    /// A viewer (WHEP): fixed m-lines retargeted in place, see `router/viewing.rs`.
+    viewer: bool,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -291,6 +296,7 @@ impl Router {
                 tracks: vec![],
                 downtracks: vec![],
                 budget: None,
+                viewer: false,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -419,6 +425,7 @@ impl Router {
             want,
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
+            await_keyframe: false,
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {
@@ -453,6 +460,10 @@ impl Router {
             };
             dt.track = None;
             let subscriber = dt.subscriber;
+            // A viewer's slot stays negotiated and empty until it is pointed elsewhere.
+            if self.members.get(&subscriber).is_some_and(|m| m.viewer) {
+                continue;
+            }
             match dt.state.clone() {
                 DowntrackState::Pending => {
                     self.downtracks.remove(dt_key.0 as usize);
@@ -749,6 +760,12 @@ impl Router {
             };
             let mid = *mid;
             if video {
+                if dt.await_keyframe {
+                    if rtp.keyframe.is_none() {
+                        continue;
+                    }
+                    dt.await_keyframe = false;
+                }
                 match select_layer(track, dt, rtp, self.shedding, now, &mut self.keyframe_out) {
                     // Not withheld: a layer switch restarts the rewriter at the keyframe anyway,
                     // and marking every other layer's packet here made switches up flaky

@@ -158,16 +158,28 @@ pub async fn forward_http(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json")
         .to_string();
+    // A created resource (WHIP/WHEP sessions) is named by its Location.
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let bytes = answer
         .bytes()
         .await
         .map_err(|e| ProxyError::Connect(e.to_string()))?;
-    Ok((
+    let mut response = (
         status,
         [(axum::http::header::CONTENT_TYPE, content_type)],
         bytes.to_vec(),
     )
-        .into_response())
+        .into_response();
+    if let Some(v) = location.and_then(|l| axum::http::HeaderValue::from_str(&l).ok()) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::LOCATION, v);
+    }
+    Ok(response)
 }
 
 /// Sends `first` (the client's join, already read here) and pipes both ways until either side

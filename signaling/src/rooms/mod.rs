@@ -258,6 +258,11 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Where room-level events (WHIP/WHEP sessions) are delivered.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.webhooks
+    }
+
     pub fn media(&self) -> &MediaPlane {
         &self.media
     }

@@ -17,7 +17,8 @@ impl Worker {
         let Some(p) = self.participants.get(peer.0 as usize) else {
             return;
         };
-        if p.pending_offer.is_some() {
+        // A viewer's m-lines are its own offer's; they are retargeted, never renegotiated.
+        if p.pending_offer.is_some() || !p.viewer_slots.is_empty() {
             return;
         }
         if p.subscriber
@@ -266,7 +267,7 @@ impl Worker {
 }
 
 /// The `a=mid` values of an SDP, in m-line order; an m-line without one counts as empty.
-fn mids_of(sdp: &str) -> Vec<&str> {
+pub(super) fn mids_of(sdp: &str) -> Vec<&str> {
     let mut mids = vec![];
     for line in sdp.lines() {
         if line.starts_with("m=") {

@@ -141,6 +141,20 @@ impl Worker {
                     .collect();
                 Ok(SfuResponse::Adopted { tracks })
             }
+            SfuRequest::ViewerOffer { participant, sdp } => {
+                let peer = self.peer_of(&participant)?;
+                self.accept_viewer_offer(peer, &sdp, now)
+                    .map(|sdp| SfuResponse::PublishAnswer { sdp })
+            }
+            SfuRequest::ViewerTarget {
+                participant,
+                publisher,
+                track,
+            } => {
+                let peer = self.peer_of(&participant)?;
+                self.retarget_viewer(peer, publisher.as_ref(), track.as_ref(), now);
+                Ok(SfuResponse::Done)
+            }
             // The node handles it (its gateway); never sent to a worker.
             SfuRequest::Cascade { .. } => {
                 recount = false;
