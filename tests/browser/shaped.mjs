@@ -135,7 +135,6 @@ function sampleSubscriber(page) {
       }
       if (s.kind === 'audio') {
         a = {
-          codec: stats.get(s.codecId)?.mimeType ?? null,
           concealed: s.concealedSamples ?? 0, samples: s.totalSamplesReceived ?? 0,
           packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
         };
@@ -145,6 +144,16 @@ function sampleSubscriber(page) {
       .some((b) => /poor connection/.test(b.textContent));
     return { t: Date.now(), v, a, paused, rtt };
   });
+}
+
+/** Whether `audio/red` is in the audio m-lines of both sides of the page's peer connection. */
+function redNegotiated(page, which) {
+  return page.evaluate((which) => {
+    const pc = window.zvon?.client?.[which];
+    const red = (sdp) => (sdp ?? '').split(/\r?\nm=/).some((m) => m.startsWith('audio')
+      && /a=rtpmap:\d+ red\/48000\/2/i.test(m));
+    return !!pc && red(pc.currentLocalDescription?.sdp) && red(pc.currentRemoteDescription?.sdp);
+  }, which);
 }
 
 /** The height of the publisher's largest simulcast layer that is being sent. */
@@ -255,8 +264,10 @@ async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages
   const result = {
     profile: profile.name, kbps: profile.kbps, lossPct: profile.loss, rttMs: profile.rttMs, ...summary,
     recentHeights: recent, publisherTopHeight: pubTop,
-    // What the subscriber's audio arrives as: audio/red when RED was negotiated end to end.
-    audioCodec: samples.findLast((s) => s.a?.codec)?.a.codec ?? null,
+    // Opus RED negotiated on both legs (Chromium's getStats names the decoder, opus, even
+    // when the packets are RED).
+    redPublisher: await redNegotiated(pub, 'publisherPc'),
+    redSubscriber: await redNegotiated(sub, 'subscriberPc'),
     maxHeight: Math.max(...samples.map((s) => s.v?.height ?? 0)),
   };
   if (stepTimes.length) {
@@ -325,7 +336,7 @@ function check(result) {
     }
   }
   if (result.profile === 'thin') {
-    if (result.audioCodec !== 'audio/red') fails.push(`the subscriber's audio arrives as ${result.audioCodec}, not audio/red (RED not negotiated)`);
+    if (!result.redPublisher || !result.redSubscriber) fails.push(`Opus RED not negotiated (publisher ${result.redPublisher}, subscriber ${result.redSubscriber})`);
     if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time (want >= 90 %)`);
     if (result.audioConcealed >= 0.01) fails.push(`audio concealment ${pct(result.audioConcealed)} (want < 1 %)`);
   }

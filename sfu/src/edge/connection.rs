@@ -27,7 +27,7 @@ const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 /// How often a subscriber connection reports its feedback (TWCC loss, round-trip time, the
 /// raw estimate): the downlink monitor cuts a drowning link within one interval
 /// (`forward::downlink_monitor`).
-const SUBSCRIBER_STATS_INTERVAL: Duration = Duration::from_millis(500);
+const SUBSCRIBER_STATS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {

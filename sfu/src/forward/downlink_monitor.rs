@@ -9,7 +9,8 @@
 //! reads what str0m measures every stats interval — transport-wide (TWCC) loss over the last
 //! second, the round-trip time of the last acknowledged packet, the raw (unsmoothed)
 //! estimate, bytes sent — and says two things:
-//! - **a cap**: while packets are being lost or queued heavily, and for [`CAP_HOLD`] after,
+//! - **a cap**: while packets are being lost, or queued with str0m's raw estimate under half
+//!   of what is sent, and for [`CAP_HOLD`] after,
 //!   the budget may not exceed what the link delivered (or the raw estimate, if lower), so
 //!   the allocator cuts within one stats interval instead of waiting out the average;
 //! - **restart the estimator**: after the link has been clean for [`CLEAN_FOR`], an
@@ -126,9 +127,12 @@ impl DownlinkMonitor {
             }
             _ => None,
         };
-        let queueing = s
-            .rtt
-            .is_some_and(|rtt| self.queue_delay(rtt, now) >= QUEUE_DELAY);
+        // A standing queue counts only when str0m's own estimate has fallen below half of
+        // what is sent: a receiver starved of CPU for a moment delays its feedback just as a
+        // queue does, and a cut on an open link for it would be worse than a late one.
+        let collapsed = matches!((s.estimate_bps, sent_bps), (Some(e), Some(b)) if e * 2 < b);
+        let delay = s.rtt.map(|rtt| self.queue_delay(rtt, now));
+        let queueing = collapsed && delay.is_some_and(|d| d >= QUEUE_DELAY);
         let loss = s.loss.unwrap_or(0.0);
         let congested = loss >= CONGESTED_LOSS || queueing;
         if congested {
@@ -321,9 +325,13 @@ mod tests {
             let loss = if i % 2 == 0 { 0.03 } else { 0.06 };
             assert_eq!(l.tick(550_000, loss, 90, 600_000).cap_bps, None);
         }
-        // The queue grows by 200 ms: the link carries less than is sent.
-        let v = l.tick(550_000, 0.0, 290, 600_000);
-        assert_eq!(v.cap_bps, Some(550_000 * CAP_PERCENT / 100));
+        // Feedback late by 200 ms while str0m's estimate holds: a receiver busy for a
+        // moment, not the link.
+        assert_eq!(l.tick(550_000, 0.0, 290, 600_000).cap_bps, None);
+        // The queue grows by 200 ms and str0m's estimate collapses: the link carries far
+        // less than is sent.
+        let v = l.tick(550_000, 0.0, 290, 250_000);
+        assert_eq!(v.cap_bps, Some(250_000));
     }
 
     #[test]
