@@ -344,7 +344,9 @@ function check(result) {
 }
 
 async function main() {
-  const chosen = PROFILES.filter((p) => (ONLY.length ? ONLY.some((o) => p.name.startsWith(o)) : BENCH || p.test));
+  // A name picks that profile; any other argument picks the profiles it starts.
+  const picks = (p, o) => p.name === o || (p.name.startsWith(o) && !PROFILES.some((q) => q.name === o));
+  const chosen = PROFILES.filter((p) => (ONLY.length ? ONLY.some((o) => picks(p, o)) : BENCH || p.test));
   const link = new ShapedLink();
   const dir = mkdtempSync(join(tmpdir(), 'zvon-shaped-'));
   let server = null;

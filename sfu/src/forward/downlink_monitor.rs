@@ -32,6 +32,9 @@ pub const CLEAN_LOSS: f32 = 0.025;
 /// The cap stays this long after the last congested sample: str0m's averaged estimate still
 /// remembers the link before the drop for up to 3 s.
 pub const CAP_HOLD: Duration = Duration::from_secs(3);
+/// Consecutive congested samples that halve the cap (a lasting lossy link is capped at what
+/// it delivers, not halved to nothing).
+const MAX_HALVINGS: u8 = 2;
 /// Share of what was delivered the cap allows (the queue must drain too).
 pub const CAP_PERCENT: u64 = 90;
 /// A restart needs the link to have been clean this long...
@@ -85,6 +88,8 @@ pub struct DownlinkMonitor {
     base_rtt: Option<(Duration, Instant)>,
     congested_at: Option<Instant>,
     cap_bps: Option<u64>,
+    /// Consecutive congested samples that halved the cap.
+    halvings: u8,
     clean_since: Option<Instant>,
     /// The estimate the stuck clock started from, and when.
     stuck: Option<(u64, Instant)>,
@@ -102,6 +107,7 @@ impl Default for DownlinkMonitor {
             base_rtt: None,
             congested_at: None,
             cap_bps: None,
+            halvings: 0,
             clean_since: None,
             stuck: None,
             next_restart: None,
@@ -141,14 +147,24 @@ impl DownlinkMonitor {
             // str0m already knows better.
             let delivered = sent_bps
                 .map(|b| (b as f64 * f64::from(1.0 - loss.min(1.0))) as u64 * CAP_PERCENT / 100);
-            let cap = match (delivered, s.estimate_bps) {
-                (Some(d), Some(e)) => Some(d.min(e)),
-                (d, e) => d.or(e),
-            };
-            if let Some(cap) = cap {
-                // Within one episode the cap only falls: a queue draining after a cut sends
-                // less, and what it delivers says nothing about the link.
-                self.cap_bps = Some(self.cap_bps.map_or(cap, |c| c.min(cap)));
+            // The loss is over the last second, so at the start of a collapse it is far
+            // below what the link drops now: the first samples of an episode also halve
+            // (what was sent, then the cap), as a multiplicative decrease would. Past them
+            // str0m's raw estimate, which has caught up by then, takes over: a link that
+            // keeps losing (random loss) is not capped ever lower by what it delivers.
+            if self.halvings < MAX_HALVINGS {
+                let halved = match self.halvings {
+                    0 => sent_bps.map(|b| b / 2),
+                    _ => self.cap_bps.map(|c| c / 2),
+                };
+                let cap = [self.cap_bps, delivered, s.estimate_bps, halved]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                self.cap_bps = cap;
+                self.halvings += 1;
+            } else if let Some(e) = s.estimate_bps {
+                self.cap_bps = Some(e);
             }
             // A drop soon after a restart means the restart's estimate overshot the link
             // (its probes were absorbed by a queue): wait longer before the next one. Any
@@ -163,15 +179,18 @@ impl DownlinkMonitor {
             };
             self.restarted = None;
             self.next_restart = Some(now + self.backoff);
-        } else if self
-            .congested_at
-            .is_some_and(|t| now.saturating_duration_since(t) >= CAP_HOLD)
-        {
-            self.congested_at = None;
-            self.cap_bps = None;
-        } else if let (Some(c), Some(e)) = (self.cap_bps, s.estimate_bps) {
-            // Holding: str0m's raw estimate has taken over from the drop.
-            self.cap_bps = Some(c.max(e));
+        } else {
+            self.halvings = 0;
+            if self
+                .congested_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= CAP_HOLD)
+            {
+                self.congested_at = None;
+                self.cap_bps = None;
+            } else if let (Some(c), Some(e)) = (self.cap_bps, s.estimate_bps) {
+                // Holding: str0m's raw estimate has taken over from the drop.
+                self.cap_bps = Some(c.max(e));
+            }
         }
         let clean = !congested && loss <= CLEAN_LOSS;
         if clean {
@@ -426,5 +445,25 @@ mod tests {
         }
         // 60 s: without the backoff this would be one every ~4 s.
         assert!(restarts <= 7, "{restarts} restarts in a minute");
+    }
+
+    #[test]
+    fn the_first_samples_of_a_collapse_halve_the_cap_and_lasting_loss_does_not_starve_it() {
+        let mut l = Link::new();
+        for _ in 0..4 {
+            l.tick(1_500_000, 0.0, 45, 2_000_000);
+        }
+        // The one-second loss window lags the collapse: 25 %, then 45 % of what is sent.
+        let first = l.tick(1_500_000, 0.25, 200, 1_900_000).cap_bps.unwrap();
+        assert_eq!(first, 750_000);
+        let second = l.tick(1_200_000, 0.45, 250, 1_500_000).cap_bps.unwrap();
+        assert_eq!(second, 375_000);
+        // A link that keeps losing 12 % of 1 Mbit/s: capped at what it delivers, no lower.
+        let mut l = Link::new();
+        let mut cap = 0;
+        for _ in 0..20 {
+            cap = l.tick(1_000_000, 0.12, 50, 1_000_000).cap_bps.unwrap();
+        }
+        assert!(cap >= 200_000, "cap {cap}");
     }
 }
