@@ -2,17 +2,19 @@
 // the server is shaped. The subscriber's browser runs in a network namespace of its own,
 // joined to the host by a veth pair; the server listens on the host end. `tbf` on the host
 // end limits the rate towards the subscriber, an nftables `numgen random` rule on the
-// namespace's input hook drops a share of the server's packets (this kernel has no netem).
-// No delay is added (that would need a userspace relay): the only extra delay is the queue
-// tbf builds.
+// namespace's input hook drops a share of the server's packets (this kernel has no netem),
+// and a userspace relay inside the namespace (delay_relay.mjs, reached through an nftables
+// DNAT of the browser's media packets) adds the profile's round-trip time, half each way.
 //
 //   node shaped.mjs [profile...]          the tests (open, thin); needs root, ip, tc, nft
 //   node shaped.mjs --bench [profile...]  every profile, SHAPED_SECONDS long each, one JSON
 //                                         line per profile, no pass/fail
 // SHAPED_SERVER_ARGS adds server flags (e.g. `--bandwidth-allocation=false` for a baseline).
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import {
   launchBrowser, log, median, openPage, pageUrl, saveArtifacts, sleep, startServer, tail,
   uniqueName, waitFor, waitJoined,
@@ -28,14 +30,16 @@ const SERVER_ARGS = (process.env.SHAPED_SERVER_ARGS || '').split(/\s+/).filter(B
 // camera sends 20-30 fps; a frozen tile decodes none).
 const DECODING_FPS = 5;
 
-// Profiles: rate in kbit/s (0 = unshaped), loss in percent, and the test's thresholds.
-// `steps` switch the rate during the run: [seconds from the first frame, kbit/s].
+// Profiles: rate in kbit/s (0 = unshaped), loss in percent, added round-trip time in ms,
+// and the test's thresholds. `steps` switch the rate during the run: [seconds from the first
+// frame, kbit/s].
 const PROFILES = [
-  { name: 'open', kbps: 0, loss: 0, seconds: 20, test: true },
-  { name: '2mbit', kbps: 2000, loss: 0, seconds: 30 },
-  { name: 'thin', kbps: 600, loss: 1, seconds: 25, test: true },
-  { name: 'poor', kbps: 300, loss: 3, seconds: 30 },
-  { name: 'step', kbps: 2000, loss: 0, seconds: 36, steps: [[12, 250], [24, 2000]] },
+  { name: 'open', kbps: 0, loss: 0, rttMs: 0, seconds: 20, test: true },
+  { name: '2mbit', kbps: 2000, loss: 0, rttMs: 40, seconds: 30 },
+  { name: 'thin', kbps: 600, loss: 1, rttMs: 80, seconds: 25, test: true },
+  { name: 'poor', kbps: 300, loss: 3, rttMs: 120, seconds: 30 },
+  { name: 'step', kbps: 2000, loss: 0, rttMs: 40, seconds: 30, steps: [[10, 250], [20, 2000]], sampleMs: 250, test: true },
+  { name: 'step600', kbps: 600, loss: 0, rttMs: 40, seconds: 36, steps: [[12, 250], [24, 2000]], sampleMs: 250 },
   // Below the lowest layer: video pauses with a badge on the tile, audio goes on; resumes.
   { name: 'pause', kbps: 0, loss: 0, seconds: 34, steps: [[3, 100], [14, 0]], test: true },
 ];
@@ -44,6 +48,48 @@ const PROFILES = [
 class ShapedLink extends SubscriberNamespace {
   constructor() {
     super('bwe');
+  }
+
+  /**
+   * Added round-trip time (0 = none): a relay in the namespace holds each media datagram
+   * half of it in each direction; the browser's packets to the server are redirected to it.
+   */
+  async setDelay(rttMs, udpPort) {
+    this.stopRelay();
+    this.relayRule = '';
+    if (rttMs > 0) {
+      const relayPort = 39000;
+      const upBase = 39001;
+      const script = join(dirname(fileURLToPath(import.meta.url)), 'delay_relay.mjs');
+      this.relay = spawn('ip', ['netns', 'exec', this.ns, process.execPath, script, this.nsIp,
+        String(relayPort), this.hostIp, String(udpPort), String(upBase), String(rttMs / 2)],
+      { stdio: ['pipe', 'pipe', 'inherit'] });
+      await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('delay relay did not start')), 10_000);
+        this.relay.stdout.once('data', () => { clearTimeout(timer); resolve(); });
+        this.relay.once('exit', (code) => { clearTimeout(timer); reject(new Error(`delay relay exited (${code})`)); });
+      });
+      // The relay's own upstream sockets (upBase and up) are not redirected.
+      this.relayRule = `ip daddr ${this.hostIp} udp dport ${udpPort} udp sport != ${upBase}-${upBase + 15} dnat to ${this.nsIp}:${relayPort}`;
+    }
+    this.applyRules();
+  }
+
+  stopRelay() {
+    if (this.relay && this.relay.exitCode === null) this.relay.kill('SIGTERM');
+    this.relay = null;
+  }
+
+  /** The namespace's rules: loss on what arrives over the veth, the DNAT to the relay. */
+  applyRules() {
+    run('ip', ['netns', 'exec', this.ns, 'nft', '-f', '-'],
+      `flush ruleset\ntable inet ${this.tag} {\n chain input {\n  type filter hook input priority 0; policy accept;\n  ${this.lossRule ?? ''}\n }\n}\n`
+      + `table ip ${this.tag}nat {\n chain out {\n  type nat hook output priority -100; policy accept;\n  ${this.relayRule ?? ''}\n }\n}\n`);
+  }
+
+  down() {
+    this.stopRelay();
+    super.down();
   }
 
   /** Rate (kbit/s, 0 = none) from the server to the subscriber, and loss of its UDP. */
@@ -57,10 +103,12 @@ class ShapedLink extends SubscriberNamespace {
       try { run('tc', ['qdisc', 'del', 'dev', this.hostIf, 'root']); } catch { /* none */ }
     }
     const permille = Math.round(lossPct * 10);
-    const rule = permille > 0
-      ? `udp sport ${udpPort} numgen random mod 1000 < ${permille} drop`
+    // Only what comes over the veth: the relay's packets to the browser (on lo) carry the
+    // server's port too once the DNAT is undone.
+    this.lossRule = permille > 0
+      ? `iifname "${this.nsIf}" udp sport ${udpPort} numgen random mod 1000 < ${permille} drop`
       : '';
-    this.filterInput(rule);
+    this.applyRules();
   }
 }
 
@@ -72,7 +120,11 @@ function sampleSubscriber(page) {
     const stats = await pc.getStats();
     let v = null;
     let a = null;
+    let rtt = null;
     stats.forEach((s) => {
+      if (s.type === 'candidate-pair' && s.nominated && s.currentRoundTripTime !== undefined) {
+        rtt = s.currentRoundTripTime;
+      }
       if (s.type !== 'inbound-rtp') return;
       if (s.kind === 'video' && (!v || (s.framesDecoded ?? 0) > v.framesDecoded)) {
         v = {
@@ -90,8 +142,18 @@ function sampleSubscriber(page) {
     });
     const paused = [...document.querySelectorAll('#grid .tile.remote .badge')]
       .some((b) => /poor connection/.test(b.textContent));
-    return { t: Date.now(), v, a, paused };
+    return { t: Date.now(), v, a, paused, rtt };
   });
+}
+
+/** Whether `audio/red` is in the audio m-lines of both sides of the page's peer connection. */
+function redNegotiated(page, which) {
+  return page.evaluate((which) => {
+    const pc = window.zvon?.client?.[which];
+    const red = (sdp) => (sdp ?? '').split(/\r?\nm=/).some((m) => m.startsWith('audio')
+      && /a=rtpmap:\d+ red\/48000\/2/i.test(m));
+    return !!pc && red(pc.currentLocalDescription?.sdp) && red(pc.currentRemoteDescription?.sdp);
+  }, which);
 }
 
 /** The height of the publisher's largest simulcast layer that is being sent. */
@@ -127,10 +189,11 @@ function summarize(samples) {
     fps.push(frames / dt);
     if (frames / dt >= DECODING_FPS) decoding += 1;
     heights.push(vs[i].v.height);
-    // Worst 2 s of audio.
-    if (i >= 2) {
-      const s = vs[i].a.samples - vs[i - 2].a.samples;
-      const c = vs[i].a.concealed - vs[i - 2].a.concealed;
+    // Worst 2 s of audio (samples may come faster than once a second).
+    const back = vs.findLastIndex((s, j) => j < i && s.t <= vs[i].t - 1900);
+    if (back >= 0) {
+      const s = vs[i].a.samples - vs[back].a.samples;
+      const c = vs[i].a.concealed - vs[back].a.concealed;
       if (s > 0) worstConceal = Math.max(worstConceal, c / s);
     }
   }
@@ -149,15 +212,18 @@ function summarize(samples) {
     audioConcealed: aSamples > 0 ? d((s) => s.a.concealed) / aSamples : 1,
     audioWorst2s: worstConceal,
     audioLoss: aPkts > 0 ? d((s) => s.a.packetsLost) / aPkts : 0,
-    pausedSeconds: vs.filter((s) => s.paused).length,
+    medianRttMs: Math.round(median(vs.filter((s) => s.rtt !== null).map((s) => s.rtt * 1000)) || 0),
+    pausedSeconds: Math.round(vs.filter((s) => s.paused).length * (secs / Math.max(1, vs.length - 1))),
   };
 }
 
 const pct = (x) => `${(x * 100).toFixed(1)} %`;
 
 async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages }) {
-  const seconds = SECONDS || profile.seconds;
+  // Step profiles keep their own length: their steps are timed within it.
+  const seconds = profile.steps ? profile.seconds : SECONDS || profile.seconds;
   link.shape(profile.kbps, profile.loss, server.udpPort);
+  await link.setDelay(profile.rttMs, server.udpPort);
   const room = uniqueName(`shaped-${profile.name}`);
   const pub = await openPage(pubBrowser, pageUrl(server, room, 'Teacher'), `${profile.name}-pub`);
   pages.push(pub);
@@ -188,15 +254,20 @@ async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages
     const s = await sampleSubscriber(sub);
     if (s) samples.push(s);
     pubTop = Math.max(pubTop, await publisherTopHeight(pub));
-    await sleep(1000 - ((Date.now() - start) % 1000));
+    const every = profile.sampleMs ?? 1000;
+    await sleep(every - ((Date.now() - start) % every));
   }
   const summary = summarize(samples);
   if (!summary) throw new Error(`${profile.name}: no video/audio stats from the subscriber`);
   // Recent samples: what the subscriber gets once things settled.
   const recent = samples.slice(-4).map((s) => s.v?.height ?? 0);
   const result = {
-    profile: profile.name, kbps: profile.kbps, lossPct: profile.loss, ...summary,
+    profile: profile.name, kbps: profile.kbps, lossPct: profile.loss, rttMs: profile.rttMs, ...summary,
     recentHeights: recent, publisherTopHeight: pubTop,
+    // Opus RED negotiated on both legs (Chromium's getStats names the decoder, opus, even
+    // when the packets are RED).
+    redPublisher: await redNegotiated(pub, 'publisherPc'),
+    redSubscriber: await redNegotiated(sub, 'subscriberPc'),
     maxHeight: Math.max(...samples.map((s) => s.v?.height ?? 0)),
   };
   if (stepTimes.length) {
@@ -253,7 +324,19 @@ function check(result) {
     if (open.endPaused) fails.push('the tile still shows "video paused" once the link is open again');
     if (!open.decodingShare) fails.push('video never decoded again after the link opened');
   }
+  if (result.profile === 'step') {
+    // The issue's promise: a layer down within 2 s of the drop, back up within 5 s of the
+    // link's return (both as the subscriber's decoder sees it).
+    const [drop, back] = result.steps;
+    if (!(drop.heightAfter < drop.heightBefore) || drop.secondsToChange > 2) {
+      fails.push(`after the drop to ${drop.kbps} kbit/s the received layer went ${drop.heightBefore}p -> ${drop.heightAfter}p after ${drop.secondsToChange} s (want a lower layer within 2 s)`);
+    }
+    if (!(back.heightAfter > back.heightBefore) || back.secondsToChange > 5) {
+      fails.push(`after the link came back to ${back.kbps} kbit/s the received layer went ${back.heightBefore}p -> ${back.heightAfter}p after ${back.secondsToChange} s (want a higher layer within 5 s)`);
+    }
+  }
   if (result.profile === 'thin') {
+    if (!result.redPublisher || !result.redSubscriber) fails.push(`Opus RED not negotiated (publisher ${result.redPublisher}, subscriber ${result.redSubscriber})`);
     if (result.decodingShare < 0.9) fails.push(`decodes video only ${pct(result.decodingShare)} of the time (want >= 90 %)`);
     if (result.audioConcealed >= 0.01) fails.push(`audio concealment ${pct(result.audioConcealed)} (want < 1 %)`);
   }
@@ -261,7 +344,9 @@ function check(result) {
 }
 
 async function main() {
-  const chosen = PROFILES.filter((p) => (ONLY.length ? ONLY.some((o) => p.name.startsWith(o)) : BENCH || p.test));
+  // A name picks that profile; any other argument picks the profiles it starts.
+  const picks = (p, o) => p.name === o || (p.name.startsWith(o) && !PROFILES.some((q) => q.name === o));
+  const chosen = PROFILES.filter((p) => (ONLY.length ? ONLY.some((o) => picks(p, o)) : BENCH || p.test));
   const link = new ShapedLink();
   const dir = mkdtempSync(join(tmpdir(), 'zvon-shaped-'));
   let server = null;

@@ -24,6 +24,11 @@ use str0m::format::PayloadParams;
 /// rate) find an open link's capacity within a few seconds and the layers follow.
 const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 
+/// How often a subscriber connection reports its feedback (TWCC loss, round-trip time, the
+/// raw estimate): the downlink monitor cuts a drowning link within one interval
+/// (`forward::downlink_monitor`).
+const SUBSCRIBER_STATS_INTERVAL: Duration = Duration::from_millis(250);
+
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
     pub rtc: Rtc,
@@ -114,7 +119,11 @@ impl Connection {
                 ufrag: ufrag.clone(),
                 pass,
             })
-            .set_stats_interval(Some(Duration::from_secs(2)))
+            .set_stats_interval(Some(if bwe.is_some() {
+                SUBSCRIBER_STATS_INTERVAL
+            } else {
+                Duration::from_secs(2)
+            }))
             // Opus RED is offered and accepted so that it passes through: publishers that
             // send it protect every subscriber's audio against loss on its own link.
             .enable_opus(true, true)

@@ -31,6 +31,7 @@ use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
     SubscribedTrack, TrackId, TrackKind,
 };
+use crate::forward::downlink_monitor::DownlinkSample;
 use crate::forward::keyframe::{keyframe_start, VideoCodec};
 use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
@@ -571,6 +572,42 @@ impl Worker {
             .set_bitrate(Bitrate::ZERO, Bitrate::bps(desired));
     }
 
+    /// A subscriber connection's own feedback, every stats interval: a drowning link is cut
+    /// at once (str0m's estimate events are a 3 s average), and an estimate stuck short of
+    /// the wish on a clean link is restarted so that str0m probes again (see
+    /// `forward::downlink_monitor`).
+    fn downlink_feedback(&mut self, peer: PeerKey, s: &str0m::stats::PeerStats, now: Instant) {
+        let sample = DownlinkSample {
+            estimate_bps: s.bwe_tx.map(|b| b.as_u64()),
+            loss: s.egress_loss_fraction,
+            rtt: s.rtt,
+            bytes_sent: s.peer_bytes_tx,
+        };
+        debug!(
+            peer = peer.0,
+            raw = sample.estimate_bps,
+            loss = sample.loss,
+            rtt_ms = sample.rtt.map(|r| r.as_millis() as u64),
+            "subscriber feedback"
+        );
+        let Some(from) = self.router.downlink_sample(peer, sample, now) else {
+            return;
+        };
+        if let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        {
+            debug!(
+                peer = peer.0,
+                from, "subscriber estimate stuck on a clean link: restarting the estimator"
+            );
+            c.rtc
+                .bwe()
+                .reset(Bitrate::bps(from.max(MIN_PROBE_TARGET_BPS / 2)));
+        }
+    }
+
     /// Dynacast: tells publishers which simulcast layers someone receives.
     fn report_layer_demand(&mut self, now: Instant) {
         for (track, active) in self.router.poll_layer_demand(now) {
@@ -695,6 +732,9 @@ impl Worker {
                             }
                         }
                     }
+                }
+                if side == Side::Subscriber {
+                    self.downlink_feedback(peer, &s, now);
                 }
             }
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })

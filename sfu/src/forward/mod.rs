@@ -5,6 +5,7 @@
 //! it and carries out what it returns, and tests drive it packet by packet.
 
 pub mod allocator;
+pub mod downlink_monitor;
 mod downtrack_layers;
 pub mod dynacast;
 pub mod keyframe;

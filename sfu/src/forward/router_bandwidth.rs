@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use super::downlink_monitor::DownlinkSample;
 use super::downtrack_layers::{apply_budget, BandwidthPause};
 use super::router::Router;
 use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
@@ -34,6 +35,24 @@ impl Router {
             .get_or_insert_with(|| SubscriberBudget::new(bps))
             .set_estimate(bps);
         self.allocate_for(subscriber, now)
+    }
+
+    /// What the subscriber connection's own feedback says (loss, queueing, the raw
+    /// estimate; see `downlink_monitor`): a congested link is cut at once, without waiting
+    /// for str0m's averaged estimate. Returns the rate to restart its estimator from when
+    /// the estimate is stuck short on a clean link.
+    pub fn downlink_sample(
+        &mut self,
+        subscriber: PeerKey,
+        sample: DownlinkSample,
+        now: Instant,
+    ) -> Option<u64> {
+        let budget = self.members.get_mut(&subscriber)?.budget.as_mut()?;
+        let (fell, restart) = budget.on_downlink_sample(sample, now);
+        if fell {
+            self.allocate_for(subscriber, now);
+        }
+        restart
     }
 
     /// Re-runs the allocation of every subscriber with an estimate, at most every

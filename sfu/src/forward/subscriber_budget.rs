@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::allocator::{allocate, desired_bps, LayerCap, VideoDemand};
+use super::downlink_monitor::{DownlinkMonitor, DownlinkSample};
 use super::layer_selector::Layer;
 
 /// How long the estimate must stay short of the allocation before a cut.
@@ -48,6 +49,10 @@ pub struct BudgetChanges {
 #[derive(Debug, Clone)]
 pub struct SubscriberBudget {
     estimate_bps: u64,
+    /// While the link drowns, the most it is given, ahead of str0m's averaged estimate.
+    cap_bps: Option<u64>,
+    clean_estimate_bps: Option<u64>,
+    downlink: DownlinkMonitor,
     short_since: Option<Instant>,
     /// Since when some video has not fitted even at its lowest layer.
     starving_since: Option<Instant>,
@@ -71,6 +76,9 @@ impl SubscriberBudget {
     pub fn new(estimate_bps: u64) -> Self {
         SubscriberBudget {
             estimate_bps,
+            cap_bps: None,
+            clean_estimate_bps: None,
+            downlink: DownlinkMonitor::default(),
             short_since: None,
             roomy_since: None,
             starving_since: None,
@@ -84,12 +92,28 @@ impl SubscriberBudget {
         }
     }
 
+    /// What allocation divides: str0m's estimate, capped while the link is congested, or
+    /// its raw value when higher on a clean link (see [`DownlinkMonitor`]).
     pub fn estimate_bps(&self) -> u64 {
-        self.estimate_bps
+        match (self.cap_bps, self.clean_estimate_bps) {
+            (Some(c), _) => c.min(self.estimate_bps),
+            (None, Some(raw)) => raw.max(self.estimate_bps),
+            (None, None) => self.estimate_bps,
+        }
     }
 
     pub fn set_estimate(&mut self, bps: u64) {
         self.estimate_bps = bps;
+    }
+
+    /// The connection's own feedback (see [`DownlinkMonitor`]): returns whether the cap
+    /// fell (re-allocate now), and the rate to restart the estimator from, if it should be.
+    pub fn on_downlink_sample(&mut self, s: DownlinkSample, now: Instant) -> (bool, Option<u64>) {
+        let v = self.downlink.on_sample(s, self.wanted_bps, now);
+        let before = self.estimate_bps();
+        self.cap_bps = v.cap_bps;
+        self.clean_estimate_bps = v.clean_estimate_bps;
+        (self.estimate_bps() < before, v.restart_from)
     }
 
     /// Caps for `videos`, given the caps in force (`current[i]`, [`LayerCap::Unlimited`] for
@@ -102,11 +126,12 @@ impl SubscriberBudget {
         now: Instant,
         out: &mut Vec<LayerCap>,
     ) -> BudgetChanges {
+        let estimate_bps = self.estimate_bps();
         let mut target = Vec::with_capacity(videos.len());
-        allocate(self.estimate_bps, audio_bps, videos, &mut target);
+        allocate(estimate_bps, audio_bps, videos, &mut target);
         let mut up = Vec::with_capacity(videos.len());
         allocate(
-            self.estimate_bps * UPGRADE_HEADROOM_PERCENT / 100,
+            estimate_bps * UPGRADE_HEADROOM_PERCENT / 100,
             audio_bps,
             videos,
             &mut up,
@@ -136,7 +161,7 @@ impl SubscriberBudget {
         let cut = short && {
             let since = *self.short_since.get_or_insert(now);
             now.saturating_duration_since(since) >= CUT_AFTER
-                || self.estimate_bps * 100 < allocated * DEEP_DROP_PERCENT
+                || estimate_bps * 100 < allocated * DEEP_DROP_PERCENT
         };
         if !short {
             self.short_since = None;
@@ -151,7 +176,7 @@ impl SubscriberBudget {
                 UPGRADE_HOLD
             };
             self.last_cut = Some(now);
-            self.last_cut_estimate = self.estimate_bps;
+            self.last_cut_estimate = estimate_bps;
             self.short_since = None;
         }
         let starving = now_caps
@@ -175,8 +200,7 @@ impl SubscriberBudget {
             self.roomy_since = None;
             now
         };
-        let link_came_back =
-            self.last_cut.is_some() && self.estimate_bps >= 2 * self.last_cut_estimate;
+        let link_came_back = self.last_cut.is_some() && estimate_bps >= 2 * self.last_cut_estimate;
         if link_came_back {
             self.hold = UPGRADE_HOLD;
         }
@@ -248,6 +272,7 @@ impl SubscriberBudget {
 mod tests {
     use super::*;
     use crate::forward::allocator::Priority;
+    use crate::forward::downlink_monitor::DownlinkSample;
 
     const AUDIO: u64 = 40_000;
     const STEP: Duration = Duration::from_millis(250);
@@ -268,6 +293,7 @@ mod tests {
         now: Instant,
         switches: u32,
         pauses: u32,
+        bytes: u64,
     }
 
     impl Sub {
@@ -279,6 +305,7 @@ mod tests {
                 now: Instant::now(),
                 switches: 0,
                 pauses: 0,
+                bytes: 0,
             }
         }
 
@@ -298,6 +325,24 @@ mod tests {
                 seen.push(out);
             }
             seen
+        }
+
+        /// Half a second at `smoothed` (str0m's averaged estimate), then one stats sample of
+        /// the connection's own feedback: `sent` bit/s, `loss`, str0m's `raw` estimate.
+        fn feedback(&mut self, smoothed: u64, sent: u64, loss: f32, raw: u64) -> bool {
+            self.run(smoothed, 2);
+            self.bytes += sent / 16;
+            let sample = DownlinkSample {
+                estimate_bps: Some(raw),
+                loss: Some(loss),
+                rtt: Some(Duration::from_millis(50)),
+                bytes_sent: self.bytes,
+            };
+            let (fell, restart) = self.budget.on_downlink_sample(sample, self.now);
+            if fell {
+                self.run(smoothed, 1);
+            }
+            restart.is_some()
         }
 
         fn cap(&self) -> LayerCap {
@@ -422,5 +467,40 @@ mod tests {
             seen.last().unwrap(),
             &vec![LayerCap::UpTo(0), LayerCap::Paused]
         );
+    }
+
+    #[test]
+    fn a_drowning_link_is_cut_within_a_sample_and_a_link_found_again_is_used_at_once() {
+        let mut s = Sub::new(2_000_000, vec![camera(2)]);
+        for _ in 0..4 {
+            s.feedback(2_000_000, 1_540_000, 0.0, 2_000_000);
+        }
+        assert_eq!(s.cap(), LayerCap::UpTo(2));
+        // 2 Mbit/s -> 250 kbit/s: most of what is sent is lost, while str0m's averaged
+        // estimate still says 1.8 Mbit/s. Cut to the lowest layer after one sample.
+        s.feedback(1_800_000, 1_540_000, 0.83, 1_700_000);
+        assert_eq!(s.cap(), LayerCap::UpTo(0));
+        // The average catches up slowly; the cut holds (no upgrade on the stale average).
+        for avg in [1_500_000, 1_200_000, 900_000, 600_000, 300_000] {
+            s.feedback(avg, 190_000, 0.0, 230_000);
+            assert_eq!(s.cap(), LayerCap::UpTo(0));
+        }
+        let mut restarted = false;
+        for _ in 0..10 {
+            restarted |= s.feedback(250_000, 190_000, 0.0, 240_000);
+        }
+        assert!(
+            restarted,
+            "a stuck estimate on a clean link restarts the estimator"
+        );
+        assert_eq!(s.cap(), LayerCap::UpTo(0));
+        // The link is back and a restart's probes found 2 Mbit/s: the raw estimate says so
+        // at once while the average lags; the top layer is back within 5 s.
+        let mut n = 0;
+        while s.cap() != LayerCap::UpTo(2) {
+            s.feedback(400_000, 200_000, 0.0, 2_000_000);
+            n += 1;
+            assert!(n <= 10, "not back at the top layer after {} ms", n * 500);
+        }
     }
 }

@@ -1,0 +1,469 @@
+//! One subscriber connection's downlink, watched from its own feedback: the fast half of
+//! bandwidth allocation, beside str0m's estimate.
+//!
+//! str0m reports its send-side estimate averaged over 3 s (`EstimateSmoother`), so when a
+//! link collapses the allocator hears of it seconds late, while the link drops most of what
+//! is sent. And after a collapse str0m's loss-based controller can stay "loss limited" for
+//! long: its probe controller does not probe in that state (`ProbeControl::can_probe`), so on
+//! a link that came back the estimate creeps up at the rate of what is sent. This monitor
+//! reads what str0m measures every stats interval — transport-wide (TWCC) loss over the last
+//! second, the round-trip time of the last acknowledged packet, the raw (unsmoothed)
+//! estimate, bytes sent — and says two things:
+//! - **a cap**: while packets are being lost, or queued with str0m's raw estimate under half
+//!   of what is sent, and for [`CAP_HOLD`] after,
+//!   the budget may not exceed what the link delivered (or the raw estimate, if lower), so
+//!   the allocator cuts within one stats interval instead of waiting out the average;
+//! - **restart the estimator**: after the link has been clean for [`CLEAN_FOR`], an
+//!   estimate short of what the subscriber wants that has not grown for [`STUCK_FOR`] is
+//!   restarted from where it is, which makes str0m send its initial probes (3x and 6x the
+//!   estimate, a few packets each) and leaves the loss-limited state behind. A restart that
+//!   found nothing doubles the wait before the next (up to [`MAX_RESTART_BACKOFF`]), so a
+//!   link that is simply thin is not probed every few seconds.
+
+use std::time::{Duration, Instant};
+
+/// Transport-wide loss over the last second at or above which the link is drowning (random
+/// loss on a bad mobile link is a few percent; a queue overflowing drops far more).
+pub const CONGESTED_LOSS: f32 = 0.10;
+/// Round-trip time this far above the lowest seen means a standing queue on the path.
+pub const QUEUE_DELAY: Duration = Duration::from_millis(150);
+/// Loss at or below which the link counts as clean.
+pub const CLEAN_LOSS: f32 = 0.025;
+/// The cap stays this long after the last congested sample: str0m's averaged estimate still
+/// remembers the link before the drop for up to 3 s.
+pub const CAP_HOLD: Duration = Duration::from_secs(3);
+/// Consecutive congested samples that halve the cap (a lasting lossy link is capped at what
+/// it delivers, not halved to nothing).
+const MAX_HALVINGS: u8 = 2;
+/// Share of what was delivered the cap allows (the queue must drain too).
+pub const CAP_PERCENT: u64 = 90;
+/// A restart needs the link to have been clean this long...
+pub const CLEAN_FOR: Duration = Duration::from_millis(1500);
+/// ...and the estimate to have stayed within [`GROWTH_PERCENT`] of itself this long.
+pub const STUCK_FOR: Duration = Duration::from_millis(1500);
+pub const GROWTH_PERCENT: u64 = 120;
+/// An estimate within this share of the wish is close enough: no restart.
+pub const SHORT_PERCENT: u64 = 85;
+/// The least time between restarts, doubled after each restart that did not raise the
+/// estimate by [`GROWTH_PERCENT`], up to [`MAX_RESTART_BACKOFF`].
+pub const RESTART_BACKOFF: Duration = Duration::from_secs(2);
+pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(4);
+/// Congestion this soon after a restart doubles the wait, up to [`MAX_OVERSHOOT_BACKOFF`].
+pub const OVERSHOOT_WINDOW: Duration = Duration::from_secs(6);
+pub const MAX_OVERSHOOT_BACKOFF: Duration = Duration::from_secs(16);
+/// How long after a restart its probes have been answered and the estimate shows it.
+const JUDGE_AFTER: Duration = Duration::from_millis(1500);
+/// The lowest round-trip time is forgotten after this long (a route can change).
+const BASE_RTT_WINDOW: Duration = Duration::from_secs(10);
+
+/// What str0m measured on one subscriber connection (its `PeerStats`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DownlinkSample {
+    /// The raw estimate (bit/s), not the 3 s average the estimate events carry.
+    pub estimate_bps: Option<u64>,
+    /// Share of the packets sent in the last second that the receiver reported lost.
+    pub loss: Option<f32>,
+    /// From sending the last acknowledged packet to its feedback coming back.
+    pub rtt: Option<Duration>,
+    /// Everything sent on the connection so far (bytes).
+    pub bytes_sent: u64,
+}
+
+/// What to do after a sample.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DownlinkVerdict {
+    /// The most the allocator may give this subscriber (bit/s), if the link is congested.
+    pub cap_bps: Option<u64>,
+    /// Restart the estimator from this rate (bit/s).
+    pub restart_from: Option<u64>,
+    /// On a link clean for [`CLEAN_FOR`]: str0m's raw estimate, which the allocator may use
+    /// when it is above the averaged one (a probe that found the link is believed now, not
+    /// once it dominates a 3 s average; the upgrade hysteresis still applies).
+    pub clean_estimate_bps: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DownlinkMonitor {
+    last: Option<(Instant, u64)>,
+    base_rtt: Option<(Duration, Instant)>,
+    congested_at: Option<Instant>,
+    cap_bps: Option<u64>,
+    /// Consecutive congested samples that halved the cap.
+    halvings: u8,
+    clean_since: Option<Instant>,
+    /// The estimate the stuck clock started from, and when.
+    stuck: Option<(u64, Instant)>,
+    next_restart: Option<Instant>,
+    backoff: Duration,
+    /// When the last restart was, and the estimate it started from, until judged.
+    restarted: Option<(Instant, u64)>,
+    last_restart: Option<Instant>,
+}
+
+impl Default for DownlinkMonitor {
+    fn default() -> Self {
+        DownlinkMonitor {
+            last: None,
+            base_rtt: None,
+            congested_at: None,
+            cap_bps: None,
+            halvings: 0,
+            clean_since: None,
+            stuck: None,
+            next_restart: None,
+            backoff: RESTART_BACKOFF,
+            restarted: None,
+            last_restart: None,
+        }
+    }
+}
+
+impl DownlinkMonitor {
+    /// One stats sample; `wanted_bps` is what the subscriber's wishes would take.
+    pub fn on_sample(
+        &mut self,
+        s: DownlinkSample,
+        wanted_bps: u64,
+        now: Instant,
+    ) -> DownlinkVerdict {
+        let sent_bps = match self.last.replace((now, s.bytes_sent)) {
+            Some((t, b)) if now > t && s.bytes_sent >= b => {
+                let dt = now.saturating_duration_since(t).as_secs_f64();
+                Some(((s.bytes_sent - b) as f64 * 8.0 / dt) as u64)
+            }
+            _ => None,
+        };
+        // A standing queue counts only when str0m's own estimate has fallen below half of
+        // what is sent: a receiver starved of CPU for a moment delays its feedback just as a
+        // queue does, and a cut on an open link for it would be worse than a late one.
+        let collapsed = matches!((s.estimate_bps, sent_bps), (Some(e), Some(b)) if e * 2 < b);
+        let delay = s.rtt.map(|rtt| self.queue_delay(rtt, now));
+        let queueing = collapsed && delay.is_some_and(|d| d >= QUEUE_DELAY);
+        let loss = s.loss.unwrap_or(0.0);
+        let congested = loss >= CONGESTED_LOSS || queueing;
+        if congested {
+            self.congested_at = Some(now);
+            // What got through, less a margin for the queue to drain; the raw estimate if
+            // str0m already knows better.
+            let delivered = sent_bps
+                .map(|b| (b as f64 * f64::from(1.0 - loss.min(1.0))) as u64 * CAP_PERCENT / 100);
+            // The loss is over the last second, so at the start of a collapse it is far
+            // below what the link drops now: the first samples of an episode also halve
+            // (what was sent, then the cap), as a multiplicative decrease would. Past them
+            // str0m's raw estimate, which has caught up by then, takes over: a link that
+            // keeps losing (random loss) is not capped ever lower by what it delivers.
+            if self.halvings < MAX_HALVINGS {
+                let halved = match self.halvings {
+                    0 => sent_bps.map(|b| b / 2),
+                    _ => self.cap_bps.map(|c| c / 2),
+                };
+                let cap = [self.cap_bps, delivered, s.estimate_bps, halved]
+                    .into_iter()
+                    .flatten()
+                    .min();
+                self.cap_bps = cap;
+                self.halvings += 1;
+            } else if let Some(e) = s.estimate_bps {
+                self.cap_bps = Some(e);
+            }
+            // A drop soon after a restart means the restart's estimate overshot the link
+            // (its probes were absorbed by a queue): wait longer before the next one. Any
+            // other drop is another link, and the next restart may come soon.
+            self.backoff = if self
+                .last_restart
+                .is_some_and(|t| now.saturating_duration_since(t) < OVERSHOOT_WINDOW)
+            {
+                (self.backoff * 2).min(MAX_OVERSHOOT_BACKOFF)
+            } else {
+                RESTART_BACKOFF
+            };
+            self.restarted = None;
+            self.next_restart = Some(now + self.backoff);
+        } else {
+            self.halvings = 0;
+            if self
+                .congested_at
+                .is_some_and(|t| now.saturating_duration_since(t) >= CAP_HOLD)
+            {
+                self.congested_at = None;
+                self.cap_bps = None;
+            } else if let (Some(c), Some(e)) = (self.cap_bps, s.estimate_bps) {
+                // Holding: str0m's raw estimate has taken over from the drop.
+                self.cap_bps = Some(c.max(e));
+            }
+        }
+        let clean = !congested && loss <= CLEAN_LOSS;
+        if clean {
+            self.clean_since.get_or_insert(now);
+        } else {
+            self.clean_since = None;
+        }
+        let clean_long = self
+            .clean_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= CLEAN_FOR);
+        DownlinkVerdict {
+            cap_bps: self.cap_bps,
+            clean_estimate_bps: s
+                .estimate_bps
+                .filter(|_| clean_long && self.cap_bps.is_none()),
+            restart_from: s
+                .estimate_bps
+                .and_then(|e| self.maybe_restart(e, wanted_bps, now)),
+        }
+    }
+
+    /// The round-trip time above the lowest seen lately.
+    fn queue_delay(&mut self, rtt: Duration, now: Instant) -> Duration {
+        let base = match self.base_rtt {
+            Some((b, at)) if b <= rtt && now.saturating_duration_since(at) < BASE_RTT_WINDOW => b,
+            _ => {
+                self.base_rtt = Some((rtt, now));
+                rtt
+            }
+        };
+        rtt.saturating_sub(base)
+    }
+
+    fn maybe_restart(&mut self, estimate: u64, wanted: u64, now: Instant) -> Option<u64> {
+        if let Some((at, from)) = self.restarted {
+            // Judge the last restart once its probes had time to come back: one that raised
+            // the estimate keeps the short wait, one that found nothing doubles it.
+            if now.saturating_duration_since(at) >= JUDGE_AFTER {
+                self.restarted = None;
+                self.backoff = if estimate * 100 >= from * GROWTH_PERCENT {
+                    RESTART_BACKOFF
+                } else {
+                    (self.backoff * 2).min(MAX_RESTART_BACKOFF)
+                };
+                self.next_restart = Some(at + self.backoff);
+            }
+        }
+        let stuck_since = match self.stuck {
+            Some((at, since)) if estimate * 100 < at * GROWTH_PERCENT => since,
+            _ => {
+                self.stuck = Some((estimate, now));
+                now
+            }
+        };
+        let due = self
+            .clean_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= CLEAN_FOR)
+            && now.saturating_duration_since(stuck_since) >= STUCK_FOR
+            && estimate * 100 < wanted * SHORT_PERCENT
+            && self.restarted.is_none()
+            && self.next_restart.is_none_or(|t| now >= t);
+        if !due {
+            return None;
+        }
+        self.restarted = Some((now, estimate));
+        self.last_restart = Some(now);
+        self.next_restart = Some(now + self.backoff);
+        self.stuck = None;
+        Some(estimate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TICK: Duration = Duration::from_millis(500);
+    const WANTED: u64 = 1_600_000;
+
+    /// A connection sending at `rate` bit/s, sampled every [`TICK`].
+    struct Link {
+        m: DownlinkMonitor,
+        now: Instant,
+        bytes: u64,
+    }
+
+    impl Link {
+        fn new() -> Self {
+            Link {
+                m: DownlinkMonitor::default(),
+                now: Instant::now(),
+                bytes: 0,
+            }
+        }
+
+        fn tick(
+            &mut self,
+            sent_bps: u64,
+            loss: f32,
+            rtt_ms: u64,
+            estimate: u64,
+        ) -> DownlinkVerdict {
+            self.now += TICK;
+            self.bytes += sent_bps / 8 / 2;
+            self.m.on_sample(
+                DownlinkSample {
+                    estimate_bps: Some(estimate),
+                    loss: Some(loss),
+                    rtt: Some(Duration::from_millis(rtt_ms)),
+                    bytes_sent: self.bytes,
+                },
+                WANTED,
+                self.now,
+            )
+        }
+    }
+
+    #[test]
+    fn a_collapsing_link_caps_the_budget_at_what_it_delivers_within_one_sample() {
+        let mut l = Link::new();
+        for _ in 0..6 {
+            let v = l.tick(1_500_000, 0.0, 45, 2_000_000);
+            assert_eq!((v.cap_bps, v.restart_from), (None, None));
+        }
+        // 2 Mbit/s -> 250 kbit/s: five sixths of what is sent is dropped at the queue.
+        let v = l.tick(1_500_000, 0.83, 250, 1_900_000);
+        let cap = v.cap_bps.expect("capped at once");
+        assert!((200_000..=250_000).contains(&cap), "cap {cap}");
+        // Sending less after the cut: the cap holds, and the raw estimate takes over when
+        // str0m has caught up (it only raises the cap while holding).
+        let v = l.tick(250_000, 0.3, 240, 400_000);
+        assert!(v.cap_bps.unwrap() <= cap);
+        let v = l.tick(200_000, 0.0, 60, 230_000);
+        assert_eq!(v.cap_bps, Some(cap.max(230_000)));
+        // CAP_HOLD after the last congested sample, the averaged estimate is trusted again.
+        let mut last = v;
+        for _ in 0..6 {
+            last = l.tick(200_000, 0.0, 50, 230_000);
+        }
+        assert_eq!(last.cap_bps, None);
+    }
+
+    #[test]
+    fn a_standing_queue_caps_even_without_loss_and_random_loss_does_not() {
+        let mut l = Link::new();
+        for _ in 0..4 {
+            l.tick(550_000, 0.0, 80, 700_000);
+        }
+        // 3 % random loss on a thin link: not congestion.
+        for i in 0..10 {
+            let loss = if i % 2 == 0 { 0.03 } else { 0.06 };
+            assert_eq!(l.tick(550_000, loss, 90, 600_000).cap_bps, None);
+        }
+        // Feedback late by 200 ms while str0m's estimate holds: a receiver busy for a
+        // moment, not the link.
+        assert_eq!(l.tick(550_000, 0.0, 290, 600_000).cap_bps, None);
+        // The queue grows by 200 ms and str0m's estimate collapses: the link carries far
+        // less than is sent.
+        let v = l.tick(550_000, 0.0, 290, 250_000);
+        assert_eq!(v.cap_bps, Some(250_000));
+    }
+
+    #[test]
+    fn a_stuck_estimate_on_a_clean_link_is_restarted_and_backs_off_while_the_link_is_thin() {
+        let mut l = Link::new();
+        // After a drop: the link is clean, the estimate sits at 280k for good.
+        l.tick(1_500_000, 0.8, 250, 1_000_000);
+        let mut restarts = vec![];
+        for i in 0..60 {
+            if let Some(from) = l.tick(200_000, 0.0, 50, 280_000).restart_from {
+                assert_eq!(from, 280_000);
+                restarts.push(i);
+            }
+        }
+        // The first within CLEAN_FOR + STUCK_FOR after the link calmed (and CAP_HOLD ended
+        // nothing here: a restart does not wait for the cap), then at most every 4 s.
+        assert!(
+            restarts[0] <= 4,
+            "first restart after {} samples",
+            restarts[0]
+        );
+        let gaps: Vec<_> = restarts.windows(2).map(|w| w[1] - w[0]).collect();
+        assert!(gaps.iter().all(|g| *g >= 4), "restarts too close: {gaps:?}");
+        assert!(gaps[1..].iter().all(|g| *g >= 8), "no backoff: {gaps:?}");
+        assert!(restarts.len() <= 9, "{} restarts in 30 s", restarts.len());
+    }
+
+    #[test]
+    fn no_restart_when_the_estimate_grows_covers_the_wish_or_the_link_loses() {
+        let mut l = Link::new();
+        // Growing by a fifth every 1.5 s: str0m is finding the link itself.
+        let mut e = 300_000;
+        for i in 0..20 {
+            if i % 3 == 0 {
+                e = e * 125 / 100;
+            }
+            assert_eq!(l.tick(e / 2, 0.0, 50, e).restart_from, None);
+        }
+        // Enough for what is wanted.
+        let mut l = Link::new();
+        for _ in 0..20 {
+            assert_eq!(l.tick(1_000_000, 0.0, 50, WANTED).restart_from, None);
+        }
+        // Lossy (5 %, not congested): probing would only add to it.
+        let mut l = Link::new();
+        for _ in 0..20 {
+            assert_eq!(l.tick(200_000, 0.05, 50, 280_000).restart_from, None);
+        }
+    }
+
+    #[test]
+    fn a_restart_that_found_the_link_keeps_the_short_backoff() {
+        let mut l = Link::new();
+        let mut first = None;
+        for i in 0..10 {
+            if l.tick(200_000, 0.0, 50, 280_000).restart_from.is_some() {
+                first = Some(i);
+                break;
+            }
+        }
+        assert!(first.is_some());
+        // The probes found 1.2 Mbit/s; later the estimate stalls again below the wish.
+        let mut next = None;
+        for i in 0..20 {
+            if l.tick(900_000, 0.0, 50, 1_200_000).restart_from.is_some() {
+                next = Some(i);
+                break;
+            }
+        }
+        let n = next.expect("restarted again");
+        assert!(n <= 8, "next restart after {n} samples");
+    }
+
+    #[test]
+    fn restarts_that_overshoot_the_link_back_off() {
+        let mut l = Link::new();
+        let mut restarts = 0;
+        // Each restart's estimate overshoots, the allocator upgrades, the link drowns.
+        let mut since_restart = None;
+        for _ in 0..120 {
+            let congested = since_restart.is_some_and(|n| n == 4);
+            let v = if congested {
+                l.tick(900_000, 0.3, 250, 900_000)
+            } else {
+                l.tick(300_000, 0.0, 50, 350_000)
+            };
+            since_restart = since_restart.map(|n| n + 1);
+            if v.restart_from.is_some() {
+                restarts += 1;
+                since_restart = Some(0);
+            }
+        }
+        // 60 s: without the backoff this would be one every ~4 s.
+        assert!(restarts <= 7, "{restarts} restarts in a minute");
+    }
+
+    #[test]
+    fn the_first_samples_of_a_collapse_halve_the_cap_and_lasting_loss_does_not_starve_it() {
+        let mut l = Link::new();
+        for _ in 0..4 {
+            l.tick(1_500_000, 0.0, 45, 2_000_000);
+        }
+        // The one-second loss window lags the collapse: 25 %, then 45 % of what is sent.
+        let first = l.tick(1_500_000, 0.25, 200, 1_900_000).cap_bps.unwrap();
+        assert_eq!(first, 750_000);
+        let second = l.tick(1_200_000, 0.45, 250, 1_500_000).cap_bps.unwrap();
+        assert_eq!(second, 375_000);
+        // A link that keeps losing 12 % of 1 Mbit/s: capped at what it delivers, no lower.
+        let mut l = Link::new();
+        let mut cap = 0;
+        for _ in 0..20 {
+            cap = l.tick(1_000_000, 0.12, 50, 1_000_000).cap_bps.unwrap();
+        }
+        assert!(cap >= 200_000, "cap {cap}");
+    }
+}
