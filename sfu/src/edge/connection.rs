@@ -43,6 +43,9 @@ pub struct Connection {
     /// Set when the remote got everything it needs to connect (our answer, or its answer to
     /// our offer): past it, a connection still not up is given up (`media_setup_timeout`).
     pub setup_deadline: Option<Instant>,
+    /// Set by an ICE restart: past it, a connection whose ICE has not come back (no
+    /// nominated pair for the new credentials) is given up like one that never came up.
+    pub restart_deadline: Option<Instant>,
     /// m-lines stopped on this connection by our offers (subscriber side).
     pub stopped_mlines: usize,
     /// When the subscriber's desired rate was last raised to make str0m probe.
@@ -60,9 +63,20 @@ impl Connection {
         }
     }
 
-    /// The setup deadline passed without ICE and DTLS coming up.
+    /// The setup deadline passed without ICE and DTLS coming up, or an ICE restart's
+    /// without ICE coming back.
     pub fn setup_expired(&self, now: Instant) -> bool {
-        !self.connected && self.setup_deadline.is_some_and(|d| d <= now)
+        (!self.connected && self.setup_deadline.is_some_and(|d| d <= now))
+            || self.restart_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// When [`Connection::setup_expired`] turns true, if it can.
+    pub fn setup_deadline_pending(&self) -> Option<Instant> {
+        let setup = self.setup_deadline.filter(|_| !self.connected);
+        match (setup, self.restart_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
@@ -131,6 +145,7 @@ impl Connection {
             egress: EgressTally::default(),
             connected: false,
             setup_deadline: None,
+            restart_deadline: None,
             stopped_mlines: 0,
             probe_nudged_at: None,
             estimate_stuck_since: None,
@@ -145,6 +160,8 @@ pub struct PendingSubscriberOffer {
     pub closing: Vec<DowntrackKey>,
     /// The offer's `a=mid` values in m-line order: an answer must have the same.
     pub mids: Vec<String>,
+    /// The new local ufrag when the offer restarts ICE (str0m takes it at the answer).
+    pub ice_restart_ufrag: Option<String>,
 }
 
 pub struct PublishedTrackEntry {
@@ -184,6 +201,8 @@ pub struct Participant {
     pub subscriber: Option<Connection>,
     pub published: Vec<PublishedTrackEntry>,
     pub pending_offer: Option<PendingSubscriberOffer>,
+    /// The client asked for a subscriber ICE restart; the next subscriber offer carries it.
+    pub subscriber_ice_restart: bool,
     pub stats: PeerStats,
     /// Set for a relay proxy: a publisher on another worker whose tracks reach this worker's
     /// subscribers through the relay. It has no connection and no requests of its own.
@@ -206,6 +225,7 @@ impl Participant {
             subscriber: None,
             published: vec![],
             pending_offer: None,
+            subscriber_ice_restart: false,
             stats: PeerStats::default(),
             remote: None,
         }

@@ -41,6 +41,7 @@ use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
 
 mod forwarding;
+mod ice_restart;
 mod negotiation;
 mod relaying;
 mod requests;
@@ -298,7 +299,7 @@ impl Worker {
                 if !c.lost_reported && c.next_timeout < deadline {
                     deadline = c.next_timeout;
                 }
-                if let (false, Some(d)) = (c.lost_reported || c.connected, c.setup_deadline) {
+                if let (false, Some(d)) = (c.lost_reported, c.setup_deadline_pending()) {
                     deadline = deadline.min(d);
                 }
             }
@@ -666,6 +667,9 @@ impl Worker {
                     });
                 }
             }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Completed | IceConnectionState::Connected,
+            ) => self.ice_came_back(key),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 if let Some(c) = self
                     .participants
