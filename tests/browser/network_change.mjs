@@ -1,4 +1,4 @@
-// A participant whose network changes mid-call.
+// A participant whose network changes mid-call, and a server on a host with two addresses.
 //
 //   move            A Chromium in a network namespace ("Mover") publishes and receives;
 //                   mid-call its media path dies (nftables drops the server's UDP on its first
@@ -14,6 +14,9 @@
 //                   what the server still sends to the old mapping. Its browser notices nothing;
 //                   the server must follow the connectivity checks that arrive from the new
 //                   port (same ICE credentials, no restart) for media to flow both ways.
+//   two-addresses   The media socket bound to 0.0.0.0 (the default) on a host end with two
+//                   addresses, the candidate announcing the second: replies must leave from
+//                   the address the client sent to (IP_PKTINFO), or the client never connects.
 //
 //   node network_change.mjs [scenario...]   needs root, ip and nft
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -187,6 +190,38 @@ async function changeMidCall({ server, link, hostBrowser, nsBrowser, pages }, na
   };
 }
 
+/**
+ * A second address on the host end of the link, announced as the media candidate; the socket
+ * listens on every address (0.0.0.0). Replies routed to the namespace would leave from the
+ * first address unless sent from the address the client wrote to.
+ */
+function twoAddressServer(link) {
+  const second = `192.0.2.${freeAddress(13) + 1}`;
+  run('ip', ['addr', 'add', `${second}/32`, 'dev', link.hostIf]);
+  run('ip', ['-n', link.ns, 'route', 'add', `${second}/32`, 'via', link.hostIp]);
+  link.announced = second;
+  return { host: link.hostIp, mediaBindIp: '0.0.0.0', mediaIp: second, label: 'server-0.0.0.0' };
+}
+
+async function twoAddresses({ server, link, nsBrowser, hostBrowser, pages }) {
+  const second = link.announced;
+  {
+    const room = uniqueName('twoaddr');
+    const pub = await openPage(hostBrowser, pageUrl(server, room, 'Host'), 'twoaddr-host');
+    pages.push(pub);
+    await waitJoined(pub, 20_000);
+    const sub = await openPage(nsBrowser, pageUrl(server, room, 'Remote'), 'twoaddr-remote');
+    pages.push(sub);
+    await waitJoined(sub, 20_000);
+    // Both of Remote's connections: it receives Host's media and Host receives its own.
+    await waitMediaFlowing(sub, { videos: 1, audios: 1, timeoutMs: 30_000 });
+    await waitMediaFlowing(pub, { videos: 1, audios: 1, timeoutMs: 30_000 });
+    const p = await paths(sub);
+    log(`two-addresses: remote's paths ${JSON.stringify(p)}`);
+    return { scenario: 'two-addresses', announced: second, paths: p };
+  }
+}
+
 function move(ctx) {
   return changeMidCall(ctx, 'move', (link) => {
     link.move(ctx.server.udpPort);
@@ -216,6 +251,7 @@ async function rebind(ctx) {
 const SCENARIOS = [
   { name: 'move', run: move },
   { name: 'rebind', run: rebind },
+  { name: 'two-addresses', run: twoAddresses, server: twoAddressServer },
 ];
 
 async function main() {

@@ -1,6 +1,6 @@
 //! A participant as the edge holds it: its two str0m connections and what they carry.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
@@ -46,6 +46,9 @@ pub struct Connection {
     /// Set by an ICE restart: past it, a connection whose ICE has not come back (no
     /// nominated pair for the new credentials) is given up like one that never came up.
     pub restart_deadline: Option<Instant>,
+    /// The last remote address heard from and the local address it wrote to: what is sent
+    /// back there leaves from that address (see `edge::local_address`).
+    pub reply_path: Option<(SocketAddr, IpAddr)>,
     /// m-lines stopped on this connection by our offers (subscriber side).
     pub stopped_mlines: usize,
     /// When the subscriber's desired rate was last raised to make str0m probe.
@@ -68,6 +71,11 @@ impl Connection {
     pub fn setup_expired(&self, now: Instant) -> bool {
         (!self.connected && self.setup_deadline.is_some_and(|d| d <= now))
             || self.restart_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// The local address to send to `to` from: the one `to` last wrote to, when known.
+    pub fn reply_from(&self, to: SocketAddr) -> Option<IpAddr> {
+        self.reply_path.filter(|(r, _)| *r == to).map(|(_, l)| l)
     }
 
     /// When [`Connection::setup_expired`] turns true, if it can.
@@ -146,6 +154,7 @@ impl Connection {
             connected: false,
             setup_deadline: None,
             restart_deadline: None,
+            reply_path: None,
             stopped_mlines: 0,
             probe_nudged_at: None,
             estimate_stuck_since: None,

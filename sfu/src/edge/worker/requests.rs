@@ -362,7 +362,10 @@ impl Worker {
         let _ = conn.rtc.close();
         while let Ok(out) = conn.rtc.poll_output() {
             match out {
-                Output::Transmit(t) => self.send_queue.push(t.destination, t.contents.into()),
+                Output::Transmit(t) => {
+                    let from = conn.reply_from(t.destination);
+                    self.send_queue.push(t.destination, from, t.contents.into())
+                }
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }
