@@ -127,6 +127,11 @@ pub enum SfuRequest {
         participant: ParticipantId,
         sdp: String,
     },
+    /// The client's subscriber connection lost its path (its network changed): the next
+    /// [`SfuEvent::SubscriberOffer`] carries new ICE credentials (an ICE restart), sent at once
+    /// or, if an offer is outstanding, right after its answer. The publisher connection
+    /// restarts through a [`SfuRequest::PublishOffer`] with new credentials instead.
+    RestartSubscriberIce { participant: ParticipantId },
     SetTrackMuted {
         participant: ParticipantId,
         track_id: TrackId,
@@ -201,6 +206,7 @@ impl SfuRequest {
             SfuRequest::AddParticipant { participant, .. }
             | SfuRequest::PublishOffer { participant, .. }
             | SfuRequest::SubscriberAnswer { participant, .. }
+            | SfuRequest::RestartSubscriberIce { participant }
             | SfuRequest::SetTrackMuted { participant, .. }
             | SfuRequest::Unpublish { participant }
             | SfuRequest::RemoveParticipant { participant }

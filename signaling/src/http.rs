@@ -47,6 +47,7 @@ const WEB_ASSETS: &[(&str, &str, &str)] = &[
     ("/calls_mode.js", JS, include_str!("../web/calls_mode.js")),
     ("/client.js", JS, include_str!("../web/client.js")),
     ("/reconnect.js", JS, include_str!("../web/reconnect.js")),
+    ("/ice_restart.js", JS, include_str!("../web/ice_restart.js")),
     ("/device.js", JS, include_str!("../web/device.js")),
     ("/adaptive.js", JS, include_str!("../web/adaptive.js")),
     ("/classroom.js", JS, include_str!("../web/classroom.js")),

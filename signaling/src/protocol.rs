@@ -10,10 +10,11 @@ use crate::turn::IceServer;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Every client message `type` this version knows.
-pub const KNOWN_TYPES: [&str; 24] = [
+pub const KNOWN_TYPES: [&str; 25] = [
     "join",
     "publish_offer",
     "subscriber_answer",
+    "subscriber_ice_restart",
     "mute",
     "leave",
     "ping",
@@ -98,6 +99,9 @@ pub enum ClientMessage {
     SubscriberAnswer {
         sdp: String,
     },
+    /// The client's subscriber connection lost its path (network change): asks for a
+    /// `subscriber_offer` with new ICE credentials.
+    SubscriberIceRestart,
     Mute {
         track_id: String,
         muted: bool,

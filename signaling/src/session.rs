@@ -574,6 +574,10 @@ impl Session {
                 Ok(()) => Flow::Continue,
                 Err(refusal) => self.refuse(refusal, request_id),
             },
+            ClientMessage::SubscriberIceRestart => match hub.subscriber_ice_restart(&pid).await {
+                Ok(()) => Flow::Continue,
+                Err(refusal) => self.refuse(refusal, request_id),
+            },
             ClientMessage::Mute { track_id, muted } => match hub.mute(&pid, &track_id, muted).await
             {
                 Ok(()) => Flow::Continue,

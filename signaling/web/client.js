@@ -27,6 +27,7 @@
 //                                              (participant_left with our own id: replaced,
 //                                              room_closed, ...)
 
+import { watchIce } from './ice_restart.js';
 import { resumeSession } from './reconnect.js';
 
 export const PROTOCOL_VERSION = 1;
@@ -150,6 +151,8 @@ export class ZvonClient extends StatefulEmitter {
     this._nextRequestId = 1;
     // Participants that left: a late subscriber_offer must not bring their tile back.
     this._gone = new Set();
+    /** ICE restarts asked for so far, per connection (network changes survived). */
+    this.iceRestarts = { publisher: 0, subscriber: 0 };
   }
 
   /**
@@ -418,6 +421,16 @@ export class ZvonClient extends StatefulEmitter {
     this.publisherPc = pc;
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') mark('publisher-connected');
+    });
+    // Our network changed: the same connection offers new ICE credentials (a publish_offer
+    // like any renegotiation) and checks from wherever we are now; tracks and ids stay.
+    watchIce(pc, async () => {
+      await this._publishDone;
+      if (this.publisherPc !== pc || this.state !== 'joined') return;
+      this.iceRestarts.publisher += 1;
+      console.info('zvon: publisher connection down, restarting ICE');
+      pc.restartIce();
+      await this._renegotiate();
     });
     return pc;
   }
@@ -689,6 +702,13 @@ export class ZvonClient extends StatefulEmitter {
     this.subscriberPc = pc;
     pc.addEventListener('connectionstatechange', () => {
       if (pc.connectionState === 'connected') mark('subscriber-connected');
+    });
+    // The server is this connection's offerer: ask it for an offer with new ICE credentials.
+    watchIce(pc, async () => {
+      if (this.subscriberPc !== pc || this.state !== 'joined') return;
+      this.iceRestarts.subscriber += 1;
+      console.info('zvon: subscriber connection down, asking for an ICE restart');
+      this._send({ type: 'subscriber_ice_restart' });
     });
   }
 

@@ -74,7 +74,7 @@ export function uniqueName(prefix) {
  */
 export async function startServer({
   timeoutMs = 20_000, extraArgs = [], env = {}, label = 'server', mediaOnly = false,
-  host = '127.0.0.1',
+  host = '127.0.0.1', mediaBindIp = host, mediaIp = host,
 } = {}) {
   const bin = resolve(REPO_ROOT, process.env.ZVON_BIN || 'target/release/zvon');
   if (!existsSync(bin)) {
@@ -87,8 +87,8 @@ export async function startServer({
   const args = [
     'serve', '--dev',
     '--http-addr', `${host}:${httpPort}`,
-    '--media-bind-ip', host,
-    '--media-ip', host,
+    '--media-bind-ip', mediaBindIp,
+    '--media-ip', mediaIp,
     '--media-port', String(udpPort),
     '--workers', '1',
     // A free port, so a server already on the default 9350 cannot stop this one from starting.

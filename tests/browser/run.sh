@@ -3,9 +3,10 @@
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
 # Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs, broadcast.mjs,
-# cluster.mjs, first_frame.mjs, shaped.mjs and turn.mjs (run those as `node calls.mjs [prefix...]` etc.;
+# cluster.mjs, first_frame.mjs, shaped.mjs, turn.mjs and network_change.mjs (run those as `node calls.mjs [prefix...]` etc.;
 # cluster.mjs needs redis-server; `node first_frame.mjs 9` is the first-frame benchmark in
-# BENCHMARKS.md; shaped.mjs needs root with ip, tc and nft; turn.mjs root, ip, nft and coturn);
+# BENCHMARKS.md; shaped.mjs needs root with ip, tc and nft; turn.mjs root, ip, nft and coturn;
+# network_change.mjs root, ip and nft);
 # without arguments
 # all run, and the exit status is non-zero if any failed. ZVON_WEB_DIR=signaling/web makes the
 # pages load the browser client from disk (trying client changes without rebuilding the server).
@@ -29,5 +30,7 @@ if [ $# -eq 0 ]; then
   node shaped.mjs || status=1
   # UDP to the media server blocked (netns + nftables): calls through a real coturn.
   node turn.mjs || status=1
+  # A participant's network changes mid-call (netns, a second interface, a NAT rebinding).
+  node network_change.mjs || status=1
 fi
 exit $status

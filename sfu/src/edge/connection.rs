@@ -1,6 +1,6 @@
 //! A participant as the edge holds it: its two str0m connections and what they carry.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use rand::distributions::Alphanumeric;
@@ -48,6 +48,12 @@ pub struct Connection {
     /// Set when the remote got everything it needs to connect (our answer, or its answer to
     /// our offer): past it, a connection still not up is given up (`media_setup_timeout`).
     pub setup_deadline: Option<Instant>,
+    /// Set by an ICE restart: past it, a connection whose ICE has not come back (no
+    /// nominated pair for the new credentials) is given up like one that never came up.
+    pub restart_deadline: Option<Instant>,
+    /// The last remote address heard from and the local address it wrote to: what is sent
+    /// back there leaves from that address (see `edge::local_address`).
+    pub reply_path: Option<(SocketAddr, IpAddr)>,
     /// m-lines stopped on this connection by our offers (subscriber side).
     pub stopped_mlines: usize,
     /// When the subscriber's desired rate was last raised to make str0m probe.
@@ -65,9 +71,25 @@ impl Connection {
         }
     }
 
-    /// The setup deadline passed without ICE and DTLS coming up.
+    /// The setup deadline passed without ICE and DTLS coming up, or an ICE restart's
+    /// without ICE coming back.
     pub fn setup_expired(&self, now: Instant) -> bool {
-        !self.connected && self.setup_deadline.is_some_and(|d| d <= now)
+        (!self.connected && self.setup_deadline.is_some_and(|d| d <= now))
+            || self.restart_deadline.is_some_and(|d| d <= now)
+    }
+
+    /// The local address to send to `to` from: the one `to` last wrote to, when known.
+    pub fn reply_from(&self, to: SocketAddr) -> Option<IpAddr> {
+        self.reply_path.filter(|(r, _)| *r == to).map(|(_, l)| l)
+    }
+
+    /// When [`Connection::setup_expired`] turns true, if it can.
+    pub fn setup_deadline_pending(&self) -> Option<Instant> {
+        let setup = self.setup_deadline.filter(|_| !self.connected);
+        match (setup, self.restart_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
@@ -140,6 +162,8 @@ impl Connection {
             egress: EgressTally::default(),
             connected: false,
             setup_deadline: None,
+            restart_deadline: None,
+            reply_path: None,
             stopped_mlines: 0,
             probe_nudged_at: None,
             estimate_stuck_since: None,
@@ -154,6 +178,8 @@ pub struct PendingSubscriberOffer {
     pub closing: Vec<DowntrackKey>,
     /// The offer's `a=mid` values in m-line order: an answer must have the same.
     pub mids: Vec<String>,
+    /// The new local ufrag when the offer restarts ICE (str0m takes it at the answer).
+    pub ice_restart_ufrag: Option<String>,
 }
 
 pub struct PublishedTrackEntry {
@@ -193,6 +219,8 @@ pub struct Participant {
     pub subscriber: Option<Connection>,
     pub published: Vec<PublishedTrackEntry>,
     pub pending_offer: Option<PendingSubscriberOffer>,
+    /// The client asked for a subscriber ICE restart; the next subscriber offer carries it.
+    pub subscriber_ice_restart: bool,
     pub stats: PeerStats,
     /// Set for a relay proxy: a publisher on another worker whose tracks reach this worker's
     /// subscribers through the relay. It has no connection and no requests of its own.
@@ -217,6 +245,7 @@ impl Participant {
             subscriber: None,
             published: vec![],
             pending_offer: None,
+            subscriber_ice_restart: false,
             stats: PeerStats::default(),
             remote: None,
             viewer_slots: vec![],

@@ -60,6 +60,11 @@ impl Demux {
         self.by_ufrag.insert(ufrag, key);
     }
 
+    /// Forgets a ufrag an ICE restart replaced: checks naming it are no one's any more.
+    pub fn retire_ufrag(&mut self, ufrag: &str) {
+        self.by_ufrag.remove(ufrag);
+    }
+
     pub fn bind_address(&mut self, from: SocketAddr, key: ConnectionKey) {
         self.by_addr.insert(from, key);
     }
@@ -132,5 +137,24 @@ mod tests {
             d.route("198.51.100.1:1".parse().unwrap(), &[0x80, 0x60]),
             Route::Unknown
         );
+    }
+
+    #[test]
+    fn after_an_ice_restart_checks_from_a_new_address_reach_the_same_connection() {
+        let (mut d, old, _) = demux_with_old_binding();
+        d.add_ufrag("restarted".into(), old);
+        d.retire_ufrag("oldufrag");
+        let moved = "198.51.100.7:5000".parse().unwrap();
+        assert_eq!(
+            d.route(moved, &binding_request(b"restarted:client2")),
+            Route::NewAddress(old)
+        );
+        assert_eq!(
+            d.route(moved, &binding_request(b"oldufrag:client")),
+            Route::Unknown,
+            "the replaced ufrag is no one's"
+        );
+        d.bind_address(moved, old);
+        assert_eq!(d.route(moved, &[0x80, 0x60, 0, 1]), Route::Known(old));
     }
 }

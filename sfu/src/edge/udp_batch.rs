@@ -1,12 +1,15 @@
 //! Batched UDP I/O: `recvmmsg`/`sendmmsg` on a non-blocking socket.
 //!
 //! One syscall moves up to [`BATCH`] datagrams each way. Buffers and the kernel's message
-//! headers are allocated once per worker and reused.
+//! headers are allocated once per worker and reused. Each datagram carries the local address
+//! it came to, and a reply the address to leave from (see [`super::local_address`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
+
+use super::local_address::{self, Control};
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
@@ -18,6 +21,9 @@ pub struct RecvBatch {
     bufs: Vec<[u8; MAX_DATAGRAM]>,
     lens: [usize; BATCH],
     addrs: [Option<SocketAddr>; BATCH],
+    /// The local address each datagram was sent to, where the socket reports it.
+    locals: [Option<IpAddr>; BATCH],
+    controls: [Control; BATCH],
     count: usize,
 }
 
@@ -27,15 +33,20 @@ impl Default for RecvBatch {
             bufs: vec![[0u8; MAX_DATAGRAM]; BATCH],
             lens: [0; BATCH],
             addrs: [None; BATCH],
+            locals: [None; BATCH],
+            controls: [Control::default(); BATCH],
             count: 0,
         }
     }
 }
 
 impl RecvBatch {
-    /// The datagrams of the last receive: source address and contents.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
-        (0..self.count).filter_map(|i| self.addrs[i].map(|a| (a, &self.bufs[i][..self.lens[i]])))
+    /// The datagrams of the last receive: source address, the local address it came to (if
+    /// the socket reports it) and contents.
+    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, Option<IpAddr>, &[u8])> {
+        (0..self.count).filter_map(|i| {
+            self.addrs[i].map(|a| (a, self.locals[i], &self.bufs[i][..self.lens[i]]))
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -50,7 +61,8 @@ impl RecvBatch {
 /// Datagrams waiting to be sent, flushed by [`send_batch`].
 #[derive(Default)]
 pub struct SendQueue {
-    packets: Vec<(SocketAddr, Vec<u8>)>,
+    /// Destination, the local address to send from (`None`: the kernel's choice), contents.
+    packets: Vec<(SocketAddr, Option<IpAddr>, Vec<u8>)>,
     /// Datagrams refused because the queue was full, not yet reported.
     dropped: u64,
 }
@@ -61,12 +73,12 @@ pub struct SendQueue {
 pub const MAX_QUEUED_DATAGRAMS: usize = 8192;
 
 impl SendQueue {
-    pub fn push(&mut self, to: SocketAddr, datagram: Vec<u8>) {
+    pub fn push(&mut self, to: SocketAddr, from: Option<IpAddr>, datagram: Vec<u8>) {
         if self.packets.len() >= MAX_QUEUED_DATAGRAMS {
             self.dropped += 1;
             return;
         }
-        self.packets.push((to, datagram));
+        self.packets.push((to, from, datagram));
     }
 
     /// Datagrams dropped since the last call.
@@ -170,6 +182,8 @@ pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<us
         msgs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
         msgs[i].msg_hdr.msg_iov = &mut iovecs[i];
         msgs[i].msg_hdr.msg_iovlen = 1;
+        msgs[i].msg_hdr.msg_control = batch.controls[i].0.as_mut_ptr().cast();
+        msgs[i].msg_hdr.msg_controllen = local_address::CONTROL_LEN as _;
     }
     // SAFETY: every pointer refers to a live local or to `batch`'s buffers, sized as declared.
     let n = unsafe {
@@ -189,6 +203,8 @@ pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<us
     for i in 0..n {
         batch.lens[i] = msgs[i].msg_len as usize;
         batch.addrs[i] = from_storage(&storages[i]);
+        // SAFETY: the kernel filled this header; its control buffer is `batch.controls[i]`.
+        batch.locals[i] = unsafe { local_address::read(&msgs[i].msg_hdr) };
     }
     batch.count = n;
     Ok(n)
@@ -211,7 +227,8 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
         let mut storages: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
         let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        for (i, (addr, data)) in pending[..chunk].iter().enumerate() {
+        let mut controls = [Control::default(); BATCH];
+        for (i, (addr, from, data)) in pending[..chunk].iter().enumerate() {
             let len = to_storage(addr, &mut storages[i]);
             iovecs[i] = libc::iovec {
                 iov_base: data.as_ptr() as *mut libc::c_void,
@@ -221,6 +238,9 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
             msgs[i].msg_hdr.msg_namelen = len;
             msgs[i].msg_hdr.msg_iov = &mut iovecs[i];
             msgs[i].msg_hdr.msg_iovlen = 1;
+            if let Some(from) = from {
+                local_address::write(&mut msgs[i].msg_hdr, &mut controls[i], *from);
+            }
         }
         // SAFETY: pointers refer to locals and to the queued buffers, which outlive the call.
         let n = unsafe {
@@ -317,7 +337,7 @@ mod tests {
         let mut q = SendQueue::default();
         let to: SocketAddr = "127.0.0.1:9".parse().unwrap();
         for _ in 0..MAX_QUEUED_DATAGRAMS + 10 {
-            q.push(to, vec![0; 100]);
+            q.push(to, None, vec![0; 100]);
         }
         assert_eq!(q.len(), MAX_QUEUED_DATAGRAMS);
         assert_eq!(q.take_dropped(), 10);
@@ -348,7 +368,7 @@ mod tests {
         b.set_nonblocking(true).unwrap();
         let mut q = SendQueue::default();
         for i in 0..40u8 {
-            q.push(b.local_addr().unwrap(), vec![i; usize::from(i) + 1]);
+            q.push(b.local_addr().unwrap(), None, vec![i; usize::from(i) + 1]);
         }
         assert_eq!(send_batch(&a, &mut q).unwrap(), 40);
         assert!(q.is_empty());
@@ -356,7 +376,7 @@ mod tests {
         let mut batch = RecvBatch::default();
         for _ in 0..1000 {
             match recv_batch(&b, &mut batch) {
-                Ok(_) => got.extend(batch.iter().map(|(from, d)| (from, d.to_vec()))),
+                Ok(_) => got.extend(batch.iter().map(|(from, _, d)| (from, d.to_vec()))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if got.len() == 40 {
                         break;
@@ -369,5 +389,71 @@ mod tests {
         assert_eq!(got.len(), 40);
         assert!(got.iter().all(|(from, _)| *from == a.local_addr().unwrap()));
         assert_eq!(got[39].1, vec![39u8; 40]);
+    }
+
+    type Received = (SocketAddr, Option<IpAddr>, Vec<u8>);
+
+    /// Reads `n` datagrams from a non-blocking socket, waiting up to a second.
+    fn recv_n(socket: &UdpSocket, batch: &mut RecvBatch, n: usize) -> Vec<Received> {
+        let mut got = vec![];
+        for _ in 0..1000 {
+            match recv_batch(socket, batch) {
+                Ok(_) => {
+                    got.extend(batch.iter().map(|(f, l, d)| (f, l, d.to_vec())));
+                    if got.len() >= n {
+                        return got;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(std::time::Duration::from_millis(1))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("nothing received");
+    }
+
+    /// A socket on 0.0.0.0 asked on 127.0.0.2 answers from 127.0.0.2: without the packet-info
+    /// control message the kernel picks 127.0.0.1 (the route to the client's 127.0.0.1), the
+    /// two-interface host's bug in miniature.
+    #[test]
+    fn replies_leave_from_the_address_the_request_came_to() {
+        let server = UdpSocket::bind("0.0.0.0:0").unwrap();
+        assert!(local_address::enable(&server).unwrap());
+        server.set_nonblocking(true).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let client = UdpSocket::bind("127.0.0.1:0").unwrap();
+        client.set_nonblocking(true).unwrap();
+        let mut batch = RecvBatch::default();
+        for second in ["127.0.0.2", "127.0.0.3"] {
+            let second: IpAddr = second.parse().unwrap();
+            client.send_to(b"check", (second, port)).unwrap();
+            let (from, local, data) = recv_n(&server, &mut batch, 1).remove(0);
+            assert_eq!(
+                (from, local, &data[..]),
+                (client.local_addr().unwrap(), Some(second), &b"check"[..])
+            );
+            let mut q = SendQueue::default();
+            q.push(from, local, b"answer".to_vec());
+            q.push(from, None, b"kernel's choice".to_vec());
+            assert_eq!(send_batch(&server, &mut q).unwrap(), 2);
+            let replies = recv_n(&client, &mut batch, 2);
+            let (answered_from, _, data) = &replies[0];
+            assert_eq!(
+                (*answered_from, &data[..]),
+                ((second, port).into(), &b"answer"[..])
+            );
+            let (default_from, _, _) = &replies[1];
+            assert_ne!(
+                default_from.ip(),
+                second,
+                "without it the reply leaves from elsewhere"
+            );
+        }
+        let bound = UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(
+            !local_address::enable(&bound).unwrap(),
+            "one address: nothing to pick"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Connection, Participant, PendingSubscriberOffer, PublishedTrackEntry};
 use super::demux::{ConnectionKey, Demux, Route, Side};
+use super::local_address;
 use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use super::relay_pipe::RelayPipe;
@@ -42,6 +43,7 @@ use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
 
 mod forwarding;
+mod ice_restart;
 mod negotiation;
 mod relaying;
 mod requests;
@@ -180,6 +182,10 @@ impl Worker {
 
     /// Runs until the command channel closes.
     pub async fn run(mut self, socket: UdpSocket, mut commands: mpsc::UnboundedReceiver<Command>) {
+        // On 0.0.0.0 replies must leave from the address each client wrote to.
+        if let Err(e) = local_address::enable(&socket) {
+            warn!("media socket cannot report local addresses ({e}): on a host with several addresses replies may leave from the wrong one");
+        }
         let socket = match socket
             .set_nonblocking(true)
             .and_then(|_| tokio::net::UdpSocket::from_std(socket))
@@ -300,7 +306,7 @@ impl Worker {
                 if !c.lost_reported && c.next_timeout < deadline {
                     deadline = c.next_timeout;
                 }
-                if let (false, Some(d)) = (c.lost_reported || c.connected, c.setup_deadline) {
+                if let (false, Some(d)) = (c.lost_reported, c.setup_deadline_pending()) {
                     deadline = deadline.min(d);
                 }
             }
@@ -334,12 +340,18 @@ impl Worker {
     fn handle_datagrams(&mut self, batch: &RecvBatch, now: Instant) {
         SfuStats::add(&self.stats.datagrams_received, batch.len() as u64);
         self.meter.batch_received(now);
-        for (from, data) in batch.iter() {
-            self.handle_datagram(from, data, now);
+        for (from, local, data) in batch.iter() {
+            self.handle_datagram(from, local, data, now);
         }
     }
 
-    fn handle_datagram(&mut self, from: SocketAddr, data: &[u8], now: Instant) {
+    fn handle_datagram(
+        &mut self,
+        from: SocketAddr,
+        local: Option<IpAddr>,
+        data: &[u8],
+        now: Instant,
+    ) {
         let (key, new_address) = match self.demux.route(from, data) {
             Route::Known(key) => (key, false),
             Route::NewAddress(key) => (key, true),
@@ -375,6 +387,9 @@ impl Worker {
                 return;
             }
             self.demux.bind_address(from, key);
+        }
+        if let Some(local) = local {
+            conn.reply_path = Some((from, local));
         }
         if let Err(e) = conn.rtc.handle_input(input) {
             debug!("connection refused a datagram from {from}: {e}");
@@ -471,7 +486,10 @@ impl Worker {
                 break;
             }
             match conn.rtc.poll_output() {
-                Ok(Output::Transmit(t)) => self.send_queue.push(t.destination, t.contents.into()),
+                Ok(Output::Transmit(t)) => {
+                    let from = conn.reply_from(t.destination);
+                    self.send_queue.push(t.destination, from, t.contents.into())
+                }
                 Ok(Output::Timeout(t)) => {
                     conn.next_timeout = t;
                     break;
@@ -704,6 +722,9 @@ impl Worker {
                     });
                 }
             }
+            Event::IceConnectionStateChange(
+                IceConnectionState::Completed | IceConnectionState::Connected,
+            ) => self.ice_came_back(key),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 if let Some(c) = self
                     .participants

@@ -597,6 +597,18 @@ impl Hub {
             .map_err(sfu_refusal)
     }
 
+    /// The client's subscriber connection lost its path: the media node offers it new ICE
+    /// credentials (a `subscriber_offer`, through the usual event).
+    pub async fn subscriber_ice_restart(&self, pid: &str) -> Result<(), Refusal> {
+        self.media
+            .request(SfuRequest::RestartSubscriberIce {
+                participant: ParticipantId(pid.to_string()),
+            })
+            .await
+            .map(|_| ())
+            .map_err(sfu_refusal)
+    }
+
     /// A subscriber's adaptive-stream report for one video track it receives.
     pub async fn track_settings(
         &self,

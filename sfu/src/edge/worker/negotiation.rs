@@ -33,9 +33,12 @@ impl Worker {
             .into_iter()
             .map(|(k, d)| (k, d.state.clone(), d.kind, d.publisher, d.track))
             .collect();
-        if !downtracks
-            .iter()
-            .any(|d| matches!(d.1, DowntrackState::Pending | DowntrackState::Closing(_)))
+        let restart_ice = self.participants[peer.0 as usize].subscriber_ice_restart
+            && self.participants[peer.0 as usize].subscriber.is_some();
+        if !restart_ice
+            && !downtracks
+                .iter()
+                .any(|d| matches!(d.1, DowntrackState::Pending | DowntrackState::Closing(_)))
         {
             return;
         }
@@ -64,6 +67,8 @@ impl Worker {
             return;
         };
         let mut api = conn.rtc.sdp_api();
+        // Same candidate, new credentials: the client checks from wherever it is now.
+        let ice_restart_ufrag = restart_ice.then(|| api.ice_restart(true).ufrag);
         let mut offered = vec![];
         let mut closing = vec![];
         let mut listed = vec![];
@@ -119,7 +124,13 @@ impl Worker {
         for (key, mid) in &offered {
             self.router.mark_offered(*key, *mid);
         }
+        if let Some(ufrag) = &ice_restart_ufrag {
+            // Checks naming the new ufrag may come before the answer (str0m holds them).
+            self.demux
+                .add_ufrag(ufrag.clone(), (peer, Side::Subscriber));
+        }
         let participant = &mut self.participants[peer.0 as usize];
+        participant.subscriber_ice_restart = false;
         // str0m stops an m-line for good when asked, whatever becomes of the answer.
         if let Some(conn) = participant.subscriber.as_mut() {
             conn.stopped_mlines += closing.len();
@@ -130,6 +141,7 @@ impl Worker {
             offered: offered.into_iter().map(|(k, _)| k).collect(),
             closing,
             mids: mids_of(&sdp).into_iter().map(String::from).collect(),
+            ice_restart_ufrag,
         });
         let _ = self.events.send(SfuEvent::SubscriberOffer {
             participant: participant.id.clone(),
@@ -197,6 +209,11 @@ impl Worker {
             // downtracks go back to pending and a new offer carries them again; the m-lines it
             // stopped are stopped in the connection already.
             warn!("subscriber answer refused: {e}");
+            if let Some(ufrag) = pending.ice_restart_ufrag {
+                // The restart did not happen: the next offer tries again.
+                self.demux.retire_ufrag(&ufrag);
+                self.participants[peer.0 as usize].subscriber_ice_restart = true;
+            }
             for key in pending.offered {
                 self.router.offer_failed(key);
             }
@@ -214,6 +231,9 @@ impl Worker {
             self.router.forget(key);
         }
         conn.start_setup_clock(now + self.media_setup_timeout);
+        if pending.ice_restart_ufrag.is_some() {
+            self.follow_local_ufrag((peer, Side::Subscriber), now);
+        }
         let mut keyframe_requests = vec![];
         for key in pending.offered {
             let Some(dt) = self.router.downtrack(key) else {

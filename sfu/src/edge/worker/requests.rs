@@ -68,6 +68,11 @@ impl Worker {
                 self.accept_subscriber_answer(peer, &sdp, now)
                     .map(|_| SfuResponse::Done)
             }
+            SfuRequest::RestartSubscriberIce { participant } => {
+                let peer = self.peer_of(&participant)?;
+                self.restart_subscriber_ice(peer, now)
+                    .map(|_| SfuResponse::Done)
+            }
             SfuRequest::SetTrackMuted {
                 participant,
                 track_id,
@@ -181,7 +186,7 @@ impl Worker {
         let offer = SdpOffer::from_sdp_string(sdp)
             .map_err(|e| sdp_refused("the offer is not valid SDP", e))?;
         if self.participants[peer.0 as usize].publisher.is_some() {
-            return self.republish(peer, offer, tracks);
+            return self.republish(peer, offer, tracks, now);
         }
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
@@ -208,6 +213,7 @@ impl Worker {
         peer: PeerKey,
         offer: SdpOffer,
         tracks: &[crate::api::PublishedTrack],
+        now: Instant,
     ) -> Result<String, SfuError> {
         let Some(conn) = self.participants[peer.0 as usize].publisher.as_mut() else {
             return Err(SfuError::InvalidRequest("no publisher connection".into()));
@@ -218,6 +224,8 @@ impl Worker {
             .accept_offer(offer)
             .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
         let checked = check_declared(&conn.rtc, tracks);
+        // New ICE credentials in the offer: the client restarted ICE (its network changed).
+        self.follow_local_ufrag((peer, Side::Publisher), now);
         let sending: Vec<Mid> = self.participants[peer.0 as usize]
             .published
             .iter()
@@ -368,7 +376,10 @@ impl Worker {
         let _ = conn.rtc.close();
         while let Ok(out) = conn.rtc.poll_output() {
             match out {
-                Output::Transmit(t) => self.send_queue.push(t.destination, t.contents.into()),
+                Output::Transmit(t) => {
+                    let from = conn.reply_from(t.destination);
+                    self.send_queue.push(t.destination, from, t.contents.into())
+                }
                 Output::Timeout(_) => break,
                 Output::Event(_) => {}
             }
