@@ -3,7 +3,7 @@
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
 # Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs,
-# cluster.mjs, first_frame.mjs, shaped.mjs and turn.mjs (run those as `node calls.mjs [prefix...]` etc.;
+# cluster.mjs, first_frame.mjs, shaped.mjs, turn.mjs and record.mjs (run those as `node calls.mjs [prefix...]` etc.;
 # cluster.mjs needs redis-server; `node first_frame.mjs 9` is the first-frame benchmark in
 # BENCHMARKS.md; shaped.mjs needs root with ip, tc and nft; turn.mjs root, ip, nft and coturn);
 # without arguments
@@ -27,5 +27,8 @@ if [ $# -eq 0 ]; then
   node shaped.mjs || status=1
   # UDP to the media server blocked (netns + nftables): calls through a real coturn.
   node turn.mjs || status=1
+  # Recording a 20 s call (files checked with ffprobe/ffmpeg), a SIGKILL mid-recording, an
+  # unwritable record directory.
+  node record.mjs || status=1
 fi
 exit $status

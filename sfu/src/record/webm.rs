@@ -20,6 +20,7 @@ const TIMECODE_SCALE: u32 = 0x2A_D7B1;
 const MUXING_APP: u32 = 0x4D80;
 const WRITING_APP: u32 = 0x5741;
 const DURATION: u32 = 0x4489;
+const VOID: u32 = 0xEC;
 const DATE_UTC: u32 = 0x4461;
 const TRACKS: u32 = 0x1654_AE6B;
 const TRACK_ENTRY: u32 = 0xAE;
@@ -149,11 +150,13 @@ impl<W: Write + Seek> WebmWriter<W> {
         element(&mut info, WRITING_APP, b"zvon");
         let date_ns = (start_unix_ms as i64 - MATROSKA_EPOCH_UNIX_MS).saturating_mul(1_000_000);
         element(&mut info, DATE_UTC, &date_ns.to_be_bytes());
-        // Duration last, so its offset is known: id (2) + size (1) + 8 bytes.
-        float(&mut info, DURATION, 0.0);
+        // Room for the Duration, last so its offset is known: a Void element of the same 11
+        // bytes (id 2 + size 1 + 8). A killed recording keeps it and has no Duration, which
+        // players read as "unknown" (a Duration of 0 they would believe).
+        element(&mut info, VOID, &[0; 9]);
         put_id(&mut head, INFO);
         put_size(&mut head, info.len() as u64);
-        let duration_at = (head.len() + info.len() - 8) as u64;
+        let duration_at = (head.len() + info.len() - 11) as u64;
         head.extend_from_slice(&info);
         master(&mut head, TRACKS, |b| {
             master(b, TRACK_ENTRY, |t| {
@@ -251,8 +254,10 @@ impl<W: Write + Seek> WebmWriter<W> {
     pub fn finish(mut self, tail_ms: u64) -> io::Result<u64> {
         self.flush()?;
         let duration = self.last_tc + tail_ms;
+        let mut field = Vec::with_capacity(11);
+        float(&mut field, DURATION, duration as f64);
         self.out.seek(SeekFrom::Start(self.duration_at))?;
-        self.out.write_all(&(duration as f64).to_be_bytes())?;
+        self.out.write_all(&field)?;
         let mut size = Vec::with_capacity(8);
         put_size8(&mut size, self.written - self.segment_start);
         self.out.seek(SeekFrom::Start(self.segment_size_at))?;
@@ -309,7 +314,9 @@ mod tests {
         let out = cur.into_inner();
         assert_eq!(find(&out, &cluster_id).len(), 3);
         assert!(find(&out, &UNKNOWN_SIZE).is_empty());
-        assert_eq!(find(&out, &3000f64.to_be_bytes()).len(), 1);
+        let mut duration = vec![0x44, 0x89, 0x88];
+        duration.extend_from_slice(&3000f64.to_be_bytes());
+        assert_eq!(find(&out, &duration).len(), 1);
         assert!(out.starts_with(&EBML.to_be_bytes()));
     }
 
