@@ -102,8 +102,9 @@ impl SfuNode {
         let mut pipes = pipes.into_iter();
         let (recorder, mut taps) = match &config.record_dir {
             Some(dir) => {
-                let (r, taps) = Recorder::start(dir.clone(), count, event_tx.clone(), stats.clone())
-                    .map_err(|e| SfuError::Unavailable(format!("recording thread: {e}")))?;
+                let (r, taps) =
+                    Recorder::start(dir.clone(), count, event_tx.clone(), stats.clone())
+                        .map_err(|e| SfuError::Unavailable(format!("recording thread: {e}")))?;
                 (Some(r), taps.into_iter().map(Some).collect())
             }
             None => (None, vec![]),

@@ -71,7 +71,12 @@ async fn set_room_recording(
             return api_error(StatusCode::BAD_REQUEST, "invalid_request", message);
         }
     };
-    match state.session.hub.set_room_recording(&room, body.enabled).await {
+    match state
+        .session
+        .hub
+        .set_room_recording(&room, body.enabled)
+        .await
+    {
         Ok(status) => Json(status).into_response(),
         Err(r) => refusal(r),
     }
@@ -205,7 +210,10 @@ async fn list(
             let Some(m) = read_manifest(&dir, &id) else {
                 continue;
             };
-            if only_room.as_deref().is_some_and(|r| m["room"].as_str() != Some(r)) {
+            if only_room
+                .as_deref()
+                .is_some_and(|r| m["room"].as_str() != Some(r))
+            {
                 continue;
             }
             let files: Vec<Value> = m["tracks"]

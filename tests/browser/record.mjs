@@ -73,7 +73,7 @@ function lastPacketEnd(file) {
 
 /** ffmpeg decodes the whole file without an error exit. */
 function decodes(file) {
-  execFileSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-f', 'null', '-'], { encoding: 'utf8' });
+  execFileSync('ffmpeg', ['-nostdin', '-v', 'error', '-i', file, '-fps_mode', 'passthrough', '-f', 'null', '-'], { encoding: 'utf8' });
 }
 
 async function record(browser, _s, pages, results) {

@@ -135,7 +135,8 @@ impl Manifest {
 
     pub fn unsupported(&mut self, track: usize, codec: &str) {
         if let Some(t) = self.tracks.get_mut(track) {
-            t.codec.get_or_insert_with(|| format!("{codec} (not recorded)"));
+            t.codec
+                .get_or_insert_with(|| format!("{codec} (not recorded)"));
         }
     }
 
@@ -219,8 +220,14 @@ mod tests {
         assert_eq!(
             tr.mutes,
             vec![
-                MuteMark { at: 1300, muted: true },
-                MuteMark { at: 1400, muted: false }
+                MuteMark {
+                    at: 1300,
+                    muted: true
+                },
+                MuteMark {
+                    at: 1400,
+                    muted: false
+                }
             ]
         );
         assert_eq!((tr.start, tr.end, tr.frames), (Some(1100), Some(1500), 1));
@@ -251,7 +258,10 @@ mod tests {
         m.file_started(a, "a.webm", "opus", None, 5);
         m.finish(100, Some("disk full".into()));
         m.finish(200, None);
-        assert_eq!((m.ended_at, m.error.as_deref()), (Some(100), Some("disk full")));
+        assert_eq!(
+            (m.ended_at, m.error.as_deref()),
+            (Some(100), Some("disk full"))
+        );
         assert_eq!(m.files(), vec!["a.webm".to_string()]);
         let json = serde_json::to_value(&m).unwrap();
         assert_eq!(json["tracks"][0]["kind"], "audio");

@@ -100,7 +100,12 @@ fn a_recording_writes_a_file_per_track_and_a_manifest_with_mutes() {
         at: now + Duration::from_secs(2),
     });
     w.packet(vp8_keyframe(2, 7, 1000, t0));
-    w.packet(vp8_keyframe(2, 8, 1000 + 90_000, t0 + Duration::from_secs(1)));
+    w.packet(vp8_keyframe(
+        2,
+        8,
+        1000 + 90_000,
+        t0 + Duration::from_secs(1),
+    ));
     w.handle(Control::Stop {
         recording: "REC_t1".into(),
         at: now + Duration::from_secs(3),
@@ -123,7 +128,10 @@ fn a_recording_writes_a_file_per_track_and_a_manifest_with_mutes() {
     let span = audio["end"].as_u64().unwrap() - audio["start"].as_u64().unwrap();
     assert_eq!(span, 1980);
     let video = &manifest["tracks"][1];
-    assert_eq!((video["width"].as_u64(), video["frames"].as_u64()), (Some(320), Some(2)));
+    assert_eq!(
+        (video["width"].as_u64(), video["frames"].as_u64()),
+        (Some(320), Some(2))
+    );
     assert!(std::fs::metadata(rec.join("PA_a_TR_1.webm")).unwrap().len() > 400);
     assert_eq!(SfuStats::get(&stats.recording_errors), 0);
     let _ = std::fs::remove_dir_all(dir);

@@ -86,7 +86,13 @@ impl Default for Vp8Depacketizer {
 
 impl Vp8Depacketizer {
     /// Takes one RTP packet; returns a frame when this packet completes one.
-    pub fn push(&mut self, seq: u16, rtp_ts: u32, marker: bool, payload: &[u8]) -> Option<Frame<'_>> {
+    pub fn push(
+        &mut self,
+        seq: u16,
+        rtp_ts: u32,
+        marker: bool,
+        payload: &[u8],
+    ) -> Option<Frame<'_>> {
         if let Some(expected) = self.next_seq {
             let ahead = seq.wrapping_sub(expected) as i16;
             if ahead < 0 {
@@ -175,12 +181,18 @@ mod tests {
     fn descriptor_lengths() {
         assert_eq!(
             parse_descriptor(&[0x10, 0xaa]),
-            Ok(Descriptor { len: 1, starts_frame: true })
+            Ok(Descriptor {
+                len: 1,
+                starts_frame: true
+            })
         );
         // X, I with a 7-bit picture id, L, T: 1 + 1 + 1 + 1 + 1.
         assert_eq!(
             parse_descriptor(&[0x90, 0xe0, 0x05, 0x01, 0x20, 0xaa]),
-            Ok(Descriptor { len: 5, starts_frame: true })
+            Ok(Descriptor {
+                len: 5,
+                starts_frame: true
+            })
         );
         // Partition 1 does not start a frame.
         assert!(!parse_descriptor(&[0x11, 0xaa]).unwrap().starts_frame);
@@ -207,32 +219,52 @@ mod tests {
         let mut d = Vp8Depacketizer::default();
         // An inter frame first: nothing to decode it against.
         assert!(d.push(1, 0, true, &packet(true, &[0x01, 0, 0])).is_none());
-        assert!(d.push(2, 3000, true, &packet(true, &keyframe_start(320, 240))).is_some());
-        assert!(d.push(3, 6000, true, &packet(true, &[0x01, 0, 0])).is_some());
+        assert!(d
+            .push(2, 3000, true, &packet(true, &keyframe_start(320, 240)))
+            .is_some());
+        assert!(d
+            .push(3, 6000, true, &packet(true, &[0x01, 0, 0]))
+            .is_some());
         // Packet 4 lost: the frame of 5/6 misses its start, and the inter frame after it
         // refers to what was lost.
         assert!(d.push(5, 9000, false, &packet(false, &[0x01])).is_none());
         assert!(d.push(6, 9000, true, &packet(false, &[0x01])).is_none());
-        assert!(d.push(7, 12000, true, &packet(true, &[0x01, 0, 0])).is_none());
+        assert!(d
+            .push(7, 12000, true, &packet(true, &[0x01, 0, 0]))
+            .is_none());
         let f = d.push(8, 15000, true, &packet(true, &keyframe_start(320, 240)));
         assert!(f.is_some_and(|f| f.keyframe));
-        assert!(d.push(9, 18000, true, &packet(true, &[0x01, 0, 0])).is_some());
+        assert!(d
+            .push(9, 18000, true, &packet(true, &[0x01, 0, 0]))
+            .is_some());
         assert_eq!(d.dropped_frames, 2);
     }
 
     #[test]
     fn a_late_duplicate_is_ignored_and_a_frame_without_marker_is_dropped() {
         let mut d = Vp8Depacketizer::default();
-        assert!(d.push(100, 0, true, &packet(true, &keyframe_start(2, 2))).is_some());
-        assert!(d.push(100, 0, true, &packet(true, &keyframe_start(2, 2))).is_none());
-        assert!(d.push(101, 3000, false, &packet(true, &[0x01, 0, 0])).is_none());
+        assert!(d
+            .push(100, 0, true, &packet(true, &keyframe_start(2, 2)))
+            .is_some());
+        assert!(d
+            .push(100, 0, true, &packet(true, &keyframe_start(2, 2)))
+            .is_none());
+        assert!(d
+            .push(101, 3000, false, &packet(true, &[0x01, 0, 0]))
+            .is_none());
         // A new frame starts while the last one waits for its marker (it never came).
-        assert!(d.push(102, 6000, true, &packet(true, &[0x01, 0, 0])).is_none());
+        assert!(d
+            .push(102, 6000, true, &packet(true, &[0x01, 0, 0]))
+            .is_none());
         let k = d.push(103, 9000, true, &packet(true, &keyframe_start(2, 2)));
         assert!(k.is_some());
         // Sequence numbers wrap.
         let mut w = Vp8Depacketizer::default();
-        assert!(w.push(65535, 0, true, &packet(true, &keyframe_start(2, 2))).is_some());
-        assert!(w.push(0, 3000, true, &packet(true, &[0x01, 0, 0])).is_some());
+        assert!(w
+            .push(65535, 0, true, &packet(true, &keyframe_start(2, 2)))
+            .is_some());
+        assert!(w
+            .push(0, 3000, true, &packet(true, &[0x01, 0, 0]))
+            .is_some());
     }
 }

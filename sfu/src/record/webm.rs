@@ -324,8 +324,15 @@ mod tests {
     fn a_video_keyframe_opens_a_cluster_and_timecodes_never_go_back() {
         let mut cur = Cursor::new(Vec::new());
         {
-            let mut w =
-                WebmWriter::new(&mut cur, Codec::Vp8 { width: 640, height: 480 }, 0).unwrap();
+            let mut w = WebmWriter::new(
+                &mut cur,
+                Codec::Vp8 {
+                    width: 640,
+                    height: 480,
+                },
+                0,
+            )
+            .unwrap();
             w.write_frame(0, true, &[1; 10]).unwrap();
             w.write_frame(33, false, &[2; 10]).unwrap();
             w.write_frame(20, false, &[3; 10]).unwrap();

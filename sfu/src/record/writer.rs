@@ -84,7 +84,11 @@ fn unix_ms(t: SystemTime) -> u64 {
 }
 
 impl Writer {
-    pub(super) fn new(dir: PathBuf, events: UnboundedSender<SfuEvent>, stats: Arc<SfuStats>) -> Self {
+    pub(super) fn new(
+        dir: PathBuf,
+        events: UnboundedSender<SfuEvent>,
+        stats: Arc<SfuStats>,
+    ) -> Self {
         Writer {
             dir,
             recordings: HashMap::new(),
@@ -95,7 +99,11 @@ impl Writer {
         }
     }
 
-    pub(super) fn run(mut self, control: Receiver<Control>, queues: Vec<Arc<ArrayQueue<RecPacket>>>) {
+    pub(super) fn run(
+        mut self,
+        control: Receiver<Control>,
+        queues: Vec<Arc<ArrayQueue<RecPacket>>>,
+    ) {
         loop {
             // Idle without recordings; while recording, the queues are drained every 10 ms.
             let wait = if self.recordings.is_empty() {
@@ -291,7 +299,8 @@ impl Writer {
                         warn!(track = %slot.file_stem, pt = p.pt, "codec not recordable (VP8 and Opus are)");
                         let (rec, index) = (slot.recording.clone(), slot.index);
                         if let Some(r) = self.recordings.get_mut(&rec) {
-                            r.manifest.unsupported(index, &format!("payload type {}", p.pt));
+                            r.manifest
+                                .unsupported(index, &format!("payload type {}", p.pt));
                             r.dirty = true;
                         }
                     }
@@ -301,7 +310,11 @@ impl Writer {
         // The frame's own timestamp: a VP8 frame's is that of its packets.
         let frame_ext = ext;
         let wall = wall_clock(self.clock, p.arrival);
-        let Some(r) = self.recordings.get_mut(&slot.recording).filter(|r| !r.failed) else {
+        let Some(r) = self
+            .recordings
+            .get_mut(&slot.recording)
+            .filter(|r| !r.failed)
+        else {
             return;
         };
         let result = (|| -> io::Result<()> {
@@ -319,7 +332,8 @@ impl Writer {
                     webm: WebmWriter::new(file, codec_info, wall)?,
                     first_ts: frame_ext,
                 });
-                r.manifest.file_started(slot.index, &name, codec, size, wall);
+                r.manifest
+                    .file_started(slot.index, &name, codec, size, wall);
                 r.dirty = true;
             }
             let Some(f) = slot.file.as_mut() else {
@@ -327,7 +341,10 @@ impl Writer {
             };
             let tc = ((frame_ext - f.first_ts).max(0) / clock) as u64;
             f.webm.write_frame(tc, keyframe, data)?;
-            r.manifest.frame(slot.index, r.manifest.tracks[slot.index].start.unwrap_or(wall) + tc);
+            r.manifest.frame(
+                slot.index,
+                r.manifest.tracks[slot.index].start.unwrap_or(wall) + tc,
+            );
             Ok(())
         })();
         if let Err(e) = result {
@@ -348,7 +365,8 @@ impl Writer {
         warn!(recording = %id, "recording failed: {error}");
         SfuStats::add(&self.stats.recording_errors, 1);
         self.stats.recordings_active.fetch_sub(1, Ordering::Relaxed);
-        r.manifest.finish(unix_ms(SystemTime::now()), Some(error.clone()));
+        r.manifest
+            .finish(unix_ms(SystemTime::now()), Some(error.clone()));
         let room = r.room.clone();
         // Best effort: the disk may refuse this too.
         let _ = write_manifest(&r.dir, &r.manifest);
@@ -409,6 +427,12 @@ fn write_manifest(dir: &Path, manifest: &Manifest) -> io::Result<()> {
 /// Ids become file names: anything but letters, digits, `-` and `_` is replaced.
 pub fn safe(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }

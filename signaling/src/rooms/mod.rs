@@ -23,8 +23,8 @@ mod resume_token;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
-pub use recording::RecordingStatus;
 pub use outbox::{outbox, Outbox, OutboxReceiver, OverflowSignal, Queued};
+pub use recording::RecordingStatus;
 // Not part of the API: resume tokens arrive from clients, and this lets the fuzz targets
 // (`fuzz/`) and their smoke test reach the private verifier without standing up rooms.
 #[doc(hidden)]

@@ -11,7 +11,7 @@ use serde_json::json;
 use tracing::{info, warn};
 use zvon_sfu::api::{ParticipantId, RecordedPerson, RecordingSpec, RoomId, SfuRequest};
 
-use super::{random_id, Hub, Outbox, Outbound, Refusal, State};
+use super::{random_id, Hub, Outbound, Outbox, Refusal, State};
 use crate::protocol::{ErrorCode, ServerMessage};
 
 /// A room's recording as signaling holds it.
@@ -202,7 +202,11 @@ impl Hub {
         let stopped = {
             let mut state = self.lock();
             let current = state.recordings.get(room).map(|r| r.id.clone());
-            if current.is_none() || only.as_ref().is_some_and(|(id, _)| Some(*id) != current.as_deref()) {
+            if current.is_none()
+                || only
+                    .as_ref()
+                    .is_some_and(|(id, _)| Some(*id) != current.as_deref())
+            {
                 return;
             }
             let r = state.recordings.remove(room);

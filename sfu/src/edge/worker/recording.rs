@@ -70,8 +70,7 @@ impl Worker {
 
     fn stop_room_taps(&mut self, room: &str) {
         for peer in self.local_members(room) {
-            let entries: Vec<(TrackKey, Option<RecordTap>)> = self.participants
-                [peer.0 as usize]
+            let entries: Vec<(TrackKey, Option<RecordTap>)> = self.participants[peer.0 as usize]
                 .published
                 .iter_mut()
                 .map(|e| (e.key, e.record.take()))
@@ -120,8 +119,7 @@ impl Worker {
             muted: track.muted,
             payloads,
         });
-        let (key, mid, kind, simulcast) =
-            (entry.key, entry.mid, track.kind, entry.rids.len() > 1);
+        let (key, mid, kind, simulcast) = (entry.key, entry.mid, track.kind, entry.rids.len() > 1);
         if let Some(e) = self.participants[peer.0 as usize].published.get_mut(index) {
             e.record = Some(RecordTap {
                 slot,
