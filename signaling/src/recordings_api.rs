@@ -93,6 +93,9 @@ async fn room_recording(
     Json(state.session.hub.recording_status(&room)).into_response()
 }
 
+/// An error answer, boxed: a `Response` is large to carry in every `Result`.
+type Refused = Box<Response>;
+
 /// Who may read: the backend, or an admin of one room.
 enum Reader {
     Server,
@@ -105,47 +108,47 @@ struct ReadQuery {
     room: Option<String>,
 }
 
-fn reader(state: &AppState, headers: &HeaderMap, query: &ReadQuery) -> Result<Reader, Response> {
+fn reader(state: &AppState, headers: &HeaderMap, query: &ReadQuery) -> Result<Reader, Refused> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or(query.token.as_deref())
         .ok_or_else(|| {
-            api_error(
+            Box::new(api_error(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Authorization: Bearer <token> (or ?token=) needed",
-            )
+            ))
         })?;
     match token::verify(bearer, &state.session.keys) {
         Ok(c) if c.grants.server_api => Ok(Reader::Server),
         Ok(c) if c.grants.room_admin && !c.room.is_empty() => Ok(Reader::RoomAdmin(c.room)),
-        Ok(_) => Err(api_error(
+        Ok(_) => Err(Box::new(api_error(
             StatusCode::FORBIDDEN,
             "permission_denied",
             "needs a server_api token or a room_admin token of the recording's room",
-        )),
-        Err(e) => Err(api_error(
+        ))),
+        Err(e) => Err(Box::new(api_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             e.to_string(),
-        )),
+        ))),
     }
 }
 
-fn record_dir(state: &AppState) -> Result<PathBuf, Response> {
+fn record_dir(state: &AppState) -> Result<PathBuf, Refused> {
     state
         .session
         .hub
         .record_dir()
         .map(Path::to_path_buf)
         .ok_or_else(|| {
-            api_error(
+            Box::new(api_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "recording_unavailable",
                 "this server records nothing (start it with --record-dir)",
-            )
+            ))
         })
 }
 
@@ -166,16 +169,16 @@ fn read_manifest(dir: &Path, id: &str) -> Option<Value> {
     serde_json::from_slice(&bytes).ok()
 }
 
-fn not_found() -> Response {
-    api_error(
+fn not_found() -> Refused {
+    Box::new(api_error(
         StatusCode::NOT_FOUND,
         "unknown_recording",
         "no such recording on this server",
-    )
+    ))
 }
 
 /// The manifest if `reader` may read it.
-fn readable(state: &AppState, reader: &Reader, id: &str) -> Result<(PathBuf, Value), Response> {
+fn readable(state: &AppState, reader: &Reader, id: &str) -> Result<(PathBuf, Value), Refused> {
     let dir = record_dir(state)?;
     let manifest = read_manifest(&dir, id).ok_or_else(not_found)?;
     if let Reader::RoomAdmin(room) = reader {
@@ -193,11 +196,11 @@ async fn list(
 ) -> Response {
     let reader = match reader(&state, &headers, &query) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let dir = match record_dir(&state) {
         Ok(d) => d,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let only_room = match &reader {
         Reader::RoomAdmin(room) => Some(room.clone()),
@@ -247,7 +250,7 @@ async fn manifest(
 ) -> Response {
     match reader(&state, &headers, &query).and_then(|r| readable(&state, &r, &id)) {
         Ok((_, m)) => Json(m).into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -260,7 +263,7 @@ async fn file(
 ) -> Response {
     let (dir, m) = match reader(&state, &headers, &query).and_then(|r| readable(&state, &r, &id)) {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let listed = m["tracks"]
         .as_array()

@@ -282,31 +282,30 @@ impl Writer {
             .find(|(pt, _)| *pt == p.pt)
             .map_or(PayloadKind::Other, |(_, k)| *k);
         let ext = slot.extend_ts(p.ts);
-        let (data, keyframe, size, codec, clock): (&[u8], bool, Option<(u16, u16)>, &str, i64) =
-            match kind {
-                PayloadKind::Vp8 => match slot.vp8.push(p.seq, p.ts, p.marker, &p.payload) {
-                    Some(f) => (f.data, f.keyframe, f.size, "vp8", 90),
+        let (data, keyframe, size, codec, clock) = match kind {
+            PayloadKind::Vp8 => match slot.vp8.push(p.seq, p.ts, p.marker, &p.payload) {
+                Some(f) => (f.data, f.keyframe, f.size, "vp8", 90),
+                None => return,
+            },
+            PayloadKind::Opus | PayloadKind::OpusRed => {
+                match opus_frame(&p.payload, kind == PayloadKind::OpusRed) {
+                    Some(d) => (d, true, None, "opus", 48),
                     None => return,
-                },
-                PayloadKind::Opus | PayloadKind::OpusRed => {
-                    match opus_frame(&p.payload, kind == PayloadKind::OpusRed) {
-                        Some(d) => (d, true, None, "opus", 48),
-                        None => return,
+                }
+            }
+            PayloadKind::Other => {
+                if !std::mem::replace(&mut slot.warned_unsupported, true) {
+                    warn!(track = %slot.file_stem, pt = p.pt, "codec not recordable (VP8 and Opus are)");
+                    let (rec, index) = (slot.recording.clone(), slot.index);
+                    if let Some(r) = self.recordings.get_mut(&rec) {
+                        r.manifest
+                            .unsupported(index, &format!("payload type {}", p.pt));
+                        r.dirty = true;
                     }
                 }
-                PayloadKind::Other => {
-                    if !std::mem::replace(&mut slot.warned_unsupported, true) {
-                        warn!(track = %slot.file_stem, pt = p.pt, "codec not recordable (VP8 and Opus are)");
-                        let (rec, index) = (slot.recording.clone(), slot.index);
-                        if let Some(r) = self.recordings.get_mut(&rec) {
-                            r.manifest
-                                .unsupported(index, &format!("payload type {}", p.pt));
-                            r.dirty = true;
-                        }
-                    }
-                    return;
-                }
-            };
+                return;
+            }
+        };
         // The frame's own timestamp: a VP8 frame's is that of its packets.
         let frame_ext = ext;
         let wall = wall_clock(self.clock, p.arrival);

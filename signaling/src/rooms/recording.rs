@@ -140,7 +140,7 @@ impl Hub {
         }
         let spec = {
             let mut state = self.lock();
-            if !state.rooms.get(room).is_some_and(|m| !m.is_empty()) {
+            if state.rooms.get(room).is_none_or(|m| m.is_empty()) {
                 return Err((ErrorCode::UnknownRoom, format!("no open room {room:?}")));
             }
             if state.recordings.contains_key(room) {
