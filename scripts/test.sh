@@ -15,6 +15,8 @@ command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 # The TURN browser test relays through a real coturn.
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# ffprobe / ffmpeg check the recordings tests/browser/record.mjs makes.
+command -v ffprobe >/dev/null 2>&1 || missing+=(ffmpeg)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "== installing ${missing[*]}"
   apt-get update -qq

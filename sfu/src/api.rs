@@ -190,6 +190,32 @@ pub enum SfuRequest {
         node: String,
         peers: Vec<CascadePeer>,
     },
+    /// Starts (`Some`) or stops (`None`) recording `room` on this node: every track its
+    /// local publishers send, now or later, goes to a WebM file under the node's record
+    /// directory, `<dir>/<recording id>/`, with a `manifest.json`. Sent again with the same
+    /// id it only updates the names in the manifest. Refused as `Unavailable` by a node
+    /// without a record directory. Stopping answers once the workers stopped feeding it;
+    /// [`SfuEvent::RecordingFinished`] follows when the files are closed.
+    Record {
+        room: RoomId,
+        recording: Option<RecordingSpec>,
+    },
+}
+
+/// A recording as signaling started it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingSpec {
+    /// Unique; names the recording's directory (letters, digits, `-`, `_`).
+    pub id: String,
+    /// Who is who, for the manifest (the node knows participants by id only).
+    pub people: Vec<RecordedPerson>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedPerson {
+    pub participant: ParticipantId,
+    pub identity: String,
+    pub name: String,
 }
 
 /// A media node a room spans, and where its cluster link listens.
@@ -215,7 +241,7 @@ impl SfuRequest {
             | SfuRequest::SetTrackSettings { participant, .. }
             | SfuRequest::ViewerOffer { participant, .. }
             | SfuRequest::ViewerTarget { participant, .. } => participant,
-            SfuRequest::Cascade { .. } => return None,
+            SfuRequest::Cascade { .. } | SfuRequest::Record { .. } => return None,
         })
     }
 }
@@ -288,6 +314,21 @@ pub enum SfuEvent {
     ActiveSpeakers {
         room: RoomId,
         speakers: Vec<ActiveSpeaker>,
+    },
+    /// Recording `recording` of `room` stopped writing on this node after an I/O error (disk
+    /// full, directory not writable); what was written stays. Signaling should stop it.
+    RecordingFailed {
+        room: RoomId,
+        recording: String,
+        error: String,
+    },
+    /// Recording `recording` is closed on this node: its files (relative to its directory)
+    /// and the error that ended it early, if one did.
+    RecordingFinished {
+        room: RoomId,
+        recording: String,
+        files: Vec<String>,
+        error: Option<String>,
     },
 }
 

@@ -31,6 +31,8 @@ pub struct SfuConfig {
     /// Stopped m-lines a subscriber connection may collect before it is replaced by a new
     /// one (str0m never reuses them, so each makes every later offer longer).
     pub max_stopped_mlines: usize,
+    /// Where recordings are written (`SfuRequest::Record`); `None` refuses them.
+    pub record_dir: Option<std::path::PathBuf>,
 }
 
 /// Default [`SfuConfig::max_stopped_mlines`]: about 100–160 KiB of stopped m-lines at most.
@@ -55,6 +57,7 @@ impl Default for SfuConfig {
             spread_after: 0,
             media_setup_timeout: MEDIA_SETUP_TIMEOUT,
             max_stopped_mlines: MAX_STOPPED_MLINES,
+            record_dir: None,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! worker thread) and the forwarding core (tracks, downtracks, SSRC/sequence/timestamp
 //! rewriting, keyframe-request throttling), and the relay that lets one room span several
 //! forwarding cores (`relay`: sans-IO flows and subscriptions; `edge::relay_pipe`: the queues
-//! between the workers of a node; `cascade`: the QUIC link carrying it between media nodes). It is driven only through the message API in
+//! between the workers of a node; `cascade`: the QUIC link carrying it between media nodes), and recording rooms to WebM files (`record`). It is driven only through the message API in
 //! [`api`]: it must never know about users, tokens, HTTP or WebSockets.
 
 pub mod api;
@@ -15,6 +15,7 @@ pub mod forward;
 pub mod histogram;
 pub mod link;
 pub mod node;
+pub mod record;
 pub mod relay;
 pub mod stats;
 

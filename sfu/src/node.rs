@@ -24,6 +24,7 @@ use crate::relay::RelayControl;
 /// What a media socket asks the kernel for: ~1 s of a 200-student class's ingress.
 const MEDIA_RECEIVE_BUFFER: usize = 4 << 20;
 use crate::edge::worker::{Command, Worker};
+use crate::record::{Control, Recorder};
 use crate::stats::SfuStats;
 use placement::{Placed, Placement, RoomSpan, Spread};
 use supervision::Supervisor;
@@ -51,6 +52,10 @@ pub struct SfuNode {
     cascade: Mutex<Option<CascadeHandle>>,
     /// Rooms that span other nodes: their workers relay to and from the gateway too.
     cascaded: Arc<Mutex<HashSet<RoomId>>>,
+    /// The recording thread (a node with a record directory) and the recording of each
+    /// recorded room.
+    recorder: Option<Recorder>,
+    recordings: Mutex<std::collections::HashMap<RoomId, String>>,
 }
 
 /// Tells every worker concerned which workers host a room now (and the gateway, for a room
@@ -95,6 +100,15 @@ impl SfuNode {
         let gateway_pipe = pipes.pop();
         let cascaded: Arc<Mutex<HashSet<RoomId>>> = Arc::default();
         let mut pipes = pipes.into_iter();
+        let (recorder, mut taps) = match &config.record_dir {
+            Some(dir) => {
+                let (r, taps) =
+                    Recorder::start(dir.clone(), count, event_tx.clone(), stats.clone())
+                        .map_err(|e| SfuError::Unavailable(format!("recording thread: {e}")))?;
+                (Some(r), taps.into_iter().map(Some).collect())
+            }
+            None => (None, vec![]),
+        };
         let mut workers = vec![];
         for i in 0..count {
             let Some(pipe) = pipes.next() else {
@@ -133,7 +147,8 @@ impl SfuNode {
             )
             .with_bandwidth_allocation(config.bandwidth_allocation)
             .with_media_setup_timeout(config.media_setup_timeout)
-            .with_max_stopped_mlines(config.max_stopped_mlines);
+            .with_max_stopped_mlines(config.max_stopped_mlines)
+            .with_recorder(taps.get_mut(i).and_then(Option::take));
             #[cfg(feature = "fault-injection")]
             let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
             #[cfg(feature = "fault-injection")]
@@ -182,6 +197,8 @@ impl SfuNode {
             gateway_pipe: Mutex::new(gateway_pipe),
             cascade: Mutex::new(None),
             cascaded,
+            recorder,
+            recordings: Mutex::default(),
         })
     }
 
@@ -340,6 +357,9 @@ impl SfuNode {
         if let SfuRequest::Cascade { room, node, peers } = request {
             return self.cascade(room, node, peers);
         }
+        if let SfuRequest::Record { room, recording } = request {
+            return self.record(room, recording).await;
+        }
         let worker = match self.place(&request)? {
             Placed::Worker(w) => w,
             Placed::AlreadyGone => return Ok(SfuResponse::Done),
@@ -352,6 +372,64 @@ impl SfuNode {
         answer
             .await
             .map_err(|_| SfuError::Unavailable("media worker stopped".into()))?
+    }
+
+    /// Starts or stops recording a room: the recording thread first hears of a start (so it
+    /// knows the recording before a worker's first track), and of a stop only after every
+    /// worker stopped feeding it (so no track is left open).
+    async fn record(
+        &self,
+        room: RoomId,
+        recording: Option<crate::api::RecordingSpec>,
+    ) -> Result<SfuResponse, SfuError> {
+        let Some(recorder) = &self.recorder else {
+            return Err(SfuError::Unavailable(
+                "recording is off on this media node (no record directory)".into(),
+            ));
+        };
+        let now = std::time::SystemTime::now();
+        let stopping = {
+            let mut recordings = self
+                .recordings
+                .lock()
+                .map_err(|_| SfuError::Unavailable("recordings lock poisoned".into()))?;
+            match &recording {
+                Some(spec) => {
+                    let previous = recordings.insert(room.clone(), spec.id.clone());
+                    previous.filter(|p| *p != spec.id)
+                }
+                None => recordings.remove(&room),
+            }
+        };
+        if let Some(spec) = &recording {
+            recorder.send(Control::Start {
+                room: room.clone(),
+                spec: spec.clone(),
+                at: now,
+            });
+        }
+        let mut answers = vec![];
+        for w in &self.workers {
+            let (reply, answer) = oneshot::channel();
+            let request = SfuRequest::Record {
+                room: room.clone(),
+                recording: recording.clone(),
+            };
+            // A dead worker has nothing to record.
+            if w.commands.send(Command { request, reply }).is_ok() {
+                answers.push(answer);
+            }
+        }
+        for a in answers {
+            let _ = a.await;
+        }
+        if let Some(id) = stopping {
+            recorder.send(Control::Stop {
+                recording: id,
+                at: std::time::SystemTime::now(),
+            });
+        }
+        Ok(SfuResponse::Done)
     }
 
     /// Stops the workers and waits for their threads.

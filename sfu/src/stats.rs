@@ -100,6 +100,12 @@ pub struct SfuStats {
     /// Connections that did not come up within the media-setup timeout (their participants
     /// were cut).
     pub media_setup_timeouts: AtomicU64,
+    /// Recordings stopped by an I/O error (disk full, directory not writable).
+    pub recording_errors: AtomicU64,
+    /// Packets of recorded tracks dropped because the recording thread's queue was full.
+    pub recording_packets_dropped: AtomicU64,
+    /// Recordings being written on this node.
+    pub recordings_active: AtomicU64,
     pub forwarding_latency: AtomicHistogram,
     pub peer_rtt: AtomicHistogram,
     pub ingress_loss: AtomicHistogram,
@@ -156,6 +162,9 @@ impl SfuStats {
             peers_connected: AtomicU64::new(0),
             worker_panics: AtomicU64::new(0),
             media_setup_timeouts: AtomicU64::new(0),
+            recording_errors: AtomicU64::new(0),
+            recording_packets_dropped: AtomicU64::new(0),
+            recordings_active: AtomicU64::new(0),
             forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
             peer_rtt: AtomicHistogram::new(RTT_BOUNDS),
             ingress_loss: AtomicHistogram::new(LOSS_BOUNDS),

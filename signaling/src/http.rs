@@ -51,7 +51,14 @@ const WEB_ASSETS: &[(&str, &str, &str)] = &[
     ("/device.js", JS, include_str!("../web/device.js")),
     ("/adaptive.js", JS, include_str!("../web/adaptive.js")),
     ("/classroom.js", JS, include_str!("../web/classroom.js")),
+    ("/recording.js", JS, include_str!("../web/recording.js")),
     ("/ui.js", JS, include_str!("../web/ui.js")),
+    (
+        "/replay.html",
+        "text/html; charset=utf-8",
+        include_str!("../web/replay.html"),
+    ),
+    ("/replay.js", JS, include_str!("../web/replay.js")),
 ];
 const JS: &str = "text/javascript; charset=utf-8";
 
@@ -65,6 +72,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/dev-token", get(dev_token))
         .route("/api/info", get(info))
         .merge(crate::broadcast::routes(state.clone()))
+        .merge(crate::recordings_api::routes())
         .merge(
             Router::new()
                 .route("/api/calls", post(server_call))
@@ -206,7 +214,7 @@ async fn info(State(state): State<AppState>) -> Response {
     Json(json!({"version": env!("CARGO_PKG_VERSION"), "protocol": PROTOCOL_VERSION, "dev": state.dev_mode})).into_response()
 }
 
-fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+pub(crate) fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"error": code, "message": message.into()})),
@@ -215,7 +223,7 @@ fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Resp
 }
 
 /// The backend's bearer token must carry the `server_api` grant.
-fn check_server_api(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
+pub(crate) fn check_server_api(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

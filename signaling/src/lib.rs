@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod rate_limit;
+pub mod recordings_api;
 pub mod rooms;
 pub mod server;
 pub mod session;

@@ -118,6 +118,10 @@ struct ServeArgs {
     /// the server's own; other browser pages get HTTP 403.
     #[arg(long, env = "ZVON_ALLOWED_ORIGINS", value_delimiter = ',')]
     allowed_origins: Vec<Origin>,
+    /// Record rooms into this directory (a recording per subdirectory: a WebM file per
+    /// track and a manifest.json); without it rooms cannot be recorded.
+    #[arg(long, env = "ZVON_RECORD_DIR")]
+    record_dir: Option<std::path::PathBuf>,
     #[command(flatten)]
     turn: TurnArgs,
     #[command(flatten)]
@@ -236,6 +240,7 @@ struct FileConfig {
     bandwidth_allocation: Option<bool>,
     media_spread_busy: Option<f64>,
     media_spread_after: Option<usize>,
+    record_dir: Option<std::path::PathBuf>,
     reconnect_grace_secs: Option<u64>,
     dev: Option<bool>,
     cluster: Option<String>,
@@ -354,6 +359,12 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     if let Some(n) = args.media_spread_after.or(file.media_spread_after) {
         config.sfu.spread_after = n;
+    }
+    if let Some(dir) = args.record_dir.or(file.record_dir.clone()) {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("--record-dir {}: {e}", dir.display()))?;
+        info!(record_dir = %dir.display(), "rooms can be recorded");
+        config.sfu.record_dir = Some(dir);
     }
     if args.call_waiting || file.call_waiting.unwrap_or(false) {
         config.calls.busy_policy = zvon_signaling::calls::BusyPolicy::CallWaiting;

@@ -103,6 +103,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::SlowConsumer,
     ErrorCode::MediaTimeout,
     ErrorCode::ServerDraining,
+    ErrorCode::RecordingUnavailable,
 ];
 
 /// Join latency buckets, seconds: a join waits for the media node to admit the participant.
@@ -394,7 +395,10 @@ mod tests {
             | ErrorCode::RoomMoved
             | ErrorCode::SlowConsumer
             | ErrorCode::MediaTimeout
-            | ErrorCode::ServerDraining => ERROR_CODES.contains(&c),
+            | ErrorCode::ServerDraining
+            | ErrorCode::RecordingUnavailable => ERROR_CODES.contains(&c),
+            // Only the server API answers it, never a socket.
+            ErrorCode::UnknownRoom => true,
         };
         assert!(ERROR_CODES.iter().all(|c| listed(*c)));
     }

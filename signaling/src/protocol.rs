@@ -36,6 +36,7 @@ pub const KNOWN_TYPES: [&str; 25] = [
     "chat",
     "track_settings",
     "track_settings_batch",
+    "set_recording",
 ];
 
 /// Entries of one `track_settings_batch`: a whole gallery page and then some.
@@ -181,6 +182,10 @@ pub enum ClientMessage {
         #[serde(default)]
         to: Option<String>,
     },
+    /// A room admin starts or stops recording the room (`crate::rooms::recording`).
+    SetRecording {
+        enabled: bool,
+    },
 }
 
 impl ClientMessage {
@@ -197,6 +202,7 @@ impl ClientMessage {
                 | ClientMessage::DismissHand { .. }
                 | ClientMessage::SetLectureMode { .. }
                 | ClientMessage::Chat { .. }
+                | ClientMessage::SetRecording { .. }
         )
     }
 }
@@ -468,6 +474,17 @@ pub enum ServerMessage {
     LectureMode {
         enabled: bool,
     },
+    /// To everyone in the room (and in a late joiner's first messages while it lasts): the
+    /// room is being recorded (`active: true`), or no longer is; `error` says why a
+    /// recording stopped on its own (disk full, directory not writable).
+    Recording {
+        active: bool,
+        recording_id: String,
+        /// Unix milliseconds.
+        started_at: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     Chat(ChatMessage),
     /// The media node serving this participant is gone (or draining) and another one took
     /// over: drop both peer connections, publish again on a new one (the same mids keep their
@@ -566,6 +583,11 @@ pub enum ErrorCode {
     /// The server is shutting down and takes no new joins (resumes of running sessions are
     /// still taken); closed with 1001. Join again in a moment, through the load balancer.
     ServerDraining,
+    /// Recording is not possible: the server has no record directory, or its media node
+    /// refused.
+    RecordingUnavailable,
+    /// The server API named a room that is not open.
+    UnknownRoom,
 }
 
 /// Why a `media_reset` was sent.

@@ -251,6 +251,9 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
         call_key,
         config.turn.clone(),
     );
+    if let Some(dir) = &config.sfu.record_dir {
+        hub.set_record_dir(dir.clone());
+    }
     let mut background = vec![];
     background.push(tokio::spawn({
         let hub = hub.clone();

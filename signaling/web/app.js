@@ -2,6 +2,7 @@
 import { ZvonClient } from './client.js';
 import * as ui from './ui.js';
 import { attachClassroom } from './classroom.js';
+import { attachRecording } from './recording.js';
 import { watchVideo } from './adaptive.js';
 import { startCallsMode } from './calls_mode.js';
 
@@ -146,6 +147,7 @@ let client = null;
 let localStream = null;
 let joining = false;
 let detachClassroom = null;
+let detachRecording = null;
 
 function refreshControls() {
   const hasMic = !!localStream?.getAudioTracks().length;
@@ -218,6 +220,8 @@ async function join(room, name, token = params.get('token')) {
 
     detachClassroom?.();
     detachClassroom = attachClassroom(c, document.getElementById('call'));
+    detachRecording?.();
+    detachRecording = attachRecording(c, document.querySelector('header'), tok);
     c.addEventListener('localmutechanged', refreshControls);
 
     ui.showCall({ classroom: CLASSROOM });

@@ -560,6 +560,10 @@ export class ZvonClient extends StatefulEmitter {
       case 'admin_muted': case 'hand': case 'hand_queue': case 'lecture_mode': case 'chat':
         this._emit('classroom', { msg });
         return;
+      case 'recording':
+        this.recording = msg.active ? msg : null;
+        this._emit('recording', { msg });
+        return;
       case 'media_reset': return this._onMediaReset(msg.reason);
       // The server replaced our subscriber connection (too many stopped m-lines): the next
       // subscriber_offer is for a new one. Publishing goes on untouched.

@@ -74,7 +74,7 @@ export function uniqueName(prefix) {
  */
 export async function startServer({
   timeoutMs = 20_000, extraArgs = [], env = {}, label = 'server', mediaOnly = false,
-  host = '127.0.0.1', mediaBindIp = host, mediaIp = host,
+  host = '127.0.0.1', mediaBindIp = host, mediaIp = host, metricsPort: fixedMetricsPort = null,
 } = {}) {
   const bin = resolve(REPO_ROOT, process.env.ZVON_BIN || 'target/release/zvon');
   if (!existsSync(bin)) {
@@ -83,7 +83,7 @@ export async function startServer({
   const httpPort = await freeTcpPort();
   const udpPort = await freeUdpPort();
   // A media-only node has no HTTP listener: its readiness is on the metrics port.
-  const metricsPort = mediaOnly ? await freeTcpPort() : 0;
+  const metricsPort = fixedMetricsPort ?? (mediaOnly ? await freeTcpPort() : 0);
   const args = [
     'serve', '--dev',
     '--http-addr', `${host}:${httpPort}`,
@@ -131,6 +131,7 @@ export async function startServer({
     baseUrl: `http://${host}:${httpPort}`,
     httpPort,
     udpPort,
+    metricsPort,
     logText: () => lines.join('\n'),
     exited: () => exited,
     async stop() {

@@ -3,7 +3,7 @@
 #   cargo build --release -p zvon-signaling && tests/browser/run.sh
 # ZVON_BIN overrides the server binary (relative to the repo root or absolute).
 # Arguments pick e2e.mjs scenarios by name prefix and skip calls.mjs, classroom.mjs, broadcast.mjs,
-# cluster.mjs, first_frame.mjs, shaped.mjs, turn.mjs and network_change.mjs (run those as `node calls.mjs [prefix...]` etc.;
+# cluster.mjs, first_frame.mjs, shaped.mjs, turn.mjs, network_change.mjs and record.mjs (run those as `node calls.mjs [prefix...]` etc.;
 # cluster.mjs needs redis-server; `node first_frame.mjs 9` is the first-frame benchmark in
 # BENCHMARKS.md; shaped.mjs needs root with ip, tc and nft; turn.mjs root, ip, nft and coturn;
 # network_change.mjs root, ip and nft);
@@ -32,5 +32,8 @@ if [ $# -eq 0 ]; then
   node turn.mjs || status=1
   # A participant's network changes mid-call (netns, a second interface, a NAT rebinding).
   node network_change.mjs || status=1
+  # Recording a 20 s call (files checked with ffprobe/ffmpeg), a SIGKILL mid-recording, an
+  # unwritable record directory.
+  node record.mjs || status=1
 fi
 exit $status

@@ -195,6 +195,8 @@ pub struct PublishedTrackEntry {
     /// A remote track's payload types as its origin negotiated them (a local one reads them
     /// from its publisher connection).
     pub params: Vec<PayloadParams>,
+    /// Set while the track's room is recorded (local tracks only).
+    pub record: Option<super::worker::RecordTap>,
 }
 
 impl PublishedTrackEntry {

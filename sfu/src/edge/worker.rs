@@ -38,16 +38,20 @@ use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
 use crate::forward::router::{DowntrackState, KeyframeDecision, KeyframeRequest, WantOutcome};
 use crate::forward::vp8_munger::Vp8Ids;
-use crate::forward::{Forward, IncomingRtp, PeerKey, Router};
+use crate::forward::{Forward, IncomingRtp, PeerKey, Router, TrackKey};
+use crate::record::{RecPacket, RecorderTap};
 use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
 
 mod forwarding;
 mod ice_restart;
 mod negotiation;
+mod recording;
 mod relaying;
 mod requests;
 mod viewing;
+
+pub use recording::RecordTap;
 
 /// A request for this worker and where its answer goes.
 pub struct Command {
@@ -108,6 +112,12 @@ pub struct Worker {
     media_setup_timeout: Duration,
     /// See [`crate::config::SfuConfig::max_stopped_mlines`].
     max_stopped_mlines: usize,
+    /// The recording thread's queue for this worker (a node with a record directory).
+    recorder: Option<RecorderTap>,
+    /// Recorded rooms and their recording ids.
+    recorded_rooms: HashMap<String, String>,
+    /// Recorded simulcast tracks whose layer is not picked yet.
+    record_pending: usize,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -150,6 +160,9 @@ impl Worker {
             next_relay_demand: None,
             media_setup_timeout: crate::config::MEDIA_SETUP_TIMEOUT,
             max_stopped_mlines: crate::config::MAX_STOPPED_MLINES,
+            recorder: None,
+            recorded_rooms: HashMap::new(),
+            record_pending: 0,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
         }
@@ -177,6 +190,12 @@ impl Worker {
     /// See [`crate::config::SfuConfig::max_stopped_mlines`].
     pub fn with_max_stopped_mlines(mut self, max: usize) -> Self {
         self.max_stopped_mlines = max;
+        self
+    }
+
+    /// Recorded tracks go to this tap (see [`crate::record`]).
+    pub fn with_recorder(mut self, tap: Option<RecorderTap>) -> Self {
+        self.recorder = tap;
         self
     }
 
@@ -266,6 +285,7 @@ impl Worker {
             self.report_speakers(now);
             self.report_bandwidth(now);
             self.report_layer_demand(now);
+            self.update_recording(now);
             self.flush(&socket);
             let now = Instant::now();
             self.meter.flushed(now);

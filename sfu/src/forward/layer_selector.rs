@@ -126,6 +126,16 @@ impl TrackLayers {
         }
     }
 
+    /// The highest layer whose packets arrived within the last second (a recording takes
+    /// the best picture the publisher sends).
+    pub fn top_flowing(&self, now: Instant) -> Option<Layer> {
+        (0..self.count).rev().find(|l| {
+            self.layers[usize::from(*l)]
+                .last_packet
+                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
+        })
+    }
+
     /// Flowing, or not seen yet while the track is starting.
     fn is_active(&self, layer: Layer, now: Instant) -> bool {
         let recent = |t: Instant| now.saturating_duration_since(t) < LAYER_TIMEOUT;

@@ -23,6 +23,7 @@ use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
 use super::vp8_munger::{Vp8Ids, Vp8Munger};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
+mod record_side;
 mod relay_side;
 mod viewing;
 
@@ -59,6 +60,8 @@ pub struct Track {
     demand: LayerDemand,
     /// Layers other workers' subscribers need through the relay (dynacast keeps them on).
     relay_demand: [bool; MAX_LAYERS],
+    /// Layers a recording of the track needs (see `record_side`).
+    record_demand: [bool; MAX_LAYERS],
 }
 
 impl Track {
@@ -390,6 +393,7 @@ impl Router {
             layers: TrackLayers::new(layers),
             demand: LayerDemand::default(),
             relay_demand: [false; MAX_LAYERS],
+            record_demand: [false; MAX_LAYERS],
             layer_throttles: std::array::from_fn(|_| {
                 KeyframeRequestThrottle::new(self.keyframe_interval)
             }),
@@ -709,8 +713,12 @@ impl Router {
                 continue;
             }
             let mut needed = super::downtrack_layers::needed_layers(track, &self.downtracks);
-            for (n, r) in needed.iter_mut().zip(track.relay_demand) {
-                *n |= r;
+            for ((n, r), c) in needed
+                .iter_mut()
+                .zip(track.relay_demand)
+                .zip(track.record_demand)
+            {
+                *n |= r || c;
             }
             if let Some(active) = track.demand.update(needed, track.layers.count(), now) {
                 changes.push((TrackKey(key as u32), active));

@@ -179,7 +179,9 @@ impl Router {
                     None => 0,
                 }
             }
-            SfuEvent::ActiveSpeakers { room, .. } => match routes.rooms.get(room) {
+            SfuEvent::ActiveSpeakers { room, .. }
+            | SfuEvent::RecordingFailed { room, .. }
+            | SfuEvent::RecordingFinished { room, .. } => match routes.rooms.get(room) {
                 Some(conns) => conns
                     .keys()
                     .filter(|conn| send(conn, event.clone()))

@@ -275,7 +275,7 @@ async fn serve_request(
 fn owns(request: &SfuRequest, conn_id: ConnId, shared: &Shared) -> bool {
     match request {
         SfuRequest::AddParticipant { .. } | SfuRequest::Adopt { .. } => true,
-        SfuRequest::Cascade { .. } => true,
+        SfuRequest::Cascade { .. } | SfuRequest::Record { .. } => true,
         other => other
             .participant()
             .is_some_and(|p| shared.router.may_act(conn_id, p)),

@@ -193,6 +193,9 @@ impl MediaFleet {
         let node = match &request {
             SfuRequest::AddParticipant { room, .. } => self.node_for_room(room).await?,
             SfuRequest::Adopt { room, .. } => return self.adopt(room, request.clone()).await,
+            SfuRequest::Record { room, .. } => {
+                return self.record_room(room.clone(), request.clone()).await
+            }
             other => self
                 .routes()
                 .participants
@@ -210,6 +213,36 @@ impl MediaFleet {
             self.update_cascade(&room).await;
         }
         answer
+    }
+
+    /// Recording a room: every media node holding its participants records its own
+    /// publishers (a node that joins the room later hears of it with the next join's
+    /// name update, which is sent the same way).
+    async fn record_room(
+        &self,
+        room: RoomId,
+        request: SfuRequest,
+    ) -> Result<SfuResponse, SfuError> {
+        let nodes: Vec<String> = self
+            .routes()
+            .room_nodes(&room)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        if nodes.is_empty() {
+            return Err(SfuError::Unavailable("the room has no media node".into()));
+        }
+        let mut result = Ok(SfuResponse::Done);
+        for node in nodes {
+            let answer = match self.link(&node).await {
+                Ok(remote) => remote.request(request.clone()).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = answer {
+                result = Err(e);
+            }
+        }
+        result
     }
 
     /// What a served request changes in the routes; the room whose nodes may have changed.

@@ -53,6 +53,9 @@ const FAMILIES: FamilyTable = &[
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
     ("zvon_worker_panics_total", "Media worker threads that panicked; each stays dead and the node is not ready.", MetricType::COUNTER, &[]),
     ("zvon_media_setup_timeouts_total", "Participants cut because a media connection (ICE + DTLS) did not come up within the media-setup timeout.", MetricType::COUNTER, &[]),
+    ("zvon_recording_errors_total", "Recordings a media node stopped because it could not write them (disk full, directory not writable).", MetricType::COUNTER, &[]),
+    ("zvon_recording_packets_dropped_total", "Packets of recorded tracks dropped because the recording thread fell behind (its queue was full).", MetricType::COUNTER, &[]),
+    ("zvon_recordings_active", "Recordings being written on this media node.", MetricType::GAUGE, &[]),
     ("zvon_worker_shedding_level", "Video an overloaded media worker stops forwarding: 0 none, 1 thumbnails, 2 all cameras.", MetricType::GAUGE, &["worker"]),
 ];
 
@@ -338,6 +341,13 @@ impl Collector for NodeCollector {
             &[],
             get(&s.media_setup_timeouts),
         );
+        f.counter("zvon_recording_errors_total", &[], get(&s.recording_errors));
+        f.counter(
+            "zvon_recording_packets_dropped_total",
+            &[],
+            get(&s.recording_packets_dropped),
+        );
+        f.gauge("zvon_recordings_active", &[], get(&s.recordings_active));
         for (i, w) in s.workers.iter().enumerate() {
             let worker = i.to_string();
             let l = [("worker", worker.as_str())];

@@ -18,11 +18,13 @@ mod moderation;
 mod mute;
 mod outbox;
 mod publish;
+mod recording;
 mod resume_token;
 
 pub use census::Census;
 pub use devices::{CallAction, DeviceSession};
 pub use outbox::{outbox, Outbox, OutboxReceiver, OverflowSignal, Queued};
+pub use recording::RecordingStatus;
 // Not part of the API: resume tokens arrive from clients, and this lets the fuzz targets
 // (`fuzz/`) and their smoke test reach the private verifier without standing up rooms.
 #[doc(hidden)]
@@ -114,6 +116,8 @@ struct State {
     /// The last `active_speakers` of each room: the SFU reports changes only, so a
     /// participant joining while someone speaks would otherwise see nobody speaking.
     speakers: HashMap<String, Vec<SpeakerInfo>>,
+    /// Rooms being recorded.
+    recordings: HashMap<String, recording::ActiveRecording>,
 }
 
 impl State {
@@ -151,6 +155,8 @@ pub struct Hub {
     draining: std::sync::atomic::AtomicBool,
     /// Relay credentials each `joined` carries.
     turn: Option<TurnConfig>,
+    /// `--record-dir`: recording is possible (see `recording.rs`).
+    record_dir: std::sync::OnceLock<std::path::PathBuf>,
 }
 
 fn now() -> Now {
@@ -214,6 +220,7 @@ impl Hub {
                 calls: CallBook::new(call_settings),
                 classrooms: HashMap::new(),
                 speakers: HashMap::new(),
+                recordings: HashMap::new(),
             }),
             media,
             limits,
@@ -221,6 +228,7 @@ impl Hub {
             call_key,
             draining: Default::default(),
             turn,
+            record_dir: std::sync::OnceLock::new(),
         })
     }
 
@@ -391,6 +399,7 @@ impl Hub {
             return Err(sfu_refusal(e));
         }
         info!(participant = %pid, room = %claims.room, identity = %claims.sub, "joined");
+        self.recording_people_changed(&claims.room).await;
         Ok(Joined {
             participant_id: pid,
             session: 1,
@@ -452,6 +461,7 @@ impl Hub {
             };
             let _ = outbox.send(Outbound::Message(current, None));
         }
+        recording::on_enter(state, &claims.room, &outbox);
         if !claims.grants.hidden {
             state.broadcast(
                 &claims.room,
@@ -545,6 +555,7 @@ impl Hub {
             .map(|p| p.info.clone())
             .collect();
         let classroom = moderation::snapshot(&state, &claims.room, claims.grants.room_admin);
+        let recorded = recording::current(&state, &claims.room);
         let grants = state
             .participants
             .get(&pid)
@@ -577,6 +588,9 @@ impl Hub {
         }
         if let Some(offer) = p.undelivered_offer.take() {
             let _ = outbox.send(Outbound::Message(offer, None));
+        }
+        if let Some(message) = recorded {
+            let _ = outbox.send(Outbound::Message(message, None));
         }
         p.outbox = Some(outbox);
         info!(participant = %pid, "resumed");
@@ -639,6 +653,7 @@ impl Hub {
 
     /// Takes a participant out of its room and tells everyone.
     pub async fn remove(&self, pid: &str, reason: LeaveReason) {
+        let mut emptied = None;
         {
             let mut state = self.lock();
             let Some(p) = state.participants.remove(pid) else {
@@ -648,6 +663,7 @@ impl Hub {
             if let Some(members) = state.rooms.get_mut(&p.room) {
                 members.retain(|id| id != pid);
                 if members.is_empty() {
+                    emptied = Some(p.room.clone());
                     self.close_when_still_empty(&mut state, &p.room);
                 }
             }
@@ -711,6 +727,10 @@ impl Hub {
             .await
         {
             warn!(participant = %pid, "media node did not remove participant: {e}");
+        }
+        // Nobody left to record.
+        if let Some(room) = emptied {
+            self.stop_recording(&room, None).await;
         }
     }
 
@@ -846,6 +866,17 @@ impl Hub {
                     };
                     self.lock().send(&participant.0, message);
                 }
+                SfuEvent::RecordingFailed {
+                    room,
+                    recording,
+                    error,
+                } => self.recording_failed(&room.0, &recording, error).await,
+                SfuEvent::RecordingFinished {
+                    room,
+                    recording,
+                    files,
+                    error,
+                } => self.recording_finished(&room.0, &recording, files, error),
                 SfuEvent::ActiveSpeakers { room, speakers } => {
                     let mut state = self.lock();
                     // Hidden participants (recorders, monitors) never show up as speakers.

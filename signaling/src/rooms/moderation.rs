@@ -224,6 +224,9 @@ impl Hub {
             }
             ClientMessage::SetLectureMode { enabled } => self.set_lecture_mode(pid, enabled).await,
             ClientMessage::Chat { text, to } => self.chat(pid, text, to),
+            ClientMessage::SetRecording { enabled } => {
+                self.set_recording_by_admin(pid, enabled).await
+            }
             _ => Err((ErrorCode::InvalidRequest, "not a classroom message".into())),
         }
     }

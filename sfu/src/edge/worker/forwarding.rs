@@ -53,6 +53,22 @@ impl Worker {
             TrackKind::Audio => (0, None, None),
         };
         let relay = entry.relay;
+        // Recording: one layer of an unmuted track, handed over without a copy.
+        let record = entry
+            .record
+            .filter(|r| r.layer == Some(layer) && !muted)
+            .map(|r| r.slot);
+        if let (Some(slot), Some(rec)) = (record, self.recorder.as_ref()) {
+            rec.push(RecPacket {
+                slot,
+                seq: *pkt.seq_no as u16,
+                ts: pkt.header.timestamp,
+                pt: *pkt.header.payload_type,
+                marker: pkt.header.marker,
+                arrival: pkt.timestamp,
+                payload: pkt.payload.clone(),
+            });
+        }
         let vp8_ids = vp8.as_ref().and_then(Vp8Ids::of);
         self.meter.rtp_received(kind, pkt.payload.len());
         let incoming = IncomingRtp {

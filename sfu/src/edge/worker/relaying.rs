@@ -315,6 +315,7 @@ impl Worker {
                 codecs: vec![],
                 relay: None,
                 params: a.params,
+                record: None,
             });
     }
 

@@ -88,6 +88,7 @@ impl Worker {
                 if let Some(req) = self.router.set_muted(track, muted, now) {
                     self.request_keyframe(req);
                 }
+                self.record_muted(peer, track, muted);
                 self.relay_track_muted(peer, track, muted);
                 Ok(SfuResponse::Done)
             }
@@ -159,6 +160,10 @@ impl Worker {
                 let peer = self.peer_of(&participant)?;
                 self.retarget_viewer(peer, publisher.as_ref(), track.as_ref(), now);
                 Ok(SfuResponse::Done)
+            }
+            SfuRequest::Record { room, recording } => {
+                recount = false;
+                self.set_room_recording(room, recording, now)
             }
             // The node handles it (its gateway); never sent to a worker.
             SfuRequest::Cascade { .. } => {
@@ -277,6 +282,7 @@ impl Worker {
         let room = self.router.room_of(peer).map(str::to_owned);
         for t in gone {
             debug!(track = %t.id, "track withdrawn by renegotiation");
+            self.stop_tap(t.key, t.record);
             self.relay_track_removed(room.as_deref(), &t);
             self.router.remove_track(t.key);
             self.track_ids.remove(&t.key);
@@ -317,8 +323,11 @@ impl Worker {
                         codecs,
                         relay: None,
                         params: vec![],
+                        record: None,
                     });
                 self.relay_track_added(peer, key);
+                let index = self.participants[peer.0 as usize].published.len() - 1;
+                self.start_tap(peer, index, Instant::now());
             }
         }
     }
@@ -332,6 +341,7 @@ impl Worker {
             .unwrap_or_default();
         for t in &published {
             self.relay_track_removed(room.as_deref(), t);
+            self.stop_tap(t.key, t.record);
         }
         self.router.remove_participant(peer);
         self.demux.remove_peer(peer);
@@ -361,6 +371,7 @@ impl Worker {
         let room = self.router.room_of(peer).map(str::to_owned);
         for t in published {
             self.relay_track_removed(room.as_deref(), &t);
+            self.stop_tap(t.key, t.record);
             self.router.remove_track(t.key);
             self.track_ids.remove(&t.key);
         }

@@ -1,0 +1,224 @@
+//! Recording on the worker's side: which local tracks of recorded rooms feed the recorder
+//! (`crate::record`), at which simulcast layer, and what it must hear of mutes and
+//! departures. The packet path itself is one check in `forwarding.rs`.
+
+use super::*;
+use crate::api::RecordingSpec;
+use crate::forward::layer_selector::{Layer, MAX_LAYERS};
+use crate::record::{Control, PayloadKind};
+use str0m::format::Codec;
+
+/// How long a recorded simulcast track shows which layers flow before the top one is picked.
+const LAYER_SETTLE: Duration = Duration::from_millis(1500);
+
+/// A published track being recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordTap {
+    pub slot: u32,
+    /// The one simulcast layer recorded; `None` while it is being picked.
+    pub layer: Option<Layer>,
+    pub since: Instant,
+}
+
+impl Worker {
+    pub(super) fn set_room_recording(
+        &mut self,
+        room: RoomId,
+        recording: Option<RecordingSpec>,
+        now: Instant,
+    ) -> Result<SfuResponse, SfuError> {
+        if self.recorder.is_none() {
+            return Err(SfuError::Unavailable(
+                "recording is off on this media node (no record directory)".into(),
+            ));
+        }
+        match recording {
+            Some(spec) => {
+                if self.recorded_rooms.get(&room.0) == Some(&spec.id) {
+                    return Ok(SfuResponse::Done);
+                }
+                self.stop_room_taps(&room.0);
+                self.recorded_rooms.insert(room.0.clone(), spec.id);
+                for peer in self.local_members(&room.0) {
+                    let n = self.participants[peer.0 as usize].published.len();
+                    for i in 0..n {
+                        self.start_tap(peer, i, now);
+                    }
+                }
+            }
+            None => {
+                self.recorded_rooms.remove(&room.0);
+                self.stop_room_taps(&room.0);
+            }
+        }
+        Ok(SfuResponse::Done)
+    }
+
+    /// The room's participants publishing here (relay proxies are recorded at their origin).
+    fn local_members(&self, room: &str) -> Vec<PeerKey> {
+        self.router
+            .members_of(room)
+            .iter()
+            .copied()
+            .filter(|k| {
+                self.participants
+                    .get(k.0 as usize)
+                    .is_some_and(|p| p.remote.is_none())
+            })
+            .collect()
+    }
+
+    fn stop_room_taps(&mut self, room: &str) {
+        for peer in self.local_members(room) {
+            let entries: Vec<(TrackKey, Option<RecordTap>)> = self.participants[peer.0 as usize]
+                .published
+                .iter_mut()
+                .map(|e| (e.key, e.record.take()))
+                .collect();
+            for (key, tap) in entries {
+                self.stop_tap(key, tap);
+            }
+        }
+    }
+
+    /// Starts recording published track `index` of `peer` if its room is recorded.
+    pub(super) fn start_tap(&mut self, peer: PeerKey, index: usize, now: Instant) {
+        let Some(rec) = self.recorder.clone() else {
+            return;
+        };
+        let Some(recording) = self
+            .router
+            .room_of(peer)
+            .and_then(|room| self.recorded_rooms.get(room))
+            .cloned()
+        else {
+            return;
+        };
+        let Some(p) = self.participants.get(peer.0 as usize) else {
+            return;
+        };
+        let Some(entry) = p.published.get(index).filter(|e| e.record.is_none()) else {
+            return;
+        };
+        let Some(track) = self.router.track(entry.key) else {
+            return;
+        };
+        let payloads = p
+            .publisher
+            .as_ref()
+            .map(|c| payload_kinds(&negotiated(&c.rtc, entry.mid)))
+            .unwrap_or_default();
+        let slot = rec.new_slot();
+        rec.send(Control::StartTrack {
+            slot,
+            recording,
+            participant: p.id.clone(),
+            track: entry.id.clone(),
+            kind: track.kind,
+            source: track.source,
+            muted: track.muted,
+            payloads,
+        });
+        let (key, mid, kind, simulcast) = (entry.key, entry.mid, track.kind, entry.rids.len() > 1);
+        if let Some(e) = self.participants[peer.0 as usize].published.get_mut(index) {
+            e.record = Some(RecordTap {
+                slot,
+                layer: (!simulcast).then_some(0),
+                since: now,
+            });
+        }
+        if simulcast {
+            // Every layer on while the recording sees which ones flow.
+            self.router.set_record_demand(key, [true; MAX_LAYERS]);
+            self.record_pending += 1;
+        } else if kind == TrackKind::Video {
+            self.request_keyframe(KeyframeRequest {
+                publisher: peer,
+                mid,
+                layer: None,
+            });
+        }
+    }
+
+    /// The track left (or the recording stopped): its file is closed.
+    pub(super) fn stop_tap(&mut self, key: TrackKey, tap: Option<RecordTap>) {
+        let (Some(tap), Some(rec)) = (tap, self.recorder.as_ref()) else {
+            return;
+        };
+        rec.send(Control::StopTrack {
+            slot: tap.slot,
+            at: std::time::SystemTime::now(),
+        });
+        if tap.layer.is_none() {
+            self.record_pending = self.record_pending.saturating_sub(1);
+        }
+        self.router.set_record_demand(key, [false; MAX_LAYERS]);
+    }
+
+    pub(super) fn record_muted(&self, peer: PeerKey, key: TrackKey, muted: bool) {
+        let tap = self
+            .participants
+            .get(peer.0 as usize)
+            .and_then(|p| p.published.iter().find(|e| e.key == key))
+            .and_then(|e| e.record);
+        if let (Some(tap), Some(rec)) = (tap, self.recorder.as_ref()) {
+            rec.send(Control::Mute {
+                slot: tap.slot,
+                muted,
+                at: std::time::SystemTime::now(),
+            });
+        }
+    }
+
+    /// Picks the layer of recorded simulcast tracks once their layers had time to show;
+    /// nothing to do (and cheap) when no pick is pending.
+    pub(super) fn update_recording(&mut self, now: Instant) {
+        if self.record_pending == 0 {
+            return;
+        }
+        let mut picked = vec![];
+        for (k, p) in &mut self.participants {
+            for e in &mut p.published {
+                let Some(tap) = e.record.as_mut().filter(|t| t.layer.is_none()) else {
+                    continue;
+                };
+                if now.saturating_duration_since(tap.since) < LAYER_SETTLE {
+                    continue;
+                }
+                if let Some(layer) = self.router.top_flowing_layer(e.key, now) {
+                    tap.layer = Some(layer);
+                    picked.push((PeerKey(k as u32), e.key, e.mid, layer));
+                }
+            }
+        }
+        for (peer, key, mid, layer) in picked {
+            self.record_pending = self.record_pending.saturating_sub(1);
+            let mut only = [false; MAX_LAYERS];
+            only[usize::from(layer)] = true;
+            self.router.set_record_demand(key, only);
+            debug!(track = key.0, layer, "recording simulcast layer");
+            self.request_keyframe(KeyframeRequest {
+                publisher: peer,
+                mid,
+                layer: Some(layer),
+            });
+        }
+    }
+}
+
+/// What each negotiated payload type carries, for the recording thread.
+fn payload_kinds(params: &[str0m::format::PayloadParams]) -> Vec<(u8, PayloadKind)> {
+    let mut kinds = vec![];
+    for p in params {
+        let kind = match p.spec().codec {
+            Codec::Vp8 => PayloadKind::Vp8,
+            Codec::Opus => PayloadKind::Opus,
+            _ => PayloadKind::Other,
+        };
+        kinds.push((*p.pt(), kind));
+        if let (Some(red), PayloadKind::Opus) = (p.red(), kind) {
+            kinds.push((*red, PayloadKind::OpusRed));
+        }
+    }
+    kinds
+}
