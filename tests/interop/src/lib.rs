@@ -8,6 +8,7 @@
 //! - [`HealthyCall`] is a two-party call used as a canary by the abuse tests.
 
 pub mod cluster;
+pub mod host_link;
 pub mod media;
 pub mod participant;
 pub mod peer;
