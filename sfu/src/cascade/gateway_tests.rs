@@ -559,3 +559,37 @@ fn a_layer_turned_back_on_or_an_unmute_is_not_a_loss() {
         matches!(&to_nodes(&mut out)[..], [(A_AT_B, RelayControl::Nack { seqs, .. })] if seqs == &[91])
     );
 }
+
+/// A room on three nodes: A hosts the lecturer, B and C students. B receives A's camera,
+/// but never offers it to C: C gets it from A (a star per track from its origin, not a mesh
+/// where the edges feed each other).
+#[test]
+fn an_imported_track_is_never_passed_on_to_a_third_node() {
+    const C_AT_B: NodeIdx = 9;
+    let (_a, mut b, _link, local) = linked();
+    let mut out = vec![];
+    // B learns that the room spans C too: C hears of nothing from B (B exports nothing).
+    b.set_nodes(room(), vec![A_AT_B, C_AT_B], &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // B's workers take the camera; the subscription goes to A alone.
+    b.from_worker(
+        0,
+        RelayControl::Subscribe {
+            flow: local,
+            layers: LayerMask(1),
+        },
+        &mut out,
+    );
+    assert!(matches!(&to_nodes(&mut out)[..], [(A_AT_B, RelayControl::Subscribe { .. })]));
+    // C asks B for the flow A announced: B has no such export and says nothing.
+    b.from_node(
+        C_AT_B,
+        RelayControl::Subscribe {
+            flow: FlowId(1),
+            layers: LayerMask(1),
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
+}

@@ -352,6 +352,11 @@ impl CascadeLink {
         &self.stats
     }
 
+    /// quinn's view of the connection (congestion window, losses, round trip).
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
+    }
+
     pub fn rtt(&self) -> Duration {
         self.connection.rtt()
     }
