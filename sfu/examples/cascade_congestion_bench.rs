@@ -117,13 +117,21 @@ async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows:
     for t in 0..seconds * 100 {
         tick.tick().await;
         for f in (0..audio_flows).filter(|f| u64::from(*f) % 2 == t % 2) {
-            encode(FlowId(1 + f), &packet(1 + f, seq, AUDIO_PAYLOAD, start), &mut buf);
+            encode(
+                FlowId(1 + f),
+                &packet(1 + f, seq, AUDIO_PAYLOAD, start),
+                &mut buf,
+            );
             tx.send(Priority::Audio, Bytes::copy_from_slice(&buf));
             a.sent += 1;
         }
         for i in 0..video_per_tick {
             let flow = 1000 + (i % 3) as u32;
-            encode(FlowId(flow), &packet(flow, seq, VIDEO_PAYLOAD, start), &mut buf);
+            encode(
+                FlowId(flow),
+                &packet(flow, seq, VIDEO_PAYLOAD, start),
+                &mut buf,
+            );
             tx.send(Priority::Video, Bytes::copy_from_slice(&buf));
             v.sent += 1;
         }

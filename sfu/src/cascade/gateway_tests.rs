@@ -580,7 +580,10 @@ fn an_imported_track_is_never_passed_on_to_a_third_node() {
         },
         &mut out,
     );
-    assert!(matches!(&to_nodes(&mut out)[..], [(A_AT_B, RelayControl::Subscribe { .. })]));
+    assert!(matches!(
+        &to_nodes(&mut out)[..],
+        [(A_AT_B, RelayControl::Subscribe { .. })]
+    ));
     // C asks B for the flow A announced: B has no such export and says nothing.
     b.from_node(
         C_AT_B,

@@ -80,6 +80,12 @@ fn since(p: &TestParticipant, from: &str, kind: &str, since: Instant) -> Vec<Rec
         .unwrap_or_default()
 }
 
+/// A node's loss-repair counter.
+async fn repair(node: &ClusterNode, event: &str) -> Result<f64> {
+    node.metric("zvon_cascade_repair_total", &[("event", event)])
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn video_keeps_decoding_across_a_lossy_cascade_link() {
     bounded(Duration::from_secs(120), async {
@@ -135,20 +141,14 @@ async fn video_keeps_decoding_across_a_lossy_cascade_link() {
         let audio = since(&student, &lecturer.id, "audio", start);
         let (v, au) = (SeqReport::of(&video), SeqReport::of(&audio));
         let d = decoding(&video);
-        let metric =
-            |event: &'static str| edge.metric("zvon_cascade_repair_total", &[("event", event)]);
         let (requested, repaired, unrepaired, duplicates) = (
-            metric("requested").await?,
-            metric("repaired").await?,
-            metric("unrepaired").await?,
-            metric("duplicate").await?,
+            repair(edge, "requested").await?,
+            repair(edge, "repaired").await?,
+            repair(edge, "unrepaired").await?,
+            repair(edge, "duplicate").await?,
         );
-        let resent = media
-            .iter()
-            .find(|n| n.id == origin)
-            .context("origin")?
-            .metric("zvon_cascade_repair_total", &[("event", "resent")])
-            .await?;
+        let origin_node = media.iter().find(|n| n.id == origin).context("origin")?;
+        let resent = repair(origin_node, "resent").await?;
         println!(
             "2 % loss on the wire for {LOSSY:?}: {dropped} packets dropped by the wire; \
              {sent} video packets sent; student video {v:?}, audio {au:?}; {d:?}; \
