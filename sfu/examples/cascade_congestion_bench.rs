@@ -89,20 +89,16 @@ async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows:
     let start = Instant::now();
     let receiver = tokio::spawn(async move {
         let (mut audio, mut video) = (vec![], vec![]);
-        loop {
-            match tokio::time::timeout(Duration::from_secs(2), rx.read_datagram()).await {
-                Ok(Ok(d)) => {
-                    if let Ok(p) = decode(&d) {
-                        let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
-                        let l = start.elapsed().saturating_sub(Duration::from_nanos(sent));
-                        if p.flow.0 >= 1000 {
-                            video.push(l);
-                        } else {
-                            audio.push(l);
-                        }
-                    }
+        while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx.read_datagram()).await
+        {
+            if let Ok(p) = decode(&d) {
+                let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
+                let l = start.elapsed().saturating_sub(Duration::from_nanos(sent));
+                if p.flow.0 >= 1000 {
+                    video.push(l);
+                } else {
+                    audio.push(l);
                 }
-                _ => break,
             }
         }
         (audio, video)
@@ -112,9 +108,9 @@ async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows:
     let (mut a, mut v) = (Class::default(), Class::default());
     let mut buf = Vec::with_capacity(1500);
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut seq = 0u64;
     let mut cwnd_max = 0u64;
     for t in 0..seconds * 100 {
+        let seq = t;
         tick.tick().await;
         for f in (0..audio_flows).filter(|f| u64::from(*f) % 2 == t % 2) {
             encode(
@@ -135,7 +131,6 @@ async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows:
             tx.send(Priority::Video, Bytes::copy_from_slice(&buf));
             v.sent += 1;
         }
-        seq += 1;
         if t % 10 == 0 {
             cwnd_max = cwnd_max.max(tx.connection_stats().path.cwnd);
         }
