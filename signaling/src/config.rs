@@ -128,6 +128,8 @@ pub struct ClusterConfig {
     /// A media node whose busiest worker is this busy (0..1, from its lease) takes no more
     /// participants of a room that could go to another node; above 1: never by load.
     pub room_spread_busy: f32,
+    /// The congestion controller of a media node's cascade links.
+    pub cascade_congestion: zvon_sfu::cascade::Congestion,
 }
 
 impl ClusterConfig {
@@ -144,6 +146,7 @@ impl ClusterConfig {
             drain_timeout: Duration::from_secs(30),
             room_spread_after: 0,
             room_spread_busy: 2.0,
+            cascade_congestion: zvon_sfu::cascade::Congestion::default(),
         }
     }
 }

@@ -183,6 +183,10 @@ struct ClusterArgs {
     /// this busy (busiest worker, 0..1; above 1: never by load).
     #[arg(long, env = "ZVON_ROOM_SPREAD_BUSY")]
     room_spread_busy: Option<f32>,
+    /// Congestion controller of the QUIC cascade between media nodes: cubic or bbr
+    /// (BENCHMARKS.md compares them on a lossy link).
+    #[arg(long, env = "ZVON_CASCADE_CONGESTION")]
+    cascade_congestion: Option<zvon_sfu::cascade::Congestion>,
 }
 
 #[derive(Args)]
@@ -254,6 +258,7 @@ struct FileConfig {
     drain_timeout_secs: Option<u64>,
     room_spread_after: Option<usize>,
     room_spread_busy: Option<f32>,
+    cascade_congestion: Option<String>,
     trusted_proxies: Option<Vec<String>>,
     allowed_origins: Option<Vec<String>>,
     turn_urls: Option<Vec<String>>,
@@ -496,6 +501,11 @@ fn cluster_config(
     }
     if let Some(b) = args.room_spread_busy.or(file.room_spread_busy) {
         cluster.room_spread_busy = b;
+    }
+    if let Some(c) = args.cascade_congestion {
+        cluster.cascade_congestion = c;
+    } else if let Some(c) = &file.cascade_congestion {
+        cluster.cascade_congestion = c.parse().map_err(anyhow::Error::msg)?;
     }
     Ok(Some(cluster))
 }

@@ -359,6 +359,7 @@ async fn join_fleet(
         .map_err(|e| StartError::Config(format!("cluster {}: {e}", cluster.redis_url)))?;
     let mut link = LinkConfig::new(cluster.secret.clone());
     link.orphan_grace = cluster.orphan_grace;
+    link.cascade_congestion = cluster.cascade_congestion;
     let stats = Arc::new(FleetStats::default());
 
     // Every signaling node, this one included, drives media nodes over QUIC: one path, and the

@@ -28,6 +28,10 @@ const REDIAL_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
 /// Relayed packets taken from the workers per wake.
 const PACKETS_PER_WAKE: usize = 256;
 
+/// How often missing packets are asked for again, link round trips refreshed and the repair
+/// counters published.
+const REPAIR_TICK: std::time::Duration = std::time::Duration::from_millis(10);
+
 pub(crate) enum GatewayCommand {
     Room {
         room: RoomId,
@@ -92,6 +96,7 @@ struct Driver {
     out: Vec<GatewayOut>,
     buf: Vec<u8>,
     targets: Vec<usize>,
+    nodes: Vec<NodeIdx>,
 }
 
 async fn run(
@@ -122,7 +127,10 @@ async fn run(
         out: vec![],
         buf: Vec::with_capacity(1500),
         targets: Vec::with_capacity(8),
+        nodes: Vec::with_capacity(8),
     };
+    let mut tick = tokio::time::interval(REPAIR_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut batch: Vec<(usize, RelayPacket)> = Vec::with_capacity(PACKETS_PER_WAKE);
     loop {
         tokio::select! {
@@ -133,8 +141,9 @@ async fn run(
             }
             _ = wake.notified() => {
                 let left = d.pipe.pop_into(PACKETS_PER_WAKE, &mut batch);
+                let now = Instant::now();
                 for (from, p) in batch.drain(..) {
-                    d.outbound(from, &p);
+                    d.outbound(from, &p, now);
                 }
                 if left {
                     d.pipe.wake_self();
@@ -145,6 +154,7 @@ async fn run(
                 d.command(command);
             }
             Some(event) = events.recv() => d.event(event),
+            _ = tick.tick() => d.tick(),
         }
         d.pipe.wake();
     }
@@ -160,18 +170,59 @@ impl Driver {
                         link.send_control(msg);
                     }
                 }
+                GatewayOut::Resend {
+                    node,
+                    datagram,
+                    video,
+                } => {
+                    if let Some(link) = self.links.get(&node) {
+                        let priority = if video {
+                            Priority::Video
+                        } else {
+                            Priority::Audio
+                        };
+                        link.send(priority, datagram);
+                    }
+                }
             }
         }
     }
 
+    /// Retries of NACKs, the links' round trips, the repair counters.
+    fn tick(&mut self) {
+        for (&n, link) in &self.links {
+            self.gateway.set_rtt(n, link.rtt());
+        }
+        if self.gateway.repairs_pending() {
+            self.gateway.poll_repairs(Instant::now(), &mut self.out);
+            self.dispatch();
+        }
+        let (r, s) = (&self.gateway.repair, &self.config.stats);
+        for (counter, value) in [
+            (&s.repair_nacks_sent, r.nacks_sent),
+            (&s.repair_requested, r.requested),
+            (&s.repair_resent, r.resent),
+            (&s.repair_cache_misses, r.cache_misses),
+            (&s.repair_repaired, r.repaired),
+            (&s.repair_unrepaired, r.unrepaired),
+            (&s.repair_duplicates, r.duplicates),
+        ] {
+            // One gateway per node: its totals are the node's.
+            counter.store(value, Ordering::Relaxed);
+        }
+    }
+
     /// A worker's packet to every node that wants its layer: encoded once, shared by all.
-    fn outbound(&mut self, from: usize, packet: &RelayPacket) {
+    fn outbound(&mut self, from: usize, packet: &RelayPacket, now: Instant) {
         let Some(o) = self.gateway.outbound(from, packet) else {
             return;
         };
+        self.nodes.clear();
+        self.nodes
+            .extend(self.gateway.node_targets(o.slot, o.layer));
         let mut datagram: Option<Bytes> = None;
-        for n in self.gateway.node_targets(o.slot, o.layer) {
-            let Some(link) = self.links.get(&n) else {
+        for n in &self.nodes {
+            let Some(link) = self.links.get(n) else {
                 continue;
             };
             let d = datagram.get_or_insert_with(|| {
@@ -184,6 +235,10 @@ impl Driver {
                 Priority::Audio
             };
             link.send(priority, d.clone());
+        }
+        if let Some(d) = datagram {
+            // Kept for the nodes' NACKs: the same bytes, one more reference.
+            self.gateway.sent(&o, packet.seq as u16, &d, now);
         }
     }
 
@@ -319,7 +374,8 @@ impl Driver {
             }
             LinkEvent::Control(idx, msg) => {
                 if self.links.contains_key(&idx) {
-                    self.gateway.from_node(idx, msg, &mut self.out);
+                    self.gateway
+                        .from_node(idx, msg, Instant::now(), &mut self.out);
                     self.dispatch();
                 }
             }
@@ -379,7 +435,13 @@ impl Driver {
             stats.datagrams_malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        let Some(i) = self.gateway.inbound(from, &rtp, Instant::now()) else {
+        let i = self
+            .gateway
+            .inbound(from, &rtp, Instant::now(), &mut self.out);
+        if !self.out.is_empty() {
+            self.dispatch();
+        }
+        let Some(i) = i else {
             return;
         };
         // The payload is shared (`Arc`): a clone per worker copies no media.

@@ -12,11 +12,22 @@
 //!   subscribers want becomes one subscription to the origin node: only wanted layers cross
 //!   the link, once per node whatever the number of subscribers here.
 //!
+//! * **Repair** ([`super::repair`]): the datagrams sent to nodes are kept a short while per
+//!   layer flow; a node's NACK is answered from them. Imported flows are watched for gaps,
+//!   which are asked for at once and again after a round trip; what arrives twice is
+//!   dropped here, so the workers never see a duplicate.
+//!
 //! Nodes are numbered by link (`u16`), never by name on the packet path.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::datagram::{extend_seq, LinkRtp};
+use super::repair::{
+    GapTracker, PacketCache, RepairCounts, Verdict, AUDIO_CACHE, CACHE_AGE, VIDEO_CACHE,
+};
 use super::NodeControl;
 use crate::api::{RoomId, TrackKind};
 use crate::forward::layer_selector::{Layer, MAX_LAYERS};
@@ -33,7 +44,18 @@ pub type NodeIdx = u16;
 pub enum GatewayOut {
     ToWorker(usize, RelayControl<usize>),
     ToNode(NodeIdx, NodeControl),
+    /// A datagram sent before, again, in answer to the node's NACK.
+    Resend {
+        node: NodeIdx,
+        datagram: Bytes,
+        video: bool,
+    },
 }
+
+/// Before re-asking for a missing packet, this much more than the link's round trip.
+const RETRY_MARGIN: Duration = Duration::from_millis(5);
+/// The round trip assumed for a link not measured yet.
+const DEFAULT_RTT: Duration = Duration::from_millis(20);
 
 #[derive(Debug)]
 struct Exported {
@@ -42,6 +64,8 @@ struct Exported {
     kind: TrackKind,
     /// As announced to nodes (with the link flow).
     announcement: TrackAnnouncement,
+    /// What was sent of each layer lately, for NACKs (made when the layer is first sent).
+    sent: [Option<PacketCache>; MAX_LAYERS],
 }
 
 #[derive(Debug)]
@@ -52,8 +76,8 @@ struct Imported {
     kind: TrackKind,
     /// As announced to workers (with the local flow).
     announcement: TrackAnnouncement,
-    /// Last extended sequence number per layer.
-    seq: [Option<u64>; MAX_LAYERS],
+    /// Sequence numbers per layer: gaps to ask for, duplicates to drop.
+    gaps: [GapTracker; MAX_LAYERS],
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +91,8 @@ struct Room {
 pub struct Outbound {
     /// The link flow of the packet's layer.
     pub flow: FlowId,
+    /// The link flow of its track (layer 0).
+    pub track: FlowId,
     pub slot: OriginSlot,
     pub layer: Layer,
     pub video: bool,
@@ -96,6 +122,11 @@ pub struct Gateway {
     imported_flows: OriginFlows<usize>,
     imported: HashMap<FlowId, Imported>,
     rooms: HashMap<RoomId, Room>,
+    /// Each link's round trip as last measured (paces NACK retries).
+    rtts: HashMap<NodeIdx, Duration>,
+    /// Scratch for the sequence numbers of one NACK.
+    asks: Vec<u16>,
+    pub repair: RepairCounts,
 }
 
 impl Gateway {
@@ -137,6 +168,7 @@ impl Gateway {
                         slot,
                         kind: announcement.kind,
                         announcement,
+                        sent: Default::default(),
                     },
                 );
             }
@@ -164,20 +196,45 @@ impl Gateway {
                     return;
                 };
                 let demand = self.imported_flows.demand(slot);
-                if let Some((n, msg)) = self.from_nodes.want(flow, demand) {
-                    out.push(GatewayOut::ToNode(n, node_message(msg)));
-                }
+                self.want_from_node(flow, demand, out);
             }
             RelayControl::KeyframeRequest { flow, layer } => {
                 if let Some((n, msg)) = self.from_nodes.keyframe_request(flow, layer) {
                     out.push(GatewayOut::ToNode(n, node_message(msg)));
                 }
             }
+            RelayControl::Nack { .. } => {}
+        }
+    }
+
+    /// Subscribes to the layers `demand` of the imported track `local` at its node. A layer
+    /// turned on starts afresh: the packets sent while it was off were never meant for us.
+    fn want_from_node(&mut self, local: FlowId, demand: LayerMask, out: &mut Vec<GatewayOut>) {
+        let before = self
+            .from_nodes
+            .by_local(local)
+            .map_or(LayerMask::NONE, |t| t.subscribed);
+        let Some((n, msg)) = self.from_nodes.want(local, demand) else {
+            return;
+        };
+        out.push(GatewayOut::ToNode(n, node_message(msg)));
+        if let Some(i) = self.imported.get_mut(&local) {
+            for l in 0..MAX_LAYERS as Layer {
+                if demand.has(l) && !before.has(l) {
+                    self.repair.unrepaired += i.gaps[usize::from(l)].reset() as u64;
+                }
+            }
         }
     }
 
     /// A control message from node `from`.
-    pub fn from_node(&mut self, from: NodeIdx, msg: NodeControl, out: &mut Vec<GatewayOut>) {
+    pub fn from_node(
+        &mut self,
+        from: NodeIdx,
+        msg: NodeControl,
+        now: Instant,
+        out: &mut Vec<GatewayOut>,
+    ) {
         match msg {
             RelayControl::RoomPeers { .. } => {}
             RelayControl::Announce(a) => {
@@ -203,7 +260,7 @@ impl Gateway {
                         slot,
                         kind: announcement.kind,
                         announcement,
-                        seq: [None; MAX_LAYERS],
+                        gaps: Default::default(),
                     },
                 );
             }
@@ -213,6 +270,10 @@ impl Gateway {
                 };
                 if let Some(i) = self.imported.get_mut(&local) {
                     i.announcement.muted = muted;
+                    // Nothing is relayed while muted: the hole is not a loss.
+                    for g in &mut i.gaps {
+                        self.repair.unrepaired += g.reset() as u64;
+                    }
                     for &w in self.rooms.get(&i.room).map_or(&[][..], |r| &r.workers) {
                         out.push(GatewayOut::ToWorker(
                             w,
@@ -239,6 +300,41 @@ impl Gateway {
                 if let Some((w, msg)) = self.from_workers.keyframe_request(flow, layer) {
                     out.push(GatewayOut::ToWorker(w, msg));
                 }
+            }
+            RelayControl::Nack { flow, seqs } => self.nacked(from, flow, &seqs, now, out),
+        }
+    }
+
+    /// Node `from` missed `seqs` of the layer flow `flow`: what the cache still has goes
+    /// again, to that node only, and only of a layer it subscribed.
+    fn nacked(
+        &mut self,
+        from: NodeIdx,
+        flow: FlowId,
+        seqs: &[u16],
+        now: Instant,
+        out: &mut Vec<GatewayOut>,
+    ) {
+        let Some((slot, track, layer)) = self.exported_flows.layer_of(flow) else {
+            return;
+        };
+        let subscribed = self.exported_flows.targets(slot, layer).any(|n| n == from);
+        let Some(e) = self.exported.get(&track) else {
+            return;
+        };
+        let cache = e.sent[usize::from(layer)].as_ref().filter(|_| subscribed);
+        let video = e.kind == TrackKind::Video;
+        for &seq in seqs {
+            match cache.and_then(|c| c.get(seq, now)) {
+                Some(d) => {
+                    self.repair.resent += 1;
+                    out.push(GatewayOut::Resend {
+                        node: from,
+                        datagram: d.clone(),
+                        video,
+                    });
+                }
+                None => self.repair.cache_misses += 1,
             }
         }
     }
@@ -269,6 +365,7 @@ impl Gateway {
 
     /// The link to `node` is gone: everything it published or wanted, in every room.
     pub fn node_lost(&mut self, node: NodeIdx, out: &mut Vec<GatewayOut>) {
+        self.rtts.remove(&node);
         let rooms: Vec<RoomId> = self.rooms.keys().cloned().collect();
         for room in rooms {
             self.drop_node_from_room(&room, node, out);
@@ -335,9 +432,7 @@ impl Gateway {
             for local in locals {
                 if let Some(slot) = self.imported_flows.subscribe(gone, local, LayerMask::NONE) {
                     let demand = self.imported_flows.demand(slot);
-                    if let Some((n, msg)) = self.from_nodes.want(local, demand) {
-                        out.push(GatewayOut::ToNode(n, node_message(msg)));
-                    }
+                    self.want_from_node(local, demand, out);
                 }
             }
         }
@@ -386,10 +481,83 @@ impl Gateway {
         let e = self.exported.get(&link)?;
         Some(Outbound {
             flow: link.layer(layer),
+            track: link,
             slot: e.slot,
             layer,
             video: e.kind == TrackKind::Video,
         })
+    }
+
+    /// Packet path: the datagram of `o` with RTP sequence number `seq` went to some node;
+    /// kept for NACKs (shared bytes, no copy).
+    pub fn sent(&mut self, o: &Outbound, seq: u16, datagram: &Bytes, now: Instant) {
+        let Some(e) = self.exported.get_mut(&o.track) else {
+            return;
+        };
+        let len = if o.video { VIDEO_CACHE } else { AUDIO_CACHE };
+        e.sent[usize::from(o.layer)]
+            .get_or_insert_with(|| PacketCache::new(len, CACHE_AGE))
+            .insert(seq, datagram, now);
+    }
+
+    /// The round trip to `node` now (from the link), which paces NACK retries.
+    pub fn set_rtt(&mut self, node: NodeIdx, rtt: Duration) {
+        self.rtts.insert(node, rtt);
+    }
+
+    fn retry_after(&self, node: NodeIdx) -> Duration {
+        self.rtts.get(&node).copied().unwrap_or(DEFAULT_RTT) * 3 / 2 + RETRY_MARGIN
+    }
+
+    /// Asks again for what is still missing (and gives up on what is too old). Called
+    /// every few milliseconds while anything is missing.
+    pub fn poll_repairs(&mut self, now: Instant, out: &mut Vec<GatewayOut>) {
+        let pending: Vec<FlowId> = self
+            .imported
+            .iter()
+            .filter(|(_, i)| i.gaps.iter().any(|g| g.missing() > 0))
+            .map(|(f, _)| *f)
+            .collect();
+        for local in pending {
+            for l in 0..MAX_LAYERS as Layer {
+                self.ask(local, l, now, out);
+            }
+        }
+    }
+
+    /// Whether some imported flow has packets missing (the driver polls only then).
+    pub fn repairs_pending(&self) -> bool {
+        self.imported
+            .values()
+            .any(|i| i.gaps.iter().any(|g| g.missing() > 0))
+    }
+
+    /// One NACK for whatever of layer `layer` of the imported track `local` is due.
+    fn ask(&mut self, local: FlowId, layer: Layer, now: Instant, out: &mut Vec<GatewayOut>) {
+        let Some(node) = self.imported.get(&local).map(|i| i.node) else {
+            return;
+        };
+        let Some(remote) = self.from_nodes.by_local(local).map(|t| t.flow) else {
+            return;
+        };
+        let retry = self.retry_after(node);
+        let Some(i) = self.imported.get_mut(&local) else {
+            return;
+        };
+        self.asks.clear();
+        i.gaps[usize::from(layer)].due(now, retry, CACHE_AGE, &mut self.asks, &mut self.repair);
+        if self.asks.is_empty() {
+            return;
+        }
+        self.repair.nacks_sent += 1;
+        self.repair.requested += self.asks.len() as u64;
+        out.push(GatewayOut::ToNode(
+            node,
+            RelayControl::Nack {
+                flow: remote.layer(layer),
+                seqs: self.asks.clone(),
+            },
+        ));
     }
 
     /// The nodes a packet of `layer` of the exported track `slot` goes to.
@@ -401,18 +569,28 @@ impl Gateway {
         self.exported_flows.targets(slot, layer)
     }
 
-    /// Packet path: a node's packet as the relay packet the workers take.
+    /// Packet path: a node's packet as the relay packet the workers take; `None` for one
+    /// they had already (or of no known flow). A gap it reveals is asked for at once.
     pub fn inbound(
         &mut self,
         from: NodeIdx,
         rtp: &LinkRtp<'_>,
-        now: std::time::Instant,
+        now: Instant,
+        out: &mut Vec<GatewayOut>,
     ) -> Option<Inbound> {
         let (local, layer) = self.from_nodes.resolve(from, rtp.flow)?;
         let i = self.imported.get_mut(&local)?;
-        let seq = extend_seq(i.seq[usize::from(layer)], rtp.seq);
-        let last = &mut i.seq[usize::from(layer)];
-        *last = Some(last.map_or(seq, |l| l.max(seq)));
+        let gaps = &mut i.gaps[usize::from(layer)];
+        let seq = extend_seq(gaps.highest(), rtp.seq);
+        let missing = gaps.missing();
+        if gaps.on_packet(seq, now, &mut self.repair) == Verdict::Duplicate {
+            return None;
+        }
+        let opened = gaps.missing() > missing;
+        let (slot, video) = (i.slot, i.kind == TrackKind::Video);
+        if opened {
+            self.ask(local, layer, now, out);
+        }
         Some(Inbound {
             packet: RelayPacket {
                 flow: local.layer(layer),
@@ -432,9 +610,9 @@ impl Gateway {
                 received: now,
                 payload: rtp.payload.into(),
             },
-            slot: i.slot,
+            slot,
             layer,
-            video: i.kind == TrackKind::Video,
+            video,
         })
     }
 
@@ -455,6 +633,7 @@ fn node_message(msg: RelayControl<NodeIdx>) -> NodeControl {
         RelayControl::KeyframeRequest { flow, layer } => {
             RelayControl::KeyframeRequest { flow, layer }
         }
+        RelayControl::Nack { flow, seqs } => RelayControl::Nack { flow, seqs },
         RelayControl::Muted { flow, muted } => RelayControl::Muted { flow, muted },
         RelayControl::Removed { flow } => RelayControl::Removed { flow },
         RelayControl::Announce(a) => RelayControl::Announce(a),

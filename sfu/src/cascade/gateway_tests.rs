@@ -3,13 +3,14 @@
 //! requests and lost links reach the right side.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
 
 use super::*;
 use crate::api::{ParticipantId, TrackId, TrackSource};
 use crate::cascade::datagram::{decode, encode};
+use crate::cascade::repair::{CACHE_AGE, MAX_TRIES, VIDEO_CACHE};
 
 /// Each node has workers 0 and 1; the gateway is relay peer 2.
 const G: usize = 2;
@@ -81,7 +82,7 @@ fn linked() -> (Gateway, Gateway, FlowId, FlowId) {
 
     b.from_worker(G, peers(vec![0, 1, G]), &mut out);
     b.set_nodes(room(), vec![A_AT_B], &mut out);
-    b.from_node(A_AT_B, sent[0].1.clone(), &mut out);
+    b.from_node(A_AT_B, sent[0].1.clone(), Instant::now(), &mut out);
     let told = to_workers(&mut out);
     assert_eq!(told.iter().map(|(w, _)| *w).collect::<Vec<_>>(), vec![0, 1]);
     let RelayControl::Announce(local) = &told[0].1 else {
@@ -141,7 +142,7 @@ fn only_the_layers_edge_subscribers_want_cross_once_per_node() {
 
     // A turns it into its worker's subscription, on the worker's own flow.
     for (_, m) in asks {
-        a.from_node(B_AT_A, m, &mut out);
+        a.from_node(B_AT_A, m, Instant::now(), &mut out);
     }
     let subs = to_workers(&mut out);
     assert!(matches!(
@@ -168,7 +169,7 @@ fn only_the_layers_edge_subscribers_want_cross_once_per_node() {
     let mut buf = vec![];
     encode(link.layer(2), &packet(FlowId(1).layer(2)), &mut buf);
     let i = b
-        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now())
+        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now(), &mut out)
         .unwrap();
     assert_eq!(i.packet.flow, local.layer(2));
     assert_eq!(i.packet.seq & 0xFFFF, 1000);
@@ -179,7 +180,7 @@ fn only_the_layers_edge_subscribers_want_cross_once_per_node() {
     );
     encode(link.layer(0), &packet(FlowId(1)), &mut buf);
     let i = b
-        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now())
+        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now(), &mut out)
         .unwrap();
     assert_eq!(
         b.worker_targets(i.slot, i.layer).collect::<Vec<_>>(),
@@ -188,7 +189,7 @@ fn only_the_layers_edge_subscribers_want_cross_once_per_node() {
     // A flow B never heard of is dropped.
     encode(FlowId(999), &packet(FlowId(1)), &mut buf);
     assert!(b
-        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now())
+        .inbound(A_AT_B, &decode(&buf).unwrap(), Instant::now(), &mut out)
         .is_none());
 }
 
@@ -208,7 +209,7 @@ fn mutes_keyframe_requests_and_removals_reach_the_other_side() {
     assert!(
         matches!(&m[..], [(B_AT_A, RelayControl::Muted { flow, muted: true })] if *flow == link)
     );
-    b.from_node(A_AT_B, m[0].1.clone(), &mut out);
+    b.from_node(A_AT_B, m[0].1.clone(), Instant::now(), &mut out);
     let m = to_workers(&mut out);
     assert_eq!(m.len(), 2);
     assert!(m
@@ -226,7 +227,7 @@ fn mutes_keyframe_requests_and_removals_reach_the_other_side() {
         &mut out,
     );
     let k = to_nodes(&mut out);
-    a.from_node(B_AT_A, k[0].1.clone(), &mut out);
+    a.from_node(B_AT_A, k[0].1.clone(), Instant::now(), &mut out);
     assert!(matches!(
         &to_workers(&mut out)[..],
         [(
@@ -241,7 +242,7 @@ fn mutes_keyframe_requests_and_removals_reach_the_other_side() {
     // Unpublished on A: gone on B's workers.
     a.from_worker(0, RelayControl::Removed { flow: FlowId(1) }, &mut out);
     let r = to_nodes(&mut out);
-    b.from_node(A_AT_B, r[0].1.clone(), &mut out);
+    b.from_node(A_AT_B, r[0].1.clone(), Instant::now(), &mut out);
     let r = to_workers(&mut out);
     assert_eq!(r.len(), 2);
     assert!(r
@@ -262,7 +263,7 @@ fn a_lost_node_takes_its_tracks_and_subscriptions_with_it() {
         &mut out,
     );
     for (_, m) in to_nodes(&mut out) {
-        a.from_node(B_AT_A, m, &mut out);
+        a.from_node(B_AT_A, m, Instant::now(), &mut out);
     }
     out.clear();
     // A loses B: its worker stops sending for B.
@@ -310,4 +311,288 @@ fn a_lost_node_takes_its_tracks_and_subscriptions_with_it() {
         &to_nodes(&mut out)[..],
         [(11, RelayControl::Announce(_))]
     ));
+}
+
+/// B's worker 0 subscribes to layer 0 of A's camera; A's worker then sends it to B.
+fn subscribed_layer0() -> (Gateway, Gateway, FlowId, FlowId) {
+    let (mut a, mut b, link, local) = linked();
+    let mut out = vec![];
+    b.from_worker(
+        0,
+        RelayControl::Subscribe {
+            flow: local,
+            layers: LayerMask(1),
+        },
+        &mut out,
+    );
+    for (_, m) in to_nodes(&mut out) {
+        a.from_node(B_AT_A, m, Instant::now(), &mut out);
+    }
+    out.clear();
+    (a, b, link, local)
+}
+
+fn camera_packet(seq: u64) -> RelayPacket {
+    RelayPacket {
+        flow: FlowId(1),
+        source: 9,
+        seq,
+        ts: seq as u32 * 3000,
+        pt: 96,
+        marker: false,
+        audio_level: None,
+        voice_activity: None,
+        video_orientation: None,
+        keyframe: None,
+        vp8: None,
+        received: Instant::now(),
+        payload: Arc::from(seq.to_be_bytes().as_slice()),
+    }
+}
+
+/// What A's driver does with a worker's packet: encode it once, keep it, send it to B.
+fn a_sends(a: &mut Gateway, seq: u64, now: Instant) -> Bytes {
+    let p = camera_packet(seq);
+    let o = a.outbound(0, &p).unwrap();
+    assert_eq!(
+        a.node_targets(o.slot, o.layer).collect::<Vec<_>>(),
+        [B_AT_A]
+    );
+    let mut buf = vec![];
+    encode(o.flow, &p, &mut buf);
+    let d = Bytes::from(buf);
+    a.sent(&o, seq as u16, &d, now);
+    d
+}
+
+fn seq_of(i: &Inbound) -> u64 {
+    u64::from_be_bytes(i.packet.payload[..8].try_into().unwrap())
+}
+
+#[test]
+fn a_datagram_lost_on_the_link_is_nacked_resent_from_the_cache_and_forwarded_once() {
+    let (mut a, mut b, link, local) = subscribed_layer0();
+    let now = Instant::now();
+    let mut out = vec![];
+    let mut forwarded = vec![];
+    // 65533..65540 crosses the 16-bit wrap; 65535 and 2 (65538) are lost on the link.
+    for seq in 65_533..65_541u64 {
+        let d = a_sends(&mut a, seq, now);
+        if seq == 65_535 || seq == 65_538 {
+            continue;
+        }
+        if let Some(i) = b.inbound(A_AT_B, &decode(&d).unwrap(), now, &mut out) {
+            assert_eq!(i.packet.flow, local);
+            forwarded.push(seq_of(&i));
+        }
+    }
+    // Each gap was asked for as soon as it showed, naming the link flow of layer 0.
+    let nacks = to_nodes(&mut out);
+    let asked: Vec<u16> = nacks
+        .iter()
+        .flat_map(|(n, m)| {
+            assert_eq!(*n, A_AT_B);
+            match m {
+                RelayControl::Nack { flow, seqs } => {
+                    assert_eq!(*flow, link);
+                    seqs.clone()
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(asked, vec![65_535, 2]);
+    assert_eq!(b.repair.nacks_sent, 2);
+
+    // A answers from its cache, to B only.
+    let mut resent = vec![];
+    for (_, m) in nacks {
+        a.from_node(B_AT_A, m, now, &mut out);
+    }
+    for o in out.drain(..) {
+        match o {
+            GatewayOut::Resend {
+                node,
+                datagram,
+                video,
+            } => {
+                assert_eq!(node, B_AT_A);
+                assert!(video);
+                resent.push(datagram);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(resent.len(), 2);
+    assert_eq!(a.repair.resent, 2);
+    // The repairs reach B's workers; a second copy of each (a late original, an answer
+    // to a retried NACK) does not.
+    for d in resent.iter().chain(resent.iter()) {
+        if let Some(i) = b.inbound(A_AT_B, &decode(d).unwrap(), now, &mut out) {
+            forwarded.push(seq_of(&i));
+        }
+    }
+    assert!(out.is_empty(), "no NACK for a repaired packet: {out:?}");
+    forwarded.sort_unstable();
+    assert_eq!(forwarded, (65_533..65_541).collect::<Vec<_>>());
+    assert_eq!(b.repair.repaired, 2);
+    assert_eq!(b.repair.duplicates, 2);
+    assert!(!b.repairs_pending());
+}
+
+#[test]
+fn an_unanswered_nack_is_retried_after_a_round_trip_then_given_up() {
+    let (mut a, mut b, _link, _local) = subscribed_layer0();
+    let now = Instant::now();
+    let mut out = vec![];
+    b.set_rtt(A_AT_B, Duration::from_millis(10));
+    for seq in [100u64, 102] {
+        let d = a_sends(&mut a, seq, now);
+        b.inbound(A_AT_B, &decode(&d).unwrap(), now, &mut out);
+    }
+    assert_eq!(to_nodes(&mut out).len(), 1, "asked at once");
+    // Within the round trip (+50 % and a margin): not again.
+    b.poll_repairs(now + Duration::from_millis(15), &mut out);
+    assert!(out.is_empty());
+    b.poll_repairs(now + Duration::from_millis(21), &mut out);
+    assert!(
+        matches!(&to_nodes(&mut out)[..], [(A_AT_B, RelayControl::Nack { seqs, .. })] if seqs == &[101])
+    );
+    let mut at = now + Duration::from_millis(21);
+    for _ in 0..10 {
+        at += Duration::from_millis(25);
+        b.poll_repairs(at, &mut out);
+    }
+    assert_eq!(to_nodes(&mut out).len(), usize::from(MAX_TRIES) - 2);
+    assert!(!b.repairs_pending());
+    assert_eq!(b.repair.unrepaired, 1);
+}
+
+#[test]
+fn a_nack_for_what_the_cache_lost_or_a_layer_not_subscribed_is_not_answered() {
+    let (mut a, _b, link, _local) = subscribed_layer0();
+    let now = Instant::now();
+    let mut out = vec![];
+    for seq in 0..(VIDEO_CACHE as u64 + 10) {
+        a_sends(&mut a, seq, now);
+    }
+    // Pushed out of the ring by newer packets; too old; a layer B never asked for.
+    for (flow, seq, at) in [
+        (link, 3u16, now),
+        (link, 515, now + CACHE_AGE * 2),
+        (link.layer(1), 515, now),
+    ] {
+        a.from_node(
+            B_AT_A,
+            RelayControl::Nack {
+                flow,
+                seqs: vec![seq],
+            },
+            at,
+            &mut out,
+        );
+    }
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(a.repair.cache_misses, 3);
+    // Still kept: answered.
+    a.from_node(
+        B_AT_A,
+        RelayControl::Nack {
+            flow: link,
+            seqs: vec![515],
+        },
+        now,
+        &mut out,
+    );
+    assert!(matches!(
+        &out[..],
+        [GatewayOut::Resend { node: B_AT_A, .. }]
+    ));
+}
+
+#[test]
+fn a_layer_turned_back_on_or_an_unmute_is_not_a_loss() {
+    let (mut a, mut b, link, local) = subscribed_layer0();
+    let now = Instant::now();
+    let mut out = vec![];
+    let deliver = |a: &mut Gateway, b: &mut Gateway, seq: u64, out: &mut Vec<GatewayOut>| {
+        let d = a_sends(a, seq, now);
+        b.inbound(A_AT_B, &decode(&d).unwrap(), now, out).is_some()
+    };
+    assert!(deliver(&mut a, &mut b, 10, &mut out));
+    assert!(deliver(&mut a, &mut b, 11, &mut out));
+    // B's subscribers stop wanting the layer, then want it again; A sent on meanwhile.
+    for layers in [LayerMask::NONE, LayerMask(1)] {
+        b.from_worker(
+            0,
+            RelayControl::Subscribe {
+                flow: local,
+                layers,
+            },
+            &mut out,
+        );
+    }
+    out.clear();
+    assert!(deliver(&mut a, &mut b, 40, &mut out));
+    assert!(
+        out.is_empty(),
+        "asked for packets never meant for B: {out:?}"
+    );
+    // Muted at the origin (nothing relayed), then unmuted.
+    for muted in [true, false] {
+        b.from_node(
+            A_AT_B,
+            RelayControl::Muted { flow: link, muted },
+            now,
+            &mut out,
+        );
+    }
+    out.clear();
+    assert!(deliver(&mut a, &mut b, 90, &mut out));
+    assert!(
+        out.is_empty(),
+        "asked for packets withheld while muted: {out:?}"
+    );
+    // A real loss after that is still asked for.
+    assert!(deliver(&mut a, &mut b, 92, &mut out));
+    assert!(
+        matches!(&to_nodes(&mut out)[..], [(A_AT_B, RelayControl::Nack { seqs, .. })] if seqs == &[91])
+    );
+}
+
+/// A room on three nodes: A hosts the lecturer, B and C students. B receives A's camera,
+/// but never offers it to C: C gets it from A (a star per track from its origin, not a mesh
+/// where the edges feed each other).
+#[test]
+fn an_imported_track_is_never_passed_on_to_a_third_node() {
+    const C_AT_B: NodeIdx = 9;
+    let (_a, mut b, _link, local) = linked();
+    let mut out = vec![];
+    // B learns that the room spans C too: C hears of nothing from B (B exports nothing).
+    b.set_nodes(room(), vec![A_AT_B, C_AT_B], &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    // B's workers take the camera; the subscription goes to A alone.
+    b.from_worker(
+        0,
+        RelayControl::Subscribe {
+            flow: local,
+            layers: LayerMask(1),
+        },
+        &mut out,
+    );
+    assert!(matches!(
+        &to_nodes(&mut out)[..],
+        [(A_AT_B, RelayControl::Subscribe { .. })]
+    ));
+    // C asks B for the flow A announced: B has no such export and says nothing.
+    b.from_node(
+        C_AT_B,
+        RelayControl::Subscribe {
+            flow: FlowId(1),
+            layers: LayerMask(1),
+        },
+        Instant::now(),
+        &mut out,
+    );
+    assert!(out.is_empty(), "{out:?}");
 }

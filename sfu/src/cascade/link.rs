@@ -36,6 +36,29 @@ const CONTROL_VERSION: u8 = 1;
 /// Datagrams staged between [`CascadeLink::send`] and the sender task.
 const STAGING: usize = 8192;
 
+/// The congestion controller of the cascade links (quinn has both; BENCHMARKS.md compares
+/// them on a lossy, rate-limited link).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Congestion {
+    /// Loss-based (quinn's default).
+    #[default]
+    Cubic,
+    /// Model-based: reacts to delivery rate and delay, not to random loss.
+    Bbr,
+}
+
+impl std::str::FromStr for Congestion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cubic" => Ok(Congestion::Cubic),
+            "bbr" => Ok(Congestion::Bbr),
+            other => Err(format!("congestion controller {other:?}: cubic or bbr")),
+        }
+    }
+}
+
 /// Settings of a cascade link; both ends should use the same.
 #[derive(Debug, Clone)]
 pub struct CascadeConfig {
@@ -52,6 +75,7 @@ pub struct CascadeConfig {
     pub quinn_send_buffer: usize,
     /// The audio-first queue in front of it.
     pub queue_budget: usize,
+    pub congestion: Congestion,
     /// Where links made with this configuration count (shared: a node's links sum up).
     pub stats: Arc<CascadeStats>,
 }
@@ -65,6 +89,7 @@ impl CascadeConfig {
             mtu: 1400,
             quinn_send_buffer: 128 << 10,
             queue_budget: 128 << 10,
+            congestion: Congestion::default(),
             stats: Arc::default(),
         }
     }
@@ -90,6 +115,14 @@ impl CascadeConfig {
         t.min_mtu(self.mtu);
         t.datagram_send_buffer_size(self.quinn_send_buffer);
         t.datagram_receive_buffer_size(Some(1 << 20));
+        match self.congestion {
+            Congestion::Cubic => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::CubicConfig::default()))
+            }
+            Congestion::Bbr => {
+                t.congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+            }
+        };
     }
 }
 
@@ -112,6 +145,14 @@ pub struct CascadeStats {
     pub dropped_video: AtomicU64,
     pub control_sent: AtomicU64,
     pub control_received: AtomicU64,
+    /// Loss repair (see [`super::repair::RepairCounts`]; the gateway's totals).
+    pub repair_nacks_sent: AtomicU64,
+    pub repair_requested: AtomicU64,
+    pub repair_resent: AtomicU64,
+    pub repair_cache_misses: AtomicU64,
+    pub repair_repaired: AtomicU64,
+    pub repair_unrepaired: AtomicU64,
+    pub repair_duplicates: AtomicU64,
 }
 
 /// One node-to-node link. Cloning shares it.
@@ -309,6 +350,11 @@ impl CascadeLink {
 
     pub fn stats(&self) -> &Arc<CascadeStats> {
         &self.stats
+    }
+
+    /// quinn's view of the connection (congestion window, losses, round trip).
+    pub fn connection_stats(&self) -> quinn::ConnectionStats {
+        self.connection.stats()
     }
 
     pub fn rtt(&self) -> Duration {

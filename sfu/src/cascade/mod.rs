@@ -23,13 +23,18 @@
 //! ([`crate::api::SfuRequest::Cascade`]); of two nodes the one whose id sorts first dials,
 //! the other accepts on its link port (ALPN [`CASCADE_ALPN`]). See `docs/cluster-link.md`.
 //!
-//! Not built: loss repair over the link (NACKs end at the receiving node), relaying through
-//! intermediate nodes (a room's nodes link as a mesh).
+//! Loss on a link is repaired per hop ([`repair`]): the receiving gateway NACKs the gaps of
+//! each flow on the control stream and the sending one answers from a short cache of what it
+//! sent; duplicates stop at the receiving gateway.
+//!
+//! Not built: relaying through intermediate nodes (each node of a room feeds the others
+//! directly: per track a star from its origin).
 
 pub mod datagram;
 mod driver;
 pub mod gateway;
 mod link;
+pub mod repair;
 pub mod send_queue;
 #[cfg(test)]
 mod tests;
@@ -37,6 +42,7 @@ mod tests;
 pub use driver::CascadeHandle;
 pub(crate) use driver::{spawn as spawn_gateway, GatewayCommand};
 pub use link::{
-    server_endpoint, CascadeConfig, CascadeLink, CascadeStats, NodeControl, CASCADE_ALPN,
+    server_endpoint, CascadeConfig, CascadeLink, CascadeStats, Congestion, NodeControl,
+    CASCADE_ALPN,
 };
 pub use send_queue::{Priority, SendQueue};

@@ -70,6 +70,8 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     /// How long the participants of a lost signaling connection keep their media.
     pub orphan_grace: Duration,
+    /// The congestion controller of the media node's link port (its cascade links).
+    pub cascade_congestion: crate::cascade::Congestion,
 }
 
 impl LinkConfig {
@@ -79,6 +81,7 @@ impl LinkConfig {
             keep_alive: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3),
             orphan_grace: Duration::from_secs(10),
+            cascade_congestion: crate::cascade::Congestion::default(),
         }
     }
 }

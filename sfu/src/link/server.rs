@@ -65,7 +65,8 @@ impl ControlServer {
         }
         // The port serves the cascade between media nodes too (its own ALPN), so the server
         // transport carries the cascade's media settings; the signaling link ignores them.
-        let cascade = CascadeConfig::new(config.cluster_secret.clone());
+        let mut cascade = CascadeConfig::new(config.cluster_secret.clone());
+        cascade.congestion = config.cascade_congestion;
         let mut transport = tls::transport_config(&config, true)?;
         cascade.tune(&mut transport);
         let server_config =

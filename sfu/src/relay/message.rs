@@ -82,4 +82,8 @@ pub enum RelayControl<P> {
     Subscribe { flow: FlowId, layers: LayerMask },
     /// Receiver → origin: a subscriber there needs a keyframe (`None`: every layer).
     KeyframeRequest { flow: FlowId, layer: Option<Layer> },
+    /// Receiver → origin: these RTP sequence numbers of the layer flow `flow` did not arrive;
+    /// the origin re-sends what it still has. Only where packets can be lost on the way (a
+    /// cascade link); the in-node queues lose nothing but what they refuse when full.
+    Nack { flow: FlowId, seqs: Vec<u16> },
 }

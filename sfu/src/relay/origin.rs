@@ -62,6 +62,15 @@ impl<P: Copy + Eq> OriginFlows<P> {
         self.entries.get(slot.0).map(|e| e.flow)
     }
 
+    /// The track and layer of a layer flow (`flow` = `track_flow.layer(layer)`): track
+    /// flows are numbered from 1 in steps of [`MAX_LAYERS`].
+    pub fn layer_of(&self, flow: FlowId) -> Option<(OriginSlot, FlowId, Layer)> {
+        let step = MAX_LAYERS as u32;
+        let base = FlowId(flow.0.checked_sub(1)? / step * step + 1);
+        let slot = *self.by_flow.get(&base)?;
+        Some((OriginSlot(slot), base, (flow.0 - base.0) as Layer))
+    }
+
     pub fn slot_of(&self, flow: FlowId) -> Option<OriginSlot> {
         self.by_flow.get(&flow).copied().map(OriginSlot)
     }

@@ -48,6 +48,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_cascade_links", "QUIC cascade links to other media nodes open now.", MetricType::GAUGE, &[]),
     ("zvon_cascade_datagrams_sent_total", "Relayed RTP packets sent to other media nodes (QUIC datagrams).", MetricType::COUNTER, &[]),
     ("zvon_cascade_datagrams_received_total", "QUIC datagrams received from other media nodes.", MetricType::COUNTER, &[]),
+    ("zvon_cascade_repair_total", "Loss repair on the cascade links, by event: nack_sent (NACK messages), requested (packets asked for), resent (answered from the cache), cache_miss, repaired (missing packets that arrived), unrepaired (given up), duplicate (dropped: forwarded already).", MetricType::COUNTER, &["event"]),
     ("zvon_cascade_datagrams_dropped_total", "Relayed packets not sent to another media node, by reason: too_large for the path, queue_audio/queue_video over the send budget, staging full; malformed: received and refused.", MetricType::COUNTER, &["reason"]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
@@ -332,6 +333,21 @@ impl Collector for NodeCollector {
             f.counter(
                 "zvon_cascade_datagrams_dropped_total",
                 &[("reason", reason)],
+                get(counter),
+            );
+        }
+        for (event, counter) in [
+            ("nack_sent", &c.repair_nacks_sent),
+            ("requested", &c.repair_requested),
+            ("resent", &c.repair_resent),
+            ("cache_miss", &c.repair_cache_misses),
+            ("repaired", &c.repair_repaired),
+            ("unrepaired", &c.repair_unrepaired),
+            ("duplicate", &c.repair_duplicates),
+        ] {
+            f.counter(
+                "zvon_cascade_repair_total",
+                &[("event", event)],
                 get(counter),
             );
         }

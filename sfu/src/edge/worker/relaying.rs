@@ -179,7 +179,9 @@ impl Worker {
                     self.relayed_keyframe_request(key, layer, now);
                 }
             }
-            RelayControl::Announce(_) => {}
+            // Workers share memory: nothing between them is lost but what a full queue
+            // refuses, and re-sending into a full queue would not help (see relay_pipe).
+            RelayControl::Announce(_) | RelayControl::Nack { .. } => {}
         }
     }
 
