@@ -10,7 +10,7 @@ use crate::turn::IceServer;
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Every client message `type` this version knows.
-pub const KNOWN_TYPES: [&str; 25] = [
+pub const KNOWN_TYPES: [&str; 26] = [
     "join",
     "publish_offer",
     "subscriber_answer",
