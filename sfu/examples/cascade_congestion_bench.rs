@@ -10,44 +10,23 @@
 //!
 //! `cargo run --example cascade_congestion_bench -- [seconds] [video kbit/s] [audio flows] [rounds]`
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zvon_sfu::cascade::datagram::{decode, encode};
-use zvon_sfu::cascade::{server_endpoint, CascadeConfig, CascadeLink, Congestion, Priority};
+use zvon_sfu::cascade::{CascadeConfig, Congestion, Priority};
 use zvon_sfu::relay::{FlowId, RelayPacket};
+
+mod common;
+use common::{delay_of, loopback_link, percentile, stamped};
 
 const VIDEO_PAYLOAD: usize = 1100;
 const AUDIO_PAYLOAD: usize = 100;
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
-}
-
 fn packet(flow: u32, seq: u64, len: usize, start: Instant) -> RelayPacket {
-    let mut payload = vec![0u8; len];
-    payload[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
-    RelayPacket {
-        flow: FlowId(flow),
-        source: flow,
-        seq,
-        ts: seq as u32 * 960,
-        pt: 111,
-        marker: false,
-        audio_level: None,
-        voice_activity: None,
-        video_orientation: None,
-        keyframe: None,
-        vp8: None,
-        received: Instant::now(),
-        payload: Arc::from(payload),
-    }
+    stamped(flow, flow, seq, seq as u32 * 960, 111, len, start)
 }
 
 #[derive(Default)]
@@ -73,27 +52,16 @@ impl Class {
 async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows: u32) -> String {
     let mut config = CascadeConfig::new("bench-cluster-secret-0123");
     config.congestion = congestion;
-    let endpoint = server_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &config).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let c = config.clone();
-    let accept = tokio::spawn(async move {
-        let incoming = endpoint.accept().await.unwrap();
-        let link = CascadeLink::accept(incoming, &c).await.unwrap();
-        (link, endpoint)
-    });
-    let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    let (tx, _rx) = CascadeLink::connect(&client, addr, &config, "a")
-        .await
-        .unwrap();
-    let ((rx, _c, _), _endpoint) = accept.await.unwrap();
+    let (tx, rx, _endpoints) = loopback_link(&config).await;
     let start = Instant::now();
     let receiver = tokio::spawn(async move {
         let (mut audio, mut video) = (vec![], vec![]);
         while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx.read_datagram()).await
         {
             if let Ok(p) = decode(&d) {
-                let sent = u64::from_be_bytes(p.payload[..8].try_into().unwrap());
-                let l = start.elapsed().saturating_sub(Duration::from_nanos(sent));
+                let Some(l) = delay_of(&p.payload, start) else {
+                    continue;
+                };
                 if p.flow.0 >= 1000 {
                     video.push(l);
                 } else {

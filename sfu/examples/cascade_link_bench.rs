@@ -14,8 +14,11 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use zvon_sfu::cascade::datagram::{decode, encode};
-use zvon_sfu::cascade::{server_endpoint, CascadeConfig, CascadeLink, Priority};
+use zvon_sfu::cascade::{CascadeConfig, Priority};
 use zvon_sfu::relay::{FlowId, RelayPacket};
+
+mod common;
+use common::{delay_of, loopback_link, percentile, stamped};
 
 fn cpu_time() -> Duration {
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
@@ -23,10 +26,6 @@ fn cpu_time() -> Duration {
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     let t = |tv: libc::timeval| Duration::new(tv.tv_sec as u64, tv.tv_usec as u32 * 1000);
     t(usage.ru_utime) + t(usage.ru_stime)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
 
 struct Report {
@@ -51,45 +50,16 @@ impl Report {
 }
 
 fn packet(seq: u64, start: Instant) -> RelayPacket {
-    let mut payload = vec![0u8; 1100];
-    payload[..8].copy_from_slice(&(start.elapsed().as_nanos() as u64).to_be_bytes());
-    RelayPacket {
-        flow: FlowId(1),
-        source: 7,
-        seq,
-        ts: seq as u32 * 3000,
-        pt: 96,
-        marker: false,
-        audio_level: None,
-        voice_activity: None,
-        video_orientation: None,
-        keyframe: None,
-        vp8: None,
-        received: Instant::now(),
-        payload: Arc::from(payload),
-    }
+    stamped(1, 7, seq, seq as u32 * 3000, 96, 1100, start)
 }
 
 fn latency_of(payload: &[u8], start: Instant) -> Duration {
-    let sent = u64::from_be_bytes(payload[..8].try_into().unwrap_or_default());
-    start.elapsed().saturating_sub(Duration::from_nanos(sent))
+    delay_of(payload, start).unwrap_or_default()
 }
 
 async fn quic(packets: usize, pps: usize) -> Report {
     let config = CascadeConfig::new("bench-cluster-secret-0123");
-    let endpoint = server_endpoint(SocketAddr::from(([127, 0, 0, 1], 0)), &config).unwrap();
-    let addr = endpoint.local_addr().unwrap();
-    let c = config.clone();
-    let accept = tokio::spawn(async move {
-        let incoming = endpoint.accept().await.unwrap();
-        let link = CascadeLink::accept(incoming, &c).await.unwrap();
-        (link, endpoint)
-    });
-    let client = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
-    let (tx, _rx) = CascadeLink::connect(&client, addr, &config, "a")
-        .await
-        .unwrap();
-    let ((rx, _c, _), _endpoint) = accept.await.unwrap();
+    let (tx, rx, _endpoints) = loopback_link(&config).await;
     let start = Instant::now();
     let cpu = cpu_time();
     let receiver = tokio::spawn(async move {

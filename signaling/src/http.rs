@@ -223,6 +223,25 @@ pub(crate) fn api_error(status: StatusCode, code: &str, message: impl Into<Strin
 }
 
 /// The backend's bearer token must carry the `server_api` grant.
+/// A server-API request's authorization and JSON body, or the documented error response.
+pub(crate) fn server_api_body<T>(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<Json<T>, JsonRejection>,
+) -> Result<T, Box<Response>> {
+    check_server_api(state, headers)?;
+    // axum's own rejection is text/plain (422 for a wrong field); the API answers every error
+    // with the documented JSON schema.
+    body.map(|Json(body)| body).map_err(|rejection| {
+        let message = crate::protocol::quote_message(rejection.body_text());
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            message,
+        ))
+    })
+}
+
 pub(crate) fn check_server_api(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let bearer = headers
         .get(header::AUTHORIZATION)
@@ -316,17 +335,9 @@ async fn server_call(
     headers: HeaderMap,
     body: Result<Json<ServerCallRequest>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_server_api(&state, &headers) {
-        return *r;
-    }
-    // axum's own rejection is text/plain (422 for a wrong field); the API answers every error
-    // with the documented JSON schema.
-    let Json(body) = match body {
+    let body = match server_api_body(&state, &headers, body) {
         Ok(body) => body,
-        Err(rejection) => {
-            let message = crate::protocol::quote_message(rejection.body_text());
-            return api_error(StatusCode::BAD_REQUEST, "invalid_request", message);
-        }
+        Err(r) => return *r,
     };
     match state
         .session

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
-use crate::http::{api_error, check_server_api, AppState};
+use crate::http::{api_error, check_server_api, server_api_body, AppState};
 use crate::protocol::ErrorCode;
 use crate::token;
 
@@ -61,15 +61,9 @@ async fn set_room_recording(
     UrlPath(room): UrlPath<String>,
     body: Result<Json<SetRecording>, JsonRejection>,
 ) -> Response {
-    if let Err(r) = check_server_api(&state, &headers) {
-        return *r;
-    }
-    let Json(body) = match body {
-        Ok(b) => b,
-        Err(rejection) => {
-            let message = crate::protocol::quote_message(rejection.body_text());
-            return api_error(StatusCode::BAD_REQUEST, "invalid_request", message);
-        }
+    let body = match server_api_body(&state, &headers, body) {
+        Ok(body) => body,
+        Err(r) => return *r,
     };
     match state
         .session

@@ -16,32 +16,16 @@ Exit code 0 on success. Only loopback is used.
 import asyncio
 import json
 import os
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 
-import aioice.ice
 import websockets
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaStreamError
 from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 
-# aiortc skips 127.0.0.1 by design; the test network is loopback only.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-
-CONFIG = RTCConfiguration(iceServers=[])
-CONFIG.bundlePolicy = "max-bundle"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from zvon_harness import CONFIG, connected, zvon_server
 
 
 class Client:
@@ -78,36 +62,9 @@ class Client:
                 return msg
 
 
-async def connected(pc, what, timeout=10):
-    deadline = time.monotonic() + timeout
-    while pc.connectionState != "connected":
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not connected after {timeout} s ({pc.connectionState})")
-        await asyncio.sleep(0.05)
-
-
 async def main(binary):
-    http = f"127.0.0.1:{free_port()}"
-    media_port = free_port(socket.SOCK_DGRAM)
-    log = tempfile.NamedTemporaryFile(prefix="zvon-aiortc-", suffix=".log", delete=False)
-    server = subprocess.Popen(
-        [binary, "serve", "--dev", "--http-addr", http, "--metrics-addr", f"127.0.0.1:{free_port()}",
-         "--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1", "--media-port", str(media_port),
-         # A failed run may leave clients connected: do not wait 30 s for them to leave.
-         "--drain-timeout", "1s"],
-        stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://{http}/api/dev-token?room=r&name=x")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+    async with zvon_server(binary, "aiortc") as http:
         await run(http)
-    finally:
-        server.terminate()
-        server.wait(10)
-        print(f"server log: {log.name}")
 
 
 async def run(http):

@@ -23,35 +23,20 @@ import json
 import math
 import struct
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
-import aioice.ice
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.contrib.media import MediaStreamError
 from aiortc.mediastreams import MediaStreamTrack
 from av import AudioFrame, VideoFrame
 
-# aiortc skips 127.0.0.1 by design; the test network is loopback only.
-aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]
-
-CONFIG = RTCConfiguration(iceServers=[])
-CONFIG.bundlePolicy = "max-bundle"
-
-
-def free_port(kind=socket.SOCK_STREAM):
-    s = socket.socket(socket.AF_INET, kind)
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from zvon_harness import CONFIG, connected, zvon_server
 
 
 class Video(MediaStreamTrack):
@@ -145,14 +130,6 @@ def http_call(method, url, body=None, bearer=None, content_type="application/sdp
 async def ice_done(pc):
     while pc.iceGatheringState != "complete":
         await asyncio.sleep(0.05)
-
-
-async def connected(pc, what, timeout=15):
-    deadline = time.monotonic() + timeout
-    while pc.connectionState != "connected":
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not connected after {timeout}s ({pc.connectionState})")
-        await asyncio.sleep(0.1)
 
 
 async def whip_publish(http, room, identity, width, height):
@@ -298,33 +275,11 @@ async def run(http):
 
 
 async def main():
-    http = f"127.0.0.1:{free_port()}"
-    media_port = free_port(socket.SOCK_DGRAM)
-    log = tempfile.NamedTemporaryFile(prefix="zvon-whip-", suffix=".log", delete=False)
     hooks = HTTPServer(("127.0.0.1", 0), Hooks)
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
-    server = subprocess.Popen(
-        [BINARY, "serve", "--dev", "--http-addr", http, "--metrics-addr", f"127.0.0.1:{free_port()}",
-         "--webhook-url", f"http://127.0.0.1:{hooks.server_port}/hooks",
-         "--media-bind-ip", "127.0.0.1", "--media-ip", "127.0.0.1", "--media-port", str(media_port),
-         "--drain-timeout", "1s"],
-        stdout=log, stderr=subprocess.STDOUT)
-    ok = False
-    try:
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://{http}/api/info")
-                break
-            except OSError:
-                await asyncio.sleep(0.1)
+    hook_url = f"http://127.0.0.1:{hooks.server_port}/hooks"
+    async with zvon_server(BINARY, "whip", ["--webhook-url", hook_url]) as http:
         await asyncio.wait_for(run(http), 120)
-        ok = True
-    finally:
-        server.terminate()
-        server.wait(10)
-        print(f"server log: {log.name}")
-        if not ok:
-            print(open(log.name).read()[-6000:])
 
 
 if __name__ == "__main__":

@@ -279,6 +279,24 @@ export async function waitFor(what, check, { timeoutMs = DEFAULT_TIMEOUT_MS, int
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last seen: ${seen}`);
 }
 
+/**
+ * Two participants in one call: opens `a` then `b` (each `[browser, url, label]`, added to
+ * `pages`), each joined, then waits until `b` decodes one video and one audio stream (and `a`
+ * too unless `bothWays` is false). Returns the two pages.
+ */
+export async function twoInCall(pages, a, b, { joinMs = 20_000, mediaMs = 30_000, bothWays = true } = {}) {
+  const opened = [];
+  for (const [browser, url, label] of [a, b]) {
+    const page = await openPage(browser, url, label);
+    pages.push(page);
+    await waitJoined(page, joinMs);
+    opened.push(page);
+  }
+  await waitMediaFlowing(opened[1], { videos: 1, audios: 1, timeoutMs: mediaMs });
+  if (bothWays) await waitMediaFlowing(opened[0], { videos: 1, audios: 1, timeoutMs: mediaMs });
+  return opened;
+}
+
 export function waitJoined(page, timeoutMs) {
   return waitFor(`${page.label} to join`, async () => {
     const s = await snapshot(page);

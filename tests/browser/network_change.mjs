@@ -23,8 +23,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  launchBrowser, log, openPage, pageUrl, saveArtifacts, sleep, startServer, tail, uniqueName,
-  waitFor, waitJoined, waitMediaFlowing,
+  launchBrowser, log, pageUrl, saveArtifacts, sleep, startServer, tail, twoInCall, uniqueName,
+  waitFor, waitMediaFlowing,
 } from './harness.mjs';
 import { run, SubscriberNamespace } from './netns.mjs';
 
@@ -135,15 +135,10 @@ function paths(page) {
  */
 async function changeMidCall({ server, link, hostBrowser, nsBrowser, pages }, name, change, newAddress, settle = async () => {}, timeoutMs = RESUME_TIMEOUT_MS) {
   const room = uniqueName(name);
-  const stayer = await openPage(hostBrowser, pageUrl(server, room, 'Stayer'), 'stayer');
-  pages.push(stayer);
-  await waitJoined(stayer, 20_000);
-  const mover = await openPage(nsBrowser, pageUrl(server, room, 'Mover'), 'mover');
-  pages.push(mover);
-  await waitJoined(mover, 20_000);
   // Both directions: Stayer decodes what Mover publishes, Mover decodes what Stayer does.
-  await waitMediaFlowing(stayer, { videos: 1, audios: 1, timeoutMs: 30_000 });
-  await waitMediaFlowing(mover, { videos: 1, audios: 1, timeoutMs: 30_000 });
+  const [stayer, mover] = await twoInCall(pages,
+    [hostBrowser, pageUrl(server, room, 'Stayer'), 'stayer'],
+    [nsBrowser, pageUrl(server, room, 'Mover'), 'mover']);
   const before = await paths(mover);
   log(`before: ${JSON.stringify(before)}`);
   if (!before.pub?.local?.startsWith(`${link.nsIp}:`) || !before.sub?.local?.startsWith(`${link.nsIp}:`)) {
@@ -207,15 +202,10 @@ async function twoAddresses({ server, link, nsBrowser, hostBrowser, pages }) {
   const second = link.announced;
   {
     const room = uniqueName('twoaddr');
-    const pub = await openPage(hostBrowser, pageUrl(server, room, 'Host'), 'twoaddr-host');
-    pages.push(pub);
-    await waitJoined(pub, 20_000);
-    const sub = await openPage(nsBrowser, pageUrl(server, room, 'Remote'), 'twoaddr-remote');
-    pages.push(sub);
-    await waitJoined(sub, 20_000);
     // Both of Remote's connections: it receives Host's media and Host receives its own.
-    await waitMediaFlowing(sub, { videos: 1, audios: 1, timeoutMs: 30_000 });
-    await waitMediaFlowing(pub, { videos: 1, audios: 1, timeoutMs: 30_000 });
+    const [, sub] = await twoInCall(pages,
+      [hostBrowser, pageUrl(server, room, 'Host'), 'twoaddr-host'],
+      [nsBrowser, pageUrl(server, room, 'Remote'), 'twoaddr-remote']);
     const p = await paths(sub);
     log(`two-addresses: remote's paths ${JSON.stringify(p)}`);
     return { scenario: 'two-addresses', announced: second, paths: p };

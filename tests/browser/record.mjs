@@ -15,7 +15,7 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync, existsSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import {
-  runSuite, startServer, openPage, snapshot, waitFor, waitJoined, waitMediaFlowing, pageUrl,
+  runSuite, startServer, openPage, snapshot, twoInCall, waitFor, waitJoined, waitMediaFlowing, pageUrl,
   uniqueName, log, sleep, freeTcpPort, REPO_ROOT,
 } from './harness.mjs';
 
@@ -80,13 +80,10 @@ async function record(browser, _s, pages, results) {
   const dir = mkdtempSync(join(tmpdir(), 'zvon-rec-'));
   const server = await recordingServer(dir);
   const room = uniqueName('rec');
-  const teacher = await openPage(browser, `${pageUrl(server, room, 'Teacher')}&admin=1`, 'teacher');
-  pages.push(teacher);
-  const student = await openPage(browser, pageUrl(server, room, 'Sam'), 'student');
-  pages.push(student);
-  await waitJoined(teacher, TIMEOUT_MS);
-  await waitJoined(student, TIMEOUT_MS);
-  await waitMediaFlowing(student, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+  const [teacher, student] = await twoInCall(pages,
+    [browser, `${pageUrl(server, room, 'Teacher')}&admin=1`, 'teacher'],
+    [browser, pageUrl(server, room, 'Sam'), 'student'],
+    { joinMs: TIMEOUT_MS, mediaMs: TIMEOUT_MS, bothWays: false });
   if (await visible(student, '#btn-record')) throw new Error('a student is offered the record button');
 
   await teacher.click('#btn-record');
@@ -218,13 +215,10 @@ async function unwritable(browser, _s, pages, results) {
   const recordDir = join(dir, 'rec');
   const server = await recordingServer(recordDir);
   const room = uniqueName('full');
-  const teacher = await openPage(browser, `${pageUrl(server, room, 'Teacher')}&admin=1`, 'teacher');
-  pages.push(teacher);
-  const student = await openPage(browser, pageUrl(server, room, 'Sam'), 'student');
-  pages.push(student);
-  await waitJoined(teacher, TIMEOUT_MS);
-  await waitJoined(student, TIMEOUT_MS);
-  await waitMediaFlowing(student, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+  const [teacher, student] = await twoInCall(pages,
+    [browser, `${pageUrl(server, room, 'Teacher')}&admin=1`, 'teacher'],
+    [browser, pageUrl(server, room, 'Sam'), 'student'],
+    { joinMs: TIMEOUT_MS, mediaMs: TIMEOUT_MS, bothWays: false });
   // A file where the directory was: nothing can be written under it, not even by root.
   rmSync(recordDir, { recursive: true, force: true });
   writeFileSync(recordDir, 'not a directory');

@@ -237,19 +237,15 @@ mod tests {
 
     fn packet(seq: u64, payload: &[u8]) -> RelayPacket {
         RelayPacket {
-            flow: FlowId(0),
-            source: 0xDEAD_BEEF,
-            seq,
-            ts: 0x0102_0304,
-            pt: 111,
             marker: true,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            keyframe: None,
-            vp8: None,
-            received: Instant::now(),
-            payload: Arc::from(payload),
+            ..RelayPacket::plain(
+                FlowId(0),
+                0xDEAD_BEEF,
+                seq,
+                0x0102_0304,
+                111,
+                Arc::from(payload),
+            )
         }
     }
 

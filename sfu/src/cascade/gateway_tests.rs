@@ -97,21 +97,7 @@ fn only_the_layers_edge_subscribers_want_cross_once_per_node() {
     let (mut a, mut b, link, local) = linked();
     let mut out = vec![];
     // Nothing crosses unasked.
-    let packet = |flow: FlowId| RelayPacket {
-        flow,
-        source: 9,
-        seq: 1000,
-        ts: 0,
-        pt: 96,
-        marker: false,
-        audio_level: None,
-        voice_activity: None,
-        video_orientation: None,
-        keyframe: None,
-        vp8: None,
-        received: Instant::now(),
-        payload: Arc::from(&b"vp8"[..]),
-    };
+    let packet = |flow: FlowId| RelayPacket::plain(flow, 9, 1000, 0, 96, Arc::from(&b"vp8"[..]));
     let o = a.outbound(0, &packet(FlowId(1).layer(2))).unwrap();
     assert_eq!(a.node_targets(o.slot, o.layer).count(), 0);
 
@@ -252,20 +238,8 @@ fn mutes_keyframe_requests_and_removals_reach_the_other_side() {
 
 #[test]
 fn a_lost_node_takes_its_tracks_and_subscriptions_with_it() {
-    let (mut a, mut b, link, local) = linked();
+    let (mut a, mut b, link, local) = subscribed_layer0();
     let mut out = vec![];
-    b.from_worker(
-        0,
-        RelayControl::Subscribe {
-            flow: local,
-            layers: LayerMask(1),
-        },
-        &mut out,
-    );
-    for (_, m) in to_nodes(&mut out) {
-        a.from_node(B_AT_A, m, Instant::now(), &mut out);
-    }
-    out.clear();
     // A loses B: its worker stops sending for B.
     a.node_lost(B_AT_A, &mut out);
     assert!(matches!(
@@ -280,21 +254,7 @@ fn a_lost_node_takes_its_tracks_and_subscriptions_with_it() {
     ));
     let o = a.outbound(
         0,
-        &RelayPacket {
-            flow: FlowId(1),
-            source: 1,
-            seq: 1,
-            ts: 0,
-            pt: 96,
-            marker: false,
-            audio_level: None,
-            voice_activity: None,
-            video_orientation: None,
-            keyframe: None,
-            vp8: None,
-            received: Instant::now(),
-            payload: Arc::from(&b""[..]),
-        },
+        &RelayPacket::plain(FlowId(1), 1, 1, 0, 96, Arc::from(&b""[..])),
     );
     assert_eq!(a.node_targets(o.unwrap().slot, 0).count(), 0);
     let _ = link;
@@ -333,21 +293,14 @@ fn subscribed_layer0() -> (Gateway, Gateway, FlowId, FlowId) {
 }
 
 fn camera_packet(seq: u64) -> RelayPacket {
-    RelayPacket {
-        flow: FlowId(1),
-        source: 9,
+    RelayPacket::plain(
+        FlowId(1),
+        9,
         seq,
-        ts: seq as u32 * 3000,
-        pt: 96,
-        marker: false,
-        audio_level: None,
-        voice_activity: None,
-        video_orientation: None,
-        keyframe: None,
-        vp8: None,
-        received: Instant::now(),
-        payload: Arc::from(seq.to_be_bytes().as_slice()),
-    }
+        seq as u32 * 3000,
+        96,
+        Arc::from(seq.to_be_bytes().as_slice()),
+    )
 }
 
 /// What A's driver does with a worker's packet: encode it once, keep it, send it to B.

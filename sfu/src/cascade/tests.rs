@@ -75,21 +75,14 @@ fn announcement(flow: FlowId, kind: TrackKind) -> TrackAnnouncement {
 }
 
 fn rtp(seq: u64, len: usize) -> RelayPacket {
-    RelayPacket {
-        flow: FlowId(0),
-        source: 42,
+    RelayPacket::plain(
+        FlowId(0),
+        42,
         seq,
-        ts: seq as u32 * 3000,
-        pt: 96,
-        marker: false,
-        audio_level: None,
-        voice_activity: None,
-        video_orientation: None,
-        keyframe: None,
-        vp8: None,
-        received: Instant::now(),
-        payload: Arc::from(vec![(seq % 251) as u8; len]),
-    }
+        seq as u32 * 3000,
+        96,
+        Arc::from(vec![(seq % 251) as u8; len]),
+    )
 }
 
 #[tokio::test]

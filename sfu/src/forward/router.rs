@@ -72,6 +72,31 @@ impl Track {
     pub(super) fn downtracks(&self) -> &[DowntrackKey] {
         &self.downtracks
     }
+
+    /// A keyframe request, sent at once, for the layer a subscriber wanting `want` would get
+    /// (`None` when no layer of a simulcast track fits). It still passes the throttle, so
+    /// requests right after it wait as usual.
+    pub(super) fn keyframe_request_now(
+        &mut self,
+        want: Want,
+        now: Instant,
+    ) -> Option<KeyframeRequest> {
+        let layer = if self.layers.is_simulcast() {
+            Some(self.layers.choose(want, now)?)
+        } else {
+            None
+        };
+        let throttle = match layer {
+            Some(l) => &mut self.layer_throttles[usize::from(l)],
+            None => &mut self.keyframe_throttle,
+        };
+        let _ = throttle.should_send(now);
+        Some(KeyframeRequest {
+            publisher: self.publisher,
+            mid: self.publisher_mid,
+            layer,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -561,24 +586,7 @@ impl Router {
             if track.muted || dt.want == Want::Paused {
                 continue;
             }
-            let layer = if track.layers.is_simulcast() {
-                let Some(l) = track.layers.choose(dt.want, now) else {
-                    continue;
-                };
-                Some(l)
-            } else {
-                None
-            };
-            let throttle = match layer {
-                Some(l) => &mut track.layer_throttles[usize::from(l)],
-                None => &mut track.keyframe_throttle,
-            };
-            let _ = throttle.should_send(now);
-            requests.push(KeyframeRequest {
-                publisher: track.publisher,
-                mid: track.publisher_mid,
-                layer,
-            });
+            requests.extend(track.keyframe_request_now(dt.want, now));
         }
         requests
     }

@@ -40,6 +40,28 @@ pub struct RelayPacket {
     pub payload: Arc<[u8]>,
 }
 
+impl RelayPacket {
+    /// A packet without header extensions, keyframe or VP8 marks (tests, benches and the
+    /// parts of a carrier that fill those in afterwards).
+    pub fn plain(flow: FlowId, source: u32, seq: u64, ts: u32, pt: u8, payload: Arc<[u8]>) -> Self {
+        RelayPacket {
+            flow,
+            source,
+            seq,
+            ts,
+            pt,
+            marker: false,
+            audio_level: None,
+            voice_activity: None,
+            video_orientation: None,
+            keyframe: None,
+            vp8: None,
+            received: Instant::now(),
+            payload,
+        }
+    }
+}
+
 /// A track the origin hosts, told to every core that hosts part of its room.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrackAnnouncement {

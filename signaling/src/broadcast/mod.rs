@@ -15,8 +15,6 @@ pub use http::routes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use rand::distributions::Alphanumeric;
-use rand::Rng;
 use serde_json::json;
 use tracing::{info, warn};
 use zvon_sfu::api::{
@@ -24,7 +22,7 @@ use zvon_sfu::api::{
 };
 
 use crate::protocol::{ErrorCode, LeaveReason, ServerMessage, TrackDeclaration};
-use crate::rooms::{outbox, OutboxReceiver, Queued, Refusal};
+use crate::rooms::{outbox, random_id, OutboxReceiver, Queued, Refusal};
 use crate::session::SessionContext;
 use crate::token::Claims;
 use follow::{Choice, Follow};
@@ -99,14 +97,6 @@ pub struct Broadcasts {
 pub struct Started {
     pub id: String,
     pub answer: String,
-}
-
-fn random_id(len: usize) -> String {
-    rand::thread_rng()
-        .sample_iter(Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
 }
 
 impl Broadcasts {

@@ -183,7 +183,7 @@ pub struct Joined {
     pub session: u64,
 }
 
-fn random_id(len: usize) -> String {
+pub(crate) fn random_id(len: usize) -> String {
     rand::thread_rng()
         .sample_iter(Alphanumeric)
         .take(len)

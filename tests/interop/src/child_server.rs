@@ -205,3 +205,22 @@ pub async fn join_retrying(
         }
     }
 }
+
+/// The command line of a benchmark whose flags all take a number: `--flag N` pairs in order.
+/// `--help` prints `usage` and exits.
+pub fn numeric_flags(usage: &str) -> Result<Vec<(String, u64)>> {
+    let mut flags = Vec::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{usage}\nenv ZVON_BIN: server binary (default target/release/zvon)");
+            std::process::exit(0);
+        }
+        let value = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
+        let n: u64 = value
+            .parse()
+            .with_context(|| format!("{flag} {value}: not a number"))?;
+        flags.push((flag, n));
+    }
+    Ok(flags)
+}

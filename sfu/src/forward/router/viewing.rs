@@ -107,21 +107,7 @@ impl Router {
         if track.kind != TrackKind::Video || track.muted {
             return None;
         }
-        let layer = if track.layers.is_simulcast() {
-            Some(track.layers.choose(dt.want, now)?)
-        } else {
-            None
-        };
-        let throttle = match layer {
-            Some(l) => &mut track.layer_throttles[usize::from(l)],
-            None => &mut track.keyframe_throttle,
-        };
-        let _ = throttle.should_send(now);
-        Some(KeyframeRequest {
-            publisher: track.publisher,
-            mid: track.publisher_mid,
-            layer,
-        })
+        track.keyframe_request_now(dt.want, now)
     }
 
     /// The track a viewer's slot shows now.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::json;
 use zvon_interop::child_server::{
-    cpu_ticks, join_retrying as join, peak_rss, read_mem, ChildServer as Server, Mem,
+    cpu_ticks, join_retrying as join, numeric_flags, peak_rss, read_mem, ChildServer as Server, Mem,
 };
 use zvon_interop::{TestParticipant, CONNECT_TIMEOUT};
 
@@ -54,20 +54,9 @@ impl Args {
             concurrency: 4,
             rounds: 2,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            if flag == "--help" || flag == "-h" {
-                println!(
-                    "memory_per_participant [--participants N=40] [--room-size K=4] \
-                     [--settle-secs 3] [--forward-secs 10] [--timeout-secs 150] [--concurrency 4] [--rounds 2]\n\
-                     env ZVON_BIN: server binary (default target/release/zvon)"
-                );
-                std::process::exit(0);
-            }
-            let value = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
-            let n: u64 = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
+        let usage = "memory_per_participant [--participants N=40] [--room-size K=4] \
+                     [--settle-secs 3] [--forward-secs 10] [--timeout-secs 150] [--concurrency 4] [--rounds 2]";
+        for (flag, n) in numeric_flags(usage)? {
             match flag.as_str() {
                 "--participants" => a.participants = n as usize,
                 "--room-size" => a.room_size = n as usize,

@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use rand::Rng;
 use serde_json::{json, Value};
-use zvon_interop::child_server::{join_retrying, read_mem, ChildServer};
+use zvon_interop::child_server::{join_retrying, numeric_flags, read_mem, ChildServer};
 use zvon_interop::{
     http_get, msg_type, SignalClient, TestParticipant, CONNECT_TIMEOUT, SIGNAL_TIMEOUT,
 };
@@ -62,20 +62,9 @@ impl Args {
             sample_every: Duration::from_secs(15),
             max_drift_percent: 5,
         };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            if flag == "--help" || flag == "-h" {
-                println!(
-                    "soak [--duration-secs 3600] [--warmup-secs 120] [--rooms 3] [--room-size 4] \
-                     [--action-ms 2000] [--call-secs 30] [--sample-secs 15] [--max-drift-percent 5]\n\
-                     env ZVON_BIN: server binary (default target/release/zvon)"
-                );
-                std::process::exit(0);
-            }
-            let value = it.next().ok_or_else(|| anyhow!("{flag} needs a value"))?;
-            let n: u64 = value
-                .parse()
-                .with_context(|| format!("{flag} {value}: not a number"))?;
+        let usage = "soak [--duration-secs 3600] [--warmup-secs 120] [--rooms 3] [--room-size 4] \
+                     [--action-ms 2000] [--call-secs 30] [--sample-secs 15] [--max-drift-percent 5]";
+        for (flag, n) in numeric_flags(usage)? {
             match flag.as_str() {
                 "--duration-secs" => a.duration = Duration::from_secs(n),
                 "--warmup-secs" => a.warmup = Duration::from_secs(n),
