@@ -5,6 +5,11 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::routing::post;
+use axum::{Json, Router};
 use common::*;
 use serde_json::{json, Value};
 
@@ -16,6 +21,38 @@ async fn join_with(s: &zvon_signaling::RunningServer, identity: &str, admin: boo
     send(&mut ws, json!({"type":"join","protocol":1,"token":tok})).await;
     let joined = expect_type(&mut ws, "joined").await;
     (ws, joined)
+}
+
+/// A backend on loopback that keeps every webhook body it gets; returns its URL.
+async fn webhook_receiver() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    let app = Router::new().route(
+        "/hooks",
+        post(move |Json(v): Json<Value>| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap().push(v);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/hooks"), seen)
+}
+
+/// The first webhook of `event` (bounded wait).
+async fn webhook(seen: &Mutex<Vec<Value>>, event: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = seen.lock().unwrap().iter().find(|v| v["event"] == event) {
+            return v.clone();
+        }
+        assert!(Instant::now() < deadline, "no {event} webhook within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn body(response: &str) -> Value {
@@ -52,7 +89,12 @@ async fn admins_switch_recording_and_everyone_is_told() {
     let dir = std::env::temp_dir().join(format!("zvon-rec-test-{}", rand::random::<u32>()));
     std::fs::create_dir_all(&dir).unwrap();
     let d = dir.clone();
-    let s = server(move |c| c.sfu.record_dir = Some(d)).await;
+    let (hook_url, hooks) = webhook_receiver().await;
+    let s = server(move |c| {
+        c.sfu.record_dir = Some(d);
+        c.webhook_url = Some(hook_url);
+    })
+    .await;
     let (mut teacher, _) = join_with(&s, "teacher", true).await;
     let (mut student, _) = join_with(&s, "sam", false).await;
     expect_type(&mut teacher, "participant_joined").await;
@@ -115,5 +157,15 @@ async fn admins_switch_recording_and_everyone_is_told() {
     let (status, out) = http_request(&s, "GET", "/api/recordings", Some(&api), None).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(body(&out)["recordings"][0]["recording_id"], id.as_str());
+    // The backend heard both ends of it, the end with the list of files written.
+    let started = webhook(&hooks, "recording.started").await;
+    assert_eq!(
+        (started["room"].as_str(), started["recording_id"].as_str()),
+        (Some(ROOM), Some(id.as_str())),
+        "{started}"
+    );
+    let finished = webhook(&hooks, "recording.finished").await;
+    assert_eq!(finished["recording_id"], id.as_str(), "{finished}");
+    assert!(finished["files"].is_array(), "{finished}");
     let _ = std::fs::remove_dir_all(dir);
 }
