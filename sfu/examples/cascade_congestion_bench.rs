@@ -11,7 +11,6 @@
 //! `cargo run --example cascade_congestion_bench -- [seconds] [video kbit/s] [audio flows] [rounds]`
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -59,7 +58,7 @@ async fn run(congestion: Congestion, seconds: u64, video_kbps: u64, audio_flows:
         while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(2), rx.read_datagram()).await
         {
             if let Ok(p) = decode(&d) {
-                let Some(l) = delay_of(&p.payload, start) else {
+                let Some(l) = delay_of(p.payload, start) else {
                     continue;
                 };
                 if p.flow.0 >= 1000 {

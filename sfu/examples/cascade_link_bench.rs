@@ -8,8 +8,7 @@
 //!
 //! `cargo run --release -p zvon-sfu --example cascade_link_bench -- [packets] [pps]`
 
-use std::net::{SocketAddr, UdpSocket};
-use std::sync::Arc;
+use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

@@ -233,7 +233,6 @@ pub fn extend_seq(last: Option<u64>, seq: u16) -> u64 {
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::Instant;
 
     fn packet(seq: u64, payload: &[u8]) -> RelayPacket {
         RelayPacket {
