@@ -23,6 +23,7 @@ use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
 use super::vp8_munger::{Vp8Ids, Vp8Munger};
 use crate::api::{TrackKind, TrackSource, VideoSubscription};
 
+mod keyframe_now;
 mod record_side;
 mod relay_side;
 mod viewing;
@@ -71,31 +72,6 @@ impl Track {
 
     pub(super) fn downtracks(&self) -> &[DowntrackKey] {
         &self.downtracks
-    }
-
-    /// A keyframe request, sent at once, for the layer a subscriber wanting `want` would get
-    /// (`None` when no layer of a simulcast track fits). It still passes the throttle, so
-    /// requests right after it wait as usual.
-    pub(super) fn keyframe_request_now(
-        &mut self,
-        want: Want,
-        now: Instant,
-    ) -> Option<KeyframeRequest> {
-        let layer = if self.layers.is_simulcast() {
-            Some(self.layers.choose(want, now)?)
-        } else {
-            None
-        };
-        let throttle = match layer {
-            Some(l) => &mut self.layer_throttles[usize::from(l)],
-            None => &mut self.keyframe_throttle,
-        };
-        let _ = throttle.should_send(now);
-        Some(KeyframeRequest {
-            publisher: self.publisher,
-            mid: self.publisher_mid,
-            layer,
-        })
     }
 }
 

@@ -13,6 +13,7 @@ pub mod host_link;
 pub mod media;
 pub mod participant;
 pub mod peer;
+pub mod renegotiation;
 pub mod signal;
 pub mod streams;
 
