@@ -217,8 +217,11 @@ impl PublishedTrackEntry {
 pub struct Participant {
     pub id: ParticipantId,
     pub can_subscribe: bool,
-    pub publisher: Option<Connection>,
-    pub subscriber: Option<Connection>,
+    // Boxed: a `Connection` holds a str0m `Rtc` of several KiB inline, and the worker's slab
+    // of participants reserves whole slots; inline, every slot (free ones and participants
+    // with one connection or none) would carry two of them.
+    pub publisher: Option<Box<Connection>>,
+    pub subscriber: Option<Box<Connection>>,
     pub published: Vec<PublishedTrackEntry>,
     pub pending_offer: Option<PendingSubscriberOffer>,
     /// The client asked for a subscriber ICE restart; the next subscriber offer carries it.
@@ -256,8 +259,8 @@ impl Participant {
 
     pub fn connection_mut(&mut self, side: super::demux::Side) -> Option<&mut Connection> {
         match side {
-            super::demux::Side::Publisher => self.publisher.as_mut(),
-            super::demux::Side::Subscriber => self.subscriber.as_mut(),
+            super::demux::Side::Publisher => self.publisher.as_deref_mut(),
+            super::demux::Side::Subscriber => self.subscriber.as_deref_mut(),
         }
     }
 

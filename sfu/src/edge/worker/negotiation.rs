@@ -57,7 +57,7 @@ impl Worker {
             };
             self.demux
                 .add_ufrag(conn.ufrag.clone(), (peer, Side::Subscriber));
-            self.participants[peer.0 as usize].subscriber = Some(conn);
+            self.participants[peer.0 as usize].subscriber = Some(Box::new(conn));
         }
         let publisher_ids: Vec<Option<ParticipantId>> = downtracks
             .iter()

@@ -203,7 +203,7 @@ impl Worker {
         let checked = check_declared(&conn.rtc, tracks)?;
         conn.start_setup_clock(now + self.media_setup_timeout);
         let ufrag = conn.ufrag.clone();
-        self.participants[peer.0 as usize].publisher = Some(conn);
+        self.participants[peer.0 as usize].publisher = Some(Box::new(conn));
         self.add_published(peer, checked);
         self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
         self.mark_dirty((peer, Side::Publisher));

@@ -65,7 +65,7 @@ impl Worker {
         }
         let ufrag = conn.ufrag.clone();
         let p = &mut self.participants[peer.0 as usize];
-        p.subscriber = Some(conn);
+        p.subscriber = Some(Box::new(conn));
         p.viewer_slots = keys;
         self.demux.add_ufrag(ufrag, (peer, Side::Subscriber));
         self.mark_dirty((peer, Side::Subscriber));
