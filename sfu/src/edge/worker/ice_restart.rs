@@ -25,6 +25,7 @@ impl Worker {
             return;
         }
         let old = std::mem::replace(&mut conn.ufrag, ufrag.clone());
+        conn.send_path.reset();
         conn.restart_deadline = Some(now + timeout);
         self.demux.retire_ufrag(&old);
         self.demux.add_ufrag(ufrag, key);

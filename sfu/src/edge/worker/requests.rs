@@ -188,7 +188,7 @@ impl Worker {
         tracks: &[crate::api::PublishedTrack],
         now: Instant,
     ) -> Result<String, SfuError> {
-        let offer = SdpOffer::from_sdp_string(sdp)
+        let offer = SdpOffer::from_sdp_string(&sdp_candidates::without_candidates(sdp))
             .map_err(|e| sdp_refused("the offer is not valid SDP", e))?;
         if self.participants[peer.0 as usize].publisher.is_some() {
             return self.republish(peer, offer, tracks, now);
