@@ -419,6 +419,29 @@ export class ZvonClient extends StatefulEmitter {
     await this._renegotiate();
   }
 
+  /**
+   * Publishes the camera and microphone again on a new publisher connection, for a page
+   * whose publisher connection broke in a way an ICE restart cannot mend. The new
+   * connection's offer reaches the server while the old connection still exists, and the
+   * server then replaces it (same participant, same track ids); the old one is closed only
+   * after the answer. Closing it first would end the session (`media_timeout`), see
+   * docs/protocol.md, "Replacing the publisher connection". A screen share is stopped.
+   */
+  async replacePublisherConnection() {
+    if (this.state !== 'joined') throw new Error(`replacePublisherConnection() in state ${this.state}`);
+    await this._publishDone;
+    const old = this.publisherPc;
+    if (this.localTracks.has('screen')) {
+      this.localTracks.get('screen').track.stop();
+      this._emit('localscreen', { stream: null });
+    }
+    this._screenTr = null;
+    this.localTracks.clear();
+    await this._publish();
+    await this._publishDone;
+    if (old && old !== this.publisherPc) old.close();
+  }
+
   _newPublisherPc() {
     const pc = new RTCPeerConnection(this._pcConfig());
     this.publisherPc = pc;

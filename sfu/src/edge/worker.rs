@@ -48,6 +48,7 @@ mod forwarding;
 mod ice_restart;
 mod negotiation;
 mod path_follow;
+mod publisher_replace;
 mod recording;
 mod relaying;
 mod requests;
@@ -766,7 +767,7 @@ impl Worker {
             }
             Event::IceConnectionStateChange(
                 IceConnectionState::Completed | IceConnectionState::Connected,
-            ) => self.ice_came_back(key),
+            ) => self.ice_came_back(key, now),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 if let Some(c) = self
                     .participants

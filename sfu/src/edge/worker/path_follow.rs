@@ -49,6 +49,9 @@ impl Worker {
         if let Some(p) = self.participants.get(key.0 .0 as usize) {
             info!(participant = %p.id, side = ?key.1, %stale, %to, "send path follows the client to its new address");
         }
+        if key.1 == Side::Subscriber {
+            self.restart_subscriber_videos(key.0, now);
+        }
         self.mark_dirty(key);
     }
 }
