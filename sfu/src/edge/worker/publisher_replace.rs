@@ -52,8 +52,7 @@ impl Worker {
         conn.start_setup_clock(now + self.media_setup_timeout);
         let ufrag = conn.ufrag.clone();
         // Tracks that carry on: same mid, same id, same kind of layering on the new connection.
-        let carried: Vec<(Mid, TrackId, Vec<Rid>, Vec<(u8, VideoCodec)>)> = self.participants
-            [peer.0 as usize]
+        let carried: Vec<Carried> = self.participants[peer.0 as usize]
             .published
             .iter()
             .filter_map(|e| {
@@ -107,6 +106,10 @@ impl Worker {
         Ok(sdp_candidates::in_every_section(&answer.to_sdp_string()))
     }
 }
+
+/// A track that carries on under a new connection: its mid and id, and the new connection's
+/// simulcast rids and video codecs for it.
+type Carried = (Mid, TrackId, Vec<Rid>, Vec<(u8, VideoCodec)>);
 
 /// The first `a=fingerprint` of an SDP (session or media level; a browser writes the same
 /// everywhere).
