@@ -100,6 +100,9 @@ pub struct SfuStats {
     /// Connections that did not come up within the media-setup timeout (their participants
     /// were cut).
     pub media_setup_timeouts: AtomicU64,
+    /// Connections whose send path moved to the client's new address after the old one went
+    /// silent (a NAT rebinding; `edge::send_path`).
+    pub send_path_moves: AtomicU64,
     /// Recordings stopped by an I/O error (disk full, directory not writable).
     pub recording_errors: AtomicU64,
     /// Packets of recorded tracks dropped because the recording thread's queue was full.
@@ -162,6 +165,7 @@ impl SfuStats {
             peers_connected: AtomicU64::new(0),
             worker_panics: AtomicU64::new(0),
             media_setup_timeouts: AtomicU64::new(0),
+            send_path_moves: AtomicU64::new(0),
             recording_errors: AtomicU64::new(0),
             recording_packets_dropped: AtomicU64::new(0),
             recordings_active: AtomicU64::new(0),

@@ -109,16 +109,19 @@ export class ZvonClient extends StatefulEmitter {
    * browser negotiates the cameras in view instead of one m-line per participant.
    * `socket`: a WebSocket to `url` opened before this client existed (the page opens it
    * while its scripts load); connect() joins on it instead of opening one.
+   * `detectDeadPath`: restart ICE after 1.5 s of silence on a connection (ice_restart.js);
+   * false leaves only the restart on `disconnected` (tests of what the server does alone).
    */
   constructor({
     url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
-    socket = null,
+    socket = null, detectDeadPath = true,
   } = {}) {
     super();
     if (!['auto', 'on_demand'].includes(videoSubscription)) {
       throw new Error(`videoSubscription must be 'auto' or 'on_demand', not ${videoSubscription}`);
     }
     this.videoSubscription = videoSubscription;
+    this.detectDeadPath = detectDeadPath;
     this.url = url;
     this.token = token;
     this.room = room;
@@ -416,6 +419,29 @@ export class ZvonClient extends StatefulEmitter {
     await this._renegotiate();
   }
 
+  /**
+   * Publishes the camera and microphone again on a new publisher connection, for a page
+   * whose publisher connection broke in a way an ICE restart cannot mend. The new
+   * connection's offer reaches the server while the old connection still exists, and the
+   * server then replaces it (same participant, same track ids); the old one is closed only
+   * after the answer. Closing it first would end the session (`media_timeout`), see
+   * docs/protocol.md, "Replacing the publisher connection". A screen share is stopped.
+   */
+  async replacePublisherConnection() {
+    if (this.state !== 'joined') throw new Error(`replacePublisherConnection() in state ${this.state}`);
+    await this._publishDone;
+    const old = this.publisherPc;
+    if (this.localTracks.has('screen')) {
+      this.localTracks.get('screen').track.stop();
+      this._emit('localscreen', { stream: null });
+    }
+    this._screenTr = null;
+    this.localTracks.clear();
+    await this._publish();
+    await this._publishDone;
+    if (old && old !== this.publisherPc) old.close();
+  }
+
   _newPublisherPc() {
     const pc = new RTCPeerConnection(this._pcConfig());
     this.publisherPc = pc;
@@ -424,11 +450,11 @@ export class ZvonClient extends StatefulEmitter {
     });
     // Our network changed: the same connection offers new ICE credentials (a publish_offer
     // like any renegotiation) and checks from wherever we are now; tracks and ids stay.
-    watchIce(pc, async () => {
+    watchIce(pc, { silence: this.detectDeadPath }, async (reason) => {
       await this._publishDone;
       if (this.publisherPc !== pc || this.state !== 'joined') return;
       this.iceRestarts.publisher += 1;
-      console.info('zvon: publisher connection down, restarting ICE');
+      console.info(`zvon: publisher connection down (${reason}), restarting ICE`);
       pc.restartIce();
       await this._renegotiate();
     });
@@ -708,10 +734,10 @@ export class ZvonClient extends StatefulEmitter {
       if (pc.connectionState === 'connected') mark('subscriber-connected');
     });
     // The server is this connection's offerer: ask it for an offer with new ICE credentials.
-    watchIce(pc, async () => {
+    watchIce(pc, { silence: this.detectDeadPath }, async (reason) => {
       if (this.subscriberPc !== pc || this.state !== 'joined') return;
       this.iceRestarts.subscriber += 1;
-      console.info('zvon: subscriber connection down, asking for an ICE restart');
+      console.info(`zvon: subscriber connection down (${reason}), asking for an ICE restart`);
       this._send({ type: 'subscriber_ice_restart' });
     });
   }

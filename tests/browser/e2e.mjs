@@ -5,6 +5,7 @@ import {
   sleep, saveArtifacts,
   startServer,
 } from './harness.mjs';
+import { scenarioNewPublisherConnection } from './publisher_replace.mjs';
 
 const TIMEOUT_MS = Number(process.env.E2E_TIMEOUT_MS || 30_000);
 const TILE_DROP_LIMIT_MS = 2000;
@@ -520,6 +521,7 @@ runSuite('e2e', [
   ['d-active-speaker', scenarioActiveSpeaker],
   ['e-simulcast', scenarioSimulcast],
   ['f-screen-share', scenarioScreenShare],
+  ['g-new-publisher-connection', scenarioNewPublisherConnection],
 ], {
   // These scenarios check the layer a tile's size asks for (simulcast, dynacast, pause when
   // hidden). With bandwidth allocation (the default) the layer also depends on each page's

@@ -12,6 +12,7 @@ use str0m::media::{Mid, Rid};
 use str0m::{Candidate, IceCreds, Rtc, RtcError};
 
 use super::meter::EgressTally;
+use super::send_path::SendPath;
 use crate::api::{ParticipantId, PeerStats, TrackId};
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
@@ -28,6 +29,15 @@ const INITIAL_SUBSCRIBER_ESTIMATE: Bitrate = Bitrate::kbps(500);
 /// raw estimate): the downlink monitor cuts a drowning link within one interval
 /// (`forward::downlink_monitor`).
 const SUBSCRIBER_STATS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// RTCP reports (a sender report per stream we send, a receiver report per stream we
+/// receive) at least this often on every stream, muted or not. They are the liveness signal
+/// the protocol promises clients (docs/protocol.md, "Network changes"): a connection with
+/// at least one live m-line hears from the server twice a second even in a silent room, so
+/// a client can tell a dead path after ~1.5 s of silence instead of waiting for its ICE
+/// consent checks (~2.5 s apart, and a browser reports `disconnected` only after ~7 s).
+/// str0m's defaults are 1 s for video and 5 s for audio; a report is ~50-100 bytes.
+pub const REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One str0m `Rtc` and when it next wants a timeout.
 pub struct Connection {
@@ -54,6 +64,8 @@ pub struct Connection {
     /// The last remote address heard from and the local address it wrote to: what is sent
     /// back there leaves from that address (see `edge::local_address`).
     pub reply_path: Option<(SocketAddr, IpAddr)>,
+    /// Where str0m sends and whether the client has moved on from there (`edge::send_path`).
+    pub send_path: SendPath,
     /// m-lines stopped on this connection by our offers (subscriber side).
     pub stopped_mlines: usize,
     /// When the subscriber's desired rate was last raised to make str0m probe.
@@ -149,6 +161,8 @@ impl Connection {
             // Opus RED is offered and accepted so that it passes through: publishers that
             // send it protect every subscriber's audio against loss on its own link.
             .enable_opus(true, true)
+            .set_rtcp_report_interval_audio(REPORT_INTERVAL)
+            .set_rtcp_report_interval_video(REPORT_INTERVAL)
             .enable_bwe(bwe)
             .build(now);
         let host = Candidate::host(candidate, "udp").map_err(RtcError::Ice)?;
@@ -164,6 +178,7 @@ impl Connection {
             setup_deadline: None,
             restart_deadline: None,
             reply_path: None,
+            send_path: SendPath::default(),
             stopped_mlines: 0,
             probe_nudged_at: None,
             estimate_stuck_since: None,

@@ -8,6 +8,7 @@ pub mod meter;
 pub mod payload_types;
 pub mod relay_pipe;
 pub mod sdp_candidates;
+pub mod send_path;
 pub mod stun;
 pub mod udp_batch;
 pub mod worker;

@@ -75,6 +75,29 @@ pub fn in_every_section(sdp: &str) -> String {
     out
 }
 
+/// `sdp` without its `a=candidate` lines: what a client lists never reaches str0m.
+///
+/// An ICE-lite agent sends no checks, so a remote candidate from the SDP does only one thing
+/// in str0m: a check that later arrives from that address pairs with it at the candidate's
+/// priority instead of as peer-reflexive. A host candidate outranks the peer-reflexive
+/// one a NAT rebinding produces, and str0m then keeps sending to the dead host address until
+/// it expires (15 s); stripped, every remote is peer-reflexive (as on a connection whose
+/// client sent no candidates, which is what a browser that answers before gathering does),
+/// priorities are even, and `edge::send_path` can name the one to give up. Nothing else
+/// changes: checks still come from wherever the client is, and are answered there.
+pub fn without_candidates(sdp: &str) -> std::borrow::Cow<'_, str> {
+    if !sdp.contains("a=candidate:") {
+        return std::borrow::Cow::Borrowed(sdp);
+    }
+    let mut out = String::with_capacity(sdp.len());
+    for line in sdp.split_inclusive('\n') {
+        if !line.starts_with("a=candidate:") {
+            out.push_str(line);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +211,27 @@ mod tests {
         // Without any candidate there is nothing to copy.
         let none = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
         assert_eq!(in_every_section(none), none);
+    }
+
+    #[test]
+    fn client_candidates_are_stripped_and_the_rest_kept() {
+        let sdp = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+                   m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\
+                   a=candidate:1 1 udp 2122260223 198.51.100.2 40000 typ host generation 0\r\n\
+                   a=candidate:2 1 udp 1686052607 203.0.113.9 50000 typ srflx raddr 198.51.100.2 rport 40000\r\n\
+                   a=end-of-candidates\r\na=sendonly\r\n";
+        let out = without_candidates(sdp);
+        assert!(!out.contains("a=candidate"), "{out}");
+        assert_eq!(
+            out,
+            sdp.split_inclusive("\r\n")
+                .filter(|l| !l.starts_with("a=candidate:"))
+                .collect::<String>()
+        );
+        let none = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n";
+        assert!(matches!(
+            without_candidates(none),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

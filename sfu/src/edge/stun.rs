@@ -1,13 +1,16 @@
-//! Just enough STUN to route a packet from an unknown address: the local ufrag of a
-//! binding request's USERNAME (RFC 8445: "<receiver ufrag>:<sender ufrag>").
+//! Just enough STUN to route a packet from an unknown address (the local ufrag of a binding
+//! request's USERNAME, RFC 8445: "<receiver ufrag>:<sender ufrag>") and to see which checks
+//! nominate (USE-CANDIDATE, which a browser puts on the checks of the pair it uses).
 
 const MAGIC_COOKIE: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
 const BINDING_REQUEST: u16 = 0x0001;
 const ATTR_USERNAME: u16 = 0x0006;
+const ATTR_USE_CANDIDATE: u16 = 0x0025;
 
-/// The server-side ufrag named by a STUN binding request, or `None` for anything else.
-/// Never panics on short or hostile input.
-pub fn binding_request_local_ufrag(datagram: &[u8]) -> Option<&str> {
+/// The attribute `wanted` of a STUN binding request: `Some(value)` when present, `None` when
+/// absent or when the datagram is not a well-formed binding request. Never panics on short
+/// or hostile input.
+fn binding_request_attribute(datagram: &[u8], wanted: u16) -> Option<&[u8]> {
     if datagram.len() < 20 || datagram[4..8] != MAGIC_COOKIE {
         return None;
     }
@@ -22,23 +25,43 @@ pub fn binding_request_local_ufrag(datagram: &[u8]) -> Option<&str> {
         let kind = u16::from_be_bytes([body[at], body[at + 1]]);
         let len = usize::from(u16::from_be_bytes([body[at + 2], body[at + 3]]));
         let value = body.get(at + 4..at + 4 + len)?;
-        if kind == ATTR_USERNAME {
-            let username = std::str::from_utf8(value).ok()?;
-            return username.split(':').next();
+        if kind == wanted {
+            return Some(value);
         }
         at += 4 + len.div_ceil(4) * 4;
     }
     None
 }
 
+/// The server-side ufrag named by a STUN binding request, or `None` for anything else.
+pub fn binding_request_local_ufrag(datagram: &[u8]) -> Option<&str> {
+    let username = binding_request_attribute(datagram, ATTR_USERNAME)?;
+    std::str::from_utf8(username).ok()?.split(':').next()
+}
+
+/// A binding request carrying USE-CANDIDATE: the controlling agent nominates the pair it
+/// arrives on. Unauthenticated here; str0m checks the integrity.
+pub fn is_nominating_binding_request(datagram: &[u8]) -> bool {
+    binding_request_attribute(datagram, ATTR_USE_CANDIDATE).is_some()
+}
+
 /// A binding request with this USERNAME, for tests.
 #[cfg(test)]
 pub(crate) fn binding_request(username: &[u8]) -> Vec<u8> {
+    binding_request_with(username, false)
+}
+
+/// A binding request with this USERNAME, and USE-CANDIDATE if `nominate`, for tests.
+#[cfg(test)]
+pub(crate) fn binding_request_with(username: &[u8], nominate: bool) -> Vec<u8> {
     let mut attr = vec![0x00, 0x06];
     attr.extend((username.len() as u16).to_be_bytes());
     attr.extend(username);
     while attr.len() % 4 != 0 {
         attr.push(0);
+    }
+    if nominate {
+        attr.extend([0x00, 0x25, 0x00, 0x00]);
     }
     let mut m = vec![0x00, 0x01];
     m.extend((attr.len() as u16).to_be_bytes());
@@ -74,5 +97,26 @@ mod tests {
         let mut bad_len = good.clone();
         bad_len[22] = 0xff; // attribute length beyond the message
         assert_eq!(binding_request_local_ufrag(&bad_len), None);
+    }
+
+    #[test]
+    fn sees_use_candidate() {
+        let nominating = binding_request_with(b"srvA:cliB", true);
+        assert!(is_nominating_binding_request(&nominating));
+        assert_eq!(binding_request_local_ufrag(&nominating), Some("srvA"));
+        assert!(!is_nominating_binding_request(&binding_request(
+            b"srvA:cliB"
+        )));
+        for cut in 0..nominating.len() {
+            assert!(
+                !is_nominating_binding_request(&nominating[..cut]),
+                "cut at {cut}"
+            );
+        }
+        // A binding response with the attribute is not a request.
+        let mut response = nominating.clone();
+        response[1] = 0x01;
+        response[0] = 0x01;
+        assert!(!is_nominating_binding_request(&response));
     }
 }

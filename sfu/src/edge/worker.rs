@@ -27,6 +27,7 @@ use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use super::relay_pipe::RelayPipe;
 use super::sdp_candidates;
+use super::stun::is_nominating_binding_request;
 use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
 use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
@@ -46,6 +47,8 @@ use crate::stats::SfuStats;
 mod forwarding;
 mod ice_restart;
 mod negotiation;
+mod path_follow;
+mod publisher_replace;
 mod recording;
 mod relaying;
 mod requests;
@@ -401,19 +404,34 @@ impl Worker {
             SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
             return;
         };
-        if new_address {
+        // RFC 7983: STUN starts with 0 or 1; media never does, so this costs media nothing.
+        let nominating =
+            data.first().is_some_and(|b| *b < 2) && is_nominating_binding_request(data);
+        if new_address || nominating {
             if !conn.rtc.accepts(&input) {
-                SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
-                return;
+                if new_address {
+                    SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
+                    return;
+                }
+            } else {
+                if new_address {
+                    self.demux.bind_address(from, key);
+                }
+                if nominating {
+                    conn.send_path.nominated(from, now);
+                }
             }
-            self.demux.bind_address(from, key);
         }
+        let moved_from = conn.send_path.heard(from, now);
         if let Some(local) = local {
             conn.reply_path = Some((from, local));
         }
         if let Err(e) = conn.rtc.handle_input(input) {
             debug!("connection refused a datagram from {from}: {e}");
             SfuStats::add(&self.stats.datagrams_dropped_malformed, 1);
+        }
+        if let Some(stale) = moved_from {
+            self.follow_send_path(key, stale, from, now);
         }
         // str0m holds at most one received RTP packet until the next poll: poll now, before
         // the next datagram for this connection overwrites it.
@@ -508,6 +526,11 @@ impl Worker {
             match conn.rtc.poll_output() {
                 Ok(Output::Transmit(t)) => {
                     let from = conn.reply_from(t.destination);
+                    // STUN replies go wherever a check came from; the rest goes down the
+                    // nominated pair.
+                    if t.contents.first().is_some_and(|b| *b >= 2) {
+                        conn.send_path.sent(t.destination, now);
+                    }
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }
                 Ok(Output::Timeout(t)) => {
@@ -744,7 +767,7 @@ impl Worker {
             }
             Event::IceConnectionStateChange(
                 IceConnectionState::Completed | IceConnectionState::Connected,
-            ) => self.ice_came_back(key),
+            ) => self.ice_came_back(key, now),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) | Event::Closed => {
                 if let Some(c) = self
                     .participants

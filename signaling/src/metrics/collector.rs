@@ -54,6 +54,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_worker_peers", "Peer connections (publisher and subscriber sides) on a media worker.", MetricType::GAUGE, &["worker"]),
     ("zvon_worker_panics_total", "Media worker threads that panicked; each stays dead and the node is not ready.", MetricType::COUNTER, &[]),
     ("zvon_media_setup_timeouts_total", "Participants cut because a media connection (ICE + DTLS) did not come up within the media-setup timeout.", MetricType::COUNTER, &[]),
+    ("zvon_send_path_moves_total", "Peer connections whose media moved to the client's new address because the address it was sent to went silent while the client nominated another (a NAT rebinding).", MetricType::COUNTER, &[]),
     ("zvon_recording_errors_total", "Recordings a media node stopped because it could not write them (disk full, directory not writable).", MetricType::COUNTER, &[]),
     ("zvon_recording_packets_dropped_total", "Packets of recorded tracks dropped because the recording thread fell behind (its queue was full).", MetricType::COUNTER, &[]),
     ("zvon_recordings_active", "Recordings being written on this media node.", MetricType::GAUGE, &[]),
@@ -357,6 +358,7 @@ impl Collector for NodeCollector {
             &[],
             get(&s.media_setup_timeouts),
         );
+        f.counter("zvon_send_path_moves_total", &[], get(&s.send_path_moves));
         f.counter("zvon_recording_errors_total", &[], get(&s.recording_errors));
         f.counter(
             "zvon_recording_packets_dropped_total",

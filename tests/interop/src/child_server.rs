@@ -44,6 +44,8 @@ impl ChildServer {
         let log = std::env::temp_dir().join(format!("zvon-{name}-{}.log", std::process::id()));
         let log_file = std::fs::File::create(&log).context("create server log")?;
         let mut cmd = Command::new(&bin);
+        // Killed with the benchmark or test that started it, even by SIGKILL (no Drop then).
+        crate::die_with_parent::die_with_parent(&mut cmd);
         cmd.args([
             "serve",
             "--dev",

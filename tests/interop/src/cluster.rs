@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::die_with_parent::die_with_parent;
 use crate::http_get;
 
 /// The cluster secret every test node shares (unless a test gives one a wrong one).
@@ -107,7 +108,7 @@ impl TestRedis {
             Some(ip) => (format!("127.0.0.1 {ip}"), "no"),
             None => ("127.0.0.1".to_string(), "yes"),
         };
-        let child = Command::new("redis-server")
+        let child = die_with_parent(&mut Command::new("redis-server"))
             .args(["--port", &self.port.to_string(), "--bind", &bind])
             .args(["--protected-mode", protected])
             .args(["--save", "", "--appendonly", "no"])
@@ -291,7 +292,7 @@ impl ClusterNode {
             }
             None => Command::new(zvon_bin()?),
         };
-        let child = command
+        let child = die_with_parent(&mut command)
             .arg("serve")
             .arg("--dev")
             .args(["--cluster", &redis_url])
@@ -336,7 +337,7 @@ impl ClusterNode {
         let metrics_addr: SocketAddr = format!("127.0.0.1:{}", free_tcp_port()?).parse()?;
         let log = log_dir().join(format!("{id}.log"));
         let log_file = std::fs::File::create(&log)?;
-        let child = Command::new(zvon_bin()?)
+        let child = die_with_parent(&mut Command::new(zvon_bin()?))
             .args(["serve", "--dev"])
             .args(["--http-addr", &http_addr.to_string()])
             .args(["--metrics-addr", &metrics_addr.to_string()])

@@ -9,6 +9,7 @@
 
 pub mod child_server;
 pub mod cluster;
+pub mod die_with_parent;
 pub mod host_link;
 pub mod media;
 pub mod participant;

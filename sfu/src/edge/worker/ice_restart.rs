@@ -25,6 +25,7 @@ impl Worker {
             return;
         }
         let old = std::mem::replace(&mut conn.ufrag, ufrag.clone());
+        conn.send_path.reset();
         conn.restart_deadline = Some(now + timeout);
         self.demux.retire_ufrag(&old);
         self.demux.add_ufrag(ufrag, key);
@@ -51,10 +52,25 @@ impl Worker {
         Ok(())
     }
 
-    /// ICE has a nominated pair again (str0m: Connected or Completed).
-    pub(super) fn ice_came_back(&mut self, key: ConnectionKey) {
-        if let Some(conn) = self.connection_mut(key) {
-            conn.restart_deadline = None;
+    /// ICE has a nominated pair again (str0m: Connected or Completed). After a restart, the
+    /// subscriber's videos start over at a keyframe asked for now: what was forwarded while
+    /// the path was dead went nowhere, and waiting for the client's own request after the
+    /// first packets that arrive costs a round trip more.
+    pub(super) fn ice_came_back(&mut self, key: ConnectionKey, now: Instant) {
+        let Some(conn) = self.connection_mut(key) else {
+            return;
+        };
+        let restarted = conn.restart_deadline.take().is_some() && conn.connected;
+        if restarted && key.1 == Side::Subscriber {
+            self.restart_subscriber_videos(key.0, now);
+        }
+    }
+
+    /// Every video the subscriber receives waits for a keyframe, asked for now (its path
+    /// changed and what was sent meanwhile was lost).
+    pub(super) fn restart_subscriber_videos(&mut self, peer: PeerKey, now: Instant) {
+        for r in self.router.on_subscriber_connected(peer, now) {
+            self.request_keyframe(r);
         }
     }
 }

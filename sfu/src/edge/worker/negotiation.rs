@@ -183,8 +183,10 @@ impl Worker {
         sdp: &str,
         now: Instant,
     ) -> Result<(), SfuError> {
-        let answer = SdpAnswer::from_sdp_string(&with_empty_bundle_group(sdp))
-            .map_err(|e| requests::sdp_refused("the answer is not valid SDP", e))?;
+        let answer = SdpAnswer::from_sdp_string(&with_empty_bundle_group(
+            &sdp_candidates::without_candidates(sdp),
+        ))
+        .map_err(|e| requests::sdp_refused("the answer is not valid SDP", e))?;
         let participant = &mut self.participants[peer.0 as usize];
         let Some(pending) = participant.pending_offer.take() else {
             return Err(SfuError::InvalidRequest(

@@ -188,9 +188,12 @@ impl Worker {
         tracks: &[crate::api::PublishedTrack],
         now: Instant,
     ) -> Result<String, SfuError> {
-        let offer = SdpOffer::from_sdp_string(sdp)
+        let offer = SdpOffer::from_sdp_string(&sdp_candidates::without_candidates(sdp))
             .map_err(|e| sdp_refused("the offer is not valid SDP", e))?;
         if self.participants[peer.0 as usize].publisher.is_some() {
+            if self.offer_from_new_connection(peer, sdp) {
+                return self.replace_publisher(peer, offer, tracks, now);
+            }
             return self.republish(peer, offer, tracks, now);
         }
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
@@ -271,7 +274,11 @@ impl Worker {
 
     /// Withdraws the participant's published tracks for which `keep` is false from every
     /// subscriber (their downtracks close at the next subscriber offer).
-    fn withdraw_published(&mut self, peer: PeerKey, keep: impl Fn(&PublishedTrackEntry) -> bool) {
+    pub(super) fn withdraw_published(
+        &mut self,
+        peer: PeerKey,
+        keep: impl Fn(&PublishedTrackEntry) -> bool,
+    ) {
         let Some(p) = self.participants.get_mut(peer.0 as usize) else {
             return;
         };
@@ -291,7 +298,11 @@ impl Worker {
 
     /// Registers checked tracks of the publisher connection with the router, which gives
     /// every subscriber in the room a pending downtrack.
-    fn add_published(&mut self, peer: PeerKey, checked: Vec<(Mid, crate::api::PublishedTrack)>) {
+    pub(super) fn add_published(
+        &mut self,
+        peer: PeerKey,
+        checked: Vec<(Mid, crate::api::PublishedTrack)>,
+    ) {
         for (mid, t) in checked {
             let clock_rate = if t.kind == TrackKind::Audio {
                 48_000
@@ -409,7 +420,7 @@ fn conn_sends(p: &Participant, mid: Mid) -> bool {
 /// Each declared track against the negotiated m-lines: it must exist, be of the declared
 /// kind and send.
 /// Why an offer that parses is still refused, in terms a client developer can act on.
-const OFFER_REFUSED: &str =
+pub(super) const OFFER_REFUSED: &str =
     "the offer cannot be accepted: it needs every m-line, ICE credentials, a DTLS fingerprint, BUNDLE and rtcp-mux";
 
 /// An SDP refusal for the client: the parser's own error (positions, memory addresses,
@@ -419,7 +430,7 @@ pub(super) fn sdp_refused(message: &str, detail: impl std::fmt::Display) -> SfuE
     SfuError::InvalidSdp(message.to_string())
 }
 
-fn check_declared(
+pub(super) fn check_declared(
     rtc: &str0m::Rtc,
     tracks: &[crate::api::PublishedTrack],
 ) -> Result<Vec<(Mid, crate::api::PublishedTrack)>, SfuError> {

@@ -13,7 +13,7 @@ impl Worker {
         sdp: &str,
         now: Instant,
     ) -> Result<String, SfuError> {
-        let offer = SdpOffer::from_sdp_string(sdp)
+        let offer = SdpOffer::from_sdp_string(&sdp_candidates::without_candidates(sdp))
             .map_err(|e| requests::sdp_refused("the offer is not valid SDP", e))?;
         let p = &self.participants[peer.0 as usize];
         if p.subscriber.is_some() || p.publisher.is_some() {
