@@ -74,6 +74,18 @@ async function scenarioTwoParty(browser, server, pages, results) {
   if (bState !== 'left') throw new Error(`B's client state is ${bState} after leave, expected left`);
   if (dropMs > TILE_DROP_LIMIT_MS) throw new Error(`tile dropped after ${dropMs} ms (limit ${TILE_DROP_LIMIT_MS})`);
   results.push({ name: 'a-leave', ok: true, detail: `tile dropped in ${dropMs} ms`, tileDropMs: dropMs });
+
+  // Alone again, A's subscriber connection has nothing live left; the next person to come
+  // must still reach A (an offer stopping every m-line has no BUNDLE group, which Chromium
+  // refuses: the server replaces the connection instead, see subscriber_reset).
+  const c = await openPage(browser, pageUrl(server, room, 'C'), 'C');
+  pages.push(c);
+  await waitJoined(c, TIMEOUT_MS);
+  for (const [p, other] of [[a, 'C'], [c, 'A']]) {
+    const r = await waitMediaFlowing(p, { videos: 1, audios: 1, timeoutMs: TIMEOUT_MS });
+    log(`${p.label} decodes ${other}'s video ${r.growingVideo[0].frameWidth}x${r.growingVideo[0].frameHeight} after ${r.elapsedMs} ms`);
+  }
+  results.push({ name: 'a-next-after-leave', ok: true, detail: 'after B left, A and a newcomer C decode each other' });
   return { tileDropMs: dropMs };
 }
 

@@ -33,6 +33,17 @@ impl Worker {
             .into_iter()
             .map(|(k, d)| (k, d.state.clone(), d.kind, d.publisher, d.track))
             .collect();
+        if self.participants[peer.0 as usize].subscriber.is_some()
+            && leaves_nothing_live(downtracks.iter().map(|d| &d.1))
+        {
+            // Stopping every live m-line would send an offer without a BUNDLE group, which
+            // browsers with max-bundle refuse; stopping them while adding new ones makes a
+            // browser move to a new transport. Nothing live is left to keep, so start over:
+            // the client drops its connection, and what is pending comes on a new one.
+            self.participants[peer.0 as usize].subscriber_ice_restart = false;
+            self.renew_subscriber(peer);
+            return self.negotiate(peer, now);
+        }
         let restart_ice = self.participants[peer.0 as usize].subscriber_ice_restart
             && self.participants[peer.0 as usize].subscriber.is_some();
         if !restart_ice
@@ -288,6 +299,20 @@ impl Worker {
     }
 }
 
+/// Whether this round stops the last live m-lines of a subscriber connection: something
+/// closes, and nothing offered or active stays.
+fn leaves_nothing_live<'a>(states: impl Iterator<Item = &'a DowntrackState> + Clone) -> bool {
+    states
+        .clone()
+        .any(|s| matches!(s, DowntrackState::Closing(_)))
+        && !states.into_iter().any(|s| {
+            matches!(
+                s,
+                DowntrackState::Offered(_) | DowntrackState::Active { .. }
+            )
+        })
+}
+
 /// The `a=mid` values of an SDP, in m-line order; an m-line without one counts as empty.
 pub(super) fn mids_of(sdp: &str) -> Vec<&str> {
     let mut mids = vec![];
@@ -325,6 +350,24 @@ mod tests {
     const STOPPED: &str = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n\
         m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=mid:a1\r\n\
         m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=mid:v1\r\n";
+
+    #[test]
+    fn a_round_that_stops_every_live_mline_renews_the_connection() {
+        use DowntrackState::*;
+        let (a, b) = (Mid::from("a"), Mid::from("b"));
+        let active = || Active {
+            mid: b,
+            pt_map: vec![],
+        };
+        // The last publisher left: everything closes, with or without newcomers waiting.
+        assert!(leaves_nothing_live([Closing(a), Closing(b)].iter()));
+        assert!(leaves_nothing_live([Closing(a), Pending].iter()));
+        // Something live stays, or nothing closes: an ordinary offer.
+        assert!(!leaves_nothing_live([Closing(a), active()].iter()));
+        assert!(!leaves_nothing_live([Closing(a), Offered(b)].iter()));
+        assert!(!leaves_nothing_live([Pending].iter()));
+        assert!(!leaves_nothing_live([].iter()));
+    }
 
     #[test]
     fn an_all_stopped_answer_gets_its_empty_bundle_group() {

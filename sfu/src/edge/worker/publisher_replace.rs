@@ -74,7 +74,9 @@ impl Worker {
             })
             .collect();
 
-        let old = self.participants[peer.0 as usize].publisher.replace(Box::new(conn));
+        let old = self.participants[peer.0 as usize]
+            .publisher
+            .replace(Box::new(conn));
         self.demux.remove_connection((peer, Side::Publisher));
         self.dirty.retain(|k| *k != (peer, Side::Publisher));
         if let Some(mut old) = old {
