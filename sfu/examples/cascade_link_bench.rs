@@ -92,7 +92,9 @@ fn encode_packet(seq: usize, start: Instant, clock: &LinkClock, buf: &mut Vec<u8
 }
 
 fn latency_of(datagram: &[u8], start: Instant) -> Option<Duration> {
-    decode(datagram).ok().and_then(|p| delay_of(p.payload, start))
+    decode(datagram)
+        .ok()
+        .and_then(|p| delay_of(p.payload, start))
 }
 
 /// The same work as the carriers' sender and receiver loops, with no carrier between.
@@ -211,7 +213,11 @@ struct RawRelay {
 impl RawRelay {
     fn start(bin: &str) -> Option<Self> {
         // A free port: bind, note it, release it (the relay binds it right after).
-        let port = UdpSocket::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
         let child = Command::new(bin)
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--workers", "1", "--stats-every", "0"])
@@ -295,7 +301,9 @@ fn main() {
     let packets = args.first().copied().unwrap_or(50_000);
     let pps = args.get(1).copied().unwrap_or(5_000);
     let rounds = args.get(2).copied().unwrap_or(3).max(1);
-    println!("{packets} packets of 1100-byte payload at {pps} packets/s, loopback, {rounds} round(s)");
+    println!(
+        "{packets} packets of 1100-byte payload at {pps} packets/s, loopback, {rounds} round(s)"
+    );
     let bin =
         std::env::var("RAWRELAY_BIN").unwrap_or_else(|_| "target/release/zvon-rawrelay".into());
     let raw = RawRelay::start(&bin);

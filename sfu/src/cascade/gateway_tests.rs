@@ -554,7 +554,7 @@ fn an_imported_track_is_never_passed_on_to_a_third_node() {
 fn the_send_stamp_becomes_the_origin_receive_instant_at_the_edge() {
     use crate::cascade::datagram::encode_stamped;
     use crate::cascade::stamp::LinkClock;
-    use std::time::{SystemTime, UNIX_EPOCH};
+    use std::time::UNIX_EPOCH;
 
     let (mut a, mut b, _, _) = subscribed_layer0();
     // Both nodes read one wall clock, each at its own moment.
