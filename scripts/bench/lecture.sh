@@ -89,11 +89,13 @@ def q(p):
     for le, c in b:
         if c >= p * n:
             if le == float("inf"):
-                return lo * 1e3
+                return None
             return (lo + (le - lo) * (p * n - below) / max(c - below, 1)) * 1e3
         lo, below = le, c
     return 0.0
-print("hop latency %d packets, p50 %.3f ms, p99 %.3f ms" % (n, q(0.5), q(0.99)) if n else "hop latency: none")
+top = "> %g ms" % (b[-2][0] * 1e3) if len(b) > 1 else "?"
+ms = lambda v: top if v is None else "%.3f ms" % v
+print("hop latency %d packets, p50 %s, p99 %s" % (n, ms(q(0.5)), ms(q(0.99))) if n else "hop latency: none")
 '
 }
 metric() { curl -fs "http://127.0.0.1:$((PORT_BASE + 100 * $1 + 30))/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
