@@ -6,7 +6,11 @@
 # Then the same load on one node, for the latency the hop adds. Then a small livestream with
 # full receivers (video decrypted and checked) over the three nodes: the teacher's video across.
 # Per run: the load tester's report (loss, e2e latency) and per node: CPU seconds, cascade
-# datagrams sent/received, repair counters, links (which node feeds which).
+# datagrams sent/received, repair counters, links (which node feeds which), the hop latency
+# its workers measured from the datagrams' send stamps (zvon_cascade_hop_latency_seconds: origin
+# worker's receive -> a worker here taking the packet; p50/p99 interpolated within the
+# histogram's buckets) and the CPU time of its cascade gateway thread (`zvon-cascade`; quinn's
+# work for a link this node accepted runs on the main runtime instead, not counted there).
 #   STUDENTS=600 RAMP=40 DURATION=30 scripts/bench/lecture.sh
 # ZVON_BIN / LOADTEST_BIN: binaries to use (default: build release here).
 set -euo pipefail
@@ -61,6 +65,39 @@ start_fleet() {
 }
 
 cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Run time in ns of the threads of process $1 named $2.
+thread_ns_of() {
+  local s=0 t
+  for t in /proc/"$1"/task/*; do
+    [ "$(cat "$t/comm" 2>/dev/null)" = "$2" ] && s=$((s + $(awk '{print $1}' "$t/schedstat")))
+  done
+  echo "$s"
+}
+# hop_latency NODE: count, p50 and p99 (ms) of zvon_cascade_hop_latency_seconds.
+hop_latency() {
+  curl -fs "http://127.0.0.1:$((PORT_BASE + 100 * $1 + 30))/metrics" | python3 -c '
+import re, sys
+b = []
+for l in sys.stdin:
+    m = re.match(r"zvon_cascade_hop_latency_seconds_bucket\{le=\"([^\"]+)\"\} (\S+)", l)
+    if m:
+        b.append((float(m.group(1)), float(m.group(2))))
+b.sort()
+n = b[-1][1] if b else 0
+def q(p):
+    lo, below = 0.0, 0.0
+    for le, c in b:
+        if c >= p * n:
+            if le == float("inf"):
+                return None
+            return (lo + (le - lo) * (p * n - below) / max(c - below, 1)) * 1e3
+        lo, below = le, c
+    return 0.0
+top = "> %g ms" % (b[-2][0] * 1e3) if len(b) > 1 else "?"
+ms = lambda v: top if v is None else "%.3f ms" % v
+print("hop latency %d packets, p50 %s, p99 %s" % (n, ms(q(0.5)), ms(q(0.99))) if n else "hop latency: none")
+'
+}
 metric() { curl -fs "http://127.0.0.1:$((PORT_BASE + 100 * $1 + 30))/metrics" | awk -v m="$2" '$1 ~ "^"m {s += $2} END {print s + 0}'; }
 
 # run NAME NODES SPREAD PARTICIPANTS SCENARIO...: one load test against the fleet, and the
@@ -70,8 +107,11 @@ run_one() {
   start_fleet "$n" "$spread"
   local urls=()
   for i in $(seq 1 "$n"); do urls+=(--url "http://127.0.0.1:$((PORT_BASE + 100 * i))"); done
-  declare -A cpu0
-  for i in $(seq 1 "$n"); do cpu0[$i]=$(cpu_of "${node_pid[$i]}"); done
+  declare -A cpu0 gw0
+  for i in $(seq 1 "$n"); do
+    cpu0[$i]=$(cpu_of "${node_pid[$i]}")
+    gw0[$i]=$(thread_ns_of "${node_pid[$i]}" zvon-cascade)
+  done
   "$LOADTEST_BIN" "$@" "${urls[@]}" --ramp "$RAMP" --duration "${DURATION}s" --quiet \
     --report "$OUT/$run.json" >"$OUT/$run.txt" 2>&1 &
   local tester=$!
@@ -94,6 +134,8 @@ PY
     echo "  node$i cpu $(echo "scale=2; $cpu / $hz" | bc) s | peers $(metric "$i" zvon_worker_peers) |" \
       "cascade sent $(metric "$i" zvon_cascade_datagrams_sent_total) received $(metric "$i" zvon_cascade_datagrams_received_total)" \
       "links $(metric "$i" zvon_cascade_links) | repair $(curl -fs "http://127.0.0.1:$((PORT_BASE + 100 * i + 30))/metrics" | awk '/^zvon_cascade_repair_total/ {printf "%s=%s ", $1, $2}')"
+    echo "  node$i $(hop_latency "$i") | gateway thread cpu" \
+      "$(echo "scale=3; ($(thread_ns_of "${node_pid[$i]}" zvon-cascade) - ${gw0[$i]}) / 1000000000" | bc) s"
     grep -h "cascade link up" "$OUT/node$i-$run.log" | sed "s/^/  node$i: /" | cut -c1-200 || true
   done
   stop_all

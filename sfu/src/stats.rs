@@ -14,6 +14,12 @@ pub const FORWARDING_LATENCY_BOUNDS: &[f64] = &[
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
     0.01,
 ];
+/// Cascade hop latency buckets, seconds: 50 µs … 1 s (loopback hops take a few hundred
+/// µs, a hop between data centres tens of ms).
+pub const HOP_LATENCY_BOUNDS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.005,
+    0.007_5, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+];
 /// Round-trip time buckets, seconds.
 pub const RTT_BOUNDS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2,
@@ -119,6 +125,9 @@ pub struct SfuStats {
     pub bandwidth_layer_switches: AtomicU64,
     /// ... paused a subscriber's video because not even its lowest layer fit.
     pub video_paused_for_bandwidth: AtomicU64,
+    /// Origin worker's receive → this node's worker taking the packet, for packets relayed
+    /// from another media node (see `crate::cascade::stamp`).
+    pub cascade_hop_latency: AtomicHistogram,
     pub workers: Box<[WorkerStats]>,
     /// Every cascade link of the node, summed (see `crate::cascade`).
     pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
@@ -177,6 +186,7 @@ impl SfuStats {
             bandwidth_estimate: AtomicHistogram::new(BANDWIDTH_BOUNDS),
             bandwidth_layer_switches: AtomicU64::new(0),
             video_paused_for_bandwidth: AtomicU64::new(0),
+            cascade_hop_latency: AtomicHistogram::new(HOP_LATENCY_BOUNDS),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             cascade: Default::default(),
         }

@@ -11,7 +11,10 @@
 //! | 2 | 1 | video orientation (CVO rotation bits) |
 //! | 3 | 4 | the packet starts a keyframe: width, height (big-endian `u16`, 0 when unknown) |
 //! | 4 | 1 | the payload is VP8 with a picture ID (value 1): receivers keep its IDs continuous |
+//! | 5 | 4 | send stamp: when the origin's worker received the packet, the low 32 bits of its wall-clock microseconds (big-endian; [`super::stamp`]) |
 //!
+//! Unknown ids are skipped, so either side may be older: a node that does not know id 5
+//! ignores it, and a datagram without it is relayed as before, only not measured.
 //! Receivers parse no payload but a flagged VP8 descriptor: keyframes are found once, by the origin, which knows the
 //! codec. Sans-IO: bytes in, bytes out.
 
@@ -24,12 +27,15 @@ const EXT_AUDIO_LEVEL: u8 = 1;
 const EXT_VIDEO_ORIENTATION: u8 = 2;
 const EXT_KEYFRAME: u8 = 3;
 const EXT_VP8: u8 = 4;
+const EXT_SENT: u8 = 5;
 /// RFC 8285 one-byte header extension profile.
 const ONE_BYTE_PROFILE: u16 = 0xBEDE;
 const RTP_HEADER: usize = 12;
 
+/// Extension elements of every id, each with its one-byte header: 2 + 2 + 5 + 2 + 5.
+const MAX_EXTENSIONS: usize = 16;
 /// The largest header [`encode`] writes: an 8-byte varint, the RTP header and every extension.
-pub const MAX_OVERHEAD: usize = 8 + RTP_HEADER + 4 + 12;
+pub const MAX_OVERHEAD: usize = 8 + RTP_HEADER + 4 + MAX_EXTENSIONS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum DatagramError {
@@ -59,6 +65,8 @@ pub struct LinkRtp<'a> {
     pub keyframe: Option<KeyframeStart>,
     /// The origin found VP8 picture IDs in the payload.
     pub vp8: bool,
+    /// The send stamp ([`super::stamp`]); `None` from a sender that does not stamp.
+    pub sent: Option<u32>,
     pub payload: &'a [u8],
 }
 
@@ -84,12 +92,17 @@ fn read_varint(b: &[u8]) -> Result<(u64, usize), DatagramError> {
     Ok((v, len))
 }
 
-/// Writes `packet` as the datagram of `flow` into `out` (cleared first). On the packet path:
-/// `out` is reused, nothing else is allocated.
+/// Writes `packet` as the datagram of `flow` into `out` (cleared first), without a send
+/// stamp. On the packet path: `out` is reused, nothing else is allocated.
 pub fn encode(flow: FlowId, packet: &RelayPacket, out: &mut Vec<u8>) {
+    encode_stamped(flow, packet, None, out);
+}
+
+/// [`encode`] with the send stamp `sent` ([`super::stamp::LinkClock::stamp`]).
+pub fn encode_stamped(flow: FlowId, packet: &RelayPacket, sent: Option<u32>, out: &mut Vec<u8>) {
     out.clear();
     write_varint(u64::from(flow.0), out);
-    let mut ext = [0u8; 12];
+    let mut ext = [0u8; MAX_EXTENSIONS];
     let mut n = 0;
     if let Some(level) = packet.audio_level {
         let v = u8::from(packet.voice_activity.unwrap_or(false)) << 7;
@@ -112,6 +125,11 @@ pub fn encode(flow: FlowId, packet: &RelayPacket, out: &mut Vec<u8>) {
         ext[n] = EXT_VP8 << 4;
         ext[n + 1] = 1;
         n += 2;
+    }
+    if let Some(sent) = sent {
+        ext[n] = (EXT_SENT << 4) | 3;
+        ext[n + 1..n + 5].copy_from_slice(&sent.to_be_bytes());
+        n += 5;
     }
     let words = n.div_ceil(4);
     out.push(0x80 | if n > 0 { 0x10 } else { 0 });
@@ -153,6 +171,7 @@ pub fn decode(datagram: &[u8]) -> Result<LinkRtp<'_>, DatagramError> {
         video_orientation: None,
         keyframe: None,
         vp8: false,
+        sent: None,
         payload: &[],
     };
     if rtp[0] & 0x10 != 0 {
@@ -199,6 +218,9 @@ fn read_extensions(mut body: &[u8], packet: &mut LinkRtp<'_>) -> Result<(), Data
                 packet.video_orientation = Some(VideoOrientation::from(data[0] & 0x03));
             }
             (EXT_VP8, 1) => packet.vp8 = data[0] == 1,
+            (EXT_SENT, 4) => {
+                packet.sent = Some(u32::from_be_bytes([data[0], data[1], data[2], data[3]]));
+            }
             (EXT_KEYFRAME, 4) => {
                 packet.keyframe = Some(KeyframeStart {
                     width: u16::from_be_bytes([data[0], data[1]]),
@@ -300,10 +322,11 @@ mod tests {
         });
         let mut out = vec![];
         for flow in [0u32, 63, 64, 16_383, 16_384, 1 << 30, u32::MAX] {
-            encode(FlowId(flow), &p, &mut out);
+            encode_stamped(FlowId(flow), &p, Some(0xFEDC_BA98), &mut out);
             assert!(out.len() <= p.payload.len() + MAX_OVERHEAD);
             let got = decode(&out).unwrap();
             assert_eq!(got.flow, FlowId(flow));
+            assert_eq!(got.sent, Some(0xFEDC_BA98));
             assert_eq!(got.audio_level, Some(-42));
             assert_eq!(got.voice_activity, Some(true));
             assert_eq!(got.video_orientation, Some(VideoOrientation::Deg90));
@@ -321,6 +344,32 @@ mod tests {
         let plain = packet(8, b"opus");
         encode(FlowId(1), &plain, &mut out);
         assert!(!decode(&out).unwrap().vp8);
+    }
+
+    #[test]
+    fn the_send_stamp_is_optional_both_ways() {
+        let p = packet(9, b"opus");
+        let mut out = vec![];
+        // A stamp alone: one 5-byte element padded to two words.
+        encode_stamped(FlowId(2), &p, Some(7), &mut out);
+        assert_eq!(&out[13..17], &[0xBE, 0xDE, 0, 2]);
+        assert_eq!(&out[17..25], &[0x53, 0, 0, 0, 7, 0, 0, 0]);
+        let got = decode(&out).unwrap();
+        assert_eq!((got.sent, got.seq, got.payload), (Some(7), 9, &b"opus"[..]));
+        // An older sender's datagram has none: relayed, not measured.
+        encode(FlowId(2), &p, &mut out);
+        let got = decode(&out).unwrap();
+        assert_eq!((got.sent, got.payload), (None, &b"opus"[..]));
+        // A newer sender's unknown element is skipped (and an old receiver skips id 5 alike).
+        let newer = [
+            &[2u8, 0x90, 111, 0, 9, 0, 0, 0, 0, 0, 0, 0, 0][..],
+            &[0xBE, 0xDE, 0, 3],
+            &[0x61, 0xAA, 0xBB, 0x53, 0, 0, 1, 0, 0, 0, 0, 0],
+            b"opus",
+        ]
+        .concat();
+        let got = decode(&newer).unwrap();
+        assert_eq!((got.sent, got.payload), (Some(256), &b"opus"[..]));
     }
 
     #[test]

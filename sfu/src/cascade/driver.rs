@@ -14,9 +14,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::datagram::{decode, encode};
+use super::datagram::{decode, encode_stamped};
 use super::gateway::{Gateway, GatewayOut, NodeIdx};
 use super::send_queue::Priority;
+use super::stamp::LinkClock;
 use super::{CascadeConfig, CascadeLink, NodeControl};
 use crate::api::{CascadePeer, RoomId};
 use crate::edge::relay_pipe::RelayPipe;
@@ -190,6 +191,7 @@ impl Driver {
 
     /// Retries of NACKs, the links' round trips, the repair counters.
     fn tick(&mut self) {
+        self.gateway.clock = LinkClock::now();
         for (&n, link) in &self.links {
             self.gateway.set_rtt(n, link.rtt());
         }
@@ -226,7 +228,8 @@ impl Driver {
                 continue;
             };
             let d = datagram.get_or_insert_with(|| {
-                encode(o.flow, packet, &mut self.buf);
+                let sent = self.gateway.clock.stamp(packet.received);
+                encode_stamped(o.flow, packet, Some(sent), &mut self.buf);
                 Bytes::copy_from_slice(&self.buf)
             });
             let priority = if o.video {

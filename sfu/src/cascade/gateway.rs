@@ -28,6 +28,7 @@ use super::datagram::{extend_seq, LinkRtp};
 use super::repair::{
     GapTracker, PacketCache, RepairCounts, Verdict, AUDIO_CACHE, CACHE_AGE, VIDEO_CACHE,
 };
+use super::stamp::LinkClock;
 use super::NodeControl;
 use crate::api::{RoomId, TrackKind};
 use crate::forward::layer_selector::{Layer, MAX_LAYERS};
@@ -127,6 +128,9 @@ pub struct Gateway {
     /// Scratch for the sequence numbers of one NACK.
     asks: Vec<u16>,
     pub repair: RepairCounts,
+    /// Maps send stamps to and from instants; the driver remakes it every few milliseconds
+    /// (monotonic and wall clock drift apart slowly, and the wall clock may be stepped).
+    pub clock: LinkClock,
 }
 
 impl Gateway {
@@ -570,7 +574,8 @@ impl Gateway {
     }
 
     /// Packet path: a node's packet as the relay packet the workers take; `None` for one
-    /// they had already (or of no known flow). A gap it reveals is asked for at once.
+    /// they had already (or of no known flow). A gap it reveals is asked for at once. A
+    /// stamped packet's `received` is its origin's receive instant, read from the stamp.
     pub fn inbound(
         &mut self,
         from: NodeIdx,
@@ -607,7 +612,8 @@ impl Gateway {
                     .vp8
                     .then(|| crate::forward::vp8_munger::Vp8Ids::parse(rtp.payload))
                     .flatten(),
-                received: now,
+                received: rtp.sent.map_or(now, |s| self.clock.instant_of(s, now)),
+                link_stamped: rtp.sent.is_some(),
                 payload: rtp.payload.into(),
             },
             slot,

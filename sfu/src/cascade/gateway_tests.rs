@@ -549,3 +549,43 @@ fn an_imported_track_is_never_passed_on_to_a_third_node() {
     );
     assert!(out.is_empty(), "{out:?}");
 }
+
+#[test]
+fn the_send_stamp_becomes_the_origin_receive_instant_at_the_edge() {
+    use crate::cascade::datagram::encode_stamped;
+    use crate::cascade::stamp::LinkClock;
+    use std::time::UNIX_EPOCH;
+
+    let (mut a, mut b, _, _) = subscribed_layer0();
+    // Both nodes read one wall clock, each at its own moment.
+    let t0 = Instant::now();
+    let wall = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    a.clock = LinkClock::new(t0, wall);
+    b.clock = LinkClock::new(
+        t0 + Duration::from_millis(7),
+        wall + Duration::from_millis(7),
+    );
+    let mut out = vec![];
+
+    // The origin worker got the packet at t0 + 2 ms; the edge gateway takes it 900 µs later.
+    let mut p = camera_packet(1);
+    p.received = t0 + Duration::from_millis(2);
+    let o = a.outbound(0, &p).unwrap();
+    let mut buf = vec![];
+    encode_stamped(o.flow, &p, Some(a.clock.stamp(p.received)), &mut buf);
+    let now = p.received + Duration::from_micros(900);
+    let i = b
+        .inbound(A_AT_B, &decode(&buf).unwrap(), now, &mut out)
+        .unwrap();
+    assert!(i.packet.link_stamped);
+    assert_eq!(i.packet.received, p.received);
+
+    // Without a stamp (an older node), the edge's own instant, and nothing to measure.
+    let p = camera_packet(2);
+    encode(o.flow, &p, &mut buf);
+    let i = b
+        .inbound(A_AT_B, &decode(&buf).unwrap(), now, &mut out)
+        .unwrap();
+    assert!(!i.packet.link_stamped);
+    assert_eq!(i.packet.received, now);
+}

@@ -23,6 +23,10 @@
 //! ([`crate::api::SfuRequest::Cascade`]); of two nodes the one whose id sorts first dials,
 //! the other accepts on its link port (ALPN [`CASCADE_ALPN`]). See `docs/cluster-link.md`.
 //!
+//! Each datagram carries a send stamp ([`stamp`]): when the origin's worker received the
+//! packet. The receiving gateway turns it back into the packet's `received` instant, so the
+//! worker that takes it measures the whole hop (`zvon_cascade_hop_latency_seconds`).
+//!
 //! Loss on a link is repaired per hop ([`repair`]): the receiving gateway NACKs the gaps of
 //! each flow on the control stream and the sending one answers from a short cache of what it
 //! sent; duplicates stop at the receiving gateway.
@@ -36,6 +40,7 @@ pub mod gateway;
 mod link;
 pub mod repair;
 pub mod send_queue;
+pub mod stamp;
 #[cfg(test)]
 mod tests;
 

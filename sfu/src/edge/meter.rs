@@ -19,7 +19,8 @@ use crate::forward::BandwidthTotals;
 use crate::forward::{PeerKey, Router};
 
 use crate::api::TrackKind;
-use crate::stats::{kind_index, SfuStats};
+use crate::histogram::LocalHistogram;
+use crate::stats::{kind_index, SfuStats, HOP_LATENCY_BOUNDS};
 
 /// Receive batches whose forwarded copies one flush can carry (the loop reads at most this
 /// many before it drains and flushes).
@@ -39,6 +40,8 @@ pub struct WorkerMeter {
     woke: Option<Instant>,
     /// Start of the current busy-share window and the busy time in it.
     window: (Instant, Duration),
+    /// Packets from other media nodes: origin's receive → taken here.
+    hop_latency: LocalHistogram,
 }
 
 /// How long the busy share placement reads is averaged over.
@@ -57,6 +60,7 @@ impl WorkerMeter {
             batch_count: 0,
             woke: None,
             window: (Instant::now(), Duration::ZERO),
+            hop_latency: LocalHistogram::new(HOP_LATENCY_BOUNDS),
         }
     }
 
@@ -91,6 +95,11 @@ impl WorkerMeter {
         self.bytes_in[k] += payload as u64;
     }
 
+    /// A packet from another media node, its hop measured from the origin's send stamp.
+    pub fn cascade_hop(&mut self, latency: Duration) {
+        self.hop_latency.observe(latency.as_secs_f64());
+    }
+
     pub fn rtp_forwarded(&mut self, kind: TrackKind, payload: usize) {
         let k = kind_index(kind);
         self.packets_out[k] += 1;
@@ -108,6 +117,7 @@ impl WorkerMeter {
             s.forwarding_latency.observe_n(latency, forwarded);
         }
         self.batch_count = 0;
+        s.cascade_hop_latency.absorb(&mut self.hop_latency);
         for k in 0..2 {
             SfuStats::add(&s.rtp_packets_received[k], self.packets_in[k]);
             SfuStats::add(&s.rtp_bytes_received[k], self.bytes_in[k]);

@@ -37,6 +37,10 @@ pub struct RelayPacket {
     pub vp8: Option<crate::forward::vp8_munger::Vp8Ids>,
     /// When the origin received it (in-process only; a network carrier sends its own).
     pub received: Instant,
+    /// `received` crossed a cascade link as the origin's send stamp (rather than being
+    /// when the receiving gateway got the packet): the worker that takes the packet records
+    /// the hop's latency from it.
+    pub link_stamped: bool,
     pub payload: Arc<[u8]>,
 }
 
@@ -57,6 +61,7 @@ impl RelayPacket {
             keyframe: None,
             vp8: None,
             received: Instant::now(),
+            link_stamped: false,
             payload,
         }
     }

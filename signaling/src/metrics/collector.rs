@@ -48,6 +48,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_cascade_links", "QUIC cascade links to other media nodes open now.", MetricType::GAUGE, &[]),
     ("zvon_cascade_datagrams_sent_total", "Relayed RTP packets sent to other media nodes (QUIC datagrams).", MetricType::COUNTER, &[]),
     ("zvon_cascade_datagrams_received_total", "QUIC datagrams received from other media nodes.", MetricType::COUNTER, &[]),
+    ("zvon_cascade_hop_latency_seconds", "Packets relayed from another media node: the origin worker receiving it from the publisher to a worker here taking it (send stamp in the datagram; across hosts only as exact as their clocks).", MetricType::HISTOGRAM, &[]),
     ("zvon_cascade_repair_total", "Loss repair on the cascade links, by event: nack_sent (NACK messages), requested (packets asked for), resent (answered from the cache), cache_miss, repaired (missing packets that arrived), unrepaired (given up), duplicate (dropped: forwarded already).", MetricType::COUNTER, &["event"]),
     ("zvon_cascade_datagrams_dropped_total", "Relayed packets not sent to another media node, by reason: too_large for the path, queue_audio/queue_video over the send budget, staging full; malformed: received and refused.", MetricType::COUNTER, &["reason"]),
     ("zvon_worker_busy_seconds_total", "Time a media worker spent processing rather than waiting.", MetricType::COUNTER, &["worker"]),
@@ -323,6 +324,11 @@ impl Collector for NodeCollector {
             "zvon_cascade_datagrams_received_total",
             &[],
             get(&c.datagrams_received),
+        );
+        f.histogram(
+            "zvon_cascade_hop_latency_seconds",
+            &[],
+            &s.cascade_hop_latency.snapshot(),
         );
         for (reason, counter) in [
             ("too_large", &c.too_large),

@@ -106,6 +106,23 @@ async fn a_room_spans_three_media_nodes() {
                 .await?
                 >= 250.0
         );
+        // The edge's worker measured each crossing packet's hop from its send stamp: a real,
+        // non-zero delay (a stamp read wrongly would give 0 or minutes).
+        let hops = media[edge]
+            .metric("zvon_cascade_hop_latency_seconds_count", &[])
+            .await?;
+        let hop_sum = media[edge]
+            .metric("zvon_cascade_hop_latency_seconds_sum", &[])
+            .await?;
+        println!(
+            "hop latency: {hops} packets, mean {:.3} ms",
+            hop_sum / hops * 1e3
+        );
+        ensure!(hops >= 250.0, "{hops} hop latency samples");
+        ensure!(
+            hop_sum > 0.0 && hop_sum / hops < 2.0,
+            "hop latency sum {hop_sum} s over {hops} packets"
+        );
         ensure!(
             origin_node
                 .metric(

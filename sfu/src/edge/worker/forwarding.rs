@@ -112,6 +112,7 @@ impl Worker {
                         keyframe,
                         vp8: vp8_ids,
                         received: pkt.timestamp,
+                        link_stamped: false,
                         payload: pkt.payload.clone(),
                     },
                     video,

@@ -365,6 +365,10 @@ impl Worker {
             self.meter.batch_received(now);
         }
         for (from, p) in batch.drain(..) {
+            if p.link_stamped {
+                self.meter
+                    .cascade_hop(now.saturating_duration_since(p.received));
+            }
             let Some((track, layer)) = self.remote.resolve(from, p.flow) else {
                 continue;
             };
