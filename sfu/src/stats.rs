@@ -116,6 +116,9 @@ pub struct SfuStats {
     pub bandwidth_layer_switches: AtomicU64,
     /// ... paused a subscriber's video because not even its lowest layer fit.
     pub video_paused_for_bandwidth: AtomicU64,
+    /// Video frames not forwarded because the subscriber connection's send queue was
+    /// backlogged (see `forward::egress_backlog`).
+    pub video_frames_held_for_backlog: AtomicU64,
     pub workers: Box<[WorkerStats]>,
     /// Every cascade link of the node, summed (see `crate::cascade`).
     pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
@@ -173,6 +176,7 @@ impl SfuStats {
             bandwidth_estimate: AtomicHistogram::new(BANDWIDTH_BOUNDS),
             bandwidth_layer_switches: AtomicU64::new(0),
             video_paused_for_bandwidth: AtomicU64::new(0),
+            video_frames_held_for_backlog: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             cascade: Default::default(),
         }

@@ -131,6 +131,9 @@ function sampleSubscriber(page) {
           framesDecoded: s.framesDecoded ?? 0, height: s.frameHeight ?? 0, width: s.frameWidth ?? 0,
           freezes: s.totalFreezesDuration ?? 0, freezeCount: s.freezeCount ?? 0,
           packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
+          bytes: s.bytesReceived ?? 0, keyframes: s.keyFramesDecoded ?? 0, nacks: s.nackCount ?? 0,
+          plis: s.pliCount ?? 0, rtxBytes: s.retransmittedBytesReceived ?? 0, received: s.framesReceived ?? 0,
+          dropped: s.framesDropped ?? 0,
         };
       }
       if (s.kind === 'audio') {
@@ -253,6 +256,9 @@ async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages
     }
     const s = await sampleSubscriber(sub);
     if (s) samples.push(s);
+    if (s && process.env.SHAPED_TRACE) {
+      log(`${profile.name}: sample h=${s.v?.height} dec=${s.v?.framesDecoded} rcv=${s.v?.received} kf=${s.v?.keyframes} pkts=${s.v?.packetsReceived} lost=${s.v?.packetsLost} kB=${Math.round((s.v?.bytes ?? 0) / 1000)} rtxkB=${Math.round((s.v?.rtxBytes ?? 0) / 1000)} nack=${s.v?.nacks} pli=${s.v?.plis} apkts=${s.a?.packetsReceived} rtt=${s.rtt}`);
+    }
     pubTop = Math.max(pubTop, await publisherTopHeight(pub));
     const every = profile.sampleMs ?? 1000;
     await sleep(every - ((Date.now() - start) % every));

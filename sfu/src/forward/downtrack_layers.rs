@@ -74,6 +74,47 @@ pub(super) fn select_layer(
     verdict
 }
 
+/// The subscriber's send queue is backlogged (see `egress_backlog`): the frame whose first
+/// packet was rewritten to `seq` is not sent after all, and `dt` forwards nothing more until
+/// a keyframe of its target layer, asked for now. The stream continues without a gap.
+pub(super) fn resync_after_backlog(
+    track: &mut Track,
+    dt: &mut Downtrack,
+    seq: u64,
+    now: Instant,
+    keyframe_out: &mut Vec<KeyframeRequest>,
+) {
+    dt.rewriter.unsend(seq);
+    let layer = if track.layers.is_simulcast() {
+        // The target under the cap in force (the allocator may just have lowered it).
+        let target = match dt.cap {
+            LayerCap::Unlimited => track.layers.choose(dt.want, now),
+            LayerCap::UpTo(l) => track.layers.choose_at_most(dt.want, l, now),
+            LayerCap::Paused => None,
+        };
+        dt.selector.set_target(target);
+        dt.selector.resync();
+        match dt.selector.pending_switch() {
+            Some(l) => Some(l),
+            None => return,
+        }
+    } else {
+        dt.await_keyframe = true;
+        None
+    };
+    let throttle = match layer {
+        Some(l) => &mut track.layer_throttles[usize::from(l)],
+        None => &mut track.keyframe_throttle,
+    };
+    if throttle.should_send(now) {
+        keyframe_out.push(KeyframeRequest {
+            publisher: track.publisher,
+            mid: track.publisher_mid,
+            layer,
+        });
+    }
+}
+
 /// The layers of `track` some subscriber would receive if the publisher sent them all.
 pub(super) fn needed_layers(track: &Track, downtracks: &Slab<Downtrack>) -> [bool; MAX_LAYERS] {
     let mut needed = [false; MAX_LAYERS];

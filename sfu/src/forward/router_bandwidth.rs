@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::downlink_monitor::DownlinkSample;
-use super::downtrack_layers::{apply_budget, BandwidthPause};
+use super::downtrack_layers::{apply_budget, resync_after_backlog, BandwidthPause};
 use super::router::Router;
 use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
-use super::PeerKey;
+use super::{Forward, PeerKey};
 
 /// How often every subscriber's allocation is re-run without a new estimate: wishes and
 /// layer bitrates change between estimates, and the hysteresis timers run out.
@@ -53,6 +53,37 @@ impl Router {
             self.allocate_for(subscriber, now);
         }
         restart
+    }
+
+    /// The driver did not send `f` (a frame's first packet): the subscriber connection's
+    /// send queue is backlogged (see `egress_backlog`). Its downtrack waits for a keyframe,
+    /// and the subscriber is capped at str0m's raw estimate and re-allocated at once.
+    pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) {
+        let fell = self
+            .members
+            .get_mut(&f.subscriber)
+            .and_then(|m| m.budget.as_mut())
+            .is_some_and(|b| b.on_egress_backlog(now));
+        if fell {
+            self.allocate_for(f.subscriber, now);
+        }
+        let Some(dt) = self.downtracks.get_mut(f.downtrack.0 as usize) else {
+            return;
+        };
+        let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
+            return;
+        };
+        resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out);
+    }
+
+    /// What the allocator divides for `subscriber` now (its estimate, capped while the link
+    /// is congested); `None` before its first estimate.
+    pub fn egress_estimate(&self, subscriber: PeerKey) -> Option<u64> {
+        self.members
+            .get(&subscriber)?
+            .budget
+            .as_ref()
+            .map(|b| b.estimate_bps())
     }
 
     /// Re-runs the allocation of every subscriber with an estimate, at most every
