@@ -2,7 +2,7 @@
 //! it receives (subscriber's wish, capped by the bandwidth allocator) and which keyframes
 //! that needs; per bandwidth estimate, the caps themselves.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -74,6 +74,11 @@ pub(super) fn select_layer(
     verdict
 }
 
+/// After a downtrack resumed from a hold, how long its frames are not held again: holding
+/// them would waste the keyframe it resumed at, and the allocator has cut it to what the
+/// link carries already.
+pub const BACKLOG_GRACE: Duration = Duration::from_millis(1500);
+
 /// The subscriber's send queue is backlogged (see `egress_backlog`): the frame whose first
 /// packet was rewritten to `seq` is not sent after all, and `dt` forwards nothing more until
 /// a keyframe of its target layer, asked for now. The stream continues without a gap.
@@ -84,6 +89,7 @@ pub(super) fn resync_after_backlog(
     now: Instant,
     keyframe_out: &mut Vec<KeyframeRequest>,
 ) {
+    dt.backlog_hold = Some(now);
     dt.rewriter.unsend(seq);
     let layer = if track.layers.is_simulcast() {
         // The target under the cap in force (the allocator may just have lowered it).

@@ -104,6 +104,8 @@ pub struct Downtrack {
     pub(super) cap: LayerCap,
     /// A viewer slot pointed at another video: nothing until that track's next keyframe.
     pub(super) await_keyframe: bool,
+    /// When the driver last held a frame back for a backlogged send queue.
+    pub(super) backlog_hold: Option<Instant>,
 }
 
 impl Downtrack {
@@ -436,6 +438,7 @@ impl Router {
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
             await_keyframe: false,
+            backlog_hold: None,
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::downlink_monitor::DownlinkSample;
-use super::downtrack_layers::{apply_budget, resync_after_backlog, BandwidthPause};
+use super::downtrack_layers::{apply_budget, resync_after_backlog, BandwidthPause, BACKLOG_GRACE};
 use super::router::Router;
 use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
 use super::{Forward, PeerKey};
@@ -55,10 +55,23 @@ impl Router {
         restart
     }
 
-    /// The driver did not send `f` (a frame's first packet): the subscriber connection's
-    /// send queue is backlogged (see `egress_backlog`). Its downtrack waits for a keyframe,
-    /// and the subscriber is capped at str0m's raw estimate and re-allocated at once.
-    pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) {
+    /// The driver found the subscriber connection's send queue backlogged at `f` (a
+    /// frame's first packet; see `egress_backlog`). Returns whether to hold it back: then
+    /// the downtrack waits for a keyframe, and the subscriber is capped at str0m's raw
+    /// estimate and re-allocated at once. Not within a grace after the downtrack resumed
+    /// from the last hold (see `downtrack_layers::BACKLOG_GRACE`): send it.
+    pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) -> bool {
+        let resumed_lately = self
+            .downtracks
+            .get(f.downtrack.0 as usize)
+            .is_some_and(|dt| {
+                dt.backlog_hold
+                    .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_GRACE)
+                    && dt.current_layer().is_some()
+            });
+        if resumed_lately {
+            return false;
+        }
         let fell = self
             .members
             .get_mut(&f.subscriber)
@@ -68,12 +81,13 @@ impl Router {
             self.allocate_for(f.subscriber, now);
         }
         let Some(dt) = self.downtracks.get_mut(f.downtrack.0 as usize) else {
-            return;
+            return false;
         };
         let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
-            return;
+            return false;
         };
         resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out);
+        true
     }
 
     /// What the allocator divides for `subscriber` now (its estimate, capped while the link

@@ -122,9 +122,11 @@ impl Room {
                 };
                 self.r.on_rtp(&pkt, now, &mut out);
                 for f in &out {
-                    if f.frame_start && self.backlogged == Some(f.subscriber) {
+                    if f.frame_start
+                        && self.backlogged == Some(f.subscriber)
+                        && self.r.egress_backlogged(f, now)
+                    {
                         self.backlogged = None;
-                        self.r.egress_backlogged(f, now);
                     } else {
                         self.got.push((f.subscriber, *f));
                     }
@@ -496,12 +498,21 @@ fn a_backlogged_subscriber_is_held_back_until_a_keyframe_and_capped() {
     room.frames(51..55, &[0, 1, 2]);
     let after = room.take(LARGE);
     assert_eq!(after.len(), 5 * (usize::from(layer) + 1));
+    // Still backlogged a moment later: the frames after the keyframe it resumed at go on
+    // (the cut takes effect; holding them would waste that keyframe).
+    room.backlogged = Some(LARGE);
+    room.frames(55..60, &[0, 1, 2]);
+    assert_eq!(room.backlogged, Some(LARGE), "not held within the grace");
+    let grace = room.take(LARGE);
+    assert_eq!(grace.len(), 5 * (usize::from(layer) + 1));
     let mut all = before;
     all.extend(after);
+    all.extend(grace);
     assert_continuous(&all);
+    room.backlogged = None;
     // The other subscriber was not disturbed.
     let small = room.take(SMALL);
-    assert_eq!(small.len(), 13);
+    assert_eq!(small.len(), 18);
     let mut s = small_before;
     s.extend(small);
     assert_continuous(&s);

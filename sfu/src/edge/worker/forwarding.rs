@@ -169,9 +169,13 @@ impl Worker {
                     let key = incoming.keyframe.is_some();
                     egress_backlog::backlogged(q.byte_size(), waiting, sub.egress_limit_bytes, key)
                 });
-                if backlogged {
-                    debug!(subscriber = f.subscriber.0, mid = %f.mid, "send queue backlogged: frame held back");
-                    self.router.egress_backlogged(f, now);
+                if backlogged && self.router.egress_backlogged(f, now) {
+                    debug!(
+                        subscriber = f.subscriber.0,
+                        mid = %f.mid,
+                        layer = incoming.layer,
+                        "send queue backlogged: frame held back"
+                    );
                     held_back = true;
                     continue;
                 }
