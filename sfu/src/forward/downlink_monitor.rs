@@ -219,13 +219,19 @@ impl DownlinkMonitor {
 
     /// The connection's send queue is backlogged (see `egress_backlog`): more is forwarded
     /// than str0m paces out at its raw estimate, which it knows better than the averaged
-    /// one the allocator had. Caps the budget at that estimate, less room for the queue to
-    /// drain, like a congested sample (held [`CAP_HOLD`]). Returns whether the cap fell.
+    /// one the allocator had. Caps the budget like a congested sample (held [`CAP_HOLD`]):
+    /// at the first of an episode, half that estimate (it lags a collapsing link, and a
+    /// second cut costs a second keyframe wait), later at the estimate less room for the
+    /// queue to drain. Returns whether the cap fell.
     pub fn on_backlog(&mut self, now: Instant) -> bool {
         let Some(raw) = self.last_estimate else {
             return false;
         };
-        let cap = raw * CAP_PERCENT / 100;
+        let cap = if self.cap_bps.is_none() {
+            raw / 2
+        } else {
+            raw * CAP_PERCENT / 100
+        };
         let fell = self.cap_bps.is_none_or(|c| cap < c);
         if fell {
             self.cap_bps = Some(cap);
@@ -568,9 +574,16 @@ mod tests {
             l.tick(1_500_000, 0.0, 45, 600_000);
         }
         assert!(l.m.on_backlog(l.now));
-        assert_eq!(l.m.cap_bps(), Some(600_000 * CAP_PERCENT / 100));
-        // A second backlog at the same estimate lowers nothing.
+        assert_eq!(
+            l.m.cap_bps(),
+            Some(300_000),
+            "the first of an episode halves"
+        );
+        // Another at the same estimate lowers nothing; one at a lower estimate does.
         assert!(!l.m.on_backlog(l.now));
+        l.tick(500_000, 0.0, 45, 300_000);
+        assert!(l.m.on_backlog(l.now));
+        assert_eq!(l.m.cap_bps(), Some(300_000 * CAP_PERCENT / 100));
         // Held like a congested sample, then lifted.
         let mut last = None;
         for _ in 0..8 {

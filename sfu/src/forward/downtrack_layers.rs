@@ -74,7 +74,8 @@ pub(super) fn select_layer(
     verdict
 }
 
-/// After a downtrack resumed from a hold, how long its frames are not held again: holding
+/// After a downtrack resumed from a hold (at a keyframe), how long its frames are not held
+/// again: holding
 /// them would waste the keyframe it resumed at, and the allocator has cut it to what the
 /// link carries already.
 pub const BACKLOG_GRACE: Duration = Duration::from_millis(1500);

@@ -104,7 +104,8 @@ pub struct Downtrack {
     pub(super) cap: LayerCap,
     /// A viewer slot pointed at another video: nothing until that track's next keyframe.
     pub(super) await_keyframe: bool,
-    /// When the driver last held a frame back for a backlogged send queue.
+    /// When the driver last held a frame back for a backlogged send queue, or the downtrack
+    /// resumed after it (see `Router::egress_backlogged`).
     pub(super) backlog_hold: Option<Instant>,
 }
 
@@ -780,6 +781,10 @@ impl Router {
                         );
                         dt.rewriter.restart();
                         dt.vp8.restart();
+                        // Resumed from a backlog hold: its grace starts now.
+                        if dt.backlog_hold.is_some() {
+                            dt.backlog_hold = Some(now);
+                        }
                     }
                     Verdict::Forward => {}
                 }

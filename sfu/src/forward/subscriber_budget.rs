@@ -442,8 +442,8 @@ mod tests {
         );
         assert!(s.budget.on_egress_backlog(s.now));
         s.run(2_000_000, 1);
-        assert_eq!(s.cap(), LayerCap::UpTo(1), "cut in the same round");
-        assert!(s.budget.estimate_bps() <= 600_000);
+        assert_eq!(s.cap(), LayerCap::UpTo(0), "cut in the same round");
+        assert!(s.budget.estimate_bps() <= 300_000);
     }
 
     #[test]
