@@ -10,6 +10,8 @@
 //   node shaped.mjs --bench [profile...]  every profile, SHAPED_SECONDS long each, one JSON
 //                                         line per profile, no pass/fail
 // SHAPED_SERVER_ARGS adds server flags (e.g. `--bandwidth-allocation=false` for a baseline).
+// SHAPED_TRACE=1 logs every subscriber sample (height, frames, keyframes, bytes, NACKs, RTT)
+// to line up with a server log (SHAPED_SERVER_LOG=file, RUST_LOG=...=debug).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -331,22 +333,18 @@ function check(result) {
     if (!open.decodingShare) fails.push('video never decoded again after the link opened');
   }
   if (result.profile === 'step') {
-    // The issue's promise is a layer down within 2 s of the drop and back up within 5 s of
-    // the link's return (as the subscriber's decoder sees it). Measured medians sit at
-    // ~2 s / ~4 s with runs up to 3 s / 6 s on a loaded machine (BENCHMARKS.md), so the suite
-    // holds the looser bounds below and logs a miss of the promise; set SHAPED_STEP_DOWN_S=2
-    // SHAPED_STEP_UP_S=5 to hold the promise itself.
-    const downMax = Number(process.env.SHAPED_STEP_DOWN_S || 4);
-    const upMax = Number(process.env.SHAPED_STEP_UP_S || 8);
+    // The issue's promise: a lower layer decoded within 2 s of the drop and a higher one
+    // within 5 s of the link's return, as the subscriber's decoder sees it (getStats every
+    // 250 ms). Measured at 1.5-2.0 s / 1.5-3.3 s under load (BENCHMARKS.md, "Step timings");
+    // SHAPED_STEP_DOWN_S / SHAPED_STEP_UP_S loosen them for a machine slower than that.
+    const downMax = Number(process.env.SHAPED_STEP_DOWN_S || 2);
+    const upMax = Number(process.env.SHAPED_STEP_UP_S || 5);
     const [drop, back] = result.steps;
     if (!(drop.heightAfter < drop.heightBefore) || drop.secondsToChange > downMax) {
       fails.push(`after the drop to ${drop.kbps} kbit/s the received layer went ${drop.heightBefore}p -> ${drop.heightAfter}p after ${drop.secondsToChange} s (want a lower layer within ${downMax} s)`);
     }
     if (!(back.heightAfter > back.heightBefore) || back.secondsToChange > upMax) {
       fails.push(`after the link came back to ${back.kbps} kbit/s the received layer went ${back.heightBefore}p -> ${back.heightAfter}p after ${back.secondsToChange} s (want a higher layer within ${upMax} s)`);
-    }
-    if (drop.secondsToChange > 2 || back.secondsToChange > 5) {
-      log(`TARGET MISSED: step down ${drop.secondsToChange} s (issue: <= 2 s), up ${back.secondsToChange} s (issue: <= 5 s)`);
     }
   }
   if (result.profile === 'thin') {
