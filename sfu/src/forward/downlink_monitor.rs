@@ -242,6 +242,11 @@ impl DownlinkMonitor {
         fell
     }
 
+    /// str0m's raw estimate in the last sample: what its pacer sends video at.
+    pub fn raw_estimate(&self) -> Option<u64> {
+        self.last_estimate
+    }
+
     /// The most the allocator may give now, while congested.
     pub fn cap_bps(&self) -> Option<u64> {
         self.cap_bps

@@ -58,8 +58,9 @@ impl Router {
     /// The driver found the subscriber connection's send queue backlogged at `f` (a
     /// frame's first packet; see `egress_backlog`). Returns whether to hold it back: then
     /// the downtrack waits for a keyframe, and the subscriber is capped at str0m's raw
-    /// estimate and re-allocated at once. Not within a grace after the downtrack resumed
-    /// from the last hold (see `downtrack_layers::BACKLOG_GRACE`): send it.
+    /// estimate and re-allocated at once. Not when the allocation is within str0m's raw
+    /// estimate, nor within a grace after the downtrack resumed from the last hold (see
+    /// `downtrack_layers::BACKLOG_GRACE`): send it.
     pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) -> bool {
         let resumed_lately = self
             .downtracks
@@ -69,14 +70,16 @@ impl Router {
                     .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_GRACE)
                     && dt.current_layer().is_some()
             });
-        if resumed_lately {
-            return false;
-        }
-        let fell = self
+        let budget = self
             .members
             .get_mut(&f.subscriber)
-            .and_then(|m| m.budget.as_mut())
-            .is_some_and(|b| b.on_egress_backlog(now));
+            .and_then(|m| m.budget.as_mut());
+        // A queue the allocation does not feed (a probe's padding, a keyframe burst while
+        // str0m's estimate dipped) drains by itself.
+        if resumed_lately || budget.as_ref().is_some_and(|b| !b.over_allocated()) {
+            return false;
+        }
+        let fell = budget.is_some_and(|b| b.on_egress_backlog(now));
         if fell {
             self.allocate_for(f.subscriber, now);
         }

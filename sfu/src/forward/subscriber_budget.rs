@@ -119,6 +119,15 @@ impl SubscriberBudget {
         (self.estimate_bps() < before, v.restart_from)
     }
 
+    /// Whether more is allocated than str0m's pacer sends (its raw estimate): only then is a
+    /// backlogged send queue this subscriber's allocation at fault, rather than a probe's
+    /// padding or a keyframe burst that drains by itself.
+    pub fn over_allocated(&self) -> bool {
+        self.downlink
+            .raw_estimate()
+            .is_some_and(|raw| self.allocated_bps > raw)
+    }
+
     /// The connection's send queue is backlogged (see `egress_backlog`): capped at str0m's
     /// raw estimate at once. Returns whether that lowered the budget (re-allocate now).
     pub fn on_egress_backlog(&mut self, now: Instant) -> bool {
@@ -440,10 +449,15 @@ mod tests {
             LayerCap::UpTo(2),
             "the averaged estimate still rules"
         );
+        assert!(s.budget.over_allocated());
         assert!(s.budget.on_egress_backlog(s.now));
         s.run(2_000_000, 1);
         assert_eq!(s.cap(), LayerCap::UpTo(0), "cut in the same round");
         assert!(s.budget.estimate_bps() <= 300_000);
+        assert!(
+            !s.budget.over_allocated(),
+            "the lowest layer fits what str0m sends"
+        );
     }
 
     #[test]
