@@ -42,6 +42,8 @@ pub const CLEAN_FOR: Duration = Duration::from_millis(1500);
 /// ...and the estimate to have stayed within [`GROWTH_PERCENT`] of itself this long.
 pub const STUCK_FOR: Duration = Duration::from_millis(1500);
 pub const GROWTH_PERCENT: u64 = 120;
+/// An estimate below this share of where the stuck clock started is falling, not stuck.
+pub const FALL_PERCENT: u64 = 80;
 /// An estimate within this share of the wish is close enough: no restart.
 pub const SHORT_PERCENT: u64 = 85;
 /// The least time between restarts, doubled after each restart that did not raise the
@@ -301,8 +303,17 @@ impl DownlinkMonitor {
                 self.next_restart = Some(at + self.backoff);
             }
         }
+        // Stuck means within a band around where it was: growing by GROWTH_PERCENT is
+        // finding the link, and falling below FALL_PERCENT is str0m reacting to something
+        // (a busy receiver's feedback, a real drop); a restart from a value still falling
+        // would only pin the estimator low (measured: restarted from 478k while it fell
+        // from 1.5M on an open link, str0m went down to 135k).
         let stuck_since = match self.stuck {
-            Some((at, since)) if estimate * 100 < at * GROWTH_PERCENT => since,
+            Some((at, since))
+                if estimate * 100 < at * GROWTH_PERCENT && estimate * 100 >= at * FALL_PERCENT =>
+            {
+                since
+            }
             _ => {
                 self.stuck = Some((estimate, now));
                 now
@@ -478,6 +489,28 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(l.tick(200_000, 0.05, 50, 280_000).restart_from, None);
         }
+    }
+
+    #[test]
+    fn a_falling_estimate_is_not_restarted_until_it_settles() {
+        let mut l = Link::new();
+        for _ in 0..10 {
+            assert_eq!(l.tick(1_400_000, 0.0, 50, 1_500_000).restart_from, None);
+        }
+        // str0m's estimate falls on a clean link (feedback of a busy receiver): no restart
+        // from a value on its way down ...
+        for e in [1_100_000, 800_000, 560_000, 400_000] {
+            assert_eq!(l.tick(1_400_000, 0.0, 50, e).restart_from, None);
+        }
+        // ... only once it has stayed put for STUCK_FOR.
+        let mut restarted = None;
+        for i in 0..6 {
+            if l.tick(400_000, 0.0, 50, 390_000).restart_from.is_some() {
+                restarted = Some(i);
+                break;
+            }
+        }
+        assert!(restarted.is_some_and(|i| i >= 2), "{restarted:?}");
     }
 
     #[test]
