@@ -80,46 +80,49 @@ pub(super) fn select_layer(
 /// link carries already.
 pub const BACKLOG_GRACE: Duration = Duration::from_millis(1500);
 
-/// The subscriber's send queue is backlogged (see `egress_backlog`): the frame whose first
-/// packet was rewritten to `seq` is not sent after all, and `dt` forwards nothing more until
-/// a keyframe of its target layer, asked for now. The stream continues without a gap.
+/// The subscriber's send queue is backlogged (see `egress_backlog`) and the allocator has cut
+/// it. When that moves `dt` to a lower layer (or pauses it), the rest of its current layer
+/// only delays the lower layer's keyframe: the frame whose first packet was rewritten to
+/// `seq` is not sent after all, `dt` forwards nothing more until a keyframe of its target
+/// layer, asked for now, and the stream continues without a gap. Returns whether it holds
+/// back; a downtrack staying on its layer (its lowest, or a track without simulcast) is
+/// left alone: holding it would only freeze it until the next keyframe of the same layer.
 pub(super) fn resync_after_backlog(
     track: &mut Track,
     dt: &mut Downtrack,
     seq: u64,
     now: Instant,
     keyframe_out: &mut Vec<KeyframeRequest>,
-) {
+) -> bool {
+    if !track.layers.is_simulcast() {
+        return false;
+    }
+    let target = match dt.cap {
+        LayerCap::Unlimited => track.layers.choose(dt.want, now),
+        LayerCap::UpTo(l) => track.layers.choose_at_most(dt.want, l, now),
+        LayerCap::Paused => None,
+    };
+    let Some(current) = dt.selector.current() else {
+        return false;
+    };
+    if target.is_some_and(|t| t >= current) {
+        return false;
+    }
     dt.backlog_hold = Some(now);
     dt.rewriter.unsend(seq);
-    let layer = if track.layers.is_simulcast() {
-        // The target under the cap in force (the allocator may just have lowered it).
-        let target = match dt.cap {
-            LayerCap::Unlimited => track.layers.choose(dt.want, now),
-            LayerCap::UpTo(l) => track.layers.choose_at_most(dt.want, l, now),
-            LayerCap::Paused => None,
-        };
-        dt.selector.set_target(target);
-        dt.selector.resync();
-        match dt.selector.pending_switch() {
-            Some(l) => Some(l),
-            None => return,
-        }
-    } else {
-        dt.await_keyframe = true;
-        None
+    dt.selector.set_target(target);
+    dt.selector.resync();
+    let Some(layer) = dt.selector.pending_switch() else {
+        return true;
     };
-    let throttle = match layer {
-        Some(l) => &mut track.layer_throttles[usize::from(l)],
-        None => &mut track.keyframe_throttle,
-    };
-    if throttle.should_send(now) {
+    if track.layer_throttles[usize::from(layer)].should_send(now) {
         keyframe_out.push(KeyframeRequest {
             publisher: track.publisher,
             mid: track.publisher_mid,
-            layer,
+            layer: Some(layer),
         });
     }
+    true
 }
 
 /// The layers of `track` some subscriber would receive if the publisher sent them all.

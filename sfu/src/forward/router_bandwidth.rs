@@ -56,11 +56,12 @@ impl Router {
     }
 
     /// The driver found the subscriber connection's send queue backlogged at `f` (a
-    /// frame's first packet; see `egress_backlog`). Returns whether to hold it back: then
-    /// the downtrack waits for a keyframe, and the subscriber is capped at str0m's raw
-    /// estimate and re-allocated at once. Not when the allocation is within str0m's raw
-    /// estimate, nor within a grace after the downtrack resumed from the last hold (see
-    /// `downtrack_layers::BACKLOG_GRACE`): send it.
+    /// frame's first packet; see `egress_backlog`): the subscriber is capped at str0m's raw
+    /// estimate and re-allocated at once. Returns whether to hold the frame back: when the
+    /// cut moves its downtrack to a lower layer, which then waits for that layer's keyframe
+    /// (see `downtrack_layers::resync_after_backlog`). Nothing happens when the allocation
+    /// is within str0m's raw estimate, nor within a grace after the downtrack resumed from
+    /// the last hold (`downtrack_layers::BACKLOG_GRACE`).
     pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) -> bool {
         let resumed_lately = self
             .downtracks
@@ -89,8 +90,7 @@ impl Router {
         let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
             return false;
         };
-        resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out);
-        true
+        resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out)
     }
 
     /// What the allocator divides for `subscriber` now (its estimate, capped while the link
