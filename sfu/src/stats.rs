@@ -128,6 +128,9 @@ pub struct SfuStats {
     /// Origin worker's receive → this node's worker taking the packet, for packets relayed
     /// from another media node (see `crate::cascade::stamp`).
     pub cascade_hop_latency: AtomicHistogram,
+    /// Video frames not forwarded because the subscriber connection's send queue was
+    /// backlogged (see `forward::egress_backlog`).
+    pub video_frames_held_for_backlog: AtomicU64,
     pub workers: Box<[WorkerStats]>,
     /// Every cascade link of the node, summed (see `crate::cascade`).
     pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
@@ -187,6 +190,7 @@ impl SfuStats {
             bandwidth_layer_switches: AtomicU64::new(0),
             video_paused_for_bandwidth: AtomicU64::new(0),
             cascade_hop_latency: AtomicHistogram::new(HOP_LATENCY_BOUNDS),
+            video_frames_held_for_backlog: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             cascade: Default::default(),
         }

@@ -10,6 +10,8 @@
 //   node shaped.mjs --bench [profile...]  every profile, SHAPED_SECONDS long each, one JSON
 //                                         line per profile, no pass/fail
 // SHAPED_SERVER_ARGS adds server flags (e.g. `--bandwidth-allocation=false` for a baseline).
+// SHAPED_TRACE=1 logs every subscriber sample (height, frames, keyframes, bytes, NACKs, RTT)
+// to line up with a server log (SHAPED_SERVER_LOG=file, RUST_LOG=...=debug).
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -131,6 +133,9 @@ function sampleSubscriber(page) {
           framesDecoded: s.framesDecoded ?? 0, height: s.frameHeight ?? 0, width: s.frameWidth ?? 0,
           freezes: s.totalFreezesDuration ?? 0, freezeCount: s.freezeCount ?? 0,
           packetsReceived: s.packetsReceived ?? 0, packetsLost: s.packetsLost ?? 0,
+          bytes: s.bytesReceived ?? 0, keyframes: s.keyFramesDecoded ?? 0, nacks: s.nackCount ?? 0,
+          plis: s.pliCount ?? 0, rtxBytes: s.retransmittedBytesReceived ?? 0, received: s.framesReceived ?? 0,
+          dropped: s.framesDropped ?? 0,
         };
       }
       if (s.kind === 'audio') {
@@ -253,6 +258,9 @@ async function runProfile(profile, { server, link, pubBrowser, subBrowser, pages
     }
     const s = await sampleSubscriber(sub);
     if (s) samples.push(s);
+    if (s && process.env.SHAPED_TRACE) {
+      log(`${profile.name}: sample h=${s.v?.height} dec=${s.v?.framesDecoded} rcv=${s.v?.received} kf=${s.v?.keyframes} pkts=${s.v?.packetsReceived} lost=${s.v?.packetsLost} kB=${Math.round((s.v?.bytes ?? 0) / 1000)} rtxkB=${Math.round((s.v?.rtxBytes ?? 0) / 1000)} nack=${s.v?.nacks} pli=${s.v?.plis} apkts=${s.a?.packetsReceived} rtt=${s.rtt}`);
+    }
     pubTop = Math.max(pubTop, await publisherTopHeight(pub));
     const every = profile.sampleMs ?? 1000;
     await sleep(every - ((Date.now() - start) % every));
@@ -325,22 +333,18 @@ function check(result) {
     if (!open.decodingShare) fails.push('video never decoded again after the link opened');
   }
   if (result.profile === 'step') {
-    // The issue's promise is a layer down within 2 s of the drop and back up within 5 s of
-    // the link's return (as the subscriber's decoder sees it). Measured medians sit at
-    // ~2 s / ~4 s with runs up to 3 s / 6 s on a loaded machine (BENCHMARKS.md), so the suite
-    // holds the looser bounds below and logs a miss of the promise; set SHAPED_STEP_DOWN_S=2
-    // SHAPED_STEP_UP_S=5 to hold the promise itself.
-    const downMax = Number(process.env.SHAPED_STEP_DOWN_S || 4);
-    const upMax = Number(process.env.SHAPED_STEP_UP_S || 8);
+    // The issue's promise: a lower layer decoded within 2 s of the drop and a higher one
+    // within 5 s of the link's return, as the subscriber's decoder sees it (getStats every
+    // 250 ms). Measured at 1.5-2.0 s / 1.5-3.3 s under load (BENCHMARKS.md, "Step timings");
+    // SHAPED_STEP_DOWN_S / SHAPED_STEP_UP_S loosen them for a machine slower than that.
+    const downMax = Number(process.env.SHAPED_STEP_DOWN_S || 2);
+    const upMax = Number(process.env.SHAPED_STEP_UP_S || 5);
     const [drop, back] = result.steps;
     if (!(drop.heightAfter < drop.heightBefore) || drop.secondsToChange > downMax) {
       fails.push(`after the drop to ${drop.kbps} kbit/s the received layer went ${drop.heightBefore}p -> ${drop.heightAfter}p after ${drop.secondsToChange} s (want a lower layer within ${downMax} s)`);
     }
     if (!(back.heightAfter > back.heightBefore) || back.secondsToChange > upMax) {
       fails.push(`after the link came back to ${back.kbps} kbit/s the received layer went ${back.heightBefore}p -> ${back.heightAfter}p after ${back.secondsToChange} s (want a higher layer within ${upMax} s)`);
-    }
-    if (drop.secondsToChange > 2 || back.secondsToChange > 5) {
-      log(`TARGET MISSED: step down ${drop.secondsToChange} s (issue: <= 2 s), up ${back.secondsToChange} s (issue: <= 5 s)`);
     }
   }
   if (result.profile === 'thin') {

@@ -73,6 +73,9 @@ pub struct Connection {
     /// Since when (and from which estimate) the estimate has stayed short of the wish
     /// without growing, for the estimator reset in `Worker::set_probe_target`.
     pub estimate_stuck_since: Option<(Instant, u64)>,
+    /// The queued bytes a video frame may start behind on this connection, from what the
+    /// allocator counts on (see `forward::egress_backlog`); no limit before an estimate.
+    pub egress_limit_bytes: usize,
 }
 
 impl Connection {
@@ -182,6 +185,7 @@ impl Connection {
             stopped_mlines: 0,
             probe_nudged_at: None,
             estimate_stuck_since: None,
+            egress_limit_bytes: usize::MAX,
         })
     }
 }

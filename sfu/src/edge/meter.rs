@@ -149,6 +149,11 @@ impl WorkerMeter {
         }
     }
 
+    /// A video frame held back from a backlogged subscriber connection.
+    pub fn egress_backlog_hold(&self) {
+        SfuStats::add(&self.stats.video_frames_held_for_backlog, 1);
+    }
+
     /// One bandwidth allocation round over the worker's subscribers.
     pub fn bandwidth(&self, totals: BandwidthTotals, changes: BudgetChanges) {
         let st = &*self.stats;

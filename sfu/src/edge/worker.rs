@@ -34,6 +34,7 @@ use crate::api::{
     SubscribedTrack, TrackId, TrackKind,
 };
 use crate::forward::downlink_monitor::DownlinkSample;
+use crate::forward::egress_backlog;
 use crate::forward::keyframe::{keyframe_start, VideoCodec};
 use crate::forward::layer_selector::Want;
 use crate::forward::overload::{Backlog, OverloadGuard};
@@ -651,7 +652,16 @@ impl Worker {
             rtt_ms = sample.rtt.map(|r| r.as_millis() as u64),
             "subscriber feedback"
         );
-        let Some(from) = self.router.downlink_sample(peer, sample, now) else {
+        let restart = self.router.downlink_sample(peer, sample, now);
+        let allocated_on = self.router.egress_estimate(peer);
+        if let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        {
+            c.egress_limit_bytes = egress_backlog::limit_bytes(allocated_on);
+        }
+        let Some(from) = restart else {
             return;
         };
         if let Some(c) = self

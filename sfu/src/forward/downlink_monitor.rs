@@ -42,6 +42,8 @@ pub const CLEAN_FOR: Duration = Duration::from_millis(1500);
 /// ...and the estimate to have stayed within [`GROWTH_PERCENT`] of itself this long.
 pub const STUCK_FOR: Duration = Duration::from_millis(1500);
 pub const GROWTH_PERCENT: u64 = 120;
+/// An estimate below this share of where the stuck clock started is falling, not stuck.
+pub const FALL_PERCENT: u64 = 80;
 /// An estimate within this share of the wish is close enough: no restart.
 pub const SHORT_PERCENT: u64 = 85;
 /// The least time between restarts, doubled after each restart that did not raise the
@@ -51,6 +53,13 @@ pub const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(4);
 /// Congestion this soon after a restart doubles the wait, up to [`MAX_OVERSHOOT_BACKOFF`].
 pub const OVERSHOOT_WINDOW: Duration = Duration::from_secs(6);
 pub const MAX_OVERSHOOT_BACKOFF: Duration = Duration::from_secs(16);
+/// An estimate this share of the last sample's or more, not from a restart of ours: a probe
+/// (str0m's own) found room, the link may have come back ...
+pub const CHASE_PERCENT: u64 = 150;
+/// ... and is followed up this soon by a restart from the new value (probes at 3x and 6x),
+/// rather than after [`STUCK_FOR`] and the backoff: str0m probes further by itself only
+/// slowly, and not at all while its loss-based state is "loss limited".
+pub const CHASE_AFTER: Duration = Duration::from_millis(500);
 /// How long after a restart its probes have been answered and the estimate shows it.
 const JUDGE_AFTER: Duration = Duration::from_millis(1500);
 /// The lowest round-trip time is forgotten after this long (a route can change).
@@ -85,6 +94,10 @@ pub struct DownlinkVerdict {
 #[derive(Debug, Clone)]
 pub struct DownlinkMonitor {
     last: Option<(Instant, u64)>,
+    /// str0m's raw estimate in the last sample.
+    last_estimate: Option<u64>,
+    /// When a restart follows up an estimate that jumped (see [`CHASE_PERCENT`]).
+    chase_at: Option<Instant>,
     base_rtt: Option<(Duration, Instant)>,
     congested_at: Option<Instant>,
     cap_bps: Option<u64>,
@@ -104,6 +117,8 @@ impl Default for DownlinkMonitor {
     fn default() -> Self {
         DownlinkMonitor {
             last: None,
+            last_estimate: None,
+            chase_at: None,
             base_rtt: None,
             congested_at: None,
             cap_bps: None,
@@ -126,6 +141,10 @@ impl DownlinkMonitor {
         wanted_bps: u64,
         now: Instant,
     ) -> DownlinkVerdict {
+        let prev_estimate = self.last_estimate;
+        if s.estimate_bps.is_some() {
+            self.last_estimate = s.estimate_bps;
+        }
         let sent_bps = match self.last.replace((now, s.bytes_sent)) {
             Some((t, b)) if now > t && s.bytes_sent >= b => {
                 let dt = now.saturating_duration_since(t).as_secs_f64();
@@ -166,19 +185,7 @@ impl DownlinkMonitor {
             } else if let Some(e) = s.estimate_bps {
                 self.cap_bps = Some(e);
             }
-            // A drop soon after a restart means the restart's estimate overshot the link
-            // (its probes were absorbed by a queue): wait longer before the next one. Any
-            // other drop is another link, and the next restart may come soon.
-            self.backoff = if self
-                .last_restart
-                .is_some_and(|t| now.saturating_duration_since(t) < OVERSHOOT_WINDOW)
-            {
-                (self.backoff * 2).min(MAX_OVERSHOOT_BACKOFF)
-            } else {
-                RESTART_BACKOFF
-            };
-            self.restarted = None;
-            self.next_restart = Some(now + self.backoff);
+            self.congested_now(now);
         } else {
             self.halvings = 0;
             if self
@@ -208,8 +215,60 @@ impl DownlinkMonitor {
                 .filter(|_| clean_long && self.cap_bps.is_none()),
             restart_from: s
                 .estimate_bps
-                .and_then(|e| self.maybe_restart(e, wanted_bps, now)),
+                .and_then(|e| self.maybe_restart(e, prev_estimate, wanted_bps, now)),
         }
+    }
+
+    /// The connection's send queue is backlogged (see `egress_backlog`): more is forwarded
+    /// than str0m paces out at its raw estimate, which it knows better than the averaged
+    /// one the allocator had. Caps the budget like a congested sample (held [`CAP_HOLD`]):
+    /// at the first of an episode, half that estimate (it lags a collapsing link, and a
+    /// second cut costs a second keyframe wait), later at the estimate less room for the
+    /// queue to drain. Returns whether the cap fell.
+    pub fn on_backlog(&mut self, now: Instant) -> bool {
+        let Some(raw) = self.last_estimate else {
+            return false;
+        };
+        let cap = if self.cap_bps.is_none() {
+            raw / 2
+        } else {
+            raw * CAP_PERCENT / 100
+        };
+        let fell = self.cap_bps.is_none_or(|c| cap < c);
+        if fell {
+            self.cap_bps = Some(cap);
+        }
+        self.congested_at = Some(now);
+        self.clean_since = None;
+        self.congested_now(now);
+        fell
+    }
+
+    /// str0m's raw estimate in the last sample: what its pacer sends video at.
+    pub fn raw_estimate(&self) -> Option<u64> {
+        self.last_estimate
+    }
+
+    /// The most the allocator may give now, while congested.
+    pub fn cap_bps(&self) -> Option<u64> {
+        self.cap_bps
+    }
+
+    fn congested_now(&mut self, now: Instant) {
+        // A drop soon after a restart means the restart's estimate overshot the link
+        // (its probes were absorbed by a queue): wait longer before the next one. Any
+        // other drop is another link, and the next restart may come soon.
+        self.backoff = if self
+            .last_restart
+            .is_some_and(|t| now.saturating_duration_since(t) < OVERSHOOT_WINDOW)
+        {
+            (self.backoff * 2).min(MAX_OVERSHOOT_BACKOFF)
+        } else {
+            RESTART_BACKOFF
+        };
+        self.restarted = None;
+        self.chase_at = None;
+        self.next_restart = Some(now + self.backoff);
     }
 
     /// The round-trip time above the lowest seen lately.
@@ -224,7 +283,13 @@ impl DownlinkMonitor {
         rtt.saturating_sub(base)
     }
 
-    fn maybe_restart(&mut self, estimate: u64, wanted: u64, now: Instant) -> Option<u64> {
+    fn maybe_restart(
+        &mut self,
+        estimate: u64,
+        prev: Option<u64>,
+        wanted: u64,
+        now: Instant,
+    ) -> Option<u64> {
         if let Some((at, from)) = self.restarted {
             // Judge the last restart once its probes had time to come back: one that raised
             // the estimate keeps the short wait, one that found nothing doubles it.
@@ -238,23 +303,48 @@ impl DownlinkMonitor {
                 self.next_restart = Some(at + self.backoff);
             }
         }
+        // Stuck means within a band around where it was: growing by GROWTH_PERCENT is
+        // finding the link, and falling below FALL_PERCENT is str0m reacting to something
+        // (a busy receiver's feedback, a real drop); a restart from a value still falling
+        // would only pin the estimator low (measured: restarted from 478k while it fell
+        // from 1.5M on an open link, str0m went down to 135k).
         let stuck_since = match self.stuck {
-            Some((at, since)) if estimate * 100 < at * GROWTH_PERCENT => since,
+            Some((at, since))
+                if estimate * 100 < at * GROWTH_PERCENT && estimate * 100 >= at * FALL_PERCENT =>
+            {
+                since
+            }
             _ => {
                 self.stuck = Some((estimate, now));
                 now
             }
         };
+        // A jump right after a restart of ours is that restart's doing: it is judged, not
+        // chased (str0m goes on probing after a reset by itself).
+        if self.restarted.is_none() && prev.is_some_and(|p| estimate * 100 >= p * CHASE_PERCENT) {
+            self.chase_at.get_or_insert(now + CHASE_AFTER);
+        }
+        // At most one restart per RESTART_BACKOFF, chased or not.
+        let chase = self.chase_at.is_some_and(|t| now >= t)
+            && self
+                .last_restart
+                .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_BACKOFF);
+        let stuck = now.saturating_duration_since(stuck_since) >= STUCK_FOR
+            && self.next_restart.is_none_or(|t| now >= t);
         let due = self
             .clean_since
             .is_some_and(|t| now.saturating_duration_since(t) >= CLEAN_FOR)
-            && now.saturating_duration_since(stuck_since) >= STUCK_FOR
+            && (stuck || chase)
             && estimate * 100 < wanted * SHORT_PERCENT
-            && self.restarted.is_none()
-            && self.next_restart.is_none_or(|t| now >= t);
+            && self.restarted.is_none();
         if !due {
+            if self.chase_at.is_some_and(|t| now >= t) {
+                // Nothing to chase (enough already, the link is not clean, or too soon).
+                self.chase_at = None;
+            }
             return None;
         }
+        self.chase_at = None;
         self.restarted = Some((now, estimate));
         self.last_restart = Some(now);
         self.next_restart = Some(now + self.backoff);
@@ -402,6 +492,28 @@ mod tests {
     }
 
     #[test]
+    fn a_falling_estimate_is_not_restarted_until_it_settles() {
+        let mut l = Link::new();
+        for _ in 0..10 {
+            assert_eq!(l.tick(1_400_000, 0.0, 50, 1_500_000).restart_from, None);
+        }
+        // str0m's estimate falls on a clean link (feedback of a busy receiver): no restart
+        // from a value on its way down ...
+        for e in [1_100_000, 800_000, 560_000, 400_000] {
+            assert_eq!(l.tick(1_400_000, 0.0, 50, e).restart_from, None);
+        }
+        // ... only once it has stayed put for STUCK_FOR.
+        let mut restarted = None;
+        for i in 0..6 {
+            if l.tick(400_000, 0.0, 50, 390_000).restart_from.is_some() {
+                restarted = Some(i);
+                break;
+            }
+        }
+        assert!(restarted.is_some_and(|i| i >= 2), "{restarted:?}");
+    }
+
+    #[test]
     fn a_restart_that_found_the_link_keeps_the_short_backoff() {
         let mut l = Link::new();
         let mut first = None;
@@ -445,6 +557,77 @@ mod tests {
         }
         // 60 s: without the backoff this would be one every ~4 s.
         assert!(restarts <= 7, "{restarts} restarts in a minute");
+    }
+
+    #[test]
+    fn an_estimate_that_jumped_on_its_own_is_chased_by_a_restart_within_a_second() {
+        let mut l = Link::new();
+        // A thin link: restarts found nothing, the backoff is long.
+        for _ in 0..30 {
+            l.tick(200_000, 0.0, 50, 220_000);
+        }
+        // The link came back and one of str0m's own probes found 400k.
+        let mut chased = None;
+        for i in 0..6 {
+            let e = if i == 0 { 400_000 } else { 397_000 };
+            if let Some(from) = l.tick(200_000, 0.0, 50, e).restart_from {
+                chased = Some((i, from));
+                break;
+            }
+        }
+        let (i, from) = chased.expect("chased");
+        assert!(i <= 2, "restart {} ms after the jump", i * 500);
+        assert_eq!(from, 397_000);
+        // That restart's own jump is judged, not chased again.
+        for _ in 0..3 {
+            assert_eq!(l.tick(400_000, 0.0, 50, 1_200_000).restart_from, None);
+        }
+    }
+
+    #[test]
+    fn a_jump_that_covers_the_wish_or_comes_with_loss_is_not_chased() {
+        let mut l = Link::new();
+        for _ in 0..10 {
+            l.tick(200_000, 0.0, 50, 700_000);
+        }
+        // Enough for the wish.
+        for _ in 0..4 {
+            assert_eq!(l.tick(200_000, 0.0, 50, 1_500_000).restart_from, None);
+        }
+        // A jump while the link loses 5 %: probing would only add to it.
+        let mut l = Link::new();
+        for _ in 0..10 {
+            l.tick(200_000, 0.05, 50, 200_000);
+        }
+        for _ in 0..4 {
+            assert_eq!(l.tick(200_000, 0.05, 50, 400_000).restart_from, None);
+        }
+    }
+
+    #[test]
+    fn a_backlog_caps_at_the_raw_estimate_at_once() {
+        let mut l = Link::new();
+        assert!(!l.m.on_backlog(l.now), "no estimate yet: nothing to cap at");
+        for _ in 0..4 {
+            l.tick(1_500_000, 0.0, 45, 600_000);
+        }
+        assert!(l.m.on_backlog(l.now));
+        assert_eq!(
+            l.m.cap_bps(),
+            Some(300_000),
+            "the first of an episode halves"
+        );
+        // Another at the same estimate lowers nothing; one at a lower estimate does.
+        assert!(!l.m.on_backlog(l.now));
+        l.tick(500_000, 0.0, 45, 300_000);
+        assert!(l.m.on_backlog(l.now));
+        assert_eq!(l.m.cap_bps(), Some(300_000 * CAP_PERCENT / 100));
+        // Held like a congested sample, then lifted.
+        let mut last = None;
+        for _ in 0..8 {
+            last = l.tick(500_000, 0.0, 45, 600_000).cap_bps;
+        }
+        assert_eq!(last, None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! it receives (subscriber's wish, capped by the bandwidth allocator) and which keyframes
 //! that needs; per bandwidth estimate, the caps themselves.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
@@ -72,6 +72,57 @@ pub(super) fn select_layer(
         request(track, Some(layer), keyframe_out);
     }
     verdict
+}
+
+/// After a downtrack resumed from a hold (at a keyframe), how long its frames are not held
+/// again: holding
+/// them would waste the keyframe it resumed at, and the allocator has cut it to what the
+/// link carries already.
+pub const BACKLOG_GRACE: Duration = Duration::from_millis(1500);
+
+/// The subscriber's send queue is backlogged (see `egress_backlog`) and the allocator has cut
+/// it. When that moves `dt` to a lower layer (or pauses it), the rest of its current layer
+/// only delays the lower layer's keyframe: the frame whose first packet was rewritten to
+/// `seq` is not sent after all, `dt` forwards nothing more until a keyframe of its target
+/// layer, asked for now, and the stream continues without a gap. Returns whether it holds
+/// back; a downtrack staying on its layer (its lowest, or a track without simulcast) is
+/// left alone: holding it would only freeze it until the next keyframe of the same layer.
+pub(super) fn resync_after_backlog(
+    track: &mut Track,
+    dt: &mut Downtrack,
+    seq: u64,
+    now: Instant,
+    keyframe_out: &mut Vec<KeyframeRequest>,
+) -> bool {
+    if !track.layers.is_simulcast() {
+        return false;
+    }
+    let target = match dt.cap {
+        LayerCap::Unlimited => track.layers.choose(dt.want, now),
+        LayerCap::UpTo(l) => track.layers.choose_at_most(dt.want, l, now),
+        LayerCap::Paused => None,
+    };
+    let Some(current) = dt.selector.current() else {
+        return false;
+    };
+    if target.is_some_and(|t| t >= current) {
+        return false;
+    }
+    dt.backlog_hold = Some(now);
+    dt.rewriter.unsend(seq);
+    dt.selector.set_target(target);
+    dt.selector.resync();
+    let Some(layer) = dt.selector.pending_switch() else {
+        return true;
+    };
+    if track.layer_throttles[usize::from(layer)].should_send(now) {
+        keyframe_out.push(KeyframeRequest {
+            publisher: track.publisher,
+            mid: track.publisher_mid,
+            layer: Some(layer),
+        });
+    }
+    true
 }
 
 /// The layers of `track` some subscriber would receive if the publisher sent them all.

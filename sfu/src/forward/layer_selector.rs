@@ -242,6 +242,12 @@ impl LayerSelector {
         }
     }
 
+    /// Stop forwarding until the next keyframe of the target layer (the subscriber's send
+    /// queue is backlogged: what it already has is stale).
+    pub fn resync(&mut self) {
+        self.current = None;
+    }
+
     pub fn current(&self) -> Option<Layer> {
         self.current
     }
@@ -421,6 +427,23 @@ mod tests {
         assert_eq!(s.on_packet(2, true), Verdict::SwitchAndForward);
         assert_eq!(s.on_packet(0, false), Verdict::Drop);
         assert_eq!(s.current(), Some(2));
+    }
+
+    #[test]
+    fn a_resync_waits_for_the_next_keyframe_of_the_target() {
+        let mut s = LayerSelector::default();
+        s.set_target(Some(2));
+        assert_eq!(s.on_packet(2, true), Verdict::SwitchAndForward);
+        s.set_target(Some(0));
+        s.resync();
+        assert_eq!(s.pending_switch(), Some(0));
+        assert_eq!(
+            s.on_packet(2, false),
+            Verdict::Drop,
+            "the old layer stops at once"
+        );
+        assert_eq!(s.on_packet(0, false), Verdict::Drop);
+        assert_eq!(s.on_packet(0, true), Verdict::SwitchAndForward);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod downlink_monitor;
 mod downtrack_layers;
 pub mod dynacast;
+pub mod egress_backlog;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod layer_selector;

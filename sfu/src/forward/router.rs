@@ -95,7 +95,7 @@ pub struct Downtrack {
     pub kind: TrackKind,
     pub publisher: PeerKey,
     pub state: DowntrackState,
-    rewriter: RtpRewriter,
+    pub(super) rewriter: RtpRewriter,
     vp8: Vp8Munger,
     /// What the subscriber asked for (video only).
     pub(super) want: Want,
@@ -104,6 +104,9 @@ pub struct Downtrack {
     pub(super) cap: LayerCap,
     /// A viewer slot pointed at another video: nothing until that track's next keyframe.
     pub(super) await_keyframe: bool,
+    /// When the driver last held a frame back for a backlogged send queue, or the downtrack
+    /// resumed after it (see `Router::egress_backlogged`).
+    pub(super) backlog_hold: Option<Instant>,
 }
 
 impl Downtrack {
@@ -175,6 +178,11 @@ pub struct Forward {
     pub ts: u32,
     /// Rewritten VP8 IDs, continuous across this subscriber's layer switches.
     pub vp8: Option<Vp8Ids>,
+    pub downtrack: DowntrackKey,
+    /// The first packet forwarded of a frame (video; its timestamp differs from the last
+    /// one sent): where the driver may hold a backlogged subscriber back without cutting
+    /// a frame in two (see `Router::egress_backlogged`).
+    pub frame_start: bool,
 }
 
 /// Ask `publisher` for a keyframe on `mid`.
@@ -211,7 +219,7 @@ pub struct Router {
     pub(super) bandwidth_pauses: Vec<BandwidthPause>,
     pub(super) budget_changes: BudgetChanges,
     /// Keyframe requests decided while forwarding, for [`Router::pop_keyframe_request`].
-    keyframe_out: Vec<KeyframeRequest>,
+    pub(super) keyframe_out: Vec<KeyframeRequest>,
     /// When [`Router::poll_layer_demand`] next looks at the tracks.
     next_demand_check: Option<Instant>,
     /// Video the worker gave up forwarding because it cannot keep up.
@@ -431,6 +439,7 @@ impl Router {
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
             await_keyframe: false,
+            backlog_hold: None,
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {
@@ -772,10 +781,15 @@ impl Router {
                         );
                         dt.rewriter.restart();
                         dt.vp8.restart();
+                        // Resumed from a backlog hold: its grace starts now.
+                        if dt.backlog_hold.is_some() {
+                            dt.backlog_hold = Some(now);
+                        }
                     }
                     Verdict::Forward => {}
                 }
             }
+            let last_ts = dt.rewriter.last_out_ts();
             if let Rewritten::Send { seq, ts } =
                 dt.rewriter.rewrite(rtp.source, rtp.seq, rtp.ts, now)
             {
@@ -786,6 +800,8 @@ impl Router {
                     seq,
                     ts,
                     vp8: rtp.vp8.map(|ids| dt.vp8.munge(ids)),
+                    downtrack: dt_key,
+                    frame_start: ts != last_ts,
                 });
             }
         }

@@ -4,10 +4,10 @@
 use std::time::{Duration, Instant};
 
 use super::downlink_monitor::DownlinkSample;
-use super::downtrack_layers::{apply_budget, BandwidthPause};
+use super::downtrack_layers::{apply_budget, resync_after_backlog, BandwidthPause, BACKLOG_GRACE};
 use super::router::Router;
 use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
-use super::PeerKey;
+use super::{Forward, PeerKey};
 
 /// How often every subscriber's allocation is re-run without a new estimate: wishes and
 /// layer bitrates change between estimates, and the hysteresis timers run out.
@@ -53,6 +53,54 @@ impl Router {
             self.allocate_for(subscriber, now);
         }
         restart
+    }
+
+    /// The driver found the subscriber connection's send queue backlogged at `f` (a
+    /// frame's first packet; see `egress_backlog`): the subscriber is capped at str0m's raw
+    /// estimate and re-allocated at once. Returns whether to hold the frame back: when the
+    /// cut moves its downtrack to a lower layer, which then waits for that layer's keyframe
+    /// (see `downtrack_layers::resync_after_backlog`). Nothing happens when the allocation
+    /// is within str0m's raw estimate, nor within a grace after the downtrack resumed from
+    /// the last hold (`downtrack_layers::BACKLOG_GRACE`).
+    pub fn egress_backlogged(&mut self, f: &Forward, now: Instant) -> bool {
+        let resumed_lately = self
+            .downtracks
+            .get(f.downtrack.0 as usize)
+            .is_some_and(|dt| {
+                dt.backlog_hold
+                    .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_GRACE)
+                    && dt.current_layer().is_some()
+            });
+        let budget = self
+            .members
+            .get_mut(&f.subscriber)
+            .and_then(|m| m.budget.as_mut());
+        // A queue the allocation does not feed (a probe's padding, a keyframe burst while
+        // str0m's estimate dipped) drains by itself.
+        if resumed_lately || budget.as_ref().is_some_and(|b| !b.over_allocated()) {
+            return false;
+        }
+        let fell = budget.is_some_and(|b| b.on_egress_backlog(now));
+        if fell {
+            self.allocate_for(f.subscriber, now);
+        }
+        let Some(dt) = self.downtracks.get_mut(f.downtrack.0 as usize) else {
+            return false;
+        };
+        let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
+            return false;
+        };
+        resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out)
+    }
+
+    /// What the allocator divides for `subscriber` now (its estimate, capped while the link
+    /// is congested); `None` before its first estimate.
+    pub fn egress_estimate(&self, subscriber: PeerKey) -> Option<u64> {
+        self.members
+            .get(&subscriber)?
+            .budget
+            .as_ref()
+            .map(|b| b.estimate_bps())
     }
 
     /// Re-runs the allocation of every subscriber with an estimate, at most every

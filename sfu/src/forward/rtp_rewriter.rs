@@ -121,6 +121,21 @@ impl RtpRewriter {
         self.rebase_from = Some(0);
     }
 
+    /// The timestamp of the last packet sent (a packet with another one starts a frame).
+    pub fn last_out_ts(&self) -> u32 {
+        self.last_out_ts
+    }
+
+    /// The packet just rewritten to `seq` was not sent after all (the subscriber's send
+    /// queue is backlogged): its number is given back, and the next packet sent, whatever
+    /// its source and number, continues right after the last one really sent.
+    pub fn unsend(&mut self, seq: u64) {
+        if seq == self.highest_out_seq {
+            self.highest_out_seq = seq.wrapping_sub(1);
+        }
+        self.restart();
+    }
+
     /// Maps `in_seq` to the number after the last one sent, and its timestamp to a moment
     /// that follows the last one sent.
     fn start_mapping(
@@ -201,6 +216,22 @@ mod tests {
         // The retransmission arrives late and fills it.
         assert_eq!(send(r.rewrite(7, 101, 960, t0)).0, 11);
         assert_eq!(send(r.rewrite(7, 103, 2880, t0)).0, 13);
+    }
+
+    #[test]
+    fn a_packet_not_sent_after_all_leaves_no_gap() {
+        let t0 = Instant::now();
+        let mut r = RtpRewriter::new(90_000, 100, 0);
+        assert_eq!(send(r.rewrite(4, 10, 0, t0)), (100, 0));
+        assert_eq!(r.last_out_ts(), 0);
+        // The first packet of the next frame is held back, and so is everything until the
+        // next keyframe (packets 12..=40): the keyframe follows 100 directly.
+        let (seq, ts) = send(r.rewrite(4, 11, 3000, t0));
+        assert_eq!((seq, ts), (101, 3000));
+        r.unsend(seq);
+        let (seq, _) = send(r.rewrite(4, 41, 90_000, t0 + Duration::from_secs(1)));
+        assert_eq!(seq, 101);
+        assert_eq!(send(r.rewrite(4, 42, 90_000, t0)).0, 102);
     }
 
     #[test]

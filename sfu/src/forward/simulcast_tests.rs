@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use str0m::media::Mid;
 
+use super::downlink_monitor::DownlinkSample;
 use super::keyframe::KeyframeStart;
 use super::layer_selector::Want;
 use super::router::{IncomingRtp, KeyframeRequest, Router, WantOutcome};
@@ -28,6 +29,8 @@ struct Room {
     /// Per subscriber: everything forwarded on the video m-line, in order.
     got: Vec<(PeerKey, Forward)>,
     keyframe_requests: Vec<KeyframeRequest>,
+    /// The driver finds this subscriber's send queue backlogged at the next frame start.
+    backlogged: Option<PeerKey>,
 }
 
 impl Room {
@@ -83,6 +86,7 @@ impl Room {
             next_seq: [1_000, 30_000, 65_000],
             got: vec![],
             keyframe_requests: vec![],
+            backlogged: None,
         }
     }
 
@@ -117,7 +121,16 @@ impl Room {
                     vp8: None,
                 };
                 self.r.on_rtp(&pkt, now, &mut out);
-                self.got.extend(out.iter().map(|f| (f.subscriber, *f)));
+                for f in &out {
+                    if f.frame_start
+                        && self.backlogged == Some(f.subscriber)
+                        && self.r.egress_backlogged(f, now)
+                    {
+                        self.backlogged = None;
+                    } else {
+                        self.got.push((f.subscriber, *f));
+                    }
+                }
                 while let Some(k) = self.r.pop_keyframe_request() {
                     self.keyframe_requests.push(k);
                 }
@@ -444,4 +457,63 @@ fn a_subscriber_whose_connection_comes_up_starts_at_a_keyframe_asked_for_at_once
         1,
         "the keyframe of layer 0 (one packet per frame)"
     );
+}
+
+#[test]
+fn a_backlogged_subscriber_is_held_back_until_a_keyframe_and_capped() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.want(LARGE, size(1280, 720));
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..40, &[0, 1, 2]);
+    // LARGE has a budget and its connection reported str0m's raw estimate: 600k.
+    room.r.set_egress_budget(LARGE, 3_000_000, room.at(40));
+    room.r.downlink_sample(
+        LARGE,
+        DownlinkSample {
+            estimate_bps: Some(600_000),
+            loss: Some(0.0),
+            rtt: Some(Duration::from_millis(50)),
+            bytes_sent: 1_000_000,
+        },
+        room.at(40),
+    );
+    room.frames(40..42, &[0, 1, 2]);
+    let before = room.take(LARGE);
+    assert_eq!(before.len(), 42 * 3, "layer 2 throughout");
+    let small_before = room.take(SMALL);
+    room.keyframe_requests.clear();
+    // Frame 42: LARGE's send queue is backlogged when its first packet is written.
+    room.backlogged = Some(LARGE);
+    room.frames(42..50, &[0, 1, 2]);
+    assert!(room.take(LARGE).is_empty(), "nothing until a keyframe");
+    // Capped at the raw estimate at once: the keyframe asked for is of a lower layer.
+    let asked: Vec<_> = room.keyframe_requests.iter().map(|k| k.layer).collect();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|l| *l < Some(2)),
+        "{asked:?}"
+    );
+    let layer = asked[0].unwrap();
+    room.frame(50, &[0, 1, 2], &[layer]);
+    room.frames(51..55, &[0, 1, 2]);
+    let after = room.take(LARGE);
+    assert_eq!(after.len(), 5 * (usize::from(layer) + 1));
+    // Still backlogged a moment later: the frames after the keyframe it resumed at go on
+    // (the cut takes effect; holding them would waste that keyframe).
+    room.backlogged = Some(LARGE);
+    room.frames(55..60, &[0, 1, 2]);
+    assert_eq!(room.backlogged, Some(LARGE), "not held within the grace");
+    let grace = room.take(LARGE);
+    assert_eq!(grace.len(), 5 * (usize::from(layer) + 1));
+    let mut all = before;
+    all.extend(after);
+    all.extend(grace);
+    assert_continuous(&all);
+    room.backlogged = None;
+    // The other subscriber was not disturbed.
+    let small = room.take(SMALL);
+    assert_eq!(small.len(), 18);
+    let mut s = small_before;
+    s.extend(small);
+    assert_continuous(&s);
 }

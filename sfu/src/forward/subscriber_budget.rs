@@ -30,6 +30,9 @@ pub const PAUSE_AFTER: Duration = Duration::from_millis(2500);
 /// An upgrade must have fitted for this long: a probe that overshoots the link for a moment
 /// does not switch a layer up.
 pub const UPGRADE_AFTER: Duration = Duration::from_millis(1000);
+/// ... or this long when the estimate is twice what it was at the last cut: the link came
+/// back (a probe found it), which is not the wobble [`UPGRADE_AFTER`] guards against.
+pub const UPGRADE_AFTER_LINK_BACK: Duration = Duration::from_millis(500);
 /// No upgrade for this long after a cut (unless the estimate doubled since: the link came
 /// back); doubled (up to [`MAX_UPGRADE_HOLD`]) when a cut
 /// follows an upgrade within [`FAILED_UPGRADE_WINDOW`].
@@ -114,6 +117,27 @@ impl SubscriberBudget {
         self.cap_bps = v.cap_bps;
         self.clean_estimate_bps = v.clean_estimate_bps;
         (self.estimate_bps() < before, v.restart_from)
+    }
+
+    /// Whether more is allocated than str0m's pacer sends (its raw estimate): only then is a
+    /// backlogged send queue this subscriber's allocation at fault, rather than a probe's
+    /// padding or a keyframe burst that drains by itself.
+    pub fn over_allocated(&self) -> bool {
+        self.downlink
+            .raw_estimate()
+            .is_some_and(|raw| self.allocated_bps > raw)
+    }
+
+    /// The connection's send queue is backlogged (see `egress_backlog`): capped at str0m's
+    /// raw estimate at once. Returns whether that lowered the budget (re-allocate now).
+    pub fn on_egress_backlog(&mut self, now: Instant) -> bool {
+        if !self.downlink.on_backlog(now) {
+            return false;
+        }
+        let before = self.estimate_bps();
+        self.cap_bps = self.downlink.cap_bps();
+        self.clean_estimate_bps = None;
+        self.estimate_bps() < before
     }
 
     /// Caps for `videos`, given the caps in force (`current[i]`, [`LayerCap::Unlimited`] for
@@ -204,7 +228,12 @@ impl SubscriberBudget {
         if link_came_back {
             self.hold = UPGRADE_HOLD;
         }
-        let may_upgrade = now.saturating_duration_since(roomy_since) >= UPGRADE_AFTER
+        let upgrade_after = if link_came_back {
+            UPGRADE_AFTER_LINK_BACK
+        } else {
+            UPGRADE_AFTER
+        };
+        let may_upgrade = now.saturating_duration_since(roomy_since) >= upgrade_after
             && (link_came_back
                 || self
                     .last_cut
@@ -400,7 +429,35 @@ mod tests {
         assert_eq!(s.cap(), LayerCap::UpTo(0));
         let seen = s.run(2_000_000, 40);
         let n = rounds_until(&seen, LayerCap::UpTo(2)).expect("recovered");
-        assert!(n * 250 <= 5_000, "top layer back after {} ms", n * 250);
+        // The estimate is 8x what it was at the cut: the link is back, not wobbling, and
+        // the upgrade waits UPGRADE_AFTER_LINK_BACK only.
+        assert!(n * 250 <= 750, "top layer back after {} ms", n * 250);
+    }
+
+    #[test]
+    fn a_backlogged_send_queue_cuts_to_the_raw_estimate_at_once() {
+        let mut s = Sub::new(2_000_000, vec![camera(2)]);
+        for _ in 0..4 {
+            s.feedback(2_000_000, 1_540_000, 0.0, 2_000_000);
+        }
+        assert_eq!(s.cap(), LayerCap::UpTo(2));
+        // str0m's raw estimate fell to 600k (no loss reported yet) while the averaged one
+        // still says 2 Mbit/s: its pacer queues what is forwarded beyond 600k.
+        s.feedback(2_000_000, 1_540_000, 0.0, 600_000);
+        assert_eq!(
+            s.cap(),
+            LayerCap::UpTo(2),
+            "the averaged estimate still rules"
+        );
+        assert!(s.budget.over_allocated());
+        assert!(s.budget.on_egress_backlog(s.now));
+        s.run(2_000_000, 1);
+        assert_eq!(s.cap(), LayerCap::UpTo(0), "cut in the same round");
+        assert!(s.budget.estimate_bps() <= 300_000);
+        assert!(
+            !s.budget.over_allocated(),
+            "the lowest layer fits what str0m sends"
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_bandwidth_estimate_bytes_per_second", "Egress bandwidth estimate samples per subscriber (needs send-side BWE).", MetricType::HISTOGRAM, &[]),
     ("zvon_bandwidth_layer_switches_total", "Layer cap changes made by bandwidth allocation (pauses included).", MetricType::COUNTER, &[]),
     ("zvon_video_paused_for_bandwidth_total", "Subscriber videos paused because not even their lowest layer fit the connection.", MetricType::COUNTER, &[]),
+    ("zvon_video_frames_held_for_backlog_total", "Video frames not forwarded because the subscriber connection's send queue was backlogged; the video resumes at a keyframe.", MetricType::COUNTER, &[]),
     ("zvon_bandwidth_wanted_bytes_per_second", "Sum over subscribers of what their audio and wanted video layers would take.", MetricType::GAUGE, &[]),
     ("zvon_bandwidth_allocated_bytes_per_second", "Sum over subscribers of what bandwidth allocation gave them.", MetricType::GAUGE, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
@@ -298,6 +299,11 @@ impl Collector for NodeCollector {
             "zvon_video_paused_for_bandwidth_total",
             &[],
             get(&s.video_paused_for_bandwidth),
+        );
+        f.counter(
+            "zvon_video_frames_held_for_backlog_total",
+            &[],
+            get(&s.video_frames_held_for_backlog),
         );
         let sum_bytes = |f: fn(&zvon_sfu::stats::WorkerStats) -> &std::sync::atomic::AtomicU64| {
             s.workers.iter().map(|w| get(f(w))).sum::<f64>() / 8.0

@@ -145,6 +145,7 @@ impl Worker {
         }
         let video = kind == TrackKind::Video;
         let len = media.payload.len();
+        let mut held_back = false;
         for f in &forwards {
             let Some(sub) = self
                 .participants
@@ -161,6 +162,25 @@ impl Worker {
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
             };
+            // A frame that would start behind a backlog in str0m's pacer is held back, and
+            // the downtrack waits for a keyframe (see `forward::egress_backlog`).
+            if video && f.frame_start {
+                let backlogged = tx.queue_info().is_some_and(|q| {
+                    let waiting = q.first_unsent().map(|t| now.saturating_duration_since(t));
+                    let key = incoming.keyframe.is_some();
+                    egress_backlog::backlogged(q.byte_size(), waiting, sub.egress_limit_bytes, key)
+                });
+                if backlogged && self.router.egress_backlogged(f, now) {
+                    debug!(
+                        subscriber = f.subscriber.0,
+                        mid = %f.mid,
+                        layer = incoming.layer,
+                        "send queue backlogged: frame held back"
+                    );
+                    held_back = true;
+                    continue;
+                }
+            }
             let mut write = RtpWrite::new(
                 f.pt.into(),
                 SeqNo::from(f.seq),
@@ -190,6 +210,12 @@ impl Worker {
                 self.dirty.push((f.subscriber, Side::Subscriber));
             }
             self.meter.rtp_forwarded(kind, len);
+        }
+        if held_back {
+            self.meter.egress_backlog_hold();
+            while let Some(r) = self.router.pop_keyframe_request() {
+                self.request_keyframe(r);
+            }
         }
         self.forwards = forwards;
     }

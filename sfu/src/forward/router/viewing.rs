@@ -57,6 +57,7 @@ impl Router {
             selector: LayerSelector::default(),
             cap: LayerCap::Unlimited,
             await_keyframe: false,
+            backlog_hold: None,
         }) as u32);
         if let Some(m) = self.members.get_mut(&peer) {
             m.downtracks.push(key);
