@@ -5,6 +5,7 @@ import {
   startServer, launchBrowser, openPage, waitFor, waitJoined, pageUrl, uniqueName, log, median,
   saveArtifacts, tail, snapshot,
 } from './harness.mjs';
+import { writeFileSync } from 'node:fs';
 
 const RUNS = Number(process.argv[2] || process.env.FF_RUNS || 7);
 const TIMEOUT_MS = 30_000;
@@ -17,7 +18,7 @@ const MARK_NAMES = [
 // Runs in the subscriber page before any of its scripts. Times are performance.now(), i.e.
 // milliseconds since this document's navigation start.
 function firstFrameProbe() {
-  const ff = { decodedAt: null, renderedAt: null };
+  const ff = { decodedAt: null, renderedAt: null, firstPacketAt: null };
   window.__ff = ff;
   const poll = async () => {
     const pc = window.zvon?.client?.subscriberPc;
@@ -25,12 +26,19 @@ function firstFrameProbe() {
       try {
         const stats = await pc.getStats();
         stats.forEach((s) => {
+          if (s.type === 'inbound-rtp' && s.kind === 'video' && s.packetsReceived > 0 && ff.firstPacketAt == null) {
+            // The first video packet seen: splits "nothing arrives" from "arrives, not decodable".
+            ff.firstPacketAt = performance.now();
+            ff.firstPacket = { packets: s.packetsReceived, frames: s.framesReceived, width: s.frameWidth };
+          }
           if (s.type === 'inbound-rtp' && s.kind === 'video' && s.framesDecoded > 0 && ff.decodedAt == null) {
             ff.decodedAt = performance.now();
             // What the decoder went through: did it have to ask for a keyframe itself?
             ff.video = {
               pli: s.pliCount, fir: s.firCount, nack: s.nackCount, frames: s.framesReceived,
               keyframes: s.keyFramesDecoded, width: s.frameWidth, lost: s.packetsLost,
+              packets: s.packetsReceived, jitterBufferDelay: s.jitterBufferDelay,
+              jitterBufferEmitted: s.jitterBufferEmittedCount,
             };
           }
         });
@@ -73,6 +81,16 @@ async function oneRun(browser, server, i) {
     await waitJoined(pub, TIMEOUT_MS);
     await publisherSending(pub);
 
+    const pubKeyframes = () => pub.evaluate(async () => {
+      const out = {};
+      (await window.zvon.client.publisherPc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') {
+          out[s.rid ?? s.ssrc] = { key: s.keyFramesEncoded, frames: s.framesEncoded, pli: s.pliCount, fir: s.firCount };
+        }
+      });
+      return out;
+    });
+    const pubBefore = process.env.FF_VERBOSE ? await pubKeyframes() : null;
     const sub = await openPage(browser, null, 'sub');
     pages.push(sub);
     await sub.addInitScript(firstFrameProbe);
@@ -107,7 +125,9 @@ async function oneRun(browser, server, i) {
     if (process.env.FF_VERBOSE) {
       // Wall-clock navigation start, to line the marks up with a server log.
       console.log(`run ${i}: navigation start ${new Date(ff.timeOrigin).toISOString()};` +
-        ` decoder at first frame: ${JSON.stringify(ff.video)}`);
+        ` first video packet at ${Math.round(ff.firstPacketAt)} ms ${JSON.stringify(ff.firstPacket)};` +
+        ` decoder at first frame: ${JSON.stringify(ff.video)}; publisher keyframes before` +
+        ` ${JSON.stringify(pubBefore)} after ${JSON.stringify(await pubKeyframes())}`);
     }
     return {
       firstMs,
@@ -148,6 +168,8 @@ async function main() {
   } finally {
     await browser?.close().catch(() => {});
     await server?.stop();
+    // The server's whole log, to line its timestamps up with the marks (FF_VERBOSE's wall clock).
+    if (server && process.env.FF_SERVER_LOG) writeFileSync(process.env.FF_SERVER_LOG, server.logText());
   }
   if (runs.length) {
     const first = runs.map((r) => r.firstMs);

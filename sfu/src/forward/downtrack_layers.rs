@@ -30,11 +30,16 @@ pub(super) fn select_layer(
     keyframe_out: &mut Vec<KeyframeRequest>,
 ) -> Verdict {
     let request = |track: &mut Track, layer: Option<Layer>, out: &mut Vec<KeyframeRequest>| {
+        // The publisher would drop it: asked at a packet once its window is over.
+        if !track.publisher_guard.ready(now) {
+            return;
+        }
         let throttle = match layer {
             Some(l) => &mut track.layer_throttles[usize::from(l)],
             None => &mut track.keyframe_throttle,
         };
         if throttle.should_send(now) {
+            track.publisher_guard.sent(now);
             out.push(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,

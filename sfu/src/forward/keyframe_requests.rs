@@ -21,6 +21,12 @@ impl KeyframeRequestThrottle {
         }
     }
 
+    /// Forgets the last request: the next one is sent whenever it comes (one that was held
+    /// back rather than sent must not wait out a whole interval).
+    pub fn rearm(&mut self) {
+        self.last_sent = None;
+    }
+
     /// True when a request arriving at `now` should be sent upstream.
     pub fn should_send(&mut self, now: Instant) -> bool {
         let due = match self.last_sent {
@@ -31,6 +37,33 @@ impl KeyframeRequestThrottle {
             self.last_sent = Some(now);
         }
         due
+    }
+}
+
+/// A WebRTC publisher (libwebrtc: `EncoderRtcpFeedback`, `kMinKeyframeSendIntervalMs`) obeys
+/// at most one keyframe request per 300 ms per video sender, whatever layer it names; a
+/// later one is dropped without a trace. A request for another layer (a new subscriber's
+/// layer known a moment after the first request went out) sent inside that window cost a
+/// whole throttle interval before its retry: the slow half of the first-frame benchmark.
+/// Such a request is held back until the window is over; a keyframe answering the earlier
+/// request (libvpx encodes one on every layer) may make it unnecessary by then.
+pub const PUBLISHER_KEYFRAME_GAP: Duration = Duration::from_millis(320);
+
+/// When the last keyframe request went to one publisher's track, any layer.
+#[derive(Debug, Clone, Default)]
+pub struct PublisherKeyframeGuard {
+    last_sent: Option<Instant>,
+}
+
+impl PublisherKeyframeGuard {
+    /// True when a request sent at `now` would not be dropped by the publisher.
+    pub fn ready(&self, now: Instant) -> bool {
+        self.last_sent
+            .is_none_or(|t| now.saturating_duration_since(t) >= PUBLISHER_KEYFRAME_GAP)
+    }
+
+    pub fn sent(&mut self, now: Instant) {
+        self.last_sent = Some(now);
     }
 }
 

@@ -22,6 +22,14 @@ pub const MAX_LAYERS: usize = 3;
 /// encoder drops top layers when bandwidth or CPU run short).
 const LAYER_TIMEOUT: Duration = Duration::from_millis(1000);
 
+/// A layer not seen yet counts as coming for this long after the track's first packet: the
+/// layers of one frame arrive within a few packets of each other, so one missing after this
+/// is not being sent (its encoder is off until the publisher's bandwidth estimate allows it,
+/// or dynacast stopped it). Waiting longer for it kept a subscriber that joined right after
+/// the publisher without a picture until [`LAYER_TIMEOUT`] ran out: a keyframe request for a
+/// layer that does not flow goes nowhere.
+const STARTUP_GRACE: Duration = Duration::from_millis(200);
+
 /// Assumed size of the top layer until a keyframe tells the real one.
 const NOMINAL_TOP: (u16, u16) = (1280, 720);
 
@@ -138,10 +146,10 @@ impl TrackLayers {
 
     /// Flowing, or not seen yet while the track is starting.
     fn is_active(&self, layer: Layer, now: Instant) -> bool {
-        let recent = |t: Instant| now.saturating_duration_since(t) < LAYER_TIMEOUT;
+        let within = |t: Instant, d: Duration| now.saturating_duration_since(t) < d;
         match self.layers[usize::from(layer)].last_packet {
-            Some(t) => recent(t),
-            None => self.first_packet.is_some_and(recent),
+            Some(t) => within(t, LAYER_TIMEOUT),
+            None => self.first_packet.is_some_and(|t| within(t, STARTUP_GRACE)),
         }
     }
 
@@ -362,11 +370,41 @@ mod tests {
         // The first frame's layer 0 packet arrives before layers 1 and 2.
         t.on_packet(0, None, 1000, t0);
         assert_eq!(t.choose(Want::Highest, t0), Some(2));
-        // A second on, layer 2 never came: the publisher sends two layers only.
-        let later = t0 + Duration::from_millis(1200);
+        // The other layers of that frame follow within a few packets.
+        let soon = t0 + Duration::from_millis(5);
+        t.on_packet(1, None, 1000, soon);
+        assert_eq!(t.choose(Want::Highest, soon), Some(2));
+        // A moment on, layer 2 never came: the publisher sends two layers only (for now).
+        let later = t0 + Duration::from_millis(250);
         t.on_packet(0, None, 1000, later);
         t.on_packet(1, None, 1000, later);
         assert_eq!(t.choose(Want::Highest, later), Some(1));
+    }
+
+    #[test]
+    fn a_subscriber_joining_a_starting_publisher_gets_what_flows() {
+        // The publisher's encoder sends its lowest layer only until its bandwidth estimate
+        // grows; a subscriber that wants more arrives half a second after the first packet.
+        let t0 = Instant::now();
+        let mut t = TrackLayers::new(3);
+        let mut now = t0;
+        while now < t0 + Duration::from_millis(500) {
+            t.on_packet(0, None, 1000, now);
+            now += Duration::from_millis(33);
+        }
+        let want = Want::Size {
+            width: 640,
+            height: 360,
+        };
+        assert_eq!(t.choose(want, now), Some(0), "not a layer nobody sends");
+        assert_eq!(
+            t.choose_among_all(want, Layer::MAX),
+            Some(1),
+            "still wanted"
+        );
+        // Layer 1 starts: it is chosen from its first packet on.
+        t.on_packet(1, None, 1000, now);
+        assert_eq!(t.choose(want, now), Some(1));
     }
 
     #[test]

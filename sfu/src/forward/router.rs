@@ -14,7 +14,7 @@ use str0m::media::Mid;
 use super::downtrack_layers::{select_layer, BandwidthPause, LayerCap};
 use super::dynacast::LayerDemand;
 use super::keyframe::KeyframeStart;
-use super::keyframe_requests::KeyframeRequestThrottle;
+use super::keyframe_requests::{KeyframeRequestThrottle, PublisherKeyframeGuard};
 use super::layer_selector::{Layer, LayerSelector, TrackLayers, Verdict, Want, MAX_LAYERS};
 use super::overload::Shedding;
 use super::rtp_rewriter::{Rewritten, RtpRewriter, SourceId};
@@ -57,6 +57,8 @@ pub struct Track {
     /// keyframe on one layer does not help a subscriber waiting on another.
     pub(super) layers: TrackLayers,
     pub(super) layer_throttles: [KeyframeRequestThrottle; MAX_LAYERS],
+    /// The publisher's own limit on keyframe requests, across layers.
+    pub(super) publisher_guard: PublisherKeyframeGuard,
     /// Which layers the publisher was told to send (dynacast).
     demand: LayerDemand,
     /// Layers other workers' subscribers need through the relay (dynacast keeps them on).
@@ -406,6 +408,7 @@ impl Router {
             layer_throttles: std::array::from_fn(|_| {
                 KeyframeRequestThrottle::new(self.keyframe_interval)
             }),
+            publisher_guard: PublisherKeyframeGuard::default(),
         }) as u32);
         if let Some(m) = self.members.get_mut(&publisher) {
             m.tracks.push(key);
@@ -533,6 +536,7 @@ impl Router {
             && !track.layers.is_simulcast()
             && track.keyframe_throttle.should_send(now)
         {
+            track.publisher_guard.sent(now);
             return Some(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,
@@ -640,6 +644,7 @@ impl Router {
             && track.kind == TrackKind::Video
             && track.keyframe_throttle.should_send(now)
         {
+            track.publisher_guard.sent(now);
             return Some(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,
@@ -877,6 +882,7 @@ impl Router {
             None => &mut track.keyframe_throttle,
         };
         if throttle.should_send(now) {
+            track.publisher_guard.sent(now);
             KeyframeDecision::Send(KeyframeRequest {
                 publisher: track.publisher,
                 mid: track.publisher_mid,

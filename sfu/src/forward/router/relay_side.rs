@@ -86,6 +86,7 @@ impl Router {
             None => &mut t.keyframe_throttle,
         };
         if throttle.should_send(now) {
+            t.publisher_guard.sent(now);
             KeyframeDecision::Send(KeyframeRequest {
                 publisher: t.publisher,
                 mid: t.publisher_mid,
