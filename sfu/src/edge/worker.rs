@@ -184,19 +184,10 @@ impl Worker {
     /// A new connection's local candidates: the UDP host one it was built with, and the
     /// ICE-TCP passive one on the same address when the node offers it.
     pub(super) fn add_tcp_candidate(&self, conn: &mut Connection) {
-        if self.ice_tcp.is_none() {
-            return;
-        }
-        match str0m::Candidate::builder()
-            .tcp()
-            .host(self.candidate)
-            .tcptype(str0m::net::TcpType::Passive)
-            .build()
-        {
-            Ok(c) => {
-                conn.rtc.add_local_candidate(c);
+        if self.ice_tcp.is_some() {
+            if let Err(e) = conn.add_tcp_passive_candidate(self.candidate) {
+                warn!("ICE-TCP candidate: {e}");
             }
-            Err(e) => warn!("ICE-TCP candidate: {e}"),
         }
     }
 
