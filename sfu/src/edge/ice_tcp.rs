@@ -124,6 +124,14 @@ pub struct IceTcp {
     listener: Option<std::net::TcpListener>,
     writers: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
     stats: Arc<SfuStats>,
+    limits: Limits,
+}
+
+/// [`MAX_STREAMS`] and [`IDLE_TIMEOUT`]; tests make them small.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_streams: u64,
+    idle: Duration,
 }
 
 impl IceTcp {
@@ -132,6 +140,10 @@ impl IceTcp {
             listener: Some(listener),
             writers: HashMap::new(),
             stats,
+            limits: Limits {
+                max_streams: MAX_STREAMS as u64,
+                idle: IDLE_TIMEOUT,
+            },
         }
     }
 
@@ -149,7 +161,7 @@ impl IceTcp {
             }
         };
         let (tx, rx) = mpsc::channel(INBOUND_QUEUE);
-        tokio::spawn(accept(listener, tx, self.stats.clone()));
+        tokio::spawn(accept(listener, tx, self.stats.clone(), self.limits));
         Some(rx)
     }
 
@@ -187,7 +199,12 @@ impl IceTcp {
     }
 }
 
-async fn accept(listener: TcpListener, to_worker: mpsc::Sender<TcpEvent>, stats: Arc<SfuStats>) {
+async fn accept(
+    listener: TcpListener,
+    to_worker: mpsc::Sender<TcpEvent>,
+    stats: Arc<SfuStats>,
+    limits: Limits,
+) {
     let open = Arc::new(AtomicU64::new(0));
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -199,7 +216,7 @@ async fn accept(listener: TcpListener, to_worker: mpsc::Sender<TcpEvent>, stats:
                 continue;
             }
         };
-        if open.load(Ordering::Relaxed) >= MAX_STREAMS as u64 {
+        if open.load(Ordering::Relaxed) >= limits.max_streams {
             SfuStats::add(&stats.ice_tcp.refused_limit, 1);
             continue;
         }
@@ -216,7 +233,7 @@ async fn accept(listener: TcpListener, to_worker: mpsc::Sender<TcpEvent>, stats:
         stats.ice_tcp.connections.fetch_add(1, Ordering::Relaxed);
         let (open, stats, to_worker) = (open.clone(), stats.clone(), to_worker.clone());
         tokio::spawn(async move {
-            serve(stream, peer, outgoing, &to_worker, &stats).await;
+            serve(stream, peer, outgoing, &to_worker, &stats, limits.idle).await;
             open.fetch_sub(1, Ordering::Relaxed);
             stats.ice_tcp.connections.fetch_sub(1, Ordering::Relaxed);
             let _ = to_worker.send(TcpEvent::Closed { peer }).await;
@@ -231,10 +248,11 @@ async fn serve(
     mut outgoing: mpsc::Receiver<Vec<u8>>,
     to_worker: &mpsc::Sender<TcpEvent>,
     stats: &SfuStats,
+    idle_timeout: Duration,
 ) {
     let mut decoder = FrameDecoder::default();
     let mut write_buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut idle = Box::pin(tokio::time::sleep(IDLE_TIMEOUT));
+    let mut idle = Box::pin(tokio::time::sleep(idle_timeout));
     loop {
         tokio::select! {
             read = stream.read_buf(decoder.buffer()) => {
@@ -245,7 +263,7 @@ async fn serve(
                 loop {
                     match decoder.next_frame() {
                         Ok(Some(data)) => {
-                            idle.as_mut().reset(tokio::time::Instant::now() + IDLE_TIMEOUT);
+                            idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                             match to_worker.try_send(TcpEvent::Frame { peer, data }) {
                                 Ok(()) => {}
                                 Err(mpsc::error::TrySendError::Full(_)) => {
@@ -291,6 +309,102 @@ async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The stream tasks on a real listener, with the worker's side played by the test.
+    mod streams {
+        use super::super::*;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn started(
+            max_streams: u64,
+            idle: Duration,
+        ) -> (IceTcp, mpsc::Receiver<TcpEvent>, SocketAddr) {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let mut tcp = IceTcp::new(listener, Arc::new(SfuStats::default()));
+            tcp.limits = Limits { max_streams, idle };
+            let rx = tcp.start().unwrap();
+            (tcp, rx, addr)
+        }
+
+        async fn next(rx: &mut mpsc::Receiver<TcpEvent>) -> TcpEvent {
+            tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .expect("an event in time")
+                .expect("open channel")
+        }
+
+        async fn assert_closed(s: &mut TcpStream) {
+            let mut buf = [0u8; 16];
+            let r = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .expect("closed in time");
+            assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+        }
+
+        #[tokio::test]
+        async fn frames_in_and_packets_out_are_framed_and_a_silent_stream_is_closed() {
+            let (mut tcp, mut rx, addr) = started(8, Duration::from_secs(1)).await;
+            let mut client = TcpStream::connect(addr).await.unwrap();
+            let TcpEvent::Opened { peer, writer } = next(&mut rx).await else {
+                panic!("no Opened first");
+            };
+            tcp.opened(peer, writer);
+            // Two frames in one write, the second split over two writes.
+            client
+                .write_all(&[0, 2, b'h', b'i', 0, 3, b'y'])
+                .await
+                .unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            client.write_all(b"ou").await.unwrap();
+            for want in [&b"hi"[..], b"you"] {
+                match next(&mut rx).await {
+                    TcpEvent::Frame { peer: p, data } => {
+                        assert_eq!((p, data.as_slice()), (peer, want))
+                    }
+                    e => panic!("{e:?}"),
+                }
+            }
+            tcp.send(peer, b"abc".to_vec());
+            tcp.send(peer, b"de".to_vec());
+            let mut got = [0u8; 9];
+            client.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, &[0, 3, b'a', b'b', b'c', 0, 2, b'd', b'e']);
+            // Then nothing from the client: closed after the idle timeout, and counted.
+            assert_closed(&mut client).await;
+            assert!(matches!(next(&mut rx).await, TcpEvent::Closed { peer: p } if p == peer));
+            assert_eq!(tcp.stats.ice_tcp.closed_idle.load(Ordering::Relaxed), 1);
+            assert_eq!(tcp.stats.ice_tcp.connections.load(Ordering::Relaxed), 0);
+        }
+
+        #[tokio::test]
+        async fn streams_over_the_limit_are_refused_and_a_rejected_one_is_closed() {
+            let (mut tcp, mut rx, addr) = started(2, Duration::from_secs(30)).await;
+            let mut a = TcpStream::connect(addr).await.unwrap();
+            let _b = TcpStream::connect(addr).await.unwrap();
+            let mut peers = vec![];
+            for _ in 0..2 {
+                let TcpEvent::Opened { peer, writer } = next(&mut rx).await else {
+                    panic!("no Opened");
+                };
+                tcp.opened(peer, writer);
+                peers.push(peer);
+            }
+            let mut c = TcpStream::connect(addr).await.unwrap();
+            assert_closed(&mut c).await;
+            assert_eq!(tcp.stats.ice_tcp.refused_limit.load(Ordering::Relaxed), 1);
+            // The worker turns `a` away (its first frame named no connection): `a` is closed
+            // and its place is free again.
+            let a_peer = a.local_addr().unwrap();
+            tcp.reject(a_peer);
+            assert_closed(&mut a).await;
+            assert!(matches!(next(&mut rx).await, TcpEvent::Closed { peer } if peer == a_peer));
+            assert_eq!(tcp.stats.ice_tcp.closed_rejected.load(Ordering::Relaxed), 1);
+            let _d = TcpStream::connect(addr).await.unwrap();
+            assert!(matches!(next(&mut rx).await, TcpEvent::Opened { .. }));
+        }
+    }
 
     fn framed(packets: &[&[u8]]) -> Vec<u8> {
         let mut out = vec![];

@@ -22,7 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Connection, Participant, PendingSubscriberOffer, PublishedTrackEntry};
 use super::demux::{ConnectionKey, Demux, Route, Side};
-use super::ice_tcp::{IceTcp, TcpEvent};
+use super::ice_tcp::IceTcp;
 use super::local_address;
 use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
@@ -47,6 +47,7 @@ use crate::stats::SfuStats;
 
 mod forwarding;
 mod ice_restart;
+mod ice_tcp;
 mod negotiation;
 mod path_follow;
 mod publisher_replace;
@@ -179,16 +180,6 @@ impl Worker {
     pub fn with_ice_tcp(mut self, tcp: Option<IceTcp>) -> Self {
         self.ice_tcp = tcp;
         self
-    }
-
-    /// A new connection's local candidates: the UDP host one it was built with, and the
-    /// ICE-TCP passive one on the same address when the node offers it.
-    pub(super) fn add_tcp_candidate(&self, conn: &mut Connection) {
-        if self.ice_tcp.is_some() {
-            if let Err(e) = conn.add_tcp_passive_candidate(self.candidate) {
-                warn!("ICE-TCP candidate: {e}");
-            }
-        }
     }
 
     /// See [`Worker::fault`].
@@ -406,27 +397,9 @@ impl Worker {
         }
     }
 
-    fn handle_tcp_event(&mut self, event: TcpEvent, now: Instant) {
-        let Some(tcp) = self.ice_tcp.as_mut() else {
-            return;
-        };
-        match event {
-            TcpEvent::Opened { peer, writer } => tcp.opened(peer, writer),
-            TcpEvent::Closed { peer } => tcp.closed(peer),
-            TcpEvent::Frame { peer, data } => {
-                if !self.handle_datagram(Protocol::Tcp, peer, None, &data, now) {
-                    // Garbage, someone else's ufrag, or a connection that is gone.
-                    if let Some(tcp) = self.ice_tcp.as_mut() {
-                        tcp.reject(peer);
-                    }
-                }
-            }
-        }
-    }
-
     /// One packet from `from` (a UDP datagram, or an RFC 4571 frame of an ICE-TCP stream);
     /// false when no connection took it.
-    fn handle_datagram(
+    pub(super) fn handle_datagram(
         &mut self,
         proto: Protocol,
         from: SocketAddr,
