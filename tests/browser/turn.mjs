@@ -11,7 +11,8 @@
 // whose local candidate is a relay (getStats), and nothing forces relay-only.
 //   ice-tcp      all UDP, and a second server with `--ice-tcp` and no TURN at all: the
 //                subscriber must decode over a pair whose local and remote candidates are
-//                TCP (the server's ICE-TCP passive candidate, RFC 6544).
+//                TCP (the server's ICE-TCP passive candidate, RFC 6544); it also publishes
+//                (over its publisher connection's TCP pair) and the host page decodes that.
 //
 //   node turn.mjs [scenario...]   needs root, ip, nft and turnserver (Debian `coturn`)
 import { spawn } from 'node:child_process';
@@ -107,9 +108,9 @@ async function startCoturn(dir, ip, port, tlsPort) {
 }
 
 /** The subscriber's selected candidate pair: its local candidate's type and relay protocol. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = window.zvon?.client?.subscriberPc;
+function selectedPair(page, which = 'subscriberPc') {
+  return page.evaluate(async (which) => {
+    const pc = window.zvon?.client?.[which];
     if (!pc || pc.signalingState === 'closed') return null;
     const stats = await pc.getStats();
     let pairId = null;
@@ -142,7 +143,7 @@ function selectedPair(page) {
       local: `${local?.address}:${local?.port}`, remote: `${remote?.address}:${remote?.port}`,
       bytesReceived: pair.bytesReceived,
     };
-  });
+  }, which);
 }
 
 // Offered TURN/UDP, TURN/TCP and TURN/TLS, Chromium keeps whichever relay is ready first (often
@@ -183,7 +184,7 @@ async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, su
   pages.push(sub);
   await waitJoined(sub, 20_000);
   const iceServers = await sub.evaluate(() => window.zvon?.client?._iceServers ?? null);
-  if (sc.iceTcp) return checkIceTcp(sc, sub, iceServers);
+  if (sc.iceTcp) return checkIceTcp(sc, pub, sub, iceServers);
   // TURN REST API username: `<expiry unix seconds>:<identity>`, expiring in the default 6 h.
   const expiry = Number(/^(\d+):./.exec(iceServers?.[0]?.username ?? '')?.[1]);
   const hoursLeft = (expiry - Date.now() / 1000) / 3600;
@@ -203,15 +204,19 @@ async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, su
 }
 
 /** The ice-tcp scenario: no TURN offered, and video decoded over TCP straight to the server. */
-async function checkIceTcp(sc, sub, iceServers) {
+async function checkIceTcp(sc, pub, sub, iceServers) {
   if (iceServers?.length) throw new Error(`a server without TURN offered ice_servers: ${JSON.stringify(iceServers)}`);
+  const overTcp = (pair) => pair?.localProtocol === 'tcp' && pair?.remoteProtocol === 'tcp' && pair?.localType !== 'relay';
   await waitMediaFlowing(sub, { videos: 1, timeoutMs: 30_000 });
   const pair = await selectedPair(sub);
   log(`${sc.name}: selected pair ${JSON.stringify(pair)}`);
-  if (pair?.localProtocol !== 'tcp' || pair?.remoteProtocol !== 'tcp' || pair?.localType === 'relay') {
-    throw new Error(`decoding, but not over ICE-TCP to the server: ${JSON.stringify(pair)}`);
-  }
-  return { scenario: sc.name, pair };
+  if (!overTcp(pair)) throw new Error(`decoding, but not over ICE-TCP to the server: ${JSON.stringify(pair)}`);
+  // The other way: what the blocked page publishes (over TCP) reaches the host page.
+  await waitMediaFlowing(pub, { videos: 1, timeoutMs: 30_000 });
+  const up = await selectedPair(sub, 'publisherPc');
+  log(`${sc.name}: publisher's selected pair ${JSON.stringify(up)}`);
+  if (!overTcp(up)) throw new Error(`published, but not over ICE-TCP to the server: ${JSON.stringify(up)}`);
+  return { scenario: sc.name, pair, publisherPair: up };
 }
 
 /** A server with ICE-TCP and no TURN, on the host end of the link. */
@@ -230,6 +235,7 @@ async function main() {
   let tlsPort = 0;
   let pubBrowser = null;
   let subBrowser = null;
+  let tcpSubBrowser = null;
   let ok = true;
   const results = [];
   try {
@@ -258,7 +264,12 @@ async function main() {
       const t0 = Date.now();
       try {
         const s = sc.iceTcp ? tcpServer : server;
-        results.push(await runScenario(sc, { server: s, turnPort, tlsPort, link, pubBrowser, subBrowser, pages }));
+        // The ice-tcp page publishes too: its own Chromium may use the camera on plain http.
+        if (sc.iceTcp && !tcpSubBrowser) {
+          tcpSubBrowser = await link.launchBrowser(dir, [`--unsafely-treat-insecure-origin-as-secure=${tcpServer.baseUrl}`]);
+        }
+        const sb = sc.iceTcp ? tcpSubBrowser : subBrowser;
+        results.push(await runScenario(sc, { server: s, turnPort, tlsPort, link, pubBrowser, subBrowser: sb, pages }));
         console.log(`PASS turn-${sc.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       } catch (e) {
         ok = false;
@@ -278,6 +289,7 @@ async function main() {
   } finally {
     await pubBrowser?.close().catch(() => {});
     await subBrowser?.close().catch(() => {});
+    await tcpSubBrowser?.close().catch(() => {});
     await tcpServer?.stop();
     if (server) {
       await server.stop();
