@@ -36,6 +36,9 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest frame accepted: media packets are datagram-sized (~1.2 KiB), STUN and DTLS
 /// flights too; anything much longer is not a WebRTC peer.
 pub const MAX_FRAME: usize = 16 * 1024;
+/// A write that cannot finish for this long (the client stopped reading) closes the stream:
+/// while it waits the stream neither reads nor notices that its connection is gone.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames from every stream of a worker waiting for its loop; beyond, frames are dropped.
 const INBOUND_QUEUE: usize = 4096;
 /// Packets waiting to be written to one stream; beyond, packets are dropped.
@@ -110,6 +113,8 @@ pub struct IceTcpStats {
     pub refused_limit: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_oversize: AtomicU64,
+    /// A write did not finish within [`WRITE_TIMEOUT`].
+    pub closed_stalled: AtomicU64,
     /// The first frame was not a binding request for one of our connections (or a later one
     /// came after its connection was gone).
     pub closed_rejected: AtomicU64,
@@ -294,8 +299,13 @@ async fn serve(
                     }
                     next = if write_buf.len() < 64 * 1024 { outgoing.try_recv().ok() } else { None };
                 }
-                if stream.write_all(&write_buf).await.is_err() {
-                    return;
+                match tokio::time::timeout(WRITE_TIMEOUT, stream.write_all(&write_buf)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return,
+                    Err(_) => {
+                        SfuStats::add(&stats.ice_tcp.closed_stalled, 1);
+                        return;
+                    }
                 }
             }
             _ = &mut idle => {

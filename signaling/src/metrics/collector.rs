@@ -31,7 +31,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_udp_datagrams_sent_total", "Datagrams written to the media sockets.", MetricType::COUNTER, &[]),
     ("zvon_udp_datagrams_dropped_total", "Datagrams dropped, by reason.", MetricType::COUNTER, &["reason"]),
     ("zvon_ice_tcp_connections", "ICE-TCP streams open now.", MetricType::GAUGE, &[]),
-    ("zvon_ice_tcp_streams_closed_total", "ICE-TCP streams the server closed, by reason: limit (refused at accept, too many open), idle (no frame for 30 s), oversize (a frame over 16 KiB), rejected (not a binding request for one of our connections).", MetricType::COUNTER, &["reason"]),
+    ("zvon_ice_tcp_streams_closed_total", "ICE-TCP streams the server closed, by reason: limit (refused at accept, too many open), idle (no frame for 30 s), oversize (a frame over 16 KiB), stalled (a write blocked for 10 s), rejected (not a binding request for one of our connections).", MetricType::COUNTER, &["reason"]),
     ("zvon_ice_tcp_packets_dropped_total", "ICE-TCP packets dropped, by direction: in (the worker's queue was full), out (the stream's write queue was full or the stream is gone).", MetricType::COUNTER, &["direction"]),
     ("zvon_nacks_received_total", "NACK feedback received from subscribers.", MetricType::COUNTER, &[]),
     ("zvon_retransmissions_sent_total", "Packets resent from the RTX cache.", MetricType::COUNTER, &[]),
@@ -240,6 +240,7 @@ impl Collector for NodeCollector {
             ("limit", &s.ice_tcp.refused_limit),
             ("idle", &s.ice_tcp.closed_idle),
             ("oversize", &s.ice_tcp.closed_oversize),
+            ("stalled", &s.ice_tcp.closed_stalled),
             ("rejected", &s.ice_tcp.closed_rejected),
         ] {
             f.counter(
