@@ -33,6 +33,9 @@ pub struct SfuConfig {
     pub max_stopped_mlines: usize,
     /// Where recordings are written (`SfuRequest::Record`); `None` refuses them.
     pub record_dir: Option<std::path::PathBuf>,
+    /// Also listen on TCP on each media port and offer an ICE-TCP passive candidate
+    /// (RFC 6544) next to the UDP one, for clients whose network blocks UDP. Off by default.
+    pub ice_tcp: bool,
 }
 
 /// Default [`SfuConfig::max_stopped_mlines`]: about 100–160 KiB of stopped m-lines at most.
@@ -58,6 +61,7 @@ impl Default for SfuConfig {
             media_setup_timeout: MEDIA_SETUP_TIMEOUT,
             max_stopped_mlines: MAX_STOPPED_MLINES,
             record_dir: None,
+            ice_tcp: false,
         }
     }
 }

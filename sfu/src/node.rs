@@ -136,6 +136,21 @@ impl SfuNode {
                 .local_addr()
                 .map_err(|e| SfuError::Unavailable(e.to_string()))?;
             let candidate = SocketAddr::new(config.advertised_ip, bound.port());
+            // ICE-TCP listens on the UDP socket's port: one number per worker to open.
+            let tcp = if config.ice_tcp {
+                let listener =
+                    std::net::TcpListener::bind(SocketAddr::new(config.bind_ip, bound.port()))
+                        .map_err(|e| {
+                            SfuError::Unavailable(format!(
+                                "ICE-TCP bind {}:{}: {e}",
+                                config.bind_ip,
+                                bound.port()
+                            ))
+                        })?;
+                Some(crate::edge::ice_tcp::IceTcp::new(listener, stats.clone()))
+            } else {
+                None
+            };
             let (tx, rx) = mpsc::unbounded_channel();
             let worker = Worker::new(
                 candidate,
@@ -148,7 +163,8 @@ impl SfuNode {
             .with_bandwidth_allocation(config.bandwidth_allocation)
             .with_media_setup_timeout(config.media_setup_timeout)
             .with_max_stopped_mlines(config.max_stopped_mlines)
-            .with_recorder(taps.get_mut(i).and_then(Option::take));
+            .with_recorder(taps.get_mut(i).and_then(Option::take))
+            .with_ice_tcp(tcp);
             #[cfg(feature = "fault-injection")]
             let fault = Arc::new(std::sync::atomic::AtomicBool::new(false));
             #[cfg(feature = "fault-injection")]

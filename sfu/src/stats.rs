@@ -134,6 +134,8 @@ pub struct SfuStats {
     pub workers: Box<[WorkerStats]>,
     /// Every cascade link of the node, summed (see `crate::cascade`).
     pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
+    /// ICE-TCP streams and their drops (see `edge::ice_tcp`).
+    pub ice_tcp: crate::edge::ice_tcp::IceTcpStats,
 }
 
 /// A copy of the main [`SfuStats`] counters at one moment.
@@ -193,6 +195,7 @@ impl SfuStats {
             video_frames_held_for_backlog: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             cascade: Default::default(),
+            ice_tcp: Default::default(),
         }
     }
 

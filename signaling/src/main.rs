@@ -103,6 +103,10 @@ struct ServeArgs {
     /// tile size asks for, whatever its link.
     #[arg(long, env = "ZVON_BANDWIDTH_ALLOCATION", num_args = 0..=1, default_missing_value = "true")]
     bandwidth_allocation: Option<bool>,
+    /// Also accept media over TCP on each media port (ICE-TCP passive candidates, RFC 6544)
+    /// for clients whose network blocks UDP and that have no TURN server. Off by default.
+    #[arg(long, env = "ZVON_ICE_TCP", num_args = 0..=1, default_missing_value = "true")]
+    ice_tcp: Option<bool>,
     /// A room's new participants go to the least-loaded media worker once the room's worker
     /// is this busy (0..1; above 1: rooms never span workers).
     #[arg(long, env = "ZVON_MEDIA_SPREAD_BUSY")]
@@ -242,6 +246,7 @@ struct FileConfig {
     ring_timeout_secs: Option<u64>,
     call_waiting: Option<bool>,
     bandwidth_allocation: Option<bool>,
+    ice_tcp: Option<bool>,
     media_spread_busy: Option<f64>,
     media_spread_after: Option<usize>,
     record_dir: Option<std::path::PathBuf>,
@@ -355,6 +360,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .or(file.ring_timeout_secs.map(Duration::from_secs))
     {
         config.calls.ring_timeout = t;
+    }
+    if let Some(on) = args.ice_tcp.or(file.ice_tcp) {
+        config.sfu.ice_tcp = on;
     }
     if let Some(on) = args.bandwidth_allocation.or(file.bandwidth_allocation) {
         config.sfu.bandwidth_allocation = on;

@@ -9,6 +9,10 @@
 //   tls-only     all UDP and plain TCP to the TURN server: only TURN over TLS (turns:) is left
 // and the subscriber must still decode the publisher's video, over a selected candidate pair
 // whose local candidate is a relay (getStats), and nothing forces relay-only.
+//   ice-tcp      all UDP, and a second server with `--ice-tcp` and no TURN at all: the
+//                subscriber must decode over a pair whose local and remote candidates are
+//                TCP (the server's ICE-TCP passive candidate, RFC 6544); it also publishes
+//                (over its publisher connection's TCP pair) and the host page decodes that.
 //
 //   node turn.mjs [scenario...]   needs root, ip, nft and turnserver (Debian `coturn`)
 import { spawn } from 'node:child_process';
@@ -104,9 +108,9 @@ async function startCoturn(dir, ip, port, tlsPort) {
 }
 
 /** The subscriber's selected candidate pair: its local candidate's type and relay protocol. */
-function selectedPair(page) {
-  return page.evaluate(async () => {
-    const pc = window.zvon?.client?.subscriberPc;
+function selectedPair(page, which = 'subscriberPc') {
+  return page.evaluate(async (which) => {
+    const pc = window.zvon?.client?.[which];
     if (!pc || pc.signalingState === 'closed') return null;
     const stats = await pc.getStats();
     let pairId = null;
@@ -115,6 +119,10 @@ function selectedPair(page) {
     if (!pair) return null;
     const local = stats.get(pair.localCandidateId);
     const remote = stats.get(pair.remoteCandidateId);
+    const remoteCands = [];
+    stats.forEach((s) => {
+      if (s.type === 'remote-candidate') remoteCands.push(`${s.candidateType}/${s.protocol}@${s.address}:${s.port}`);
+    });
     const pairs = [];
     stats.forEach((s) => {
       if (s.type !== 'candidate-pair') return;
@@ -127,13 +135,15 @@ function selectedPair(page) {
     });
     return {
       cands,
+      remoteCands,
       pairs,
       state: pair.state,
       localType: local?.candidateType, relayProtocol: local?.relayProtocol ?? null,
+      localProtocol: local?.protocol, remoteProtocol: remote?.protocol,
       local: `${local?.address}:${local?.port}`, remote: `${remote?.address}:${remote?.port}`,
       bytesReceived: pair.bytesReceived,
     };
-  });
+  }, which);
 }
 
 // Offered TURN/UDP, TURN/TCP and TURN/TLS, Chromium keeps whichever relay is ready first (often
@@ -155,6 +165,13 @@ const SCENARIOS = [
     rule: (p) => `meta l4proto udp drop\n  tcp sport ${p.turn} drop`,
     relayProtocol: 'tls',
   },
+  // No TURN, no UDP: only the media server's own TCP listener (ICE-TCP) is left. Runs on a
+  // server of its own started with `--ice-tcp` and without `--turn-url`.
+  {
+    name: 'ice-tcp',
+    iceTcp: true,
+    rule: () => 'meta l4proto udp drop',
+  },
 ];
 
 async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, subBrowser, pages }) {
@@ -167,6 +184,7 @@ async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, su
   pages.push(sub);
   await waitJoined(sub, 20_000);
   const iceServers = await sub.evaluate(() => window.zvon?.client?._iceServers ?? null);
+  if (sc.iceTcp) return checkIceTcp(sc, pub, sub, iceServers);
   // TURN REST API username: `<expiry unix seconds>:<identity>`, expiring in the default 6 h.
   const expiry = Number(/^(\d+):./.exec(iceServers?.[0]?.username ?? '')?.[1]);
   const hoursLeft = (expiry - Date.now() / 1000) / 3600;
@@ -185,16 +203,39 @@ async function runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, su
   return { scenario: sc.name, pair };
 }
 
+/** The ice-tcp scenario: no TURN offered, and video decoded over TCP straight to the server. */
+async function checkIceTcp(sc, pub, sub, iceServers) {
+  if (iceServers?.length) throw new Error(`a server without TURN offered ice_servers: ${JSON.stringify(iceServers)}`);
+  const overTcp = (pair) => pair?.localProtocol === 'tcp' && pair?.remoteProtocol === 'tcp' && pair?.localType !== 'relay';
+  await waitMediaFlowing(sub, { videos: 1, timeoutMs: 30_000 });
+  const pair = await selectedPair(sub);
+  log(`${sc.name}: selected pair ${JSON.stringify(pair)}`);
+  if (!overTcp(pair)) throw new Error(`decoding, but not over ICE-TCP to the server: ${JSON.stringify(pair)}`);
+  // The other way: what the blocked page publishes (over TCP) reaches the host page.
+  await waitMediaFlowing(pub, { videos: 1, timeoutMs: 30_000 });
+  const up = await selectedPair(sub, 'publisherPc');
+  log(`${sc.name}: publisher's selected pair ${JSON.stringify(up)}`);
+  if (!overTcp(up)) throw new Error(`published, but not over ICE-TCP to the server: ${JSON.stringify(up)}`);
+  return { scenario: sc.name, pair, publisherPair: up };
+}
+
+/** A server with ICE-TCP and no TURN, on the host end of the link. */
+function startIceTcpServer(link) {
+  return startServer({ host: link.hostIp, label: 'server-ice-tcp', extraArgs: ['--ice-tcp'] });
+}
+
 async function main() {
   const chosen = SCENARIOS.filter((s) => !ONLY.length || ONLY.some((o) => s.name.startsWith(o)));
   const link = new Link();
   const dir = mkdtempSync(join(tmpdir(), 'zvon-turn-'));
   let server = null;
+  let tcpServer = null;
   let turn = null;
   let turnPort = 0;
   let tlsPort = 0;
   let pubBrowser = null;
   let subBrowser = null;
+  let tcpSubBrowser = null;
   let ok = true;
   const results = [];
   try {
@@ -213,22 +254,30 @@ async function main() {
       env: { ZVON_TURN_SECRET: SECRET },
     });
     if (server.logText().includes(SECRET)) throw new Error('the server logged the TURN secret');
-    pubBrowser = await launchBrowser({ extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${server.baseUrl}`] });
+    if (chosen.some((sc) => sc.iceTcp)) tcpServer = await startIceTcpServer(link);
+    const origins = [server, tcpServer].filter(Boolean).map((s) => s.baseUrl).join(',');
+    pubBrowser = await launchBrowser({ extraArgs: [`--unsafely-treat-insecure-origin-as-secure=${origins}`] });
     // The TURN server's certificate is self-signed (for its IP): this Chromium accepts it.
     subBrowser = await link.launchBrowser(dir, ['--ignore-certificate-errors']);
     for (const sc of chosen) {
       const pages = [];
       const t0 = Date.now();
       try {
-        results.push(await runScenario(sc, { server, turnPort, tlsPort, link, pubBrowser, subBrowser, pages }));
+        const s = sc.iceTcp ? tcpServer : server;
+        // The ice-tcp page publishes too: its own Chromium may use the camera on plain http.
+        if (sc.iceTcp && !tcpSubBrowser) {
+          tcpSubBrowser = await link.launchBrowser(dir, [`--unsafely-treat-insecure-origin-as-secure=${tcpServer.baseUrl}`]);
+        }
+        const sb = sc.iceTcp ? tcpSubBrowser : subBrowser;
+        results.push(await runScenario(sc, { server: s, turnPort, tlsPort, link, pubBrowser, subBrowser: sb, pages }));
         console.log(`PASS turn-${sc.name} (${((Date.now() - t0) / 1000).toFixed(1)} s)`);
       } catch (e) {
         ok = false;
         console.log(`FAIL turn-${sc.name}: ${e.message}`);
         for (const p of pages) console.log(`--- console of ${p.label} (last 20) ---\n${p.consoleLines.slice(-20).join('\n')}`);
-        console.log(`--- server log (tail) ---\n${tail(server.logText(), 30)}`);
+        console.log(`--- server log (tail) ---\n${tail((sc.iceTcp ? tcpServer ?? server : server).logText(), 30)}`);
         console.log(`--- turnserver log (tail) ---\n${tail(turn.logText(), 30)}`);
-        await saveArtifacts(`turn-${sc.name}`, pages, server);
+        await saveArtifacts(`turn-${sc.name}`, pages, sc.iceTcp ? tcpServer ?? server : server);
       } finally {
         for (const p of pages) await p.context().close().catch(() => {});
       }
@@ -240,6 +289,8 @@ async function main() {
   } finally {
     await pubBrowser?.close().catch(() => {});
     await subBrowser?.close().catch(() => {});
+    await tcpSubBrowser?.close().catch(() => {});
+    await tcpServer?.stop();
     if (server) {
       await server.stop();
       if (server.logText().includes(SECRET)) { console.log('FAIL the server logged the TURN secret'); ok = false; }

@@ -107,6 +107,19 @@ impl Connection {
         }
     }
 
+    /// Also offers ICE-TCP (RFC 6544) on `addr`: the worker's TCP listener on the media
+    /// port (`edge::ice_tcp`). Passive: the client connects.
+    pub fn add_tcp_passive_candidate(&mut self, addr: SocketAddr) -> Result<(), RtcError> {
+        let c = Candidate::builder()
+            .tcp()
+            .host(addr)
+            .tcptype(str0m::net::TcpType::Passive)
+            .build()
+            .map_err(RtcError::Ice)?;
+        self.rtc.add_local_candidate(c);
+        Ok(())
+    }
+
     /// An ICE-lite, RTP-mode connection whose only candidate is this worker's socket.
     /// `cert` is shared by the worker's connections: generating a key per connection costs
     /// CPU at every join and memory for every participant.

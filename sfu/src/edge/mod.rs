@@ -3,6 +3,7 @@
 
 pub mod connection;
 pub mod demux;
+pub mod ice_tcp;
 pub mod local_address;
 pub mod meter;
 pub mod payload_types;

@@ -182,6 +182,32 @@ mod tests {
     }
 
     #[test]
+    fn an_ice_tcp_candidate_goes_everywhere_too_as_passive_on_the_media_port() {
+        let now = Instant::now();
+        let mut conn = Connection::new(ADDR.parse().unwrap(), None, now).unwrap();
+        conn.add_tcp_passive_candidate(ADDR.parse().unwrap())
+            .unwrap();
+        let mut api = conn.rtc.sdp_api();
+        api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, _) = api.apply().unwrap();
+        let fixed = in_every_section(&offer.to_sdp_string());
+        for s in sections(&fixed) {
+            let cands: Vec<&&str> = s.iter().filter(|l| l.starts_with("a=candidate:")).collect();
+            assert_eq!(cands.len(), 2, "udp and tcp in every section: {s:#?}");
+            assert!(cands
+                .iter()
+                .any(|c| c.contains(" udp ") && c.contains("127.0.0.1 7360 typ host")));
+            assert!(
+                cands.iter().any(|c| c.contains(" tcp ")
+                    && c.contains("127.0.0.1 7360 typ host")
+                    && c.contains("tcptype passive")),
+                "{cands:#?}"
+            );
+        }
+    }
+
+    #[test]
     fn rejected_sections_stay_without_and_present_ones_are_not_doubled() {
         let sdp = "v=0\r\no=- 1 2 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 2\r\n\
                    m=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\n\

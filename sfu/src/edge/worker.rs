@@ -22,6 +22,7 @@ use tracing::{debug, info, warn};
 
 use super::connection::{Connection, Participant, PendingSubscriberOffer, PublishedTrackEntry};
 use super::demux::{ConnectionKey, Demux, Route, Side};
+use super::ice_tcp::IceTcp;
 use super::local_address;
 use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
@@ -47,6 +48,7 @@ use crate::stats::SfuStats;
 
 mod forwarding;
 mod ice_restart;
+mod ice_tcp;
 mod negotiation;
 mod path_follow;
 mod publisher_replace;
@@ -125,6 +127,8 @@ pub struct Worker {
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
+    /// ICE-TCP streams, when the node offers them (`SfuConfig::ice_tcp`).
+    ice_tcp: Option<IceTcp>,
 }
 
 impl Worker {
@@ -169,7 +173,14 @@ impl Worker {
             record_pending: 0,
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
+            ice_tcp: None,
         }
+    }
+
+    /// See [`crate::config::SfuConfig::ice_tcp`].
+    pub fn with_ice_tcp(mut self, tcp: Option<IceTcp>) -> Self {
+        self.ice_tcp = tcp;
+        self
     }
 
     /// See [`Worker::fault`].
@@ -224,6 +235,12 @@ impl Worker {
         // A worker without peers never hears from one: an open channel that stays silent.
         let (_keep, silent) = mpsc::unbounded_channel();
         let mut relay_control = relay_control.unwrap_or(silent);
+        let (_keep_tcp, silent_tcp) = mpsc::channel(1);
+        let mut tcp_events = self
+            .ice_tcp
+            .as_mut()
+            .and_then(IceTcp::start)
+            .unwrap_or(silent_tcp);
         self.meter.set_running(true);
         loop {
             #[cfg(feature = "fault-injection")]
@@ -266,6 +283,18 @@ impl Worker {
                                 debug!("recvmmsg: {e}");
                                 break;
                             }
+                        }
+                    }
+                }
+                Some(event) = tcp_events.recv() => {
+                    let now = Instant::now();
+                    self.meter.woke(now);
+                    self.handle_tcp_event(event, now);
+                    // A burst of frames is handled in one wake, like a receive batch.
+                    for _ in 0..RELAY_PER_WAKE {
+                        match tcp_events.try_recv() {
+                            Ok(event) => self.handle_tcp_event(event, now),
+                            Err(_) => break,
                         }
                     }
                 }
@@ -365,33 +394,36 @@ impl Worker {
         SfuStats::add(&self.stats.datagrams_received, batch.len() as u64);
         self.meter.batch_received(now);
         for (from, local, data) in batch.iter() {
-            self.handle_datagram(from, local, data, now);
+            self.handle_datagram(Protocol::Udp, from, local, data, now);
         }
     }
 
-    fn handle_datagram(
+    /// One packet from `from` (a UDP datagram, or an RFC 4571 frame of an ICE-TCP stream);
+    /// false when no connection took it.
+    pub(super) fn handle_datagram(
         &mut self,
+        proto: Protocol,
         from: SocketAddr,
         local: Option<IpAddr>,
         data: &[u8],
         now: Instant,
-    ) {
+    ) -> bool {
         let (key, new_address) = match self.demux.route(from, data) {
             Route::Known(key) => (key, false),
             Route::NewAddress(key) => (key, true),
             Route::Unknown => {
                 SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
-                return;
+                return false;
             }
         };
         let Ok(contents) = data.try_into() else {
             SfuStats::add(&self.stats.datagrams_dropped_malformed, 1);
-            return;
+            return true;
         };
         let input = Input::Receive(
             now,
             Receive {
-                proto: Protocol::Udp,
+                proto,
                 source: from,
                 destination: self.candidate,
                 contents,
@@ -403,7 +435,7 @@ impl Worker {
             .and_then(|p| p.connection_mut(key.1))
         else {
             SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
-            return;
+            return false;
         };
         // RFC 7983: STUN starts with 0 or 1; media never does, so this costs media nothing.
         let nominating =
@@ -412,7 +444,7 @@ impl Worker {
             if !conn.rtc.accepts(&input) {
                 if new_address {
                     SfuStats::add(&self.stats.datagrams_dropped_unknown_source, 1);
-                    return;
+                    return false;
                 }
             } else {
                 if new_address {
@@ -437,6 +469,7 @@ impl Worker {
         // str0m holds at most one received RTP packet until the next poll: poll now, before
         // the next datagram for this connection overwrites it.
         self.poll_connection(key, now);
+        true
     }
 
     fn handle_timeouts(&mut self, now: Instant) {
@@ -531,6 +564,12 @@ impl Worker {
                     // nominated pair.
                     if t.contents.first().is_some_and(|b| *b >= 2) {
                         conn.send_path.sent(t.destination, now);
+                    }
+                    if t.proto == Protocol::Tcp {
+                        if let Some(tcp) = self.ice_tcp.as_mut() {
+                            tcp.send(t.destination, t.contents.into());
+                        }
+                        continue;
                     }
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }

@@ -30,6 +30,9 @@ const FAMILIES: FamilyTable = &[
     ("zvon_udp_datagrams_received_total", "Datagrams read from the media sockets.", MetricType::COUNTER, &[]),
     ("zvon_udp_datagrams_sent_total", "Datagrams written to the media sockets.", MetricType::COUNTER, &[]),
     ("zvon_udp_datagrams_dropped_total", "Datagrams dropped, by reason.", MetricType::COUNTER, &["reason"]),
+    ("zvon_ice_tcp_connections", "ICE-TCP streams open now.", MetricType::GAUGE, &[]),
+    ("zvon_ice_tcp_streams_closed_total", "ICE-TCP streams the server closed, by reason: limit (refused at accept, too many open), idle (no frame for 30 s), oversize (a frame over 16 KiB), stalled (a write blocked for 10 s), rejected (not a binding request for one of our connections).", MetricType::COUNTER, &["reason"]),
+    ("zvon_ice_tcp_packets_dropped_total", "ICE-TCP packets dropped, by direction: in (the worker's queue was full), out (the stream's write queue was full or the stream is gone).", MetricType::COUNTER, &["direction"]),
     ("zvon_nacks_received_total", "NACK feedback received from subscribers.", MetricType::COUNTER, &[]),
     ("zvon_retransmissions_sent_total", "Packets resent from the RTX cache.", MetricType::COUNTER, &[]),
     ("zvon_keyframe_requests_received_total", "PLI/FIR received from subscribers.", MetricType::COUNTER, &[]),
@@ -234,6 +237,30 @@ impl Collector for NodeCollector {
             get(&s.datagrams_received),
         );
         f.counter("zvon_udp_datagrams_sent_total", &[], get(&s.datagrams_sent));
+        f.gauge("zvon_ice_tcp_connections", &[], get(&s.ice_tcp.connections));
+        for (reason, c) in [
+            ("limit", &s.ice_tcp.refused_limit),
+            ("idle", &s.ice_tcp.closed_idle),
+            ("oversize", &s.ice_tcp.closed_oversize),
+            ("stalled", &s.ice_tcp.closed_stalled),
+            ("rejected", &s.ice_tcp.closed_rejected),
+        ] {
+            f.counter(
+                "zvon_ice_tcp_streams_closed_total",
+                &[("reason", reason)],
+                get(c),
+            );
+        }
+        for (direction, c) in [
+            ("in", &s.ice_tcp.dropped_inbound),
+            ("out", &s.ice_tcp.dropped_outbound),
+        ] {
+            f.counter(
+                "zvon_ice_tcp_packets_dropped_total",
+                &[("direction", direction)],
+                get(c),
+            );
+        }
         for (reason, c) in [
             ("unknown_source", &s.datagrams_dropped_unknown_source),
             ("malformed", &s.datagrams_dropped_malformed),

@@ -60,7 +60,10 @@ impl Worker {
                 Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             };
             let conn = match conn {
-                Ok(c) => c,
+                Ok(mut c) => {
+                    self.add_tcp_candidate(&mut c);
+                    c
+                }
                 Err(e) => {
                     warn!("cannot create subscriber connection: {e}");
                     return;

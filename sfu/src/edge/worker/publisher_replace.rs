@@ -43,6 +43,7 @@ impl Worker {
     ) -> Result<String, SfuError> {
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
+        self.add_tcp_candidate(&mut conn);
         let answer = conn
             .rtc
             .sdp_api()
