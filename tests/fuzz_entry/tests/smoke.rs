@@ -89,4 +89,20 @@ fn every_fuzz_target_has_an_entry_and_seeds() {
     let mut listed: Vec<String> = TARGETS.iter().map(|(n, _)| n.to_string()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "fuzz/fuzz_targets and TARGETS disagree");
+    // cargo-fuzz builds only what fuzz/Cargo.toml lists as a [[bin]].
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/Cargo.toml"),
+    )
+    .unwrap();
+    let mut bins: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("path = \"fuzz_targets/"))
+        .filter_map(|l| l.strip_suffix(".rs\""))
+        .map(str::to_string)
+        .collect();
+    bins.sort();
+    assert_eq!(
+        bins, listed,
+        "fuzz/Cargo.toml's [[bin]]s and TARGETS disagree"
+    );
 }
