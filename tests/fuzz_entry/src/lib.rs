@@ -7,12 +7,14 @@
 //! pseudo-random inputs on every `cargo test --workspace`. A function returns normally for
 //! any input; a panic (including a failed `assert!` of an invariant below) is a finding.
 
+mod inert_dtls;
+
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use str0m::change::{SdpAnswer, SdpOffer};
+use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::media::Mid;
 use zvon_sfu::cascade::datagram::{self, LinkRtp};
@@ -125,15 +127,19 @@ pub fn sdp_candidates(data: &[u8]) {
 
 /// A client's publish offer, as the worker takes it: parsed by str0m, accepted by a fresh
 /// publisher connection, then read by our codec/simulcast extraction and answered through
-/// the candidate post-processing.
+/// the candidate post-processing. The connection's DTLS is inert ([`inert_dtls`]): no
+/// record is exchanged on this path, and building the real one was a third of each input.
 pub fn publish_offer(data: &[u8]) {
+    let _ = publish_answer(data);
+}
+
+/// [`publish_offer`], returning the answer the client would get (`None`: refused), so the
+/// smoke test can check that the seeds get through to our code.
+pub fn publish_answer(data: &[u8]) -> Option<String> {
     static CERT: OnceLock<DtlsCert> = OnceLock::new();
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(offer) = SdpOffer::from_sdp_string(text) else {
-        return;
-    };
+    inert_dtls::install();
+    let text = std::str::from_utf8(data).ok()?;
+    let offer = SdpOffer::from_sdp_string(text).ok()?;
     // One certificate for all inputs, as a worker shares one: making a key per input would
     // spend the fuzzing time in key generation.
     let cert = CERT.get_or_init(|| {
@@ -143,12 +149,8 @@ pub fn publish_offer(data: &[u8]) {
             .expect("a DTLS certificate")
     });
     let candidate: SocketAddr = "127.0.0.1:7360".parse().unwrap();
-    let Ok(mut conn) = Connection::new(candidate, Some(cert), Instant::now()) else {
-        return;
-    };
-    let Ok(answer) = conn.rtc.sdp_api().accept_offer(offer) else {
-        return;
-    };
+    let mut conn = Connection::new(candidate, Some(cert), Instant::now()).ok()?;
+    let answer = conn.rtc.sdp_api().accept_offer(offer).ok()?;
     // The mids a client can name in its track list: those of the offer, and made-up ones.
     let mids = text
         .split_terminator("\r\n")
@@ -166,7 +168,7 @@ pub fn publish_offer(data: &[u8]) {
         assert_eq!(map.len(), codecs.len() + reds, "{map:?} vs {codecs:?}");
         let _ = simulcast_rids(&conn.rtc, mid);
     }
-    let _ = in_every_section(&answer.to_sdp_string());
+    Some(in_every_section(&answer.to_sdp_string()))
 }
 
 /// One WebSocket text frame of the client protocol.
@@ -407,8 +409,9 @@ pub fn whip_offer(data: &[u8]) {
     }
 }
 
-/// A subscriber's answer to our offer: the mids the worker compares with the offer's, the
-/// BUNDLE group it adds to an all-stopped answer, then str0m's parse of the result.
+/// A subscriber's answer to our offer: the mids the worker compares with the offer's and
+/// the BUNDLE group it adds to an all-stopped answer, before str0m parses it (str0m's
+/// parser is exercised by `publish_offer`, at a fraction of the rate).
 pub fn subscriber_answer(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -429,5 +432,4 @@ pub fn subscriber_answer(data: &[u8]) {
         assert_eq!(mids_after, mids);
         assert_eq!(again, fixed, "not idempotent");
     }
-    let _ = SdpAnswer::from_sdp_string(&fixed);
 }

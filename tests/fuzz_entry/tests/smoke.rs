@@ -75,6 +75,18 @@ fn every_target_survives_its_seeds_and_derived_inputs() {
     }
 }
 
+/// The publish target's seeds reach our code: accepted, answered with the certificate's
+/// fingerprint and our candidate (its DTLS is inert, see `inert_dtls.rs`).
+#[test]
+fn publish_offer_seeds_are_accepted() {
+    for seed in seeds("publish_offer") {
+        let answer = zvon_fuzz_entry::publish_answer(&seed).expect("a seed is accepted");
+        assert!(answer.contains("a=fingerprint:sha-256 "), "{answer}");
+        assert!(answer.contains("a=candidate:"), "{answer}");
+        assert!(answer.contains("a=setup:passive"), "{answer}");
+    }
+}
+
 #[test]
 fn every_fuzz_target_has_an_entry_and_seeds() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/fuzz_targets");
