@@ -57,6 +57,8 @@ mod relaying;
 mod requests;
 mod viewing;
 
+#[doc(hidden)]
+pub use negotiation::fuzz_answer_intake;
 pub use recording::RecordTap;
 
 /// A request for this worker and where its answer goes.

@@ -87,8 +87,9 @@ impl LinkConfig {
 }
 
 /// Reads frames from `bytes` until the stream ends or a frame is refused, decoding them as
-/// what a media node reads (`selector % 3 == 0`: requests) or a signaling node reads (`1`:
-/// responses, `2`: events); returns how many frames decoded.
+/// what a media node reads (`selector % 4 == 0`: requests), a signaling node reads (`1`:
+/// responses, `2`: events), or a media node reads on a cascade link's control stream from
+/// another media node (`3`: relay control); returns how many frames decoded.
 ///
 /// Not part of the API: the framing reader is private, and this is the narrowest door through
 /// which the fuzz targets (`fuzz/`) and their smoke test feed it hostile bytes without a QUIC
@@ -110,10 +111,11 @@ pub fn fuzz_read_frames(selector: u8, bytes: &[u8]) -> usize {
     let mut reader = bytes;
     let mut frames = 0;
     loop {
-        let decoded = match selector % 3 {
+        let decoded = match selector % 4 {
             0 => one::<SfuRequest>(&mut reader).map(|f| f.is_some()),
             1 => one::<Result<SfuResponse, SfuError>>(&mut reader).map(|f| f.is_some()),
-            _ => one::<SfuEvent>(&mut reader).map(|f| f.is_some()),
+            2 => one::<SfuEvent>(&mut reader).map(|f| f.is_some()),
+            _ => one::<crate::cascade::NodeControl>(&mut reader).map(|f| f.is_some()),
         };
         match decoded {
             Ok(true) => frames += 1,

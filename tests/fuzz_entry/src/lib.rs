@@ -7,6 +7,9 @@
 //! pseudo-random inputs on every `cargo test --workspace`. A function returns normally for
 //! any input; a panic (including a failed `assert!` of an invariant below) is a finding.
 
+mod inert_dtls;
+
+use std::io::Cursor;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -14,13 +17,19 @@ use std::time::Instant;
 use str0m::change::SdpOffer;
 use str0m::config::DtlsCert;
 use str0m::media::Mid;
+use zvon_sfu::cascade::datagram::{self, LinkRtp};
 use zvon_sfu::edge::connection::Connection;
 use zvon_sfu::edge::demux::{Demux, Route, Side};
 use zvon_sfu::edge::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use zvon_sfu::edge::sdp_candidates::in_every_section;
 use zvon_sfu::edge::stun::binding_request_local_ufrag;
+use zvon_sfu::edge::worker::fuzz_answer_intake;
 use zvon_sfu::forward::keyframe::{keyframe_start, VideoCodec};
+use zvon_sfu::forward::vp8_munger::Vp8Ids;
 use zvon_sfu::forward::PeerKey;
+use zvon_sfu::record::{opus_frame, Codec, Vp8Depacketizer, WebmWriter};
+use zvon_sfu::relay::RelayPacket;
+use zvon_signaling::broadcast::offer::inspect;
 use zvon_signaling::config::ApiKey;
 use zvon_signaling::protocol::parse_client_message;
 use zvon_signaling::rooms::{fuzz_mint_resume_token, fuzz_verify_resume_token};
@@ -40,6 +49,10 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("access_token", access_token),
     ("link_frame", link_frame),
     ("resume_token", resume_token),
+    ("cascade_datagram", cascade_datagram),
+    ("recording", recording),
+    ("whip_offer", whip_offer),
+    ("subscriber_answer", subscriber_answer),
 ];
 
 /// The media port's intake for a datagram from an address it has not seen: the STUN
@@ -114,15 +127,19 @@ pub fn sdp_candidates(data: &[u8]) {
 
 /// A client's publish offer, as the worker takes it: parsed by str0m, accepted by a fresh
 /// publisher connection, then read by our codec/simulcast extraction and answered through
-/// the candidate post-processing.
+/// the candidate post-processing. The connection's DTLS is inert ([`inert_dtls`]): no
+/// record is exchanged on this path, and building the real one was a third of each input.
 pub fn publish_offer(data: &[u8]) {
+    let _ = publish_answer(data);
+}
+
+/// [`publish_offer`], returning the answer the client would get (`None`: refused), so the
+/// smoke test can check that the seeds get through to our code.
+pub fn publish_answer(data: &[u8]) -> Option<String> {
     static CERT: OnceLock<DtlsCert> = OnceLock::new();
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(offer) = SdpOffer::from_sdp_string(text) else {
-        return;
-    };
+    inert_dtls::install();
+    let text = std::str::from_utf8(data).ok()?;
+    let offer = SdpOffer::from_sdp_string(text).ok()?;
     // One certificate for all inputs, as a worker shares one: making a key per input would
     // spend the fuzzing time in key generation.
     let cert = CERT.get_or_init(|| {
@@ -132,12 +149,8 @@ pub fn publish_offer(data: &[u8]) {
             .expect("a DTLS certificate")
     });
     let candidate: SocketAddr = "127.0.0.1:7360".parse().unwrap();
-    let Ok(mut conn) = Connection::new(candidate, Some(cert), Instant::now()) else {
-        return;
-    };
-    let Ok(answer) = conn.rtc.sdp_api().accept_offer(offer) else {
-        return;
-    };
+    let mut conn = Connection::new(candidate, Some(cert), Instant::now()).ok()?;
+    let answer = conn.rtc.sdp_api().accept_offer(offer).ok()?;
     // The mids a client can name in its track list: those of the offer, and made-up ones.
     let mids = text
         .split_terminator("\r\n")
@@ -155,7 +168,7 @@ pub fn publish_offer(data: &[u8]) {
         assert_eq!(map.len(), codecs.len() + reds, "{map:?} vs {codecs:?}");
         let _ = simulcast_rids(&conn.rtc, mid);
     }
-    let _ = in_every_section(&answer.to_sdp_string());
+    Some(in_every_section(&answer.to_sdp_string()))
 }
 
 /// One WebSocket text frame of the client protocol.
@@ -249,5 +262,174 @@ pub fn resume_token(data: &[u8]) {
             fuzz_mint_resume_token(SECRET, &participant, identity, room),
             token
         );
+    }
+}
+
+/// One QUIC DATAGRAM from another media node (the cascade): the relayed packet's decoder,
+/// then what the receiving gateway makes of it (the VP8 ids of a flagged payload), which
+/// must encode to a datagram that decodes to the same packet (what a next hop would get).
+/// The bytes also go, two at a time, through the per-flow sequence unrolling.
+pub fn cascade_datagram(data: &[u8]) {
+    if let Ok(rtp) = datagram::decode(data) {
+        // The payload is the datagram's own tail (padding removed), never a copy.
+        let at = rtp.payload.as_ptr() as usize - data.as_ptr() as usize;
+        assert!(at + rtp.payload.len() <= data.len());
+        let vp8 = rtp.vp8.then(|| Vp8Ids::parse(rtp.payload)).flatten();
+        let packet = RelayPacket {
+            marker: rtp.marker,
+            audio_level: rtp.audio_level,
+            voice_activity: rtp.voice_activity,
+            video_orientation: rtp.video_orientation,
+            keyframe: rtp.keyframe,
+            vp8,
+            ..RelayPacket::plain(
+                rtp.flow,
+                rtp.source,
+                u64::from(rtp.seq),
+                rtp.ts,
+                rtp.pt,
+                rtp.payload.into(),
+            )
+        };
+        let mut out = Vec::new();
+        datagram::encode(rtp.flow, &packet, &mut out);
+        assert!(out.len() <= datagram::MAX_OVERHEAD + rtp.payload.len());
+        let again = datagram::decode(&out).expect("our own datagram decodes");
+        assert_eq!(
+            again,
+            LinkRtp {
+                vp8: vp8.is_some(),
+                ..rtp
+            }
+        );
+    }
+    // A flow's sequence numbers as the receiving gateway unrolls them against the highest
+    // so far: the low 16 bits kept, never more than half the number space from it.
+    let mut highest: Option<u64> = None;
+    for pair in data.chunks_exact(2) {
+        let seq = u16::from_be_bytes([pair[0], pair[1]]);
+        let ext = datagram::extend_seq(highest, seq);
+        assert_eq!(ext as u16, seq);
+        if let Some(h) = highest {
+            assert!(
+                ext.abs_diff(h) <= 0x8000,
+                "{seq} after {h} unrolled to {ext}"
+            );
+        }
+        highest = Some(highest.map_or(ext, |h| h.max(ext)));
+    }
+}
+
+/// The packets of a recorded track as its publisher sent them (the recorder reads the
+/// forwarded payloads): the first byte picks VP8, Opus or Opus in RED, then packets of
+/// `seq (2) ts (4) marker<<7|len (1) payload (len)`. Frames go to a WebM writer in memory,
+/// timed as the recording thread times them.
+pub fn recording(data: &[u8]) {
+    let Some((&which, mut rest)) = data.split_first() else {
+        return;
+    };
+    let (video, red) = match which % 3 {
+        0 => (true, false),
+        1 => (false, false),
+        _ => (false, true),
+    };
+    let codec = if video {
+        Codec::Vp8 {
+            width: 0,
+            height: 0,
+        }
+    } else {
+        Codec::Opus
+    };
+    let mut file = Cursor::new(Vec::new());
+    let mut webm = WebmWriter::new(&mut file, codec, 0).expect("a header in memory");
+    let mut vp8 = Vp8Depacketizer::default();
+    let mut first_ts: Option<u32> = None;
+    let mut keyframes = 0;
+    let mut pushed = 0;
+    while rest.len() >= 7 {
+        let seq = u16::from_be_bytes([rest[0], rest[1]]);
+        let ts = u32::from_be_bytes([rest[2], rest[3], rest[4], rest[5]]);
+        let marker = rest[6] & 0x80 != 0;
+        let len = usize::from(rest[6] & 0x7f).min(rest.len() - 7);
+        let payload = &rest[7..7 + len];
+        rest = &rest[7 + len..];
+        pushed += payload.len();
+        let (data, keyframe, clock) = if video {
+            let Some(frame) = vp8.push(seq, ts, marker, payload) else {
+                continue;
+            };
+            // A file starts at a keyframe; only a keyframe has a size; the frame is made of
+            // what was pushed, less the descriptors.
+            keyframes += usize::from(frame.keyframe);
+            assert!(keyframes > 0, "a delta frame before any keyframe");
+            assert!(frame.size.is_none() || frame.keyframe);
+            assert!(!frame.data.is_empty() && frame.data.len() < pushed);
+            assert_eq!(frame.rtp_ts, ts);
+            (frame.data, frame.keyframe, 90)
+        } else {
+            let Some(frame) = opus_frame(payload, red) else {
+                continue;
+            };
+            // The primary block is the payload's own tail (all of it without RED).
+            assert!(!frame.is_empty());
+            assert_eq!(
+                frame.as_ptr() as usize + frame.len(),
+                payload.as_ptr() as usize + payload.len()
+            );
+            assert!(red || frame.len() == payload.len());
+            (frame, true, 48)
+        };
+        let first = *first_ts.get_or_insert(ts);
+        let tc = u64::from(ts.wrapping_sub(first)) / clock;
+        webm.write_frame(tc, keyframe, data)
+            .expect("writes to memory");
+    }
+    webm.finish(20).expect("writes to memory");
+    assert!(file.get_ref().starts_with(&[0x1a, 0x45, 0xdf, 0xa3]));
+}
+
+/// A WHIP (publish) or WHEP (view) offer at the HTTP layer, read by our own SDP scan before
+/// the media node sees it.
+pub fn whip_offer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(media) = inspect(text) else {
+        return;
+    };
+    assert!(!media.is_empty());
+    for m in &media {
+        assert!((1..=32).contains(&m.mid.len()), "mid {:?}", m.mid);
+        // Every mid reported is one the offer wrote.
+        assert!(text.lines().any(|l| l
+            .trim_end()
+            .strip_prefix("a=mid:")
+            .is_some_and(|v| v.trim() == m.mid)));
+    }
+}
+
+/// A subscriber's answer to our offer: the mids the worker compares with the offer's and
+/// the BUNDLE group it adds to an all-stopped answer, before str0m parses it (str0m's
+/// parser is exercised by `publish_offer`, at a fraction of the rate).
+pub fn subscriber_answer(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let (mids, fixed) = fuzz_answer_intake(text);
+    assert_eq!(
+        mids.len(),
+        text.lines().filter(|l| l.starts_with("m=")).count()
+    );
+    if fixed != text {
+        // Only the empty group is added: every line kept, in order, and the mids unchanged.
+        assert!(!text.lines().any(|l| l.starts_with("a=group:")));
+        assert!(fixed
+            .lines()
+            .filter(|l| *l != "a=group:BUNDLE")
+            .eq(text.lines()));
+        let (mids_after, again) = fuzz_answer_intake(&fixed);
+        assert_eq!(mids_after, mids);
+        assert_eq!(again, fixed, "not idempotent");
     }
 }

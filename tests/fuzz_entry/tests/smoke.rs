@@ -75,6 +75,18 @@ fn every_target_survives_its_seeds_and_derived_inputs() {
     }
 }
 
+/// The publish target's seeds reach our code: accepted, answered with the certificate's
+/// fingerprint and our candidate (its DTLS is inert, see `inert_dtls.rs`).
+#[test]
+fn publish_offer_seeds_are_accepted() {
+    for seed in seeds("publish_offer") {
+        let answer = zvon_fuzz_entry::publish_answer(&seed).expect("a seed is accepted");
+        assert!(answer.contains("a=fingerprint:sha-256 "), "{answer}");
+        assert!(answer.contains("a=candidate:"), "{answer}");
+        assert!(answer.contains("a=setup:passive"), "{answer}");
+    }
+}
+
 #[test]
 fn every_fuzz_target_has_an_entry_and_seeds() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/fuzz_targets");
@@ -89,4 +101,20 @@ fn every_fuzz_target_has_an_entry_and_seeds() {
     let mut listed: Vec<String> = TARGETS.iter().map(|(n, _)| n.to_string()).collect();
     listed.sort();
     assert_eq!(on_disk, listed, "fuzz/fuzz_targets and TARGETS disagree");
+    // cargo-fuzz builds only what fuzz/Cargo.toml lists as a [[bin]].
+    let manifest = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/Cargo.toml"),
+    )
+    .unwrap();
+    let mut bins: Vec<String> = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("path = \"fuzz_targets/"))
+        .filter_map(|l| l.strip_suffix(".rs\""))
+        .map(str::to_string)
+        .collect();
+    bins.sort();
+    assert_eq!(
+        bins, listed,
+        "fuzz/Cargo.toml's [[bin]]s and TARGETS disagree"
+    );
 }

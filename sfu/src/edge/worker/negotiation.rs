@@ -316,6 +316,17 @@ fn leaves_nothing_live<'a>(states: impl Iterator<Item = &'a DowntrackState> + Cl
         })
 }
 
+/// What the worker makes of a subscriber's answer text before str0m reads it: its mids
+/// ([`mids_of`], compared with the offer's) and the text str0m is given
+/// ([`with_empty_bundle_group`]).
+///
+/// Not part of the API: the narrowest door through which the fuzz targets (`fuzz/`) and
+/// their smoke test feed these private helpers hostile text without a worker.
+#[doc(hidden)]
+pub fn fuzz_answer_intake(sdp: &str) -> (Vec<&str>, std::borrow::Cow<'_, str>) {
+    (mids_of(sdp), with_empty_bundle_group(sdp))
+}
+
 /// The `a=mid` values of an SDP, in m-line order; an m-line without one counts as empty.
 pub(super) fn mids_of(sdp: &str) -> Vec<&str> {
     let mut mids = vec![];
