@@ -150,7 +150,8 @@ pub fn publish_answer(data: &[u8]) -> Option<String> {
     });
     let candidate: SocketAddr = "127.0.0.1:7360".parse().unwrap();
     let mut conn = Connection::new(candidate, Some(cert), Instant::now()).ok()?;
-    let answer = conn.rtc.sdp_api().accept_offer(offer).ok()?;
+    // As the worker takes it: str0m's own panics on hostile offers are caught there.
+    let answer = zvon_sfu::edge::offer_guard::accept_offer(&mut conn.rtc, offer).ok()?;
     // The mids a client can name in its track list: those of the offer, and made-up ones.
     let mids = text
         .split_terminator("\r\n")

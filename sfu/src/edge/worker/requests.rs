@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::api::PublishedTrack;
+use crate::edge::offer_guard;
 
 impl Worker {
     pub(super) fn peer_of(&self, id: &ParticipantId) -> Result<PeerKey, SfuError> {
@@ -199,10 +200,7 @@ impl Worker {
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
         self.add_tcp_candidate(&mut conn);
-        let answer = conn
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
+        let answer = offer_guard::accept_offer(&mut conn.rtc, offer)
             .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
         let checked = check_declared(&conn.rtc, tracks)?;
         conn.start_setup_clock(now + self.media_setup_timeout);
@@ -227,11 +225,17 @@ impl Worker {
         let Some(conn) = self.participants[peer.0 as usize].publisher.as_mut() else {
             return Err(SfuError::InvalidRequest("no publisher connection".into()));
         };
-        let answer = conn
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
-            .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
+        let answer = match offer_guard::accept_offer(&mut conn.rtc, offer) {
+            Ok(answer) => answer,
+            Err(e) => {
+                if matches!(e, offer_guard::OfferRefused::Panicked(_)) {
+                    // str0m stopped halfway through this connection's state: it cannot be
+                    // trusted any more; media-loss handling ends it like a dead path.
+                    conn.rtc.disconnect();
+                }
+                return Err(sdp_refused(OFFER_REFUSED, e));
+            }
+        };
         let checked = check_declared(&conn.rtc, tracks);
         // New ICE credentials in the offer: the client restarted ICE (its network changed).
         self.follow_local_ufrag((peer, Side::Publisher), now);

@@ -24,10 +24,7 @@ impl Worker {
         let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
             .map_err(|e| SfuError::Unavailable(e.to_string()))?;
         self.add_tcp_candidate(&mut conn);
-        let answer = conn
-            .rtc
-            .sdp_api()
-            .accept_offer(offer)
+        let answer = crate::edge::offer_guard::accept_offer(&mut conn.rtc, offer)
             .map_err(|e| requests::sdp_refused("the offer was refused", e))?;
         let mut slots = vec![];
         for (kind, media_kind) in [
