@@ -45,6 +45,9 @@ const FATAL_ERRORS = new Set([
   'media_unavailable', 'removed', 'banned', 'cluster_unavailable', 'room_moved',
 ]);
 
+/** How long a media_unavailable answering our own ICE restart waits for a media_reset. */
+const RESTART_GRACE_MS = 15_000;
+
 export function signalingUrl(loc = window.location) {
   return `${loc.protocol === 'https:' ? 'wss:' : 'ws:'}//${loc.host}/rtc`;
 }
@@ -109,12 +112,16 @@ export class ZvonClient extends StatefulEmitter {
    * browser negotiates the cameras in view instead of one m-line per participant.
    * `socket`: a WebSocket to `url` opened before this client existed (the page opens it
    * while its scripts load); connect() joins on it instead of opening one.
-   * `detectDeadPath`: restart ICE after 1.5 s of silence on a connection (ice_restart.js);
-   * false leaves only the restart on `disconnected` (tests of what the server does alone).
+   * `detectDeadPath`: restart ICE after 1.5 s of silence on a connection (ice_restart.js),
+   * which brings media back ~2.4 s after a network change instead of ~8 s. Off by default:
+   * when a media node of a fleet dies, the restart reaches the dead node before the server's
+   * failover (`media_reset`, ~5 s) and the connections made after it then fail to negotiate
+   * (cluster.mjs b-media-failover); until that is fixed only the restart on `disconnected`
+   * runs unless this is set (`?deadpath=1` in the app).
    */
   constructor({
     url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
-    socket = null, detectDeadPath = true,
+    socket = null, detectDeadPath = false,
   } = {}) {
     super();
     if (!['auto', 'on_demand'].includes(videoSubscription)) {
@@ -156,6 +163,8 @@ export class ZvonClient extends StatefulEmitter {
     this._gone = new Set();
     /** ICE restarts asked for so far, per connection (network changes survived). */
     this.iceRestarts = { publisher: 0, subscriber: 0 };
+    this._iceRestartAt = 0;
+    this._restartGraceTimer = null;
   }
 
   /**
@@ -454,6 +463,7 @@ export class ZvonClient extends StatefulEmitter {
       await this._publishDone;
       if (this.publisherPc !== pc || this.state !== 'joined') return;
       this.iceRestarts.publisher += 1;
+      this._iceRestartAt = Date.now();
       console.info(`zvon: publisher connection down (${reason}), restarting ICE`);
       pc.restartIce();
       await this._renegotiate();
@@ -543,6 +553,8 @@ export class ZvonClient extends StatefulEmitter {
 
   _teardown() {
     this._stopPing();
+    clearTimeout(this._restartGraceTimer);
+    this._restartGraceTimer = null;
     for (const pc of [this.publisherPc, this.subscriberPc]) {
       try { pc?.close(); } catch { /* already closed */ }
     }
@@ -616,6 +628,23 @@ export class ZvonClient extends StatefulEmitter {
   }
 
   _onError(msg) {
+    // A path that went silent is often a media node that died: the restart we sent then
+    // fails with media_unavailable, and the server moves us with media_reset once it has
+    // noticed (docs/protocol.md). Wait for that before giving up.
+    if (msg.code === 'media_unavailable' && this._iceRestartAt
+        && Date.now() - this._iceRestartAt < RESTART_GRACE_MS) {
+      if (!this._restartGraceTimer) {
+        const resets = this._mediaResets ?? 0;
+        this._restartGraceTimer = setTimeout(() => {
+          this._restartGraceTimer = null;
+          if ((this._mediaResets ?? 0) !== resets) return;
+          this._iceRestartAt = 0;
+          this._onError(msg);
+        }, RESTART_GRACE_MS);
+      }
+      this._emit('servererror', { code: msg.code, message: msg.message ?? '', fatal: false, request_id: msg.request_id });
+      return;
+    }
     const fatal = FATAL_ERRORS.has(msg.code);
     this._emit('servererror', {
       code: msg.code, message: msg.message ?? '', fatal, request_id: msg.request_id,
@@ -709,6 +738,7 @@ export class ZvonClient extends StatefulEmitter {
   // same tracks again keeps their ids, so the others' tiles just resume.
   async _onMediaReset(reason) {
     mark('media-reset');
+    this._mediaResets = (this._mediaResets ?? 0) + 1;
     for (const pc of [this.publisherPc, this.subscriberPc]) {
       try { pc?.close(); } catch { /* already closed */ }
     }
@@ -737,6 +767,7 @@ export class ZvonClient extends StatefulEmitter {
     watchIce(pc, { silence: this.detectDeadPath }, async (reason) => {
       if (this.subscriberPc !== pc || this.state !== 'joined') return;
       this.iceRestarts.subscriber += 1;
+      this._iceRestartAt = Date.now();
       console.info(`zvon: subscriber connection down (${reason}), asking for an ICE restart`);
       this._send({ type: 'subscriber_ice_restart' });
     });
