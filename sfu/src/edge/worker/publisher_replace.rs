@@ -12,7 +12,7 @@
 //! only this publisher and add new ones in the same offer, which makes Chromium move its
 //! bundle transport (a DTLS close on the connection we know).
 
-use super::requests::{check_declared, sdp_refused, OFFER_REFUSED};
+use super::requests::{check_declared, OFFER_REFUSED};
 use super::*;
 use str0m::config::Fingerprint;
 use str0m::media::Rid;
@@ -41,11 +41,7 @@ impl Worker {
         tracks: &[crate::api::PublishedTrack],
         now: Instant,
     ) -> Result<String, SfuError> {
-        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
-            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
-        self.add_tcp_candidate(&mut conn);
-        let answer = crate::edge::offer_guard::accept_offer(&mut conn.rtc, offer)
-            .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
+        let (mut conn, answer) = self.connection_for_offer(offer, OFFER_REFUSED, now)?;
         let checked = check_declared(&conn.rtc, tracks)?;
         conn.start_setup_clock(now + self.media_setup_timeout);
         let ufrag = conn.ufrag.clone();

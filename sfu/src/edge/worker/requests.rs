@@ -197,11 +197,7 @@ impl Worker {
             }
             return self.republish(peer, offer, tracks, now);
         }
-        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
-            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
-        self.add_tcp_candidate(&mut conn);
-        let answer = offer_guard::accept_offer(&mut conn.rtc, offer)
-            .map_err(|e| sdp_refused(OFFER_REFUSED, e))?;
+        let (mut conn, answer) = self.connection_for_offer(offer, OFFER_REFUSED, now)?;
         let checked = check_declared(&conn.rtc, tracks)?;
         conn.start_setup_clock(now + self.media_setup_timeout);
         let ufrag = conn.ufrag.clone();
@@ -210,6 +206,22 @@ impl Worker {
         self.demux.add_ufrag(ufrag, (peer, Side::Publisher));
         self.mark_dirty((peer, Side::Publisher));
         Ok(sdp_candidates::in_every_section(&answer.to_sdp_string()))
+    }
+
+    /// A new connection that has taken a client's offer (a publisher's first, a replacing
+    /// publisher connection's, a viewer's); `refused` is the error text when it cannot.
+    pub(super) fn connection_for_offer(
+        &self,
+        offer: SdpOffer,
+        refused: &str,
+        now: Instant,
+    ) -> Result<(Connection, str0m::change::SdpAnswer), SfuError> {
+        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
+            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
+        self.add_tcp_candidate(&mut conn);
+        let answer =
+            offer_guard::accept_offer(&mut conn.rtc, offer).map_err(|e| sdp_refused(refused, e))?;
+        Ok((conn, answer))
     }
 
     /// Renegotiation on the existing publisher connection. str0m applies the offer to the

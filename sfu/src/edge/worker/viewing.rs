@@ -21,11 +21,7 @@ impl Worker {
                 "a viewer offers once, and does not publish".into(),
             ));
         }
-        let mut conn = Connection::new(self.candidate, self.dtls_cert.as_ref(), now)
-            .map_err(|e| SfuError::Unavailable(e.to_string()))?;
-        self.add_tcp_candidate(&mut conn);
-        let answer = crate::edge::offer_guard::accept_offer(&mut conn.rtc, offer)
-            .map_err(|e| requests::sdp_refused("the offer was refused", e))?;
+        let (mut conn, answer) = self.connection_for_offer(offer, "the offer was refused", now)?;
         let mut slots = vec![];
         for (kind, media_kind) in [
             (TrackKind::Audio, MediaKind::Audio),
