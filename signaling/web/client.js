@@ -113,15 +113,14 @@ export class ZvonClient extends StatefulEmitter {
    * `socket`: a WebSocket to `url` opened before this client existed (the page opens it
    * while its scripts load); connect() joins on it instead of opening one.
    * `detectDeadPath`: restart ICE after 1.5 s of silence on a connection (ice_restart.js),
-   * which brings media back ~2.4 s after a network change instead of ~8 s. Off by default:
-   * when a media node of a fleet dies, the restart reaches the dead node before the server's
-   * failover (`media_reset`, ~5 s) and the connections made after it then fail to negotiate
-   * (cluster.mjs b-media-failover); until that is fixed only the restart on `disconnected`
-   * runs unless this is set (`?deadpath=1` in the app).
+   * which brings media back ~2.4 s after a network change instead of ~8 s (on by default;
+   * false, `?deadpath=0` in the app, leaves only the restart on `disconnected`/`failed`).
+   * When the silence was a fleet's media node dying, the restart is refused with the
+   * non-fatal `media_moving` and `media_reset` follows (docs/protocol.md).
    */
   constructor({
     url = signalingUrl(), token, room, videoCodec = null, simulcast = true, videoSubscription = 'auto',
-    socket = null, detectDeadPath = false,
+    socket = null, detectDeadPath = true,
   } = {}) {
     super();
     if (!['auto', 'on_demand'].includes(videoSubscription)) {
@@ -497,6 +496,7 @@ export class ZvonClient extends StatefulEmitter {
 
   /** `_publishDone` resolves at the publish_answer, or at an error for `requestId`. */
   _expectAnswer(requestId) {
+    this._publishRequest = requestId;
     let done;
     this._publishDone = new Promise((resolve) => { done = resolve; });
     const onError = ({ detail }) => { if (detail.request_id === requestId) finish(); };
@@ -803,6 +803,12 @@ export class ZvonClient extends StatefulEmitter {
   }
 
   async _onPublishAnswer(msg) {
+    // An answer to an offer of a connection closed since (media_reset while an ICE restart's
+    // offer was out) must not be applied to the one that replaced it.
+    if (msg.request_id && msg.request_id !== this._publishRequest) {
+      console.info(`zvon: ignoring publish_answer ${msg.request_id} (waiting for ${this._publishRequest})`);
+      return;
+    }
     mark('publish-answer');
     await this.publisherPc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
     for (const t of msg.tracks ?? []) {

@@ -98,7 +98,7 @@ impl Hub {
                 if let Some(p) = self.lock().participants.get_mut(pid).filter(|_| !again) {
                     p.publishing = false;
                 }
-                return Err(sfu_refusal(e));
+                return Err(self.media_refusal(pid, e));
             }
         };
         if self.revoked_while_publishing(pid).await {
