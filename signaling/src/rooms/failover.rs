@@ -194,6 +194,7 @@ impl Hub {
                 p.undelivered_offer = None;
                 p.undelivered_reset = false;
                 p.undelivered_media_reset = None;
+                p.replaced_fingerprint = p.publisher_fingerprint.take();
                 p.moving = true;
                 SfuRequest::AddParticipant {
                     room: RoomId(p.room.clone()),

@@ -97,6 +97,12 @@ struct Participant {
     /// a fatal error of a request the dying node never answered); sent on resume, first:
     /// without it the client would answer the new node's offer on its old connection.
     undelivered_media_reset: Option<MediaResetReason>,
+    /// The DTLS fingerprint (`a=fingerprint`) of the publisher connection the media node has.
+    publisher_fingerprint: Option<String>,
+    /// The fingerprint of the publisher connection the last `media_reset` replaced: an offer
+    /// of it (an ICE restart sent before the client saw the reset) is refused, or the new node
+    /// would take the closed connection for the participant's publisher.
+    replaced_fingerprint: Option<String>,
     seat: moderation::Seat,
     /// How it joined the media node, to join another one after a failover.
     video_subscription: VideoSubscription,
@@ -516,6 +522,8 @@ impl Hub {
                 undelivered_reset: false,
                 moving: false,
                 undelivered_media_reset: None,
+                publisher_fingerprint: None,
+                replaced_fingerprint: None,
                 seat: moderation::Seat::new(),
                 video_subscription,
             },

@@ -607,13 +607,24 @@ async fn failover_call(
 /// until the node is declared lost. It is then refused with `media_moving`, which the socket
 /// survives, and `media_reset` follows on that socket. (It was refused with the fatal
 /// `media_unavailable`: the socket closed, the reset went out while it was gone and was lost,
-/// and the browser client answered the new node's offer on its old connection.)
+/// and the browser client answered the new node's offer on its old connection.) An offer of
+/// the replaced publisher connection that crossed the reset is refused the same way, or the
+/// new node would take the closed connection for ann's publisher.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_restart_into_a_killed_media_node_is_answered_by_media_reset() {
     let _fleet = FLEET.lock().await;
     bounded(Duration::from_secs(120), async {
         let redis = TestRedis::start()?;
         let (_signaling, mut victim, _survivor, mut a, mut b) = failover_call(&redis).await?;
+        let old = a.publisher.as_ref().context("ann publishes")?;
+        let (audio_mid, video_mid) = (old.audio_mid.clone(), old.video_mid.clone());
+        let old_offer = old
+            .peer
+            .pc
+            .local_description()
+            .await
+            .context("no offer")?
+            .sdp;
         let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
         victim.kill();
         a.signal
@@ -629,6 +640,27 @@ async fn ice_restart_into_a_killed_media_node_is_answered_by_media_reset() {
             )
             .await?;
         assert_eq!(refused["code"], "media_moving", "{refused}");
+        a.signal
+            .wait_from(from_a, Duration::from_secs(10), "media_reset", |v| {
+                msg_type(v) == "media_reset"
+            })
+            .await?;
+        a.signal
+            .send_json(&json!({
+                "type": "publish_offer", "request_id": "stale", "sdp": old_offer,
+                "tracks": [
+                    {"mid": audio_mid, "kind": "audio", "source": "microphone", "muted": false},
+                    {"mid": video_mid, "kind": "video", "source": "camera", "muted": false},
+                ],
+            }))
+            .await?;
+        let (_, stale) = a
+            .signal
+            .wait_from(from_a, SIGNAL_TIMEOUT, "the stale offer's answer", |v| {
+                v["request_id"] == "stale"
+            })
+            .await?;
+        assert_eq!(stale["code"], "media_moving", "{stale}");
         media_back(&mut a, &mut b, (from_a, from_b)).await?;
         both_directions_flow(&a, &b).await?;
         assert!(!a.signal.is_ended(), "ann's socket closed");
