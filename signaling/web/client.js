@@ -413,9 +413,11 @@ export class ZvonClient extends withPublishing(StatefulEmitter) {
   }
 
   _onError(msg) {
-    // A path that went silent is often a media node that died: the restart we sent then
-    // fails with media_unavailable, and the server moves us with media_reset once it has
-    // noticed (docs/protocol.md). Wait for that before giving up.
+    // A path that went silent is often a media node that died. A fleet refuses our restart
+    // with media_moving (not fatal) and sends media_reset; a request that met a failed media
+    // worker of a single node (or an older server) gets media_unavailable first, and the
+    // media_reset comes once the server has moved us (on the resumed socket if it closed
+    // this one). Wait for that before giving up.
     if (msg.code === 'media_unavailable' && this._iceRestartAt
         && Date.now() - this._iceRestartAt < RESTART_GRACE_MS) {
       if (!this._restartGraceTimer) {
