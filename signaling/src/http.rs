@@ -46,6 +46,7 @@ const WEB_ASSETS: &[(&str, &str, &str)] = &[
     ("/app.js", JS, include_str!("../web/app.js")),
     ("/calls_mode.js", JS, include_str!("../web/calls_mode.js")),
     ("/client.js", JS, include_str!("../web/client.js")),
+    ("/publisher.js", JS, include_str!("../web/publisher.js")),
     ("/reconnect.js", JS, include_str!("../web/reconnect.js")),
     ("/ice_restart.js", JS, include_str!("../web/ice_restart.js")),
     ("/device.js", JS, include_str!("../web/device.js")),

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use zvon_sfu::api::ParticipantId;
 use zvon_sfu::{SfuError, SfuNode, SfuRequest, SfuResponse};
 
 use crate::fleet::MediaFleet;
@@ -20,6 +21,16 @@ impl MediaPlane {
         match self {
             MediaPlane::Embedded(node) => node.request(request).await,
             MediaPlane::Fleet(fleet) => fleet.request(request).await,
+        }
+    }
+
+    /// Whether `participant`'s media node is gone (cluster mode: its link closed, or the
+    /// participant is between nodes). A request for it that failed is then the failover's
+    /// business, which moves it (`media_reset`) or removes it.
+    pub fn media_lost(&self, participant: &ParticipantId) -> bool {
+        match self {
+            MediaPlane::Embedded(_) => false,
+            MediaPlane::Fleet(fleet) => fleet.media_lost(participant),
         }
     }
 }

@@ -104,6 +104,7 @@ const ERROR_CODES: &[ErrorCode] = &[
     ErrorCode::MediaTimeout,
     ErrorCode::ServerDraining,
     ErrorCode::RecordingUnavailable,
+    ErrorCode::MediaMoving,
 ];
 
 /// Join latency buckets, seconds: a join waits for the media node to admit the participant.
@@ -396,7 +397,8 @@ mod tests {
             | ErrorCode::SlowConsumer
             | ErrorCode::MediaTimeout
             | ErrorCode::ServerDraining
-            | ErrorCode::RecordingUnavailable => ERROR_CODES.contains(&c),
+            | ErrorCode::RecordingUnavailable
+            | ErrorCode::MediaMoving => ERROR_CODES.contains(&c),
             // Only the server API answers it, never a socket.
             ErrorCode::UnknownRoom => true,
         };

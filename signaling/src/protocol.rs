@@ -588,6 +588,11 @@ pub enum ErrorCode {
     RecordingUnavailable,
     /// The server API named a room that is not open.
     UnknownRoom,
+    /// Cluster mode: the media node serving the participant was lost while (or before) the
+    /// request reached it. Not fatal: `media_reset` follows (or `media_unavailable` if no
+    /// node can take the participant); the request is moot, the connections it was about are
+    /// replaced.
+    MediaMoving,
 }
 
 /// Why a `media_reset` was sent.

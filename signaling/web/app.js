@@ -196,8 +196,8 @@ async function join(room, name, token = params.get('token')) {
     c = new ZvonClient({
       token: tok, room: room || undefined, videoCodec: codecParam(),
       videoSubscription: CLASSROOM ? 'on_demand' : 'auto',
-      // ?deadpath=1: also restart ICE after 1.5 s of silence (off by default: see client.js).
-      detectDeadPath: params.get('deadpath') === '1',
+      // ?deadpath=0: restart ICE only on `disconnected`/`failed`, not after 1.5 s of silence.
+      detectDeadPath: params.get('deadpath') !== '0',
       // The socket index.html opened while the modules loaded, if any.
       socket: takeEarly('socket'),
     });

@@ -292,8 +292,8 @@ function move(ctx) {
   return changeMidCall(ctx, 'move', (link) => {
     link.move(ctx.server.udpPort);
     log(`moved Mover from ${link.nsIp} to ${link.nsIp2}`);
-  // The client's silence rule is off by default (client.js); this measures it on.
-  }, ctx.link.nsIp2, undefined, undefined, '&deadpath=1');
+  // The default client: its silence rule (ice_restart.js) is on.
+  }, ctx.link.nsIp2);
 }
 
 async function rebind(ctx) {
@@ -310,7 +310,7 @@ async function rebind(ctx) {
     // following the client's checks to the new mapping, as it must for clients that never
     // restart. (With the rule on, the client restarts after 1.5 s of silence, which also
     // recovers; measured in BENCHMARKS.md.)
-  }, REBIND_TIMEOUT_MS, process.env.ZVON_REBIND_DEADPATH === '1' ? '&deadpath=1' : '');
+  }, REBIND_TIMEOUT_MS, process.env.ZVON_REBIND_DEADPATH === '1' ? '' : '&deadpath=0');
   if (process.env.ZVON_REBIND_DEADPATH === '1') return r;
   if (r.restarts.publisher || r.restarts.subscriber) {
     throw new Error(`a rebinding needs no ICE restart, but the client made ${JSON.stringify(r.restarts)}`);
@@ -325,8 +325,8 @@ async function rebind(ctx) {
 async function quiet({ server, hostBrowser, nsBrowser, pages }) {
   const room = uniqueName('quiet');
   const [stayer, mover] = await twoInCall(pages,
-    [hostBrowser, pageUrl(server, room, 'Stayer') + '&deadpath=1', 'stayer'],
-    [nsBrowser, pageUrl(server, room, 'Mover') + '&deadpath=1', 'mover']);
+    [hostBrowser, pageUrl(server, room, 'Stayer'), 'stayer'],
+    [nsBrowser, pageUrl(server, room, 'Mover'), 'mover']);
   for (const p of [stayer, mover]) {
     await p.evaluate(() => { const c = window.zvon.client; c.setMuted('audio', true); c.setMuted('video', true); });
   }

@@ -189,6 +189,17 @@ impl MediaFleet {
         &self.stats
     }
 
+    /// Whether the media node serving `participant` is gone: no route to it (a lost or
+    /// draining node's participants are dropped from the routes until placed again) or its
+    /// link closed (the node died while a request was in flight; `link_lost` is on its way).
+    pub fn media_lost(&self, participant: &ParticipantId) -> bool {
+        let routes = self.routes();
+        match routes.participants.get(participant) {
+            None => true,
+            Some((node, _)) => routes.links.get(node).is_none_or(|l| l.remote.is_closed()),
+        }
+    }
+
     pub async fn request(&self, request: SfuRequest) -> Result<SfuResponse, SfuError> {
         let node = match &request {
             SfuRequest::AddParticipant { room, .. } => self.node_for_room(room).await?,

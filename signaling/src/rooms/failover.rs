@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::fleet::NodeLost;
-use crate::protocol::{MediaResetReason, TrackInfo as Announced};
+use crate::protocol::TrackInfo as Announced;
 
 impl Hub {
     /// Whether `room` has anyone in it (a room lease is kept only while it does).
@@ -193,6 +193,8 @@ impl Hub {
                 // An offer of the lost media must not be delivered on resume.
                 p.undelivered_offer = None;
                 p.undelivered_reset = false;
+                p.undelivered_media_reset = None;
+                p.replaced_fingerprint = p.publisher_fingerprint.take();
                 p.moving = true;
                 SfuRequest::AddParticipant {
                     room: RoomId(p.room.clone()),
@@ -208,14 +210,25 @@ impl Hub {
                         fleet.moved();
                     }
                     let mut state = self.lock();
-                    state.send(&pid, ServerMessage::MediaReset { reason });
-                    // The new node's offer, if it came first, follows the reset.
-                    let held = state.participants.get_mut(&pid).and_then(|p| {
+                    if let Some(p) = state.participants.get_mut(&pid) {
                         p.moving = false;
-                        p.undelivered_offer.take()
-                    });
-                    if let Some(offer) = held {
-                        state.send(&pid, offer);
+                        let reset = Outbound::Message(ServerMessage::MediaReset { reason }, None);
+                        match &p.outbox {
+                            Some(outbox) if outbox.send(reset).is_ok() => {
+                                // The new node's offer, if it came first, follows the reset.
+                                if let Some(offer) = p.undelivered_offer.take() {
+                                    if let Err(refused) =
+                                        outbox.send(Outbound::Message(offer, None))
+                                    {
+                                        if let Outbound::Message(offer, _) = *refused {
+                                            p.undelivered_offer = Some(offer);
+                                        }
+                                    }
+                                }
+                            }
+                            // No socket now: both wait for the resume, the reset first.
+                            _ => p.undelivered_media_reset = Some(reason),
+                        }
                     }
                 }
                 Err(e) => {

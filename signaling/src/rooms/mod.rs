@@ -48,8 +48,8 @@ use crate::calls::{CallBook, CallSettings, Now};
 use crate::config::{ApiKey, Limits};
 use crate::media_plane::MediaPlane;
 use crate::protocol::{
-    ErrorCode, LeaveReason, ParticipantInfo, PublishedTrackInfo, RoomInfo, SelfInfo, ServerMessage,
-    SpeakerInfo, TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
+    ErrorCode, LeaveReason, MediaResetReason, ParticipantInfo, PublishedTrackInfo, RoomInfo,
+    SelfInfo, ServerMessage, SpeakerInfo, TrackDeclaration, TrackInfo, PROTOCOL_VERSION,
 };
 use crate::token::{Claims, Grants};
 use crate::turn::{IceServer, TurnConfig};
@@ -93,6 +93,16 @@ struct Participant {
     /// Being added to another media node: its offers wait until `media_reset` went out (a
     /// node that already relays the room's tracks offers them at once).
     moving: bool,
+    /// A `media_reset` that found no socket (it dropped around the failover, e.g. closed by
+    /// a fatal error of a request the dying node never answered); sent on resume, first:
+    /// without it the client would answer the new node's offer on its old connection.
+    undelivered_media_reset: Option<MediaResetReason>,
+    /// The DTLS fingerprint (`a=fingerprint`) of the publisher connection the media node has.
+    publisher_fingerprint: Option<String>,
+    /// The fingerprint of the publisher connection the last `media_reset` replaced: an offer
+    /// of it (an ICE restart sent before the client saw the reset) is refused, or the new node
+    /// would take the closed connection for the participant's publisher.
+    replaced_fingerprint: Option<String>,
     seat: moderation::Seat,
     /// How it joined the media node, to join another one after a failover.
     video_subscription: VideoSubscription,
@@ -203,6 +213,24 @@ fn sfu_refusal(e: SfuError) -> Refusal {
 }
 
 impl Hub {
+    /// A media request for `pid` failed. When its media node was lost meanwhile (the request
+    /// met a dead node, or came while the participant is between nodes), the failover
+    /// answers it (`media_reset`, or `media_unavailable` if no node takes the participant):
+    /// the request is refused with `media_moving`, which the session survives, so that the
+    /// `media_reset` finds the socket.
+    fn media_refusal(&self, pid: &str, e: SfuError) -> Refusal {
+        let lost = matches!(e, SfuError::Unavailable(_) | SfuError::UnknownParticipant)
+            && (self.lock().participants.get(pid).is_some_and(|p| p.moving)
+                || self.media.media_lost(&ParticipantId(pid.to_string())));
+        if lost {
+            return (
+                ErrorCode::MediaMoving,
+                format!("your media node was lost; media_reset follows ({e})"),
+            );
+        }
+        sfu_refusal(e)
+    }
+
     pub fn new(
         media: MediaPlane,
         limits: Limits,
@@ -493,6 +521,9 @@ impl Hub {
                 undelivered_offer: None,
                 undelivered_reset: false,
                 moving: false,
+                undelivered_media_reset: None,
+                publisher_fingerprint: None,
+                replaced_fingerprint: None,
                 seat: moderation::Seat::new(),
                 video_subscription,
             },
@@ -583,6 +614,12 @@ impl Hub {
             classroom,
         };
         let _ = outbox.send(Outbound::Message(joined, request_id));
+        if let Some(reason) = p.undelivered_media_reset.take() {
+            let _ = outbox.send(Outbound::Message(
+                ServerMessage::MediaReset { reason },
+                None,
+            ));
+        }
         if std::mem::take(&mut p.undelivered_reset) {
             let _ = outbox.send(Outbound::Message(ServerMessage::SubscriberReset, None));
         }
@@ -608,7 +645,7 @@ impl Hub {
             })
             .await
             .map(|_| ())
-            .map_err(sfu_refusal)
+            .map_err(|e| self.media_refusal(pid, e))
     }
 
     /// The client's subscriber connection lost its path: the media node offers it new ICE
@@ -620,7 +657,7 @@ impl Hub {
             })
             .await
             .map(|_| ())
-            .map_err(sfu_refusal)
+            .map_err(|e| self.media_refusal(pid, e))
     }
 
     /// A subscriber's adaptive-stream report for one video track it receives.
@@ -647,7 +684,7 @@ impl Hub {
             // The media node already dropped this participant (its connection was lost and
             // the leave is on its way): a late size report is moot, not a server fault.
             Ok(_) | Err(SfuError::UnknownParticipant) => Ok(()),
-            Err(e) => Err(sfu_refusal(e)),
+            Err(e) => Err(self.media_refusal(pid, e)),
         }
     }
 

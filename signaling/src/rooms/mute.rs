@@ -9,7 +9,7 @@
 use zvon_sfu::api::{ParticipantId, SfuRequest, TrackId};
 
 use super::moderation::{admin_over, denied, unknown};
-use super::{sfu_refusal, Hub, Participant, Refusal};
+use super::{Hub, Participant, Refusal};
 use crate::protocol::{ErrorCode, ServerMessage};
 
 /// A publisher's own `mute` of a track an admin holds: muting is remembered (and wins when the
@@ -70,7 +70,7 @@ impl Hub {
                 muted,
             })
             .await
-            .map_err(sfu_refusal)?;
+            .map_err(|e| self.media_refusal(pid, e))?;
         let mut state = self.lock();
         let Some(p) = state.participants.get_mut(pid) else {
             return Ok(());
@@ -137,7 +137,7 @@ impl Hub {
                 muted: forward_muted,
             })
             .await
-            .map_err(sfu_refusal)?;
+            .map_err(|e| self.media_refusal(target, e))?;
         let mut state = self.lock();
         let Some(p) = state.participants.get_mut(target) else {
             return Ok(());

@@ -13,6 +13,7 @@ impl Hub {
         sdp: String,
         declarations: Vec<TrackDeclaration>,
     ) -> Result<ServerMessage, Refusal> {
+        let fingerprint = dtls_fingerprint(&sdp);
         let (tracks, again): (Vec<TrackInfo>, bool) = {
             let mut state = self.lock();
             let may = |p: &Participant| moderation::may_publish(&state, p);
@@ -25,6 +26,12 @@ impl Hub {
                 return Err((
                     ErrorCode::PermissionDenied,
                     "not allowed to publish (token grant, an admin, or lecture mode)".into(),
+                ));
+            }
+            if fingerprint.is_some() && fingerprint == p.replaced_fingerprint {
+                return Err((
+                    ErrorCode::MediaMoving,
+                    "an offer of the publisher connection media_reset replaced".into(),
                 ));
             }
             // Again on the same connection: renegotiation (a screen share starts or stops).
@@ -98,7 +105,7 @@ impl Hub {
                 if let Some(p) = self.lock().participants.get_mut(pid).filter(|_| !again) {
                     p.publishing = false;
                 }
-                return Err(sfu_refusal(e));
+                return Err(self.media_refusal(pid, e));
             }
         };
         if self.revoked_while_publishing(pid).await {
@@ -126,6 +133,7 @@ impl Hub {
         p.seat
             .admin_muted
             .retain(|(id, _)| tracks.iter().any(|t| t.id == *id));
+        p.publisher_fingerprint = fingerprint;
         p.track_mids = declarations
             .iter()
             .zip(&tracks)
@@ -166,5 +174,26 @@ impl Hub {
                 })
                 .collect(),
         })
+    }
+}
+
+/// The value of an SDP's first `a=fingerprint` line (hash function and digest): one per
+/// connection, the same in every m-section and in every offer of that connection.
+fn dtls_fingerprint(sdp: &str) -> Option<String> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=fingerprint:"))
+        .map(|f| f.trim().to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::dtls_fingerprint;
+
+    #[test]
+    fn fingerprint_is_read_from_the_first_fingerprint_line() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=fingerprint:sha-256 AB:CD:01\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=fingerprint:sha-256 AB:CD:01\r\n";
+        assert_eq!(dtls_fingerprint(sdp).as_deref(), Some("sha-256 ab:cd:01"));
+        assert_eq!(dtls_fingerprint("v=0\r\nm=audio 9 RTP/AVP 0\r\n"), None);
     }
 }

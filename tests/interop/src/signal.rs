@@ -45,7 +45,8 @@ impl std::error::Error for ConnectError {}
 
 /// A WebSocket to the server with a background reader that logs every message.
 pub struct SignalClient {
-    sink: tokio::sync::Mutex<WsSink>,
+    /// `None` once the connection was dropped ([`SignalClient::drop_connection`]).
+    sink: tokio::sync::Mutex<Option<WsSink>>,
     log: Arc<Mutex<Vec<Value>>>,
     changed: watch::Receiver<usize>,
     reader: tokio::task::JoinHandle<()>,
@@ -139,7 +140,7 @@ impl SignalClient {
             push(json!({"type": EOF}));
         });
         Ok(SignalClient {
-            sink: tokio::sync::Mutex::new(sink),
+            sink: tokio::sync::Mutex::new(Some(sink)),
             log,
             changed,
             reader,
@@ -147,12 +148,10 @@ impl SignalClient {
     }
 
     pub async fn send_message(&self, msg: Message) -> Result<()> {
-        self.sink
-            .lock()
-            .await
-            .send(msg)
-            .await
-            .context("websocket send")
+        match self.sink.lock().await.as_mut() {
+            Some(sink) => sink.send(msg).await.context("websocket send"),
+            None => bail!("websocket send: the connection was dropped"),
+        }
     }
 
     pub async fn send_json(&self, value: &Value) -> Result<()> {
@@ -168,9 +167,18 @@ impl SignalClient {
 
     /// Sends a close frame; ignores errors (the socket may be gone already).
     pub async fn close(&self) {
-        let mut sink = self.sink.lock().await;
-        let _ = sink.send(Message::Close(None)).await;
-        let _ = sink.close().await;
+        if let Some(sink) = self.sink.lock().await.as_mut() {
+            let _ = sink.send(Message::Close(None)).await;
+            let _ = sink.close().await;
+        }
+    }
+
+    /// Drops the TCP connection without a closing handshake, as a lost network does (a
+    /// close frame would be a deliberate leave). The server keeps the session for a resume.
+    pub async fn drop_connection(&self) {
+        // The socket closes once both halves are gone: the sink here, the stream in the reader.
+        self.sink.lock().await.take();
+        self.reader.abort();
     }
 
     /// A copy of every message received so far.

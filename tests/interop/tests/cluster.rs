@@ -575,3 +575,159 @@ async fn media_node_cut_off_the_network_is_replaced() {
     })
     .await;
 }
+
+/// `sig`, two media nodes and a call between ann and bob; the node under it and the other.
+async fn failover_call(
+    redis: &TestRedis,
+) -> Result<(
+    ClusterNode,
+    ClusterNode,
+    ClusterNode,
+    TestParticipant,
+    TestParticipant,
+)> {
+    let signaling = ClusterNode::start(redis, NodeOptions::new("sig", "signaling")).await?;
+    let m1 = ClusterNode::start(redis, NodeOptions::new("m1", "media")).await?;
+    let m2 = ClusterNode::start(redis, NodeOptions::new("m2", "media")).await?;
+    let room = "restart-race";
+    let (a, b) = call_through(&signaling, room).await?;
+    let (victim, survivor) = match redis
+        .cli(&["GET", &format!("zvon:room-media:{room}")])?
+        .as_str()
+    {
+        "m1" => (m1, m2),
+        "m2" => (m2, m1),
+        other => bail!("room placed on {other:?}, not m1 or m2"),
+    };
+    Ok((signaling, victim, survivor, a, b))
+}
+
+/// A client that restarts ICE as soon as its path goes silent (docs/protocol.md, "Telling a
+/// dead path") restarts into a media node that just died: the request waits on the dead link
+/// until the node is declared lost. It is then refused with `media_moving`, which the socket
+/// survives, and `media_reset` follows on that socket. (It was refused with the fatal
+/// `media_unavailable`: the socket closed, the reset went out while it was gone and was lost,
+/// and the browser client answered the new node's offer on its old connection.) An offer of
+/// the replaced publisher connection that crossed the reset is refused the same way, or the
+/// new node would take the closed connection for ann's publisher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_restart_into_a_killed_media_node_is_answered_by_media_reset() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let (_signaling, mut victim, _survivor, mut a, mut b) = failover_call(&redis).await?;
+        let old = a.publisher.as_ref().context("ann publishes")?;
+        let (audio_mid, video_mid) = (old.audio_mid.clone(), old.video_mid.clone());
+        let old_offer = old
+            .peer
+            .pc
+            .local_description()
+            .await
+            .context("no offer")?
+            .sdp;
+        let (from_a, from_b) = (a.signal.log_len(), b.signal.log_len());
+        victim.kill();
+        a.signal
+            .send_json(&json!({"type": "subscriber_ice_restart", "request_id": "restart"}))
+            .await?;
+        let (_, refused) = a
+            .signal
+            .wait_from(
+                from_a,
+                Duration::from_secs(10),
+                "the restart's answer",
+                |v| msg_type(v) == "error" && v["request_id"] == "restart",
+            )
+            .await?;
+        assert_eq!(refused["code"], "media_moving", "{refused}");
+        a.signal
+            .wait_from(from_a, Duration::from_secs(10), "media_reset", |v| {
+                msg_type(v) == "media_reset"
+            })
+            .await?;
+        a.signal
+            .send_json(&json!({
+                "type": "publish_offer", "request_id": "stale", "sdp": old_offer,
+                "tracks": [
+                    {"mid": audio_mid, "kind": "audio", "source": "microphone", "muted": false},
+                    {"mid": video_mid, "kind": "video", "source": "camera", "muted": false},
+                ],
+            }))
+            .await?;
+        let (_, stale) = a
+            .signal
+            .wait_from(from_a, SIGNAL_TIMEOUT, "the stale offer's answer", |v| {
+                v["request_id"] == "stale"
+            })
+            .await?;
+        assert_eq!(stale["code"], "media_moving", "{stale}");
+        media_back(&mut a, &mut b, (from_a, from_b)).await?;
+        both_directions_flow(&a, &b).await?;
+        assert!(!a.signal.is_ended(), "ann's socket closed");
+        let joins = a
+            .signal
+            .log()
+            .iter()
+            .filter(|v| msg_type(v) == "joined")
+            .count();
+        assert_eq!(joins, 1, "ann joined again");
+        a.close().await;
+        b.close().await;
+        Ok(())
+    })
+    .await;
+}
+
+/// A socket that drops while its participant is moved to another media node: the
+/// `media_reset` waits for the resume and comes right after `joined`, before the new node's
+/// offer. Without it the client would keep its dead connections and answer that offer on
+/// the old subscriber connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_reset_missed_while_the_socket_was_down_comes_on_resume() {
+    let _fleet = FLEET.lock().await;
+    bounded(Duration::from_secs(120), async {
+        let redis = TestRedis::start()?;
+        let (signaling, mut victim, _survivor, mut a, b) = failover_call(&redis).await?;
+        let from_a = a.signal.log_len();
+        victim.kill();
+        b.signal.drop_connection().await;
+        // Both moved while bob had no socket.
+        let moved = Instant::now();
+        while signaling
+            .metric("zvon_cluster_participants_moved_total", &[("result", "ok")])
+            .await?
+            < 2.0
+        {
+            if moved.elapsed() > Duration::from_secs(15) {
+                bail!(
+                    "the participants were not moved within 15 s of the kill:\n{}",
+                    signaling.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        a.recover_media(from_a, Duration::from_secs(8)).await?;
+        let socket = resume_through(&signaling, &b, "restart-race").await?;
+        let (reset_at, reset) = socket
+            .wait_from(0, SIGNAL_TIMEOUT, "media_reset", |v| {
+                msg_type(v) == "media_reset"
+            })
+            .await?;
+        assert_eq!(reset["reason"], "media_node_lost");
+        // ann published again on the new node: bob is offered her tracks, after the reset.
+        let (offer_at, _) = socket
+            .wait_from(0, SIGNAL_TIMEOUT, "subscriber_offer", |v| {
+                msg_type(v) == "subscriber_offer"
+            })
+            .await?;
+        assert!(
+            reset_at < offer_at,
+            "the offer came before the reset: {:?}",
+            socket.log()
+        );
+        socket.close().await;
+        a.close().await;
+        Ok(())
+    })
+    .await;
+}
