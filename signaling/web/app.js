@@ -40,10 +40,18 @@ async function fetchDevToken(query) {
   // index.html may have asked for this very token already, while the modules loaded.
   const early = takeEarly('tokenUrl') === url ? takeEarly('tokenResponse') : null;
   let res;
-  try {
-    res = await (early ?? fetch(url, { cache: 'no-store' }));
-  } catch (e) {
-    throw new UserError(`Cannot reach the Zvon server (${e.message}). Is it running?`);
+  for (let attempt = 0; ; attempt++) {
+    try {
+      res = await (attempt === 0 && early ? early : fetch(url, { cache: 'no-store' }));
+      break;
+    } catch (e) {
+      // A network error is often brief (a connection reset, a link still coming up, as the
+      // suite's network-namespace runs saw twice in six): two more tries before giving up.
+      if (attempt >= 2) {
+        throw new UserError(`Cannot reach the Zvon server (${e.message}). Is it running?`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 300 * (attempt + 1)));
+    }
   }
   if (res.status === 403) {
     throw new UserError(
