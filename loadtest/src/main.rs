@@ -13,6 +13,7 @@ use zvon_loadtest::report::{self, Thresholds};
 use zvon_loadtest::runner::{self, RunConfig};
 use zvon_loadtest::scenario::{Scenario, VideoProfiles};
 use zvon_loadtest::targets::janus::JanusTarget;
+use zvon_loadtest::targets::mediasoup::MediasoupTarget;
 use zvon_loadtest::targets::raw::RawTarget;
 use zvon_loadtest::targets::zvon::{TokenSource, ZvonTarget};
 use zvon_loadtest::targets::Target;
@@ -105,6 +106,8 @@ struct Cli {
 enum TargetKind {
     Zvon,
     Janus,
+    /// The benchmark's mediasoup app (scripts/bench/mediasoup/server.mjs).
+    Mediasoup,
     Raw,
 }
 
@@ -290,6 +293,7 @@ fn run(cli: Cli) -> Result<bool> {
                 .map(|a| Arc::new(ZvonTarget::new(*a, tokens.clone())) as Arc<dyn Target>)
                 .collect(),
             TargetKind::Janus => vec![Arc::new(JanusTarget::new(&cli.url[0]))],
+            TargetKind::Mediasoup => vec![Arc::new(MediasoupTarget::new(addr))],
             TargetKind::Raw => vec![Arc::new(RawTarget::new(addr))],
         },
         scenario: scenario(&cli.scenario),

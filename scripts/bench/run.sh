@@ -3,6 +3,8 @@
 #   raw   - zvon-rawrelay, plain UDP fan-out with recvmmsg/sendmmsg (the floor: no crypto),
 #   zvon  - the all-in-one server (`zvon serve --dev`),
 #   janus - Janus 1.1.2 VideoRoom (Debian package `janus`), over its HTTP API,
+#   mediasoup - mediasoup 3.12.16's worker behind scripts/bench/mediasoup/server.mjs (optional:
+#           only when named in BENCH_SERVERS; skipped when its worker cannot be built),
 # one after the other, each server fresh. The server's cost is its own CPU time (utime+stime of
 # /proc/PID/stat, all threads, from just before the load test starts to just after it ends)
 # divided by the packets its subscribers received. Prints a table and writes everything to
@@ -14,6 +16,7 @@
 #   scripts/bench/run.sh                      # all scenarios, 15 s each
 #   BENCH_SECS=30 BENCH_SCENARIOS="video50 meeting10" scripts/bench/run.sh
 #   BENCH_SERVERS="raw zvon" scripts/bench/run.sh      # without Janus
+#   BENCH_SERVERS="raw zvon mediasoup" scripts/bench/run.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -63,6 +66,18 @@ if [[ " $SERVERS " == *" janus "* ]] && ! command -v janus >/dev/null; then
     apt-get install -y janus >/dev/null
 fi
 
+if [[ " $SERVERS " == *" mediasoup "* ]]; then
+    # Optional: the worker is built from source (scripts/bench/mediasoup/build-worker.sh); the
+    # benchmark goes on without mediasoup when that or the app's npm install fails.
+    if MEDIASOUP_WORKER_BIN=$("$ROOT/scripts/bench/mediasoup/build-worker.sh") &&
+        (cd "$ROOT/scripts/bench/mediasoup" && npm ci --silent --ignore-scripts >&2); then
+        export MEDIASOUP_WORKER_BIN
+    else
+        log "SKIPPING mediasoup: its worker or app could not be built (see above)"
+        SERVERS=$(echo " $SERVERS " | sed 's/ mediasoup / /')
+    fi
+fi
+
 log "building release binaries"
 cargo build --release -p zvon-signaling -p zvon-loadtest --bin zvon --bin zvon-loadtest --bin zvon-rawrelay >&2
 mkdir -p "$OUT"
@@ -94,8 +109,26 @@ scenario_people() {
     esac
 }
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-peak_rss_kib() { awk '/^VmHWM:/ {print $2}' "/proc/$1/status"; }
+# A process and its descendants (mediasoup's worker is a child of its Node app).
+tree_pids() {
+    local pid=$1 child
+    echo "$pid"
+    for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do tree_pids "$child"; done
+}
+cpu_ticks() {
+    local total=0 pid
+    for pid in $(tree_pids "$1"); do
+        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
+peak_rss_kib() {
+    local total=0 pid
+    for pid in $(tree_pids "$1"); do
+        total=$(( total + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0) ))
+    done
+    echo "$total"
+}
 
 # Starts server $1 in the server namespace, sets SERVER_PID, waits until it answers.
 start_server() {
@@ -128,6 +161,12 @@ start_server() {
                 sleep 0.1
             done
             ;;
+        mediasoup)
+            ip netns exec "$NS_SRV" node "$ROOT/scripts/bench/mediasoup/server.mjs" \
+                --ip "$SRV_IP" --port 7450 >"$logf" 2>&1 &
+            SERVER_PID=$!
+            for _ in $(seq 100); do grep -q listening "$logf" 2>/dev/null && return 0; sleep 0.1; done
+            ;;
     esac
     log "$name did not become ready; see $logf"
     return 1
@@ -138,6 +177,7 @@ target_args() {
         raw) echo "--target raw --url $SRV_IP:7400" ;;
         zvon) echo "--target zvon --url http://$SRV_IP:7350" ;;
         janus) echo "--target janus --url http://$SRV_IP:8088/janus" ;;
+        mediasoup) echo "--target mediasoup --url http://$SRV_IP:7450" ;;
     esac
 }
 

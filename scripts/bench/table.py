@@ -58,7 +58,8 @@ def main():
         raw_us = us_per_packet(raw) if raw else None
         zvon_us = us_per_packet(by[(sc, "zvon")]) if (sc, "zvon") in by else None
         janus_us = us_per_packet(by[(sc, "janus")]) if (sc, "janus") in by else None
-        for server in ("raw", "zvon", "janus"):
+        ms_us = us_per_packet(by[(sc, "mediasoup")]) if (sc, "mediasoup") in by else None
+        for server in ("raw", "zvon", "janus", "mediasoup"):
             row = by.get((sc, server))
             if row is None:
                 continue
@@ -75,6 +76,8 @@ def main():
                 notes.append(f"loadtest exit {row['loadtest_rc']}")
             if r["participants_failed"]:
                 notes.append(f"{r['participants_failed']} failed: {r['failures']}")
+            if server == "mediasoup" and zvon_us and ms_us:
+                notes.append(f"zvon ÷ mediasoup {zvon_us / ms_us:.2f}")
             counted = row.get("server_counted_forwarded")
             if counted is not None:
                 notes.append(f"server counted {counted} sent")

@@ -103,7 +103,10 @@ fn url_encode(s: &str) -> String {
         .collect()
 }
 
-async fn open_tcp(addr: SocketAddr, local_ip: Option<IpAddr>) -> std::io::Result<TcpStream> {
+pub(super) async fn open_tcp(
+    addr: SocketAddr,
+    local_ip: Option<IpAddr>,
+) -> std::io::Result<TcpStream> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
