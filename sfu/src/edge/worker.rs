@@ -25,6 +25,7 @@ use super::demux::{ConnectionKey, Demux, Route, Side};
 use super::ice_tcp::IceTcp;
 use super::local_address;
 use super::meter::{WorkerMeter, MAX_BATCHES};
+use super::pacer_steps::PacerSteps;
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use super::relay_pipe::RelayPipe;
 use super::sdp_candidates;
@@ -546,6 +547,7 @@ impl Worker {
 
     /// Polls one connection until it only wants a timeout, acting on what it emits.
     fn poll_connection(&mut self, key: ConnectionKey, now: Instant) {
+        let mut steps = PacerSteps::default();
         while let Some(conn) = self
             .participants
             .get_mut(key.0 .0 as usize)
@@ -577,7 +579,14 @@ impl Worker {
                 }
                 Ok(Output::Timeout(t)) => {
                     conn.next_timeout = t;
-                    break;
+                    // str0m's pacer sends one packet per timeout (see `pacer_steps`).
+                    let Some(at) = steps.next(t, now) else {
+                        break;
+                    };
+                    if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
+                        debug!("timeout input failed: {e}");
+                        break;
+                    }
                 }
                 Ok(Output::Event(e)) => self.handle_event(key, e, now),
                 Err(e) => {
