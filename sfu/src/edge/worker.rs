@@ -649,6 +649,10 @@ impl Worker {
         else {
             return;
         };
+        // Parked (nothing to send): no probes either.
+        if c.idle.is_parked() {
+            return;
+        }
         let mut desired = wanted_bps.max(MIN_PROBE_TARGET_BPS);
         // After heavy loss str0m's probe controller stops probing while its loss-based
         // state is "loss limited" (`ProbeControl::can_probe`), and a subscriber whose video
@@ -702,6 +706,27 @@ impl Worker {
             rtt_ms = sample.rtt.map(|r| r.as_millis() as u64),
             "subscriber feedback"
         );
+        // Nothing sent for a while: str0m's estimator is parked at zero so that it does not
+        // pad, and what it reports means nothing until media resumes it (`idle_egress`).
+        let allocated_on = self.router.egress_estimate(peer);
+        let paused = self.router.paused_for_bandwidth(peer);
+        if let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        {
+            if let Some(raw) = sample.estimate_bps {
+                c.idle.on_raw_estimate(raw);
+            }
+            if c.idle.tick(now, allocated_on, paused) {
+                debug!(peer = peer.0, "subscriber receives nothing: padding parked");
+                c.rtc.bwe().reset(Bitrate::ZERO);
+                c.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::ZERO);
+            }
+            if c.idle.is_parked() {
+                return;
+            }
+        }
         let restart = self.router.downlink_sample(peer, sample, now);
         let allocated_on = self.router.egress_estimate(peer);
         if let Some(c) = self
@@ -864,6 +889,16 @@ impl Worker {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
                 if side == Side::Subscriber =>
             {
+                let worth = self
+                    .participants
+                    .get(peer.0 as usize)
+                    .and_then(|p| p.subscriber.as_ref())
+                    .map_or(Some(estimate.as_u64()), |c| {
+                        c.idle.estimate_for_allocation(estimate.as_u64(), now)
+                    });
+                let Some(estimate) = worth.map(Bitrate::bps) else {
+                    return;
+                };
                 let desired = self.router.set_egress_budget(peer, estimate.as_u64(), now);
                 debug!(
                     peer = peer.0,
