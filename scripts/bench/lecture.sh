@@ -125,7 +125,7 @@ run_one() {
   python3 - "$OUT/$run.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("  participants", r.get("participants"), "| loss", json.dumps(r.get("loss")), "| e2e ms", json.dumps(r.get("e2e_latency_ms")))
+print("  participants", f"{r.get('participants_connected')}/{r.get('participants_planned')}", "| loss %", r.get("packets", {}).get("loss_percent"), "| e2e ms", json.dumps(r.get("e2e_latency_ms")))
 for k, v in sorted(r.get("by_source", {}).items()):
     print("  by source", k, json.dumps(v))
 PY

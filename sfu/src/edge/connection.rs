@@ -44,6 +44,13 @@ pub const REPORT_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Connection {
     pub rtc: Rtc,
     pub next_timeout: Instant,
+    /// The instant this connection is registered for in the worker's timer queue
+    /// (`edge::timers`): the sooner of `next_timeout` and the setup deadline; `None` while
+    /// it is not registered (just created, handled, or lost).
+    pub timer_at: Option<Instant>,
+    /// Media was written since the last poll: str0m stamps its send queue only on a
+    /// timeout, so the drain hands it one before polling (see `Worker::drain`).
+    pub media_written: bool,
     pub ufrag: String,
     /// The media-lost event was sent; never again.
     pub lost_reported: bool,
@@ -100,6 +107,13 @@ impl Connection {
     /// The local address to send to `to` from: the one `to` last wrote to, when known.
     pub fn reply_from(&self, to: SocketAddr) -> Option<IpAddr> {
         self.reply_path.filter(|(r, _)| *r == to).map(|(_, l)| l)
+    }
+
+    /// When the worker must next look at this connection: str0m's timeout, or sooner the
+    /// setup deadline.
+    pub fn wake_at(&self) -> Instant {
+        self.setup_deadline_pending()
+            .map_or(self.next_timeout, |d| d.min(self.next_timeout))
     }
 
     /// When [`Connection::setup_expired`] turns true, if it can.
@@ -190,6 +204,8 @@ impl Connection {
         Ok(Connection {
             rtc,
             next_timeout: now,
+            timer_at: None,
+            media_written: false,
             ufrag,
             lost_reported: false,
             queued_for_poll: false,

@@ -16,7 +16,7 @@ use super::stun::binding_request_local_ufrag;
 use crate::forward::PeerKey;
 
 /// Each participant has two connections: one it publishes on, one it receives on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Side {
     Publisher,
     Subscriber,

@@ -13,5 +13,6 @@ pub mod relay_pipe;
 pub mod sdp_candidates;
 pub mod send_path;
 pub mod stun;
+pub mod timers;
 pub mod udp_batch;
 pub mod worker;

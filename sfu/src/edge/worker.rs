@@ -30,6 +30,7 @@ use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_c
 use super::relay_pipe::RelayPipe;
 use super::sdp_candidates;
 use super::stun::is_nominating_binding_request;
+use super::timers::TimerQueue;
 use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
 use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
@@ -85,6 +86,9 @@ const MAX_BATCHES_PER_WAKE: usize = 16;
 const _: () = assert!(MAX_BATCHES_PER_WAKE <= MAX_BATCHES);
 /// Relayed packets handled per wake before the socket gets a turn again.
 const RELAY_PER_WAKE: usize = 512;
+/// How often every connection's timer registration is checked against its deadlines (a
+/// safety net: registrations are made where deadlines change, see `Worker::sweep_timers`).
+const TIMER_SWEEP: Duration = Duration::from_secs(1);
 
 pub struct Worker {
     candidate: SocketAddr,
@@ -100,6 +104,11 @@ pub struct Worker {
     send_queue: SendQueue,
     forwards: Vec<Forward>,
     dirty: Vec<ConnectionKey>,
+    /// When each connection next wants a timeout (or its setup deadline passes).
+    timers: TimerQueue<ConnectionKey>,
+    /// Due timers of one wake, reused.
+    timers_due: Vec<(ConnectionKey, Instant)>,
+    next_timer_sweep: Instant,
     dtls_cert: Option<DtlsCert>,
     /// Subscriber connections estimate their bandwidth and the router fits layers into it.
     bandwidth_allocation: bool,
@@ -157,6 +166,9 @@ impl Worker {
             send_queue: SendQueue::default(),
             forwards: Vec::with_capacity(256),
             dirty: Vec::with_capacity(256),
+            timers: TimerQueue::default(),
+            timers_due: Vec::with_capacity(256),
+            next_timer_sweep: Instant::now(),
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
@@ -258,6 +270,8 @@ impl Worker {
                         self.meter.woke(Instant::now());
                         let result = self.handle_request(c.request, Instant::now());
                         let _ = c.reply.send(result);
+                        // Requests make connections and start setup clocks.
+                        self.sweep_timers(Instant::now());
                     }
                     None => break,
                 },
@@ -266,6 +280,7 @@ impl Worker {
                     self.meter.woke(now);
                     self.handle_relay_control(from, msg, now);
                     self.negotiate_all(now);
+                    self.sweep_timers(now);
                 }
                 _ = relay_wake.notified() => {
                     let now = Instant::now();
@@ -352,22 +367,43 @@ impl Worker {
         self.meter.set_shedding(level.level());
     }
 
-    fn next_deadline(&self) -> Instant {
-        let mut deadline = Instant::now() + IDLE_TICK;
+    /// The loop's next wake: the earliest connection timer, the speaker tick, the timer
+    /// sweep, and at the latest [`IDLE_TICK`] from now. O(log n) in stale timer entries,
+    /// never a walk over the participants.
+    fn next_deadline(&mut self) -> Instant {
+        let mut deadline = (Instant::now() + IDLE_TICK).min(self.next_timer_sweep);
         if let Some(tick) = self.router.next_speaker_tick() {
             deadline = deadline.min(tick);
         }
-        for (_, p) in &self.participants {
-            for c in [&p.publisher, &p.subscriber].into_iter().flatten() {
-                if !c.lost_reported && c.next_timeout < deadline {
-                    deadline = c.next_timeout;
-                }
-                if let (false, Some(d)) = (c.lost_reported, c.setup_deadline_pending()) {
-                    deadline = deadline.min(d);
+        let participants = &self.participants;
+        if let Some(t) = self
+            .timers
+            .next(|key, at| timer_current(participants, key, at))
+        {
+            deadline = deadline.min(t);
+        }
+        deadline
+    }
+
+    /// Registers every connection whose deadline is not registered yet: connections made by
+    /// a request, setup clocks started or ICE restarted, and (once a second, as a safety
+    /// net) anything a path forgot. O(participants), on requests and once a second only.
+    fn sweep_timers(&mut self, now: Instant) {
+        for (k, p) in &mut self.participants {
+            for (side, c) in [
+                (Side::Publisher, p.publisher.as_deref_mut()),
+                (Side::Subscriber, p.subscriber.as_deref_mut()),
+            ] {
+                if let Some(c) = c {
+                    arm(&mut self.timers, c, (PeerKey(k as u32), side));
                 }
             }
         }
-        deadline
+        let live = 2 * self.participants.len();
+        let participants = &self.participants;
+        self.timers
+            .compact(live, |key, at| timer_current(participants, key, at));
+        self.next_timer_sweep = now + TIMER_SWEEP;
     }
 
     /// Sends what is queued without ever waiting: when the kernel's send buffer is full the
@@ -475,48 +511,55 @@ impl Worker {
         true
     }
 
+    /// The connections whose timer is due: str0m gets its timeout, a connection not up by its
+    /// setup deadline is given up. Only the due ones are touched.
     fn handle_timeouts(&mut self, now: Instant) {
-        let mut due = vec![];
-        let mut expired = vec![];
-        for (k, p) in &mut self.participants {
-            let setup_expired = [&p.publisher, &p.subscriber]
-                .into_iter()
-                .flatten()
-                .any(|c| !c.lost_reported && c.setup_expired(now));
-            if setup_expired {
+        if now >= self.next_timer_sweep {
+            self.sweep_timers(now);
+        }
+        let mut due = std::mem::take(&mut self.timers_due);
+        due.clear();
+        let participants = &self.participants;
+        self.timers.pop_due(
+            now,
+            |key, at| timer_current(participants, key, at),
+            &mut due,
+        );
+        for &((peer, side), _) in &due {
+            let Some(p) = self.participants.get_mut(peer.0 as usize) else {
+                continue;
+            };
+            let Some(c) = p.connection_mut(side) else {
+                continue;
+            };
+            c.timer_at = None;
+            if c.setup_expired(now) {
                 for c in [p.publisher.as_mut(), p.subscriber.as_mut()]
                     .into_iter()
                     .flatten()
                 {
                     c.lost_reported = true;
                 }
-                expired.push(PeerKey(k as u32));
+                SfuStats::add(&self.stats.media_setup_timeouts, 1);
+                info!(participant = %p.id, "media connection not up within {:?}", self.media_setup_timeout);
+                self.report_media_lost(peer);
                 continue;
             }
-            for (side, conn) in [
-                (Side::Publisher, &mut p.publisher),
-                (Side::Subscriber, &mut p.subscriber),
-            ] {
-                if let Some(c) = conn {
-                    if !c.lost_reported && c.next_timeout <= now {
-                        if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
-                            debug!("timeout input failed: {e}");
-                        }
-                        if !std::mem::replace(&mut c.queued_for_poll, true) {
-                            due.push((PeerKey(k as u32), side));
-                        }
-                    }
+            if c.next_timeout <= now {
+                if let Err(e) = c.rtc.handle_input(Input::Timeout(now)) {
+                    debug!("timeout input failed: {e}");
                 }
+                // The drain's poll registers its next timeout.
+                if !std::mem::replace(&mut c.queued_for_poll, true) {
+                    self.dirty.push((peer, side));
+                }
+            } else {
+                // Only the setup deadline was due, and it moved (the connection came up or
+                // its ICE came back).
+                arm(&mut self.timers, c, (peer, side));
             }
         }
-        self.dirty.extend(due);
-        for peer in expired {
-            SfuStats::add(&self.stats.media_setup_timeouts, 1);
-            if let Some(p) = self.participants.get(peer.0 as usize) {
-                info!(participant = %p.id, "media connection not up within {:?}", self.media_setup_timeout);
-            }
-            self.report_media_lost(peer);
-        }
+        self.timers_due = due;
     }
 
     /// Polls every connection that got input until it only wants a timeout, acting on its
@@ -525,6 +568,14 @@ impl Worker {
         while let Some(key) = self.dirty.pop() {
             if let Some(conn) = self.connection_mut(key) {
                 conn.queued_for_poll = false;
+                // Written media sits unstamped in str0m's send queue until a timeout: hand it
+                // one now rather than poll once for nothing and be asked for it.
+                if std::mem::take(&mut conn.media_written) && !conn.lost_reported {
+                    // The clock: str0m ignores a time older than one an inline timeout gave.
+                    if let Err(e) = conn.rtc.handle_input(Input::Timeout(Instant::now())) {
+                        debug!("timeout input failed: {e}");
+                    }
+                }
             }
             self.poll_connection(key, now);
         }
@@ -578,15 +629,16 @@ impl Worker {
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }
                 Ok(Output::Timeout(t)) => {
-                    conn.next_timeout = t;
-                    // str0m's pacer sends one packet per timeout (see `pacer_steps`).
-                    let Some(at) = steps.next(t, now) else {
-                        break;
-                    };
-                    if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
-                        debug!("timeout input failed: {e}");
-                        break;
+                    // Due already: handed over now (see `pacer_steps`).
+                    if let Some(at) = steps.next(t, now, Instant::now) {
+                        if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
+                            debug!("timeout input failed: {e}");
+                        }
+                        continue;
                     }
+                    conn.next_timeout = t;
+                    arm(&mut self.timers, conn, key);
+                    break;
                 }
                 Ok(Output::Event(e)) => self.handle_event(key, e, now),
                 Err(e) => {
@@ -934,4 +986,28 @@ impl Worker {
             _ => {}
         }
     }
+}
+
+/// Registers `c`'s next deadline under `key` unless that exact instant is registered already.
+fn arm(timers: &mut TimerQueue<ConnectionKey>, c: &mut Connection, key: ConnectionKey) {
+    if c.lost_reported {
+        c.timer_at = None;
+        return;
+    }
+    let at = c.wake_at();
+    if c.timer_at != Some(at) {
+        c.timer_at = Some(at);
+        timers.schedule(key, at);
+    }
+}
+
+/// A timer entry still stands: its connection exists, is not lost, and waits for `at`.
+fn timer_current(participants: &Slab<Participant>, key: ConnectionKey, at: Instant) -> bool {
+    participants
+        .get(key.0 .0 as usize)
+        .and_then(|p| match key.1 {
+            Side::Publisher => p.publisher.as_deref(),
+            Side::Subscriber => p.subscriber.as_deref(),
+        })
+        .is_some_and(|c| !c.lost_reported && c.timer_at == Some(at))
 }

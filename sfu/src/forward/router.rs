@@ -26,6 +26,7 @@ use crate::api::{TrackKind, TrackSource, VideoSubscription};
 mod keyframe_now;
 mod record_side;
 mod relay_side;
+mod subscriber_connection;
 mod viewing;
 
 /// How often [`Router::poll_layer_demand`] re-evaluates which layers are needed.
@@ -109,6 +110,8 @@ pub struct Downtrack {
     /// When the driver last held a frame back for a backlogged send queue, or the downtrack
     /// resumed after it (see `Router::egress_backlogged`).
     pub(super) backlog_hold: Option<Instant>,
+    /// Its subscriber's connection is not up yet (see `router/subscriber_connection.rs`).
+    pub(super) connecting: bool,
 }
 
 impl Downtrack {
@@ -130,6 +133,8 @@ pub(super) struct Member {
     pub(super) budget: Option<SubscriberBudget>,
     /// A viewer (WHEP): fixed m-lines retargeted in place, see `router/viewing.rs`.
     viewer: bool,
+    /// The subscriber connection is being set up (see `router/subscriber_connection.rs`).
+    pub(super) connecting: bool,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -311,6 +316,7 @@ impl Router {
                 downtracks: vec![],
                 budget: None,
                 viewer: false,
+                connecting: false,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -443,6 +449,7 @@ impl Router {
             cap: LayerCap::Unlimited,
             await_keyframe: false,
             backlog_hold: None,
+            connecting: self.members.get(&subscriber).is_some_and(|m| m.connecting),
         };
         let key = DowntrackKey(self.downtracks.insert(dt) as u32);
         if let Some(t) = self.tracks.get_mut(track_key.0 as usize) {
@@ -546,40 +553,6 @@ impl Router {
         None
     }
 
-    /// `subscriber`'s connection just came up. Nothing is written to a connection before ICE
-    /// and DTLS are up, so whatever its downtracks "forwarded" before went nowhere, including
-    /// the keyframe a layer switch was made on: each video downtrack starts over at a
-    /// keyframe, asked for now. The request passes the throttle (and restarts it): a viewer
-    /// must not stare at a black tile because another one asked a moment ago.
-    pub fn on_subscriber_connected(
-        &mut self,
-        subscriber: PeerKey,
-        now: Instant,
-    ) -> Vec<KeyframeRequest> {
-        let mut requests = Vec::new();
-        let Some(member) = self.members.get(&subscriber) else {
-            return requests;
-        };
-        for key in &member.downtracks {
-            let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
-                continue;
-            };
-            if dt.kind != TrackKind::Video || !matches!(dt.state, DowntrackState::Active { .. }) {
-                continue;
-            }
-            let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
-                continue;
-            };
-            // The switch at the next keyframe restarts the rewriter and the VP8 IDs.
-            dt.selector = LayerSelector::default();
-            if track.muted || dt.want == Want::Paused {
-                continue;
-            }
-            requests.extend(track.keyframe_request_now(dt.want, now));
-        }
-        requests
-    }
-
     /// The offer holding this downtrack was refused (the answer did not fit it): its m-line
     /// never came to be, so the downtrack goes back to pending for the next offer.
     pub fn offer_failed(&mut self, key: DowntrackKey) {
@@ -591,29 +564,6 @@ impl Router {
             let subscriber = dt.subscriber;
             self.mark_needs_negotiation(subscriber);
         }
-    }
-
-    /// The subscriber's connection was replaced by a new one: every downtrack is offered
-    /// again on it, and the stopped ones are gone with the old connection.
-    pub fn reset_subscriber(&mut self, subscriber: PeerKey) {
-        let keys: Vec<DowntrackKey> = self
-            .members
-            .get(&subscriber)
-            .map(|m| m.downtracks.clone())
-            .unwrap_or_default();
-        for key in keys {
-            let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
-                continue;
-            };
-            match dt.state {
-                DowntrackState::Closing(_) => self.forget(key),
-                DowntrackState::Pending => {}
-                DowntrackState::Offered(_) | DowntrackState::Active { .. } => {
-                    dt.state = DowntrackState::Pending
-                }
-            }
-        }
-        self.mark_needs_negotiation(subscriber);
     }
 
     /// The stop of a closing downtrack was negotiated: forget it.
@@ -761,6 +711,9 @@ impl Router {
             let DowntrackState::Active { mid, pt_map } = &dt.state else {
                 continue;
             };
+            if dt.connecting {
+                continue;
+            }
             let Some(&(_, pt)) = pt_map.iter().find(|(from, _)| *from == rtp.pt) else {
                 continue;
             };

@@ -548,3 +548,41 @@ fn a_keyframe_request_the_publisher_would_drop_waits_for_its_window() {
     room.frame(11, &[0, 1, 2], &[0]);
     assert_eq!(room.take(SMALL).len(), 1);
 }
+
+#[test]
+fn a_subscriber_whose_connection_is_not_up_takes_no_part_until_it_is() {
+    let mut room = Room::new();
+    // A first viewer (the other subscriber shows nothing): its connection is on its way up
+    // while the publisher's deltas and a keyframe come in.
+    room.want(LARGE, Want::Paused);
+    room.r.subscriber_connecting(SMALL);
+    room.want(SMALL, size(160, 120));
+    room.frames(0..3, &[0, 1, 2]);
+    room.frame(3, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(4..5, &[0, 1, 2]);
+    assert!(
+        room.keyframe_requests.is_empty(),
+        "nothing asked for a connection that is not up: {:?}",
+        room.keyframe_requests
+    );
+    assert!(
+        room.take(SMALL).is_empty(),
+        "nothing forwarded to a connection that is not up"
+    );
+    // Up 165 ms after the first packet. Had it asked at that packet, the publisher (one
+    // request per 300 ms) would drop this one and the request would wait for the window.
+    let asked = room.r.on_subscriber_connected(SMALL, room.at(5));
+    assert_eq!(
+        asked.iter().map(|k| k.layer).collect::<Vec<_>>(),
+        vec![Some(0)],
+        "asked at once"
+    );
+    room.frames(5..7, &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty(), "deltas before the keyframe");
+    room.frame(7, &[0, 1, 2], &[0]);
+    room.frames(8..10, &[0, 1, 2]);
+    let got = room.take(SMALL);
+    assert_eq!(got.len(), 3, "layer 0 from its keyframe on");
+    assert_continuous(&got);
+    assert!(room.take(LARGE).is_empty(), "paused");
+}

@@ -211,6 +211,7 @@ impl Worker {
             }
             tx.write_rtp(write);
             sub.egress.written += 1;
+            sub.media_written = true;
             if !std::mem::replace(&mut sub.queued_for_poll, true) {
                 self.dirty.push((f.subscriber, Side::Subscriber));
             }

@@ -72,6 +72,7 @@ impl Worker {
             self.demux
                 .add_ufrag(conn.ufrag.clone(), (peer, Side::Subscriber));
             self.participants[peer.0 as usize].subscriber = Some(Box::new(conn));
+            self.router.subscriber_connecting(peer);
         }
         let publisher_ids: Vec<Option<ParticipantId>> = downtracks
             .iter()

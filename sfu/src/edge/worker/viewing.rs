@@ -61,6 +61,7 @@ impl Worker {
         let p = &mut self.participants[peer.0 as usize];
         p.subscriber = Some(Box::new(conn));
         p.viewer_slots = keys;
+        self.router.subscriber_connecting(peer);
         self.demux.add_ufrag(ufrag, (peer, Side::Subscriber));
         self.mark_dirty((peer, Side::Subscriber));
         Ok(sdp_candidates::in_every_section(&answer.to_sdp_string()))

@@ -58,6 +58,7 @@ impl Router {
             cap: LayerCap::Unlimited,
             await_keyframe: false,
             backlog_hold: None,
+            connecting: self.members.get(&peer).is_some_and(|m| m.connecting),
         }) as u32);
         if let Some(m) = self.members.get_mut(&peer) {
             m.downtracks.push(key);
