@@ -5,7 +5,7 @@
 # the samples with everyone joined). Starts the server itself and ends it by PID.
 #   STUDENTS=200 VISIBLE=8 UNMUTED=2 RAMP=20 DURATION=30 scripts/bench/classroom.sh
 # SERVER_ARGS adds server flags, e.g. SERVER_ARGS="--media-spread-busy 2" keeps the class on
-# one worker (no relay) for a before/after comparison.
+# one worker (no relay) for a before/after comparison; BIN_DIR=dir runs the binaries in dir.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 STUDENTS=${STUDENTS:-200}
@@ -19,8 +19,13 @@ mkdir -p "$OUT"
 tag="s${STUDENTS}-v${VISIBLE}-u${UNMUTED}"
 metrics="http://127.0.0.1:$((PORT_BASE + 20))/metrics"
 
-cargo build --release -q -p zvon-signaling -p zvon-loadtest
-target/release/zvon serve --dev --max-participants $((STUDENTS + 50)) \
+# BIN_DIR picks prebuilt binaries (zvon, zvon-loadtest) instead of building, e.g. to
+# alternate a before and an after build.
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -q -p zvon-signaling -p zvon-loadtest
+fi
+BIN_DIR=${BIN_DIR:-target/release}
+"$BIN_DIR/zvon" serve --dev --max-participants $((STUDENTS + 50)) \
   --http-addr 127.0.0.1:$PORT_BASE --media-port $((PORT_BASE + 10)) \
   --media-bind-ip 127.0.0.1 --media-ip 127.0.0.1 \
   --metrics-addr 127.0.0.1:$((PORT_BASE + 20)) ${SERVER_ARGS:-} >"$OUT/server-$tag.log" 2>&1 &
@@ -42,11 +47,17 @@ sample() {
     "$(echo "$m" | awk '/^zvon_worker_shedding_level/ {if ($2 > s) s = $2} END {print s + 0}')" \
     "$(awk -v port="$port_hex" 'NR > 1 {split($2, a, ":"); if (a[2] == port) s += $NF} END {print s + 0}' /proc/net/udp)" \
     "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")" \
-    "$(echo "$m" | awk -F'[ "]' '/^zvon_worker_busy_seconds_total/ {printf "%s%s", sep, $NF; sep = ","} END {print ""}')"
+    "$(echo "$m" | awk -F'[ "]' '/^zvon_worker_busy_seconds_total/ {printf "%s%s", sep, $NF; sep = ","} END {print ""}')" \
+    "$(echo "$m" | awk '/^zvon_udp_datagrams_sent_total / {print $2 + 0}')" \
+    "$(echo "$m" | awk '/^zvon_rtp_packets_sent_total/ {s += $2} END {print s + 0}')" \
+    "$(echo "$m" | awk '/^zvon_retransmissions_sent_total / {print $2 + 0}')" \
+    "$(echo "$m" | awk '/^zvon_video_paused_for_bandwidth_total / {print $2 + 0}')" \
+    "$(echo "$m" | awk '/^zvon_bandwidth_allocated_bytes_per_second / {print $2 + 0}')" \
+    "$(ss -uan 2>/dev/null | awk -v port=":$((PORT_BASE + 10))" 'NR > 1 && $4 !~ port"$" {s += $2} END {print s + 0}')"
 }
 
 status=0
-target/release/zvon-loadtest classroom --students "$STUDENTS" --visible "$VISIBLE" \
+"$BIN_DIR/zvon-loadtest" classroom --students "$STUDENTS" --visible "$VISIBLE" \
   --unmuted "$UNMUTED" --url "http://127.0.0.1:$PORT_BASE" --ramp "$RAMP" \
   --duration "${DURATION}s" --report "$OUT/report-$tag.json" --quiet >"$OUT/loadtest-$tag.txt" 2>&1 &
 tester=$!
@@ -56,13 +67,18 @@ while kill -0 "$tester" 2>/dev/null; do
   sleep 2
 done
 wait "$tester" || status=$?
+curl -fs "$metrics" >"$OUT/metrics-end-$tag.txt" || true
 cat "$OUT/loadtest-$tag.txt"
 python3 - "$OUT/samples-$tag.txt" "$OUT/report-$tag.json" "$((STUDENTS + 1))" "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys
 path, report, planned, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
 lines = [l.split() for l in open(path)]
-rows = [list(map(float, l[:7])) for l in lines if len(l) == 8]
-per_worker = [list(map(float, l[7].split(","))) for l in lines if len(l) == 8]
+lines = [l for l in lines if len(l) >= 8]
+rows = [list(map(float, l[:7])) for l in lines]
+per_worker = [list(map(float, l[7].split(","))) for l in lines]
+# Egress: datagrams written, RTP forwarded, resends, bandwidth pauses, allocated B/s, and
+# the bytes queued unread in every other UDP socket on the host (the tester's receivers).
+extra = [list(map(float, l[8:14])) for l in lines if len(l) >= 14]
 cpu, busy, shed, workers = [], [], [], []
 for i, (a, b) in enumerate(zip(rows, rows[1:])):
     dt = b[0] - a[0]
@@ -80,6 +96,17 @@ print(f"server, everyone joined ({len(cpu)} samples of 2 s): CPU {med(cpu):.0f} 
 if workers:
     per = [statistics.median(w[i] for w in workers) * 100 for i in range(len(workers[0]))]
     print("worker busy per worker (median): " + ", ".join(f"{b:.0f} %" for b in per))
+if len(extra) == len(rows) and cpu:
+    steady = [i for i, (a, b) in enumerate(zip(rows, rows[1:]))
+              if a[3] >= planned and b[3] >= planned and b[0] > a[0]]
+    rate = lambda col: statistics.median(
+        (extra[i + 1][col] - extra[i][col]) / (rows[i + 1][0] - rows[i][0]) for i in steady)
+    dgrams, rtp, resent = rate(0), rate(1), rate(2)
+    print(f"egress per second (median): {dgrams:.0f} datagrams, {rtp:.0f} RTP forwarded, "
+          f"{resent:.0f} resent, {dgrams - rtp - resent:.0f} other (RTCP, padding, STUN); "
+          f"videos paused for bandwidth {int(extra[-1][3])}; allocated "
+          f"{statistics.median(extra[i + 1][4] for i in steady) * 8 / 1e6:.1f} Mbit/s; "
+          f"unread in the tester's sockets {statistics.median(extra[i + 1][5] for i in steady) / 1024:.0f} KiB")
 print(f"server media socket: {int(rows[-1][5]) if rows else 0} kernel drops; "
       f"peak RSS {max((r[6] for r in rows), default=0) / 1024:.0f} MiB")
 r = json.load(open(report))

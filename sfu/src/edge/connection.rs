@@ -14,6 +14,7 @@ use str0m::{Candidate, IceCreds, Rtc, RtcError};
 use super::meter::EgressTally;
 use super::send_path::SendPath;
 use crate::api::{ParticipantId, PeerStats, TrackId};
+use crate::forward::idle_egress::IdleEgress;
 use crate::forward::keyframe::VideoCodec;
 use crate::forward::layer_selector::Layer;
 use crate::forward::{DowntrackKey, TrackKey};
@@ -83,6 +84,9 @@ pub struct Connection {
     /// The queued bytes a video frame may start behind on this connection, from what the
     /// allocator counts on (see `forward::egress_backlog`); no limit before an estimate.
     pub egress_limit_bytes: usize,
+    /// Parks str0m's estimator (and so its padding) while nothing is sent
+    /// (`forward::idle_egress`); subscriber connections with bandwidth allocation only.
+    pub idle: IdleEgress,
 }
 
 impl Connection {
@@ -215,6 +219,7 @@ impl Connection {
             probe_nudged_at: None,
             estimate_stuck_since: None,
             egress_limit_bytes: usize::MAX,
+            idle: IdleEgress::default(),
         })
     }
 }

@@ -7,6 +7,7 @@ pub mod ice_tcp;
 pub mod local_address;
 pub mod meter;
 pub mod offer_guard;
+pub mod pacer_steps;
 pub mod payload_types;
 pub mod relay_pipe;
 pub mod sdp_candidates;

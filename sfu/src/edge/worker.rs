@@ -25,6 +25,7 @@ use super::demux::{ConnectionKey, Demux, Route, Side};
 use super::ice_tcp::IceTcp;
 use super::local_address;
 use super::meter::{WorkerMeter, MAX_BATCHES};
+use super::pacer_steps::PacerSteps;
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use super::relay_pipe::RelayPipe;
 use super::sdp_candidates;
@@ -85,14 +86,6 @@ const MAX_BATCHES_PER_WAKE: usize = 16;
 const _: () = assert!(MAX_BATCHES_PER_WAKE <= MAX_BATCHES);
 /// Relayed packets handled per wake before the socket gets a turn again.
 const RELAY_PER_WAKE: usize = 512;
-/// Timeouts a connection due at once is handed inside one poll before the rest is left to the
-/// timer queue. str0m asks for one right after media is written (its send queue is stamped on
-/// a timeout) and after every packet its pacer releases (one per timeout): handled inline they
-/// leave in this wake's `sendmmsg`, instead of costing a loop turn each. A keyframe's packets
-/// to one subscriber fit; the bound keeps a timeout str0m keeps asking for from spinning.
-const INLINE_TIMEOUTS: usize = 64;
-/// A timeout this close past the wake's `now` is checked against the clock for inline handling.
-const INLINE_HORIZON: Duration = Duration::from_micros(200);
 /// How often every connection's timer registration is checked against its deadlines (a
 /// safety net: registrations are made where deadlines change, see `Worker::sweep_timers`).
 const TIMER_SWEEP: Duration = Duration::from_secs(1);
@@ -605,7 +598,7 @@ impl Worker {
 
     /// Polls one connection until it only wants a timeout, acting on what it emits.
     fn poll_connection(&mut self, key: ConnectionKey, now: Instant) {
-        let mut inline_timeouts = 0;
+        let mut steps = PacerSteps::default();
         while let Some(conn) = self
             .participants
             .get_mut(key.0 .0 as usize)
@@ -636,18 +629,12 @@ impl Worker {
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }
                 Ok(Output::Timeout(t)) => {
-                    // Due already (see INLINE_TIMEOUTS). str0m's pacer asks for "its last
-                    // timeout + 1 µs", and str0m ignores a time older than one it had, so
-                    // the clock, not `now`, is what it is handed.
-                    if inline_timeouts < INLINE_TIMEOUTS && t <= now + INLINE_HORIZON {
-                        let at = Instant::now();
-                        if t <= at {
-                            inline_timeouts += 1;
-                            if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
-                                debug!("timeout input failed: {e}");
-                            }
-                            continue;
+                    // Due already: handed over now (see `pacer_steps`).
+                    if let Some(at) = steps.next(t, now, Instant::now) {
+                        if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
+                            debug!("timeout input failed: {e}");
                         }
+                        continue;
                     }
                     conn.next_timeout = t;
                     arm(&mut self.timers, conn, key);
@@ -714,6 +701,10 @@ impl Worker {
         else {
             return;
         };
+        // Parked (nothing to send): no probes either.
+        if c.idle.is_parked() {
+            return;
+        }
         let mut desired = wanted_bps.max(MIN_PROBE_TARGET_BPS);
         // After heavy loss str0m's probe controller stops probing while its loss-based
         // state is "loss limited" (`ProbeControl::can_probe`), and a subscriber whose video
@@ -767,6 +758,27 @@ impl Worker {
             rtt_ms = sample.rtt.map(|r| r.as_millis() as u64),
             "subscriber feedback"
         );
+        // Nothing sent for a while: str0m's estimator is parked at zero so that it does not
+        // pad, and what it reports means nothing until media resumes it (`idle_egress`).
+        let allocated_on = self.router.egress_estimate(peer);
+        let paused = self.router.paused_for_bandwidth(peer);
+        if let Some(c) = self
+            .participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_mut())
+        {
+            if let Some(raw) = sample.estimate_bps {
+                c.idle.on_raw_estimate(raw);
+            }
+            if c.idle.tick(now, allocated_on, paused) {
+                debug!(peer = peer.0, "subscriber receives nothing: padding parked");
+                c.rtc.bwe().reset(Bitrate::ZERO);
+                c.rtc.bwe().set_bitrate(Bitrate::ZERO, Bitrate::ZERO);
+            }
+            if c.idle.is_parked() {
+                return;
+            }
+        }
         let restart = self.router.downlink_sample(peer, sample, now);
         let allocated_on = self.router.egress_estimate(peer);
         if let Some(c) = self
@@ -929,6 +941,16 @@ impl Worker {
             Event::EgressBitrateEstimate(BweKind::Twcc { estimate, .. })
                 if side == Side::Subscriber =>
             {
+                let worth = self
+                    .participants
+                    .get(peer.0 as usize)
+                    .and_then(|p| p.subscriber.as_ref())
+                    .map_or(Some(estimate.as_u64()), |c| {
+                        c.idle.estimate_for_allocation(estimate.as_u64(), now)
+                    });
+                let Some(estimate) = worth.map(Bitrate::bps) else {
+                    return;
+                };
                 let desired = self.router.set_egress_budget(peer, estimate.as_u64(), now);
                 debug!(
                     peer = peer.0,

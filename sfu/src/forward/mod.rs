@@ -9,6 +9,7 @@ pub mod downlink_monitor;
 mod downtrack_layers;
 pub mod dynacast;
 pub mod egress_backlog;
+pub mod idle_egress;
 pub mod keyframe;
 pub mod keyframe_requests;
 pub mod layer_selector;

@@ -103,6 +103,15 @@ impl Router {
             .map(|b| b.estimate_bps())
     }
 
+    /// Whether some video of `subscriber` is paused for bandwidth (see `idle_egress`: such
+    /// a connection keeps probing).
+    pub fn paused_for_bandwidth(&self, subscriber: PeerKey) -> bool {
+        self.members
+            .get(&subscriber)
+            .and_then(|m| m.budget.as_ref())
+            .is_some_and(|b| b.paused_videos > 0)
+    }
+
     /// Re-runs the allocation of every subscriber with an estimate, at most every
     /// [`ALLOCATION_INTERVAL`]. Returns each one's wanted rate (to probe towards), its
     /// estimate, and whether some video of it is paused for bandwidth.

@@ -158,6 +158,11 @@ impl Worker {
             if !sub.connected {
                 continue;
             }
+            // A parked connection (nothing sent lately, str0m's estimator at zero so that it
+            // does not pad) restarts its estimator before the packet is paced.
+            if let Some(from) = sub.idle.on_media(now) {
+                sub.rtc.bwe().reset(Bitrate::bps(from));
+            }
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
