@@ -169,7 +169,8 @@ impl Worker {
             dirty: Vec::with_capacity(256),
             timers: TimerQueue::default(),
             timers_due: Vec::with_capacity(256),
-            next_timer_sweep: Instant::now(),
+            // Nothing to sweep before the first request (which sweeps itself).
+            next_timer_sweep: Instant::now() + TIMER_SWEEP,
             dtls_cert: str0m::crypto::from_feature_flags()
                 .dtls_provider
                 .generate_certificate(),
