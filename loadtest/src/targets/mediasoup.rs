@@ -17,11 +17,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use super::zvon::open_tcp;
-use super::{
-    JoinRequest, Kind, PublishedTrack, RemoteTrack, SignalCommand, SignalEvent, SignalSession,
-    Target, TargetError,
-};
+use super::zvon::{open_tcp, AnswerTrackJson, OfferTrackJson};
+use super::{JoinRequest, SignalCommand, SignalEvent, SignalSession, Target, TargetError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -43,21 +40,6 @@ enum ClientMsg<'a> {
     Publish { sdp: &'a str },
     SubscriberAnswer { sdp: &'a str },
     Leave,
-}
-
-#[derive(Deserialize)]
-struct AnswerTrackJson {
-    mid: String,
-    id: String,
-    kind: Kind,
-}
-
-#[derive(Deserialize)]
-struct OfferTrackJson {
-    mid: String,
-    track_id: String,
-    participant_id: String,
-    kind: Kind,
 }
 
 #[derive(Deserialize)]
@@ -91,26 +73,11 @@ fn to_event(msg: ServerMsg) -> Option<SignalEvent> {
         },
         ServerMsg::PublishAnswer { sdp, tracks } => SignalEvent::PublishAnswer {
             sdp,
-            tracks: tracks
-                .into_iter()
-                .map(|t| PublishedTrack {
-                    mid: t.mid,
-                    id: t.id,
-                    kind: t.kind,
-                })
-                .collect(),
+            tracks: tracks.into_iter().map(Into::into).collect(),
         },
         ServerMsg::SubscriberOffer { sdp, tracks } => SignalEvent::SubscriberOffer {
             sdp,
-            tracks: tracks
-                .into_iter()
-                .map(|t| RemoteTrack {
-                    mid: t.mid,
-                    track_id: t.track_id,
-                    participant_id: t.participant_id,
-                    kind: t.kind,
-                })
-                .collect(),
+            tracks: tracks.into_iter().map(Into::into).collect(),
         },
         ServerMsg::Error { code, message } => SignalEvent::Error { code, message },
         ServerMsg::Other => return None,
@@ -210,6 +177,7 @@ impl Target for MediasoupTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::targets::Kind;
 
     #[test]
     fn offers_map_mids_to_publishers_tracks() {

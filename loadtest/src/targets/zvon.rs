@@ -242,19 +242,42 @@ impl From<ParticipantJson> for AnnouncedParticipant {
     }
 }
 
+/// A track of a `publish_answer` (the mediasoup bench app mirrors this shape).
 #[derive(Deserialize)]
-struct AnswerTrackJson {
+pub(super) struct AnswerTrackJson {
     mid: String,
     id: String,
     kind: Kind,
 }
 
+impl From<AnswerTrackJson> for PublishedTrack {
+    fn from(t: AnswerTrackJson) -> Self {
+        PublishedTrack {
+            mid: t.mid,
+            id: t.id,
+            kind: t.kind,
+        }
+    }
+}
+
+/// A track of a `subscriber_offer` (the mediasoup bench app mirrors this shape).
 #[derive(Deserialize)]
-struct OfferTrackJson {
+pub(super) struct OfferTrackJson {
     mid: String,
     track_id: String,
     participant_id: String,
     kind: Kind,
+}
+
+impl From<OfferTrackJson> for RemoteTrack {
+    fn from(t: OfferTrackJson) -> Self {
+        RemoteTrack {
+            mid: t.mid,
+            track_id: t.track_id,
+            participant_id: t.participant_id,
+            kind: t.kind,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -328,26 +351,11 @@ fn to_event(msg: ServerMsg) -> Option<SignalEvent> {
         },
         ServerMsg::PublishAnswer { sdp, tracks } => SignalEvent::PublishAnswer {
             sdp,
-            tracks: tracks
-                .into_iter()
-                .map(|t| PublishedTrack {
-                    mid: t.mid,
-                    id: t.id,
-                    kind: t.kind,
-                })
-                .collect(),
+            tracks: tracks.into_iter().map(Into::into).collect(),
         },
         ServerMsg::SubscriberOffer { sdp, tracks } => SignalEvent::SubscriberOffer {
             sdp,
-            tracks: tracks
-                .into_iter()
-                .map(|t| RemoteTrack {
-                    mid: t.mid,
-                    track_id: t.track_id,
-                    participant_id: t.participant_id,
-                    kind: t.kind,
-                })
-                .collect(),
+            tracks: tracks.into_iter().map(Into::into).collect(),
         },
         ServerMsg::Error { code, message } => SignalEvent::Error { code, message },
         ServerMsg::Left => SignalEvent::Closed {
