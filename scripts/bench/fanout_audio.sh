@@ -9,6 +9,10 @@
 # PERF=1 also records `perf record -g` of the server for 10 s in the steady state of each run.
 # On a machine shared with builds, run it under `nice -n -10` (root) so that background
 # compiles do not starve the server and the tester.
+# BIN_DIR=dir runs the `zvon` and `zvon-loadtest` found there instead of building them (to
+# compare builds). Each line also says how the media worker's busy time splits into on-CPU and
+# waiting for a CPU (its thread's /proc schedstat): busy far above the process's CPU with
+# the wait making up the difference is a saturated machine, not the worker blocking.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LISTENERS=${LISTENERS:-"250 500 1000"}
@@ -22,7 +26,10 @@ hz=$(getconf CLK_TCK)
 metrics="http://127.0.0.1:$((PORT_BASE + 20))/metrics"
 port_hex=$(printf '%04X' $((PORT_BASE + 10)))
 
-cargo build --release -q -p zvon-signaling -p zvon-loadtest
+if [ -z "${BIN_DIR:-}" ]; then
+  cargo build --release -q -p zvon-signaling -p zvon-loadtest
+fi
+BIN_DIR=${BIN_DIR:-target/release}
 
 server=""
 stop_server() {
@@ -33,8 +40,20 @@ stop_server() {
 }
 trap stop_server EXIT
 
+# The media worker's thread: on-CPU ns and run-queue wait ns (schedstat fields 1 and 2).
+worker_sched() {
+  local t
+  for t in /proc/"$server"/task/*; do
+    if [ "$(cat "$t/comm" 2>/dev/null)" = zvon-media-0 ]; then
+      awk '{print $1, $2}' "$t/schedstat"
+      return
+    fi
+  done
+  echo 0 0
+}
+
 # time, server cpu ticks, worker busy s, participants, media-socket drops, server RSS KiB,
-# tester cpu ticks, tester RSS KiB
+# tester cpu ticks, tester RSS KiB, worker on-CPU ns, worker run-queue wait ns
 sample() {
   local m
   m=$(curl -fs "$metrics" || true)
@@ -45,13 +64,14 @@ sample() {
     "$(awk -v port="$port_hex" 'NR > 1 {split($2, a, ":"); if (a[2] == port) s += $NF} END {print s + 0}' /proc/net/udp)" \
     "$(awk '/^VmRSS/ {print $2}' "/proc/$server/status")" \
     "$(awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0)" \
-    "$(awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0)"
+    "$(awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0)" \
+    "$(worker_sched)"
 }
 
 status=0
 for n in $LISTENERS; do
   tag="l$n-light${LIGHT:-1}"
-  target/release/zvon serve --dev --max-participants $((n + 50)) \
+  "$BIN_DIR/zvon" serve --dev --max-participants $((n + 50)) \
     --http-addr 127.0.0.1:$PORT_BASE --media-port $((PORT_BASE + 10)) \
     --media-bind-ip 127.0.0.1 --media-ip 127.0.0.1 \
     --metrics-addr 127.0.0.1:$((PORT_BASE + 20)) >"$OUT/server-$tag.log" 2>&1 &
@@ -62,7 +82,7 @@ for n in $LISTENERS; do
   done
   light=(--light-receivers --light-sample "$SAMPLE")
   [ "${LIGHT:-1}" = 1 ] || light=()
-  cmd=(target/release/zvon-loadtest audio --speakers 1 --listeners "$n" "${light[@]}"
+  cmd=("$BIN_DIR/zvon-loadtest" audio --speakers 1 --listeners "$n" "${light[@]}"
     --url "http://127.0.0.1:$PORT_BASE" --ramp "$RAMP"
     --duration "${DURATION}s" --report "$OUT/report-$tag.json" --quiet)
   echo "== ${cmd[*]}"
@@ -87,16 +107,18 @@ for n in $LISTENERS; do
   python3 - "$OUT/samples-$tag.txt" "$OUT/report-$tag.json" "$((n + 1))" "$hz" "$n" "$rc" <<'PY'
 import json, statistics, sys
 path, report, planned, hz, n, rc = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
-rows = [list(map(float, l.split())) for l in open(path) if len(l.split()) == 8]
+rows = [list(map(float, l.split())) for l in open(path) if len(l.split()) == 10]
 # Steady state: everybody who will get in is in (with failures, fewer than planned).
 planned = min(planned, max((x[3] for x in rows), default=planned))
-cpu, busy, tcpu = [], [], []
+cpu, busy, tcpu, won, wwait = [], [], [], [], []
 for a, b in zip(rows, rows[1:]):
     dt = b[0] - a[0]
     if a[3] >= planned and b[3] >= planned and dt > 0:
         cpu.append((b[1] - a[1]) / hz / dt)
         busy.append((b[2] - a[2]) / dt)
         tcpu.append((b[6] - a[6]) / hz / dt)
+        won.append((b[8] - a[8]) / 1e9 / dt)
+        wwait.append((b[9] - a[9]) / 1e9 / dt)
 med = lambda v: statistics.median(v) * 100 if v else float("nan")
 r = json.load(open(report))
 p = r["packets"]
@@ -107,6 +129,7 @@ print(f"RESULT listeners={n} connected={r['participants_connected']}/{r['partici
       f"loss={p['loss_percent']:.3f}% received={p['received_by_subscribers']} "
       f"latency_p50={f(lat['p50'])}ms p99={f(lat['p99'])}ms "
       f"server_cpu={med(cpu):.0f}% worker_busy={med(busy):.0f}% "
+      f"worker_on_cpu={med(won):.0f}% worker_runqueue_wait={med(wwait):.0f}% "
       f"server_drops={int(rows[-1][4]) if rows else 0} server_rss={max((x[5] for x in rows), default=0) / 1024:.0f}MiB "
       f"tester_cpu={med(tcpu):.0f}% ({med(tcpu) / n * 10:.3f} ms of CPU per second per receiver) "
       f"tester_peak_rss={tester_rss:.0f}MiB "

@@ -5,13 +5,16 @@
 # bounds), server CPU and the load test's end-to-end numbers. Kills only the server it started.
 #   scripts/bench/forwarding_latency.sh "meeting --size 10 --rooms 2"
 #   scripts/bench/forwarding_latency.sh "livestream --viewers 200" 20
+#   BENCH_BIN_DIR=/tmp/bins/base scripts/bench/forwarding_latency.sh "meeting --size 10 --rooms 4"
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 SCEN=${1:-"meeting --size 10 --rooms 2"}
 SECS=${2:-20}
 JOIN_WAIT=${JOIN_WAIT:-10}
-Z=target/release/zvon
-LT=target/release/zvon-loadtest
+# BENCH_BIN_DIR: a prebuilt zvon and zvon-loadtest (e.g. the "before" of a change).
+BIN=${BENCH_BIN_DIR:-target/release}
+Z=$BIN/zvon
+LT=$BIN/zvon-loadtest
 OUT=$(mktemp -d)
 TCK=$(getconf CLK_TCK)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -45,9 +48,14 @@ b0, b1 = buckets(f"{out}/m0.txt"), buckets(f"{out}/m1.txt")
 les = sorted(b1); d = [b1[l] - b0.get(l, 0) for l in les]; tot = d[-1] or 1
 q = lambda p: next(l for l, c in zip(les, d) if c >= p * tot)
 fmt = lambda v: "inf" if v == float('inf') else f"{v * 1e6:.0f} us"
+def busy(f):
+    return sum(float(l.split()[-1]) for l in open(f) if l.startswith('zvon_worker_busy_seconds_total'))
+busy_share = (busy(f"{out}/m1.txt") - busy(f"{out}/m0.txt")) / (rd('t1') - rd('t0'))
+under_1ms = max((c for l, c in zip(les, d) if l <= 0.001), default=0) / tot
 rep = json.load(open(f"{out}/report.json"))
 e = rep['e2e_latency_ms']
-print(f"{scen}: server CPU {cpu * 100:.0f}% of one core; {tot:.0f} forwarded packets in 10 s; "
-      f"forwarding latency p50 <= {fmt(q(.5))}, p99 <= {fmt(q(.99))}; "
+print(f"{scen}: server CPU {cpu * 100:.0f}% of one core, worker busy {busy_share * 100:.0f}%; "
+      f"{tot:.0f} forwarded packets in 10 s; "
+      f"forwarding latency p50 <= {fmt(q(.5))}, p99 <= {fmt(q(.99))}, {under_1ms * 100:.1f}% <= 1 ms; "
       f"e2e p50 {e['p50']} ms, p99 {e['p99']} ms; loss {rep['packets']['loss_percent']:.3f}%")
 PY

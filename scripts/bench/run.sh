@@ -17,6 +17,9 @@
 #   BENCH_SECS=30 BENCH_SCENARIOS="video50 meeting10" scripts/bench/run.sh
 #   BENCH_SERVERS="raw zvon" scripts/bench/run.sh      # without Janus
 #   BENCH_SERVERS="raw zvon mediasoup" scripts/bench/run.sh
+#   BENCH_BIN_DIR=/tmp/bins/base scripts/bench/run.sh  # prebuilt binaries, no cargo build
+#   BENCH_BEFORE_DIR=/tmp/bins/base BENCH_SERVERS="raw zvon-before zvon" scripts/bench/run.sh
+#                                   # a change's before and after in one run (same load tester)
 set -euo pipefail
 
 cd "$(dirname "$0")/../.."
@@ -78,8 +81,14 @@ if [[ " $SERVERS " == *" mediasoup "* ]]; then
     fi
 fi
 
-log "building release binaries"
-cargo build --release -p zvon-signaling -p zvon-loadtest --bin zvon --bin zvon-loadtest --bin zvon-rawrelay >&2
+if [[ -n ${BENCH_BIN_DIR:-} ]]; then
+    # A prebuilt set (zvon, zvon-loadtest, zvon-rawrelay), e.g. the "before" of a change.
+    BIN=$BENCH_BIN_DIR
+    log "using the binaries in $BIN"
+else
+    log "building release binaries"
+    cargo build --release -p zvon-signaling -p zvon-loadtest --bin zvon --bin zvon-loadtest --bin zvon-rawrelay >&2
+fi
 mkdir -p "$OUT"
 
 log "network namespaces $NS_SRV ($SRV_IP) <-> $NS_CLI ($CLI_IP)"
@@ -115,20 +124,16 @@ tree_pids() {
     echo "$pid"
     for child in $(cat /proc/"$pid"/task/*/children 2>/dev/null); do tree_pids "$child"; done
 }
-cpu_ticks() {
+# Sums, over $1's process tree, the number awk program $3 prints from /proc/PID/$2.
+tree_sum() {
     local total=0 pid
     for pid in $(tree_pids "$1"); do
-        total=$(( total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0) ))
+        total=$(( total + $(awk "$3" "/proc/$pid/$2" 2>/dev/null || echo 0) ))
     done
     echo "$total"
 }
-peak_rss_kib() {
-    local total=0 pid
-    for pid in $(tree_pids "$1"); do
-        total=$(( total + $(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo 0) ))
-    done
-    echo "$total"
-}
+cpu_ticks() { tree_sum "$1" stat '{print $14 + $15}'; }
+peak_rss_kib() { tree_sum "$1" status '/^VmHWM:/ {print $2}'; }
 
 # Starts server $1 in the server namespace, sets SERVER_PID, waits until it answers.
 start_server() {
@@ -140,8 +145,10 @@ start_server() {
             SERVER_PID=$!
             for _ in $(seq 100); do grep -q listening "$logf" 2>/dev/null && return 0; sleep 0.1; done
             ;;
-        zvon)
-            ip netns exec "$NS_SRV" "$BIN/zvon" serve --dev --http-addr "$SRV_IP:7350" \
+        zvon | zvon-before)
+            local zvon_bin=$BIN/zvon
+            [[ $name == zvon-before ]] && zvon_bin=${BENCH_BEFORE_DIR:?zvon-before needs BENCH_BEFORE_DIR}/zvon
+            ip netns exec "$NS_SRV" "$zvon_bin" serve --dev --http-addr "$SRV_IP:7350" \
                 --metrics-addr "$SRV_IP:9350" --media-bind-ip "$SRV_IP" --media-ip "$SRV_IP" \
                 --media-port 7360 --max-participants 1000 ${ZVON_WORKERS:+--workers $ZVON_WORKERS} \
                 >"$logf" 2>&1 &
@@ -175,7 +182,7 @@ start_server() {
 target_args() {
     case $1 in
         raw) echo "--target raw --url $SRV_IP:7400" ;;
-        zvon) echo "--target zvon --url http://$SRV_IP:7350" ;;
+        zvon | zvon-before) echo "--target zvon --url http://$SRV_IP:7350" ;;
         janus) echo "--target janus --url http://$SRV_IP:8088/janus" ;;
         mediasoup) echo "--target mediasoup --url http://$SRV_IP:7450" ;;
     esac
@@ -207,11 +214,13 @@ for sc in $SCENARIOS; do
         after=$(cpu_ticks "$pid" 2>/dev/null || echo "$before")
         rss=$(peak_rss_kib "$pid" 2>/dev/null || echo 0)
         fwd=null
-        if [[ $server == zvon ]]; then
+        if [[ $server == zvon* ]]; then
             # Zvon's own count of RTP packets sent to subscribers, to check against the clients'.
-            fwd=$(ip netns exec "$NS_CLI" curl -sf "http://$SRV_IP:9350/metrics" |
-                awk '/^zvon_rtp_packets_sent_total/ {s += $2; n++} END {if (n) printf "%d", s; else print "null"}') ||
-                fwd=null
+            # The whole scrape is kept: allocation pauses, held frames, busy time, latency.
+            ip netns exec "$NS_CLI" curl -sf "http://$SRV_IP:9350/metrics" >"$OUT/$tag.metrics.txt" || true
+            fwd=$(awk '/^zvon_rtp_packets_sent_total/ {s += $2; n++} END {if (n) printf "%d", s; else print "null"}' \
+                "$OUT/$tag.metrics.txt")
+            [[ -n $fwd ]] || fwd=null
         fi
         stop_server
         cpu=$(awk -v a="$before" -v b="$after" -v hz="$HZ" 'BEGIN {printf "%.3f", (b - a) / hz}')

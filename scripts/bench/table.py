@@ -59,7 +59,7 @@ def main():
         zvon_us = us_per_packet(by[(sc, "zvon")]) if (sc, "zvon") in by else None
         janus_us = us_per_packet(by[(sc, "janus")]) if (sc, "janus") in by else None
         ms_us = us_per_packet(by[(sc, "mediasoup")]) if (sc, "mediasoup") in by else None
-        for server in ("raw", "zvon", "janus", "mediasoup"):
+        for server in ("raw", "zvon-before", "zvon", "janus", "mediasoup"):
             row = by.get((sc, server))
             if row is None:
                 continue

@@ -131,6 +131,9 @@ pub struct SfuStats {
     /// Video frames not forwarded because the subscriber connection's send queue was
     /// backlogged (see `forward::egress_backlog`).
     pub video_frames_held_for_backlog: AtomicU64,
+    /// Video streams whose send queue a bandwidth cut let go unpaced (see
+    /// `edge/worker/stale_queue.rs`).
+    pub stale_video_queues_flushed: AtomicU64,
     pub workers: Box<[WorkerStats]>,
     /// Every cascade link of the node, summed (see `crate::cascade`).
     pub cascade: std::sync::Arc<crate::cascade::CascadeStats>,
@@ -193,6 +196,7 @@ impl SfuStats {
             video_paused_for_bandwidth: AtomicU64::new(0),
             cascade_hop_latency: AtomicHistogram::new(HOP_LATENCY_BOUNDS),
             video_frames_held_for_backlog: AtomicU64::new(0),
+            stale_video_queues_flushed: AtomicU64::new(0),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             cascade: Default::default(),
             ice_tcp: Default::default(),

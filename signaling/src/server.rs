@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::sync::mpsc;
 use zvon_sfu::api::{ParticipantId, PeerStats};
 use zvon_sfu::link::{client_endpoint, ControlServer, LinkConfig};
@@ -307,6 +308,13 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, StartError> {
     let task = tokio::spawn(async move {
         match listener {
             Some(listener) => {
+                // No Nagle: `joined` and the subscriber offer right behind it (two writes) must
+                // not wait for the client's delayed ACK of the first (up to 40 ms on Linux).
+                let listener = listener.tap_io(|tcp| {
+                    if let Err(e) = tcp.set_nodelay(true) {
+                        tracing::debug!("cannot set TCP_NODELAY: {e}");
+                    }
+                });
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stop.await;

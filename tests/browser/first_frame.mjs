@@ -100,6 +100,10 @@ async function oneRun(browser, server, i) {
       const ff = await sub.evaluate(() => ({
         ...window.__ff,
         timeOrigin: performance.timeOrigin,
+        // Every request of the page (start -> end, ms from navigation start), for FF_VERBOSE.
+        resources: performance.getEntriesByType('resource').map((e) => ({
+          name: new URL(e.name).pathname, start: Math.round(e.startTime), end: Math.round(e.responseEnd),
+        })),
         marks: {
           ...Object.fromEntries(performance.getEntriesByType('mark')
             .filter((m) => m.name.startsWith('zvon:'))
@@ -127,7 +131,8 @@ async function oneRun(browser, server, i) {
       console.log(`run ${i}: navigation start ${new Date(ff.timeOrigin).toISOString()};` +
         ` first video packet at ${Math.round(ff.firstPacketAt)} ms ${JSON.stringify(ff.firstPacket)};` +
         ` decoder at first frame: ${JSON.stringify(ff.video)}; publisher keyframes before` +
-        ` ${JSON.stringify(pubBefore)} after ${JSON.stringify(await pubKeyframes())}`);
+        ` ${JSON.stringify(pubBefore)} after ${JSON.stringify(await pubKeyframes())};` +
+        ` requests (start-end ms): ${ff.resources.map((e) => `${e.name} ${e.start}-${e.end}`).join(', ')}`);
     }
     return {
       firstMs,

@@ -81,6 +81,15 @@ impl StreamStats {
         }
         let gap = now.saturating_duration_since(self.last_at);
         if self.received > 0 && gap >= STALL {
+            tracing::debug!(
+                gap_ms = gap.as_millis() as u64,
+                after_s = self
+                    .last_at
+                    .saturating_duration_since(self.first_at)
+                    .as_secs_f64(),
+                clock = self.clock_rate,
+                "stall"
+            );
             self.stalls += 1;
             self.stalled += gap;
         }

@@ -12,11 +12,11 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::json_socket;
 use super::zvon::{open_tcp, AnswerTrackJson, OfferTrackJson};
 use super::{JoinRequest, SignalCommand, SignalEvent, SignalSession, Target, TargetError};
 
@@ -100,57 +100,24 @@ async fn open(addr: SocketAddr, req: JoinRequest) -> Result<SignalSession, Targe
         .await
         .map_err(|e| TargetError::new("connect", e))?;
     let url = format!("ws://{addr}/");
-    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
         .await
         .map_err(|e| TargetError::new("websocket", e))?;
-    let (mut sink, mut stream) = ws.split();
     let join = serde_json::to_string(&ClientMsg::Join {
         room: &req.room,
         identity: &req.identity,
     })
     .map_err(|e| TargetError::new("join", e))?;
     let join_sent = Instant::now();
-    sink.send(Message::text(join))
+    ws.send(Message::text(join))
         .await
         .map_err(|e| TargetError::new("websocket", e))?;
-
-    let (event_tx, events) = mpsc::channel(16);
-    let (commands, mut command_rx) = mpsc::channel::<SignalCommand>(16);
-    tokio::spawn(async move {
-        let reason = loop {
-            tokio::select! {
-                cmd = command_rx.recv() => {
-                    let Some(cmd) = cmd else {
-                        let _ = sink.send(Message::Close(None)).await;
-                        break "dropped".to_string();
-                    };
-                    let Some(text) = encode(&cmd) else { continue };
-                    if sink.send(Message::text(text)).await.is_err() {
-                        break "send_failed".to_string();
-                    }
-                }
-                msg = stream.next() => match msg {
-                    Some(Ok(Message::Text(text))) => {
-                        match serde_json::from_str::<ServerMsg>(text.as_str()) {
-                            Ok(msg) => {
-                                if let Some(ev) = to_event(msg) {
-                                    if event_tx.send(ev).await.is_err() {
-                                        break "dropped".to_string();
-                                    }
-                                }
-                            }
-                            Err(e) => tracing::debug!("unparsed mediasoup app message: {e}"),
-                        }
-                    }
-                    Some(Ok(Message::Close(_))) => break "ws_close".to_string(),
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => break format!("ws_error: {e}"),
-                    None => break "eof".to_string(),
-                },
-            }
-        };
-        let _ = event_tx.send(SignalEvent::Closed { reason }).await;
-    });
+    let (events, commands) = json_socket::spawn(
+        ws,
+        encode,
+        |text| serde_json::from_str::<ServerMsg>(text).map(to_event),
+        None,
+    );
     Ok(SignalSession {
         events,
         commands,

@@ -7,6 +7,7 @@
 //! offerer on its publisher connection and always the answerer on its subscriber connection.
 
 pub mod janus;
+mod json_socket;
 pub mod mediasoup;
 pub mod raw;
 pub mod zvon;

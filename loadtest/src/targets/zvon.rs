@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::json_socket;
 use super::{
     AnnouncedParticipant, AnnouncedTrack, JoinRequest, Kind, PublishedTrack, RemoteTrack,
     SignalCommand, SignalEvent, SignalSession, Target, TargetError,
@@ -418,7 +418,7 @@ impl ZvonTarget {
             .await
             .map_err(|e| TargetError::new("connect", e))?;
         let url = format!("ws://{host}/rtc");
-        let (ws, _) = match tokio_tungstenite::client_async(url.as_str(), stream).await {
+        let (mut ws, _) = match tokio_tungstenite::client_async(url.as_str(), stream).await {
             Ok(ok) => ok,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
                 return Err(TargetError::new(
@@ -428,7 +428,6 @@ impl ZvonTarget {
             }
             Err(e) => return Err(TargetError::new("websocket", e)),
         };
-        let (mut sink, mut stream) = ws.split();
         let join = serde_json::to_string(&ClientMsg::Join {
             protocol: 1,
             token: &token,
@@ -438,60 +437,18 @@ impl ZvonTarget {
         })
         .unwrap_or_default();
         let join_sent = Instant::now();
-        sink.send(Message::text(join))
+        ws.send(Message::text(join))
             .await
             .map_err(|e| TargetError::new("websocket", e))?;
-
-        let (event_tx, events) = mpsc::channel(16);
-        let (commands, mut command_rx) = mpsc::channel::<SignalCommand>(16);
-        tokio::spawn(async move {
-            let mut ping =
-                tokio::time::interval_at(tokio::time::Instant::now() + PING_EVERY, PING_EVERY);
-            let reason = loop {
-                tokio::select! {
-                    cmd = command_rx.recv() => {
-                        let Some(cmd) = cmd else {
-                            // The participant is gone: close politely, which counts as leaving.
-                            let _ = sink.send(Message::Close(None)).await;
-                            break "dropped".to_string();
-                        };
-                        if sink.send(Message::text(encode(&cmd))).await.is_err() {
-                            break "send_failed".to_string();
-                        }
-                    }
-                    msg = stream.next() => match msg {
-                        Some(Ok(Message::Text(text))) => {
-                            match serde_json::from_str::<ServerMsg>(text.as_str()) {
-                                Ok(msg) => {
-                                    if let Some(ev) = to_event(msg) {
-                                        if event_tx.send(ev).await.is_err() {
-                                            break "dropped".to_string();
-                                        }
-                                    }
-                                }
-                                Err(e) => tracing::debug!("unparsed server message: {e}"),
-                            }
-                        }
-                        Some(Ok(Message::Close(frame))) => {
-                            break match frame {
-                                Some(f) => format!("ws_close_{}", u16::from(f.code)),
-                                None => "ws_close".to_string(),
-                            };
-                        }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => break format!("ws_error: {e}"),
-                        None => break "eof".to_string(),
-                    },
-                    _ = ping.tick() => {
-                        let text = serde_json::to_string(&ClientMsg::Ping).unwrap_or_default();
-                        if sink.send(Message::text(text)).await.is_err() {
-                            break "send_failed".to_string();
-                        }
-                    }
-                }
-            };
-            let _ = event_tx.send(SignalEvent::Closed { reason }).await;
-        });
+        let (events, commands) = json_socket::spawn(
+            ws,
+            |cmd| Some(encode(cmd)),
+            |text| serde_json::from_str::<ServerMsg>(text).map(to_event),
+            Some(json_socket::KeepAlive {
+                every: PING_EVERY,
+                text: serde_json::to_string(&ClientMsg::Ping).unwrap_or_default(),
+            }),
+        );
         Ok(SignalSession {
             events,
             commands,

@@ -12,6 +12,8 @@ use str0m::media::{Mid, Rid};
 use str0m::{Candidate, IceCreds, Rtc, RtcError};
 
 use super::meter::EgressTally;
+use super::pacer_defer::WrittenMedia;
+use super::rtx_window::RtxWindow;
 use super::send_path::SendPath;
 use crate::api::{ParticipantId, PeerStats, TrackId};
 use crate::forward::idle_egress::IdleEgress;
@@ -51,6 +53,9 @@ pub struct Connection {
     /// Media was written since the last poll: str0m stamps its send queue only on a
     /// timeout, so the drain hands it one before polling (see `Worker::drain`).
     pub media_written: bool,
+    /// What was written since the last poll and whether it all left: decides whether the
+    /// pacer's next "immediate" step can wait for the next write (`edge::pacer_defer`).
+    pub written: WrittenMedia,
     pub ufrag: String,
     /// The media-lost event was sent; never again.
     pub lost_reported: bool,
@@ -63,6 +68,10 @@ pub struct Connection {
     /// ICE and DTLS are up (str0m's `Event::Connected`): media is written to it only then,
     /// since str0m queues what is written before without bound.
     pub connected: bool,
+    /// When its client reached this subscriber connection before it was up (its first track
+    /// settings after the answer, or its first check): media is written ahead from then
+    /// (`worker/early_start.rs`).
+    pub early_start: Option<Instant>,
     /// Set when the remote got everything it needs to connect (our answer, or its answer to
     /// our offer): past it, a connection still not up is given up (`media_setup_timeout`).
     pub setup_deadline: Option<Instant>,
@@ -84,9 +93,18 @@ pub struct Connection {
     /// The queued bytes a video frame may start behind on this connection, from what the
     /// allocator counts on (see `forward::egress_backlog`); no limit before an estimate.
     pub egress_limit_bytes: usize,
+    /// Video m-lines unpaced after a cut until they start over or run empty
+    /// (`edge/worker/stale_queue.rs`).
+    pub flushing_video: Vec<Mid>,
+    /// When a video of this connection last started over at a keyframe: what is queued
+    /// after it is the new layer, not to be flushed by the next cut of the same collapse.
+    pub video_started_over_at: Option<Instant>,
     /// Parks str0m's estimator (and so its padding) while nothing is sent
     /// (`forward::idle_egress`); subscriber connections with bandwidth allocation only.
     pub idle: IdleEgress,
+    /// How long its video streams keep sent packets for NACKs, from its RTT
+    /// (`edge::rtx_window`; subscriber connections).
+    pub rtx_window: RtxWindow,
 }
 
 impl Connection {
@@ -206,11 +224,13 @@ impl Connection {
             next_timeout: now,
             timer_at: None,
             media_written: false,
+            written: WrittenMedia::default(),
             ufrag,
             lost_reported: false,
             queued_for_poll: false,
             egress: EgressTally::default(),
             connected: false,
+            early_start: None,
             setup_deadline: None,
             restart_deadline: None,
             reply_path: None,
@@ -219,7 +239,10 @@ impl Connection {
             probe_nudged_at: None,
             estimate_stuck_since: None,
             egress_limit_bytes: usize::MAX,
+            flushing_video: Vec::new(),
+            video_started_over_at: None,
             idle: IdleEgress::default(),
+            rtx_window: RtxWindow::default(),
         })
     }
 }

@@ -109,6 +109,24 @@ impl WorkerMeter {
         }
     }
 
+    /// `copies` forwarded copies were sent at `now`, before the wake's last flush (see
+    /// `worker::sending`): charged to the oldest batches first; `flushed` charges the rest.
+    pub fn sent_early(&mut self, now: Instant, mut copies: u64) {
+        let s = &*self.stats;
+        for (received, forwarded) in &mut self.batches[..self.batch_count] {
+            if copies == 0 {
+                break;
+            }
+            let n = copies.min(*forwarded);
+            if n > 0 {
+                let latency = now.saturating_duration_since(*received).as_secs_f64();
+                s.forwarding_latency.observe_n(latency, n);
+                *forwarded -= n;
+                copies -= n;
+            }
+        }
+    }
+
     /// The send queue was flushed at `now`: record latencies and busy time, publish counts.
     pub fn flushed(&mut self, now: Instant) {
         let s = &*self.stats;
@@ -154,6 +172,11 @@ impl WorkerMeter {
         SfuStats::add(&self.stats.video_frames_held_for_backlog, 1);
     }
 
+    /// A cut let a video stream's stale send queue go unpaced (`stale_queue`).
+    pub fn stale_queue_flushed(&self) {
+        SfuStats::add(&self.stats.stale_video_queues_flushed, 1);
+    }
+
     /// One bandwidth allocation round over the worker's subscribers.
     pub fn bandwidth(&self, totals: BandwidthTotals, changes: BudgetChanges) {
         let st = &*self.stats;
@@ -170,8 +193,10 @@ impl WorkerMeter {
         }
     }
 
-    /// A connection's periodic stats: RTT, loss by direction, the egress bandwidth estimate.
-    pub fn peer_stats(&self, publisher_side: bool, s: &PeerStats) {
+    /// A connection's periodic stats: RTT, loss by direction, the egress bandwidth estimate
+    /// (not while `estimate_parked`: the estimator of a subscriber with nothing to receive
+    /// is held at zero on purpose, see `forward::idle_egress`).
+    pub fn peer_stats(&self, publisher_side: bool, estimate_parked: bool, s: &PeerStats) {
         let st = &*self.stats;
         if let Some(rtt) = s.rtt {
             st.peer_rtt.observe(rtt.as_secs_f64());
@@ -185,7 +210,7 @@ impl WorkerMeter {
                 st.egress_loss.observe(loss as f64);
             }
             // Only present when str0m's send-side BWE is enabled on the connection.
-            if let Some(bwe) = s.bwe_tx {
+            if let Some(bwe) = s.bwe_tx.filter(|_| !estimate_parked) {
                 // bits/s as str0m states it; bytes/s as Prometheus wants base units.
                 st.bandwidth_estimate.observe(bwe.as_f64() / 8.0);
             }
@@ -279,6 +304,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn copies_sent_early_are_charged_their_own_wait_once() {
+        let stats = Arc::new(SfuStats::new(1));
+        let mut m = WorkerMeter::new(stats.clone(), 0);
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        // Two batches: 3 copies from the first, 2 from the second.
+        m.batch_received(t0);
+        for _ in 0..3 {
+            m.rtp_forwarded(TrackKind::Video, 100);
+        }
+        m.batch_received(t0 + ms(1));
+        for _ in 0..2 {
+            m.rtp_forwarded(TrackKind::Video, 100);
+        }
+        // 4 leave 200 us after the first batch (oldest first), the last one at the flush.
+        m.sent_early(t0 + Duration::from_micros(200), 4);
+        m.flushed(t0 + ms(40));
+        let h = stats.forwarding_latency.snapshot().cumulative();
+        let at_most = |s: f64| h.iter().find(|(b, _)| *b >= s).map(|(_, c)| *c);
+        assert_eq!(
+            h.last().map(|(_, c)| *c),
+            Some(5),
+            "every copy counted once"
+        );
+        assert_eq!(at_most(0.00025), Some(4), "four waited 200 us or less");
+        assert_eq!(at_most(0.01), Some(4), "the fifth waited 39 ms");
+    }
+
+    #[test]
     fn resends_are_packets_beyond_the_originals() {
         let mut t = EgressTally::default();
         let (a, v) = (Mid::from("0"), Mid::from("1"));
@@ -290,5 +344,34 @@ mod tests {
         t.written = 150;
         assert_eq!(t.on_egress_stats(v, 100, 2), (0, 0));
         assert_eq!(t.on_egress_stats(a, 55, 2), (2, 2));
+    }
+
+    #[test]
+    fn a_parked_subscriber_adds_no_estimate_sample() {
+        use str0m::bwe::Bitrate;
+        let stats = Arc::new(SfuStats::new(1));
+        let meter = WorkerMeter::new(stats.clone(), 0);
+        let sample = |bps| PeerStats {
+            peer_bytes_rx: 0,
+            peer_bytes_tx: 0,
+            bytes_rx: 0,
+            bytes_tx: 0,
+            timestamp: Instant::now(),
+            bwe_tx: Some(Bitrate::bps(bps)),
+            egress_loss_fraction: None,
+            ingress_loss_fraction: None,
+            rtt: None,
+            selected_candidate_pair: None,
+        };
+        meter.peer_stats(false, false, &sample(800_000));
+        assert_eq!(stats.bandwidth_estimate.snapshot().count(), 1);
+        // Parked: its estimator sits at zero on purpose.
+        meter.peer_stats(false, true, &sample(0));
+        assert_eq!(stats.bandwidth_estimate.snapshot().count(), 1);
+        meter.peer_stats(false, false, &sample(600_000));
+        assert_eq!(stats.bandwidth_estimate.snapshot().count(), 2);
+        // A publisher connection's estimate is never a subscriber's.
+        meter.peer_stats(true, false, &sample(600_000));
+        assert_eq!(stats.bandwidth_estimate.snapshot().count(), 2);
     }
 }

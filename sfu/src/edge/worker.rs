@@ -28,6 +28,7 @@ use super::meter::{WorkerMeter, MAX_BATCHES};
 use super::pacer_steps::PacerSteps;
 use super::payload_types::{negotiated, payload_type_map, simulcast_rids, video_codecs};
 use super::relay_pipe::RelayPipe;
+use super::rtx_window::{RTX_CACHE_PACKETS, RTX_RATIO_CAP};
 use super::sdp_candidates;
 use super::stun::is_nominating_binding_request;
 use super::timers::TimerQueue;
@@ -49,6 +50,7 @@ use crate::relay::{FlowId, OriginFlows, RelayPacket, RemoteTracks};
 use crate::stats::SfuStats;
 
 mod bandwidth;
+mod early_start;
 mod forwarding;
 mod ice_restart;
 mod ice_tcp;
@@ -58,6 +60,9 @@ mod publisher_replace;
 mod recording;
 mod relaying;
 mod requests;
+mod rtx_age;
+mod sending;
+mod stale_queue;
 mod viewing;
 
 #[doc(hidden)]
@@ -72,8 +77,6 @@ pub struct Command {
 
 /// Longest sleep without a timeout: bounds how stale `now` gets when nothing happens.
 const IDLE_TICK: Duration = Duration::from_millis(100);
-const RTX_CACHE_PACKETS: usize = 512;
-const RTX_CACHE_AGE: Duration = Duration::from_millis(1500);
 /// The least a subscriber estimator probes for: audio and a low video layer.
 const MIN_PROBE_TARGET_BPS: u64 = 100_000;
 /// How often a subscriber short of what it wants is probed anew (see `set_probe_target`).
@@ -103,6 +106,8 @@ pub struct Worker {
     meter: WorkerMeter,
     overload: OverloadGuard,
     send_queue: SendQueue,
+    /// Forwarded copies queued since the last send, for the latency histogram (`sending`).
+    early_send: sending::EarlySend,
     forwards: Vec<Forward>,
     dirty: Vec<ConnectionKey>,
     /// When each connection next wants a timeout (or its setup deadline passes).
@@ -165,6 +170,7 @@ impl Worker {
             overload: OverloadGuard::default(),
             stats,
             send_queue: SendQueue::default(),
+            early_send: Default::default(),
             forwards: Vec::with_capacity(256),
             dirty: Vec::with_capacity(256),
             timers: TimerQueue::default(),
@@ -297,7 +303,14 @@ impl Worker {
                     for _ in 0..MAX_BATCHES_PER_WAKE {
                         // try_io clears readiness on WouldBlock so the next await really waits.
                         match socket.try_io(Interest::READABLE, || recv_batch(&socket, &mut batch)) {
-                            Ok(_) => self.handle_datagrams(&batch, Instant::now()),
+                            Ok(_) => {
+                                self.handle_datagrams(&batch, Instant::now());
+                                // What this batch forwarded leaves before the next is read.
+                                if !self.dirty.is_empty() {
+                                    self.drain_sending(Instant::now(), &socket);
+                                    self.send_now(&socket);
+                                }
+                            }
                             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                             Err(e) => {
                                 debug!("recvmmsg: {e}");
@@ -331,7 +344,7 @@ impl Worker {
                 }
             }
             let now = Instant::now();
-            self.drain(now);
+            self.drain_sending(now, &socket);
             // Other workers start on relayed packets while this one sends its own.
             self.relay.wake();
             self.update_relay_demand(now);
@@ -340,6 +353,8 @@ impl Worker {
             self.report_layer_demand(now);
             self.update_recording(now);
             self.flush(&socket);
+            // The copies still counted here are charged by `flushed`.
+            self.early_send.take();
             let now = Instant::now();
             self.meter.flushed(now);
             if self.overload.due(now) {
@@ -500,6 +515,7 @@ impl Worker {
         if let Some(local) = local {
             conn.reply_path = Some((from, local));
         }
+        let reached = early_start::reaches_early(conn, key.1, data, &input);
         if let Err(e) = conn.rtc.handle_input(input) {
             debug!("connection refused a datagram from {from}: {e}");
             SfuStats::add(&self.stats.datagrams_dropped_malformed, 1);
@@ -510,6 +526,9 @@ impl Worker {
         // str0m holds at most one received RTP packet until the next poll: poll now, before
         // the next datagram for this connection overwrites it.
         self.poll_connection(key, now);
+        if reached {
+            self.start_early(key.0, now);
+        }
         true
     }
 
@@ -564,25 +583,6 @@ impl Worker {
         self.timers_due = due;
     }
 
-    /// Polls every connection that got input until it only wants a timeout, acting on its
-    /// events; forwarding makes more connections dirty, which are polled in turn.
-    fn drain(&mut self, now: Instant) {
-        while let Some(key) = self.dirty.pop() {
-            if let Some(conn) = self.connection_mut(key) {
-                conn.queued_for_poll = false;
-                // Written media sits unstamped in str0m's send queue until a timeout: hand it
-                // one now rather than poll once for nothing and be asked for it.
-                if std::mem::take(&mut conn.media_written) && !conn.lost_reported {
-                    // The clock: str0m ignores a time older than one an inline timeout gave.
-                    if let Err(e) = conn.rtc.handle_input(Input::Timeout(Instant::now())) {
-                        debug!("timeout input failed: {e}");
-                    }
-                }
-            }
-            self.poll_connection(key, now);
-        }
-    }
-
     fn connection_mut(&mut self, key: ConnectionKey) -> Option<&mut Connection> {
         self.participants
             .get_mut(key.0 .0 as usize)
@@ -622,6 +622,7 @@ impl Worker {
                     if t.contents.first().is_some_and(|b| *b >= 2) {
                         conn.send_path.sent(t.destination, now);
                     }
+                    conn.written.transmitted(&t.contents);
                     if t.proto == Protocol::Tcp {
                         if let Some(tcp) = self.ice_tcp.as_mut() {
                             tcp.send(t.destination, t.contents.into());
@@ -631,6 +632,9 @@ impl Worker {
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }
                 Ok(Output::Timeout(t)) => {
+                    // An empty pacer step after our media left waits for the next write.
+                    let reason = conn.rtc.last_timeout_reason();
+                    let t = conn.written.defer(reason, t, now).unwrap_or(t);
                     // Due already: handed over now (see `pacer_steps`).
                     if let Some(at) = steps.next(t, now, Instant::now) {
                         if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {
@@ -737,6 +741,7 @@ impl Worker {
                     c.connected = true;
                 }
                 if side == Side::Subscriber {
+                    self.early_start_on_connected(peer, now);
                     for r in self.router.on_subscriber_connected(peer, now) {
                         self.request_keyframe(r);
                     }
@@ -763,7 +768,18 @@ impl Worker {
                 }
             }
             Event::PeerStats(s) => {
-                self.meter.peer_stats(side == Side::Publisher, &s);
+                // A parked subscriber's estimator sits at zero on purpose (`idle_egress`):
+                // its estimate is not a sample of its link.
+                let parked = side == Side::Subscriber
+                    && self
+                        .participants
+                        .get(peer.0 as usize)
+                        .and_then(|p| p.subscriber.as_ref())
+                        .is_some_and(|c| c.idle.is_parked());
+                self.meter.peer_stats(side == Side::Publisher, parked, &s);
+                if let (Side::Subscriber, Some(rtt)) = (side, s.rtt) {
+                    self.subscriber_rtt(peer, rtt);
+                }
                 if let Some(p) = self.participants.get_mut(peer.0 as usize) {
                     match side {
                         Side::Publisher => {

@@ -27,6 +27,13 @@ use std::time::{Duration, Instant};
 pub const CONGESTED_LOSS: f32 = 0.10;
 /// Round-trip time this far above the lowest seen means a standing queue on the path.
 pub const QUEUE_DELAY: Duration = Duration::from_millis(150);
+/// Loss at or above which a standing queue of [`QUEUE_DELAY`] is congestion whatever str0m's
+/// estimate says: a receiver short of CPU delays its feedback but loses nothing, and random
+/// loss comes without a queue. A link that just collapsed shows this one sample (250 ms)
+/// before its loss over the last second reaches [`CONGESTED_LOSS`]. Not within
+/// [`JUDGE_AFTER`] of a restart of ours: its probes queue and lose a little by design, and
+/// counting that as congestion would stretch the backoff before the next one.
+pub const QUEUE_LOSS: f32 = 0.05;
 /// Loss at or below which the link counts as clean.
 pub const CLEAN_LOSS: f32 = 0.025;
 /// The cap stays this long after the last congested sample: str0m's averaged estimate still
@@ -42,6 +49,10 @@ pub const CLEAN_FOR: Duration = Duration::from_millis(1500);
 /// ...and the estimate to have stayed within [`GROWTH_PERCENT`] of itself this long.
 pub const STUCK_FOR: Duration = Duration::from_millis(1500);
 pub const GROWTH_PERCENT: u64 = 120;
+/// Under half the wish, growing means doubling within [`STUCK_FOR`]: str0m's own increase
+/// (additive, or 1.5x of what a low layer carries) creeps at a fifth per second or so, and
+/// from 250 kbit/s that takes 10 s to reach a 720p camera on a link that came back.
+pub const FAR_SHORT_GROWTH_PERCENT: u64 = 200;
 /// An estimate below this share of where the stuck clock started is falling, not stuck.
 pub const FALL_PERCENT: u64 = 80;
 /// An estimate within this share of the wish is close enough: no restart.
@@ -60,6 +71,13 @@ pub const CHASE_PERCENT: u64 = 150;
 /// rather than after [`STUCK_FOR`] and the backoff: str0m probes further by itself only
 /// slowly, and not at all while its loss-based state is "loss limited".
 pub const CHASE_AFTER: Duration = Duration::from_millis(500);
+/// A wish this many times what str0m last probed for, on a link never congested yet, is
+/// restarted for at once: str0m probes for a wish only when it rises, and a rise during its
+/// initial probing is dropped (`ProbeControl::poll_probe` consumes it while blocked). A
+/// subscriber's first estimate usually comes before its video's layers are measured, so
+/// the initial probes were capped at twice an audio-sized wish, and the camera started at
+/// the 500 kbit/s initial estimate until the stuck rule's [`CLEAN_FOR`] + [`STUCK_FOR`].
+pub const WISH_ROSE_FACTOR: u64 = 2;
 /// How long after a restart its probes have been answered and the estimate shows it.
 const JUDGE_AFTER: Duration = Duration::from_millis(1500);
 /// The lowest round-trip time is forgotten after this long (a route can change).
@@ -111,6 +129,13 @@ pub struct DownlinkMonitor {
     /// When the last restart was, and the estimate it started from, until judged.
     restarted: Option<(Instant, u64)>,
     last_restart: Option<Instant>,
+    /// The wish at the first sample or at the last restart, lowered when the wish falls:
+    /// what str0m's probes were last capped by.
+    probed_for: Option<u64>,
+    /// Whether this link was ever congested: past that, a wish that rises (dynacast turning
+    /// a layer off makes its cost the nominal one) is left to the stuck and chase rules, and
+    /// their backoff.
+    ever_congested: bool,
 }
 
 impl Default for DownlinkMonitor {
@@ -129,6 +154,8 @@ impl Default for DownlinkMonitor {
             backoff: RESTART_BACKOFF,
             restarted: None,
             last_restart: None,
+            probed_for: None,
+            ever_congested: false,
         }
     }
 }
@@ -157,10 +184,15 @@ impl DownlinkMonitor {
         // queue does, and a cut on an open link for it would be worse than a late one.
         let collapsed = matches!((s.estimate_bps, sent_bps), (Some(e), Some(b)) if e * 2 < b);
         let delay = s.rtt.map(|rtt| self.queue_delay(rtt, now));
-        let queueing = collapsed && delay.is_some_and(|d| d >= QUEUE_DELAY);
+        let queued = delay.is_some_and(|d| d >= QUEUE_DELAY);
         let loss = s.loss.unwrap_or(0.0);
-        let congested = loss >= CONGESTED_LOSS || queueing;
+        let probing = self
+            .last_restart
+            .is_some_and(|t| now.saturating_duration_since(t) < JUDGE_AFTER);
+        let congested =
+            loss >= CONGESTED_LOSS || (queued && (collapsed || (loss >= QUEUE_LOSS && !probing)));
         if congested {
+            self.ever_congested = true;
             self.congested_at = Some(now);
             // What got through, less a margin for the queue to drain; the raw estimate if
             // str0m already knows better.
@@ -238,6 +270,7 @@ impl DownlinkMonitor {
         if fell {
             self.cap_bps = Some(cap);
         }
+        self.ever_congested = true;
         self.congested_at = Some(now);
         self.clean_since = None;
         self.congested_now(now);
@@ -292,13 +325,16 @@ impl DownlinkMonitor {
     ) -> Option<u64> {
         if let Some((at, from)) = self.restarted {
             // Judge the last restart once its probes had time to come back: one that raised
-            // the estimate keeps the short wait, one that found nothing doubles it.
+            // the estimate keeps the short wait, one that found nothing doubles it (and
+            // never shortens a wait that overshoots stretched).
             if now.saturating_duration_since(at) >= JUDGE_AFTER {
                 self.restarted = None;
                 self.backoff = if estimate * 100 >= from * GROWTH_PERCENT {
                     RESTART_BACKOFF
                 } else {
-                    (self.backoff * 2).min(MAX_RESTART_BACKOFF)
+                    (self.backoff * 2)
+                        .min(MAX_RESTART_BACKOFF)
+                        .max(self.backoff)
                 };
                 self.next_restart = Some(at + self.backoff);
             }
@@ -308,9 +344,14 @@ impl DownlinkMonitor {
         // (a busy receiver's feedback, a real drop); a restart from a value still falling
         // would only pin the estimator low (measured: restarted from 478k while it fell
         // from 1.5M on an open link, str0m went down to 135k).
+        let growth = if estimate * 2 < wanted {
+            FAR_SHORT_GROWTH_PERCENT
+        } else {
+            GROWTH_PERCENT
+        };
         let stuck_since = match self.stuck {
             Some((at, since))
-                if estimate * 100 < at * GROWTH_PERCENT && estimate * 100 >= at * FALL_PERCENT =>
+                if estimate * 100 < at * growth && estimate * 100 >= at * FALL_PERCENT =>
             {
                 since
             }
@@ -331,12 +372,20 @@ impl DownlinkMonitor {
                 .is_none_or(|t| now.saturating_duration_since(t) >= RESTART_BACKOFF);
         let stuck = now.saturating_duration_since(stuck_since) >= STUCK_FOR
             && self.next_restart.is_none_or(|t| now >= t);
-        let due = self
+        let short = estimate * 100 < wanted * SHORT_PERCENT;
+        let probed_for = self.probed_for.map_or(wanted, |p| p.min(wanted));
+        let wish_rose = self.probed_for.is_some()
+            && wanted >= probed_for.max(1) * WISH_ROSE_FACTOR
+            && self.clean_since.is_some()
+            && !self.ever_congested;
+        self.probed_for = Some(probed_for);
+        let due = (self
             .clean_since
             .is_some_and(|t| now.saturating_duration_since(t) >= CLEAN_FOR)
             && (stuck || chase)
-            && estimate * 100 < wanted * SHORT_PERCENT
-            && self.restarted.is_none();
+            && self.restarted.is_none()
+            || wish_rose)
+            && short;
         if !due {
             if self.chase_at.is_some_and(|t| now >= t) {
                 // Nothing to chase (enough already, the link is not clean, or too soon).
@@ -345,6 +394,7 @@ impl DownlinkMonitor {
             return None;
         }
         self.chase_at = None;
+        self.probed_for = Some(wanted);
         self.restarted = Some((now, estimate));
         self.last_restart = Some(now);
         self.next_restart = Some(now + self.backoff);
@@ -383,6 +433,17 @@ mod tests {
             rtt_ms: u64,
             estimate: u64,
         ) -> DownlinkVerdict {
+            self.tick_wanting(sent_bps, loss, rtt_ms, estimate, WANTED)
+        }
+
+        fn tick_wanting(
+            &mut self,
+            sent_bps: u64,
+            loss: f32,
+            rtt_ms: u64,
+            estimate: u64,
+            wanted: u64,
+        ) -> DownlinkVerdict {
             self.now += TICK;
             self.bytes += sent_bps / 8 / 2;
             self.m.on_sample(
@@ -392,7 +453,7 @@ mod tests {
                     rtt: Some(Duration::from_millis(rtt_ms)),
                     bytes_sent: self.bytes,
                 },
-                WANTED,
+                wanted,
                 self.now,
             )
         }
@@ -444,6 +505,76 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_that_starts_dropping_is_congestion_before_the_loss_of_a_second_says_so() {
+        let mut l = Link::new();
+        for _ in 0..4 {
+            l.tick(800_000, 0.0, 48, 1_400_000);
+        }
+        // Half a second into a drop to 250 kbit/s (the shaped browser test): the queue is
+        // 250 ms long, a tenth of the last second was lost, str0m's raw estimate is on
+        // its way down but not yet under half of what is sent.
+        let v = l.tick(800_000, 0.09, 300, 520_000);
+        assert!(v.cap_bps.is_some_and(|c| c <= 400_000), "{v:?}");
+        // The same loss without a queue is a lossy radio link, not a full one.
+        let mut l = Link::new();
+        for _ in 0..4 {
+            l.tick(800_000, 0.0, 48, 1_400_000);
+        }
+        assert_eq!(l.tick(800_000, 0.09, 60, 900_000).cap_bps, None);
+        // Nor right after a restart of ours: its probes (3x and 6x) queue and lose a little
+        // on a thin link, which must not stretch the backoff before the next restart.
+        let mut l = Link::new();
+        l.tick(1_500_000, 0.8, 250, 1_000_000);
+        let mut restarted = None;
+        for _ in 0..12 {
+            let v = l.tick(200_000, 0.0, 50, 280_000);
+            if v.restart_from.is_some() {
+                restarted = Some(v.cap_bps);
+                break;
+            }
+        }
+        let held = restarted.expect("restarted");
+        // The cap of the collapse may still be held; the probes do not cut it further.
+        assert_eq!(l.tick(300_000, 0.07, 230, 280_000).cap_bps, held);
+    }
+
+    #[test]
+    fn a_wish_well_above_what_was_probed_for_restarts_the_estimator_at_once() {
+        let mut l = Link::new();
+        // The first estimates come while only audio is measured: str0m's initial probes
+        // were capped at twice that.
+        for _ in 0..3 {
+            let v = l.tick_wanting(60_000, 0.0, 45, 500_000, 100_000);
+            assert_eq!(v.restart_from, None);
+        }
+        // The camera's layers are measured: the wish is 1.6 Mbit/s.
+        let v = l.tick_wanting(450_000, 0.0, 45, 480_000, WANTED);
+        assert_eq!(v.restart_from, Some(480_000));
+        // Probed for now: the next samples wait for the probes (and the stuck rule).
+        for _ in 0..2 {
+            let v = l.tick_wanting(450_000, 0.0, 45, 480_000, WANTED);
+            assert_eq!(v.restart_from, None);
+        }
+        // A wish that rises while the estimate covers it probes nothing.
+        let mut l = Link::new();
+        l.tick_wanting(60_000, 0.0, 45, 2_000_000, 100_000);
+        assert_eq!(
+            l.tick_wanting(450_000, 0.0, 45, 2_000_000, WANTED)
+                .restart_from,
+            None
+        );
+        // Nor one right after congestion: the cap decides then.
+        let mut l = Link::new();
+        l.tick_wanting(60_000, 0.0, 45, 500_000, 100_000);
+        l.tick_wanting(800_000, 0.5, 300, 300_000, 100_000);
+        assert_eq!(
+            l.tick_wanting(200_000, 0.0, 60, 250_000, WANTED)
+                .restart_from,
+            None
+        );
+    }
+
+    #[test]
     fn a_stuck_estimate_on_a_clean_link_is_restarted_and_backs_off_while_the_link_is_thin() {
         let mut l = Link::new();
         // After a drop: the link is clean, the estimate sits at 280k for good.
@@ -471,12 +602,20 @@ mod tests {
     #[test]
     fn no_restart_when_the_estimate_grows_covers_the_wish_or_the_link_loses() {
         let mut l = Link::new();
-        // Growing by a fifth every 1.5 s: str0m is finding the link itself.
-        let mut e = 300_000;
-        for i in 0..20 {
+        // Growing by a fifth every 1.5 s close to the wish: str0m is finding the rest.
+        let mut e = 1_000_000;
+        for i in 0..6 {
             if i % 3 == 0 {
                 e = e * 125 / 100;
             }
+            assert_eq!(l.tick(e / 2, 0.0, 50, e).restart_from, None);
+        }
+        // Doubling every 1.5 s far below it (by less than a probe's jump per sample, which
+        // is chased): the same.
+        let mut l = Link::new();
+        let mut e = 100_000;
+        for _ in 0..9 {
+            e = e * 130 / 100;
             assert_eq!(l.tick(e / 2, 0.0, 50, e).restart_from, None);
         }
         // Enough for what is wanted.
@@ -489,6 +628,27 @@ mod tests {
         for _ in 0..20 {
             assert_eq!(l.tick(200_000, 0.05, 50, 280_000).restart_from, None);
         }
+    }
+
+    #[test]
+    fn an_estimate_creeping_far_below_the_wish_is_restarted() {
+        let mut l = Link::new();
+        // After a drop the link came back; str0m creeps up by a fifth every 1.5 s from
+        // 250 kbit/s towards a 1.6 Mbit/s wish (10 s at that pace).
+        l.tick(1_500_000, 0.8, 250, 1_000_000);
+        let mut e = 250_000;
+        let mut restarted = None;
+        for i in 1..=12 {
+            if i % 3 == 0 {
+                e = e * 125 / 100;
+            }
+            if l.tick(e / 2, 0.0, 50, e).restart_from.is_some() {
+                restarted = Some(i);
+                break;
+            }
+        }
+        let at = restarted.expect("a creeping estimate is restarted");
+        assert!(at <= 6, "restarted after {at} samples");
     }
 
     #[test]

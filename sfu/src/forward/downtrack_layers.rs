@@ -99,6 +99,24 @@ pub(super) fn resync_after_backlog(
     now: Instant,
     keyframe_out: &mut Vec<KeyframeRequest>,
 ) -> bool {
+    let held = hold_for_lower_layer(track, dt, now, keyframe_out);
+    if held {
+        dt.rewriter.unsend(seq);
+    }
+    held
+}
+
+/// A cut (a backlog, or the downlink monitor's) moved `dt` below the layer it forwards:
+/// what that layer sends until the lower layer's keyframe comes would only queue ahead of it
+/// on a link that cannot carry it, so `dt` forwards nothing more until a keyframe of its
+/// target layer, asked for now. Returns whether it holds back (not for a downtrack staying
+/// on its layer).
+pub(super) fn hold_for_lower_layer(
+    track: &mut Track,
+    dt: &mut Downtrack,
+    now: Instant,
+    keyframe_out: &mut Vec<KeyframeRequest>,
+) -> bool {
     if !track.layers.is_simulcast() {
         return false;
     }
@@ -114,7 +132,6 @@ pub(super) fn resync_after_backlog(
         return false;
     }
     dt.backlog_hold = Some(now);
-    dt.rewriter.unsend(seq);
     dt.selector.set_target(target);
     dt.selector.resync();
     let Some(layer) = dt.selector.pending_switch() else {
@@ -224,8 +241,19 @@ pub(super) fn apply_budget(
     }
     let mut caps = Vec::with_capacity(videos.len());
     let changes = budget.decide(audio_bps, &videos, &current, now, &mut caps);
-    for (((key, track), cap), old) in video_keys.iter().zip(caps).zip(current) {
+    for (((key, track), mut cap), old) in video_keys.iter().zip(caps).zip(current) {
         if let Some(dt) = downtracks.get_mut(key.0 as usize) {
+            // A video already flowing when its first allocation comes (forwarded since its
+            // keyframe, before the subscriber's first estimate or the layer's first rate)
+            // is not paused at once: it goes to its lowest layer and the pause waits out
+            // PAUSE_AFTER like any flowing video's, while the estimator finds the link (on
+            // an open link within 1-2 s). Paused at once, it froze for 1-4 s in a meeting's
+            // first seconds (BENCHMARKS.md, issue 11, "Video stalls"). A video that never
+            // started still starts only when it fits.
+            if old == LayerCap::Unlimited && cap == LayerCap::Paused && dt.current_layer().is_some()
+            {
+                cap = LayerCap::UpTo(0);
+            }
             dt.cap = cap;
         }
         let (was, is) = (old == LayerCap::Paused, cap == LayerCap::Paused);

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use super::keyframe::KeyframeStart;
+use super::layer_rate::LayerRates;
 
 /// A simulcast layer index, 0 = lowest resolution.
 pub type Layer = u8;
@@ -60,19 +61,9 @@ pub struct TrackLayers {
     /// The track's first packet: layers not seen yet count as coming for a while after it,
     /// since the layers of one frame arrive one after the other.
     first_packet: Option<Instant>,
-    /// Bitrate per layer on the wire (payload and [`PACKET_OVERHEAD_BYTES`]) over the last
-    /// full [`RATE_WINDOW`], for the allocator.
-    bytes: [u64; MAX_LAYERS],
-    bps: [u64; MAX_LAYERS],
-    window_start: Option<Instant>,
+    /// What each layer costs on the wire, for the allocator (see [`LayerRates`]).
+    rates: LayerRates,
 }
-
-const RATE_WINDOW: Duration = Duration::from_secs(1);
-
-/// What a forwarded packet costs on the subscriber's link beyond its payload: RTP header
-/// and extensions, SRTP tag, UDP and IPv4 headers. Counted into the layer bitrates so the
-/// allocator sees what the link carries (for 50-packet/s audio this is a third of it).
-const PACKET_OVERHEAD_BYTES: u64 = 60;
 
 impl TrackLayers {
     /// `count` is clamped to 1..=[`MAX_LAYERS`]; 1 is a track without simulcast.
@@ -81,9 +72,7 @@ impl TrackLayers {
             count: count.clamp(1, MAX_LAYERS) as u8,
             layers: [LayerStatus::default(); MAX_LAYERS],
             first_packet: None,
-            bytes: [0; MAX_LAYERS],
-            bps: [0; MAX_LAYERS],
-            window_start: None,
+            rates: LayerRates::default(),
         }
     }
 
@@ -97,13 +86,14 @@ impl TrackLayers {
 
     /// Measured bitrate of each layer (0 until a window has passed).
     pub fn bitrates(&self) -> [u64; MAX_LAYERS] {
-        self.bps
+        self.rates.bitrates()
     }
 
     pub fn on_packet(
         &mut self,
         layer: Layer,
         keyframe: Option<KeyframeStart>,
+        ts: u32,
         payload_len: usize,
         now: Instant,
     ) {
@@ -115,17 +105,8 @@ impl TrackLayers {
         if payload_len == 0 {
             return;
         }
-        let start = *self.window_start.get_or_insert(now);
-        let elapsed = now.saturating_duration_since(start);
-        if elapsed >= RATE_WINDOW {
-            let ms = elapsed.as_millis().max(1) as u64;
-            for (bps, bytes) in self.bps.iter_mut().zip(&mut self.bytes) {
-                *bps = *bytes * 8 * 1000 / ms;
-                *bytes = 0;
-            }
-            self.window_start = Some(now);
-        }
-        self.bytes[usize::from(layer)] += payload_len as u64 + PACKET_OVERHEAD_BYTES;
+        self.rates
+            .on_packet(usize::from(layer), keyframe.is_some(), ts, payload_len, now);
         status.last_packet = Some(now);
         self.first_packet.get_or_insert(now);
         if let Some(k) = keyframe.filter(|k| k.width > 0 && k.height > 0) {
@@ -291,7 +272,7 @@ mod tests {
     fn flowing(count: usize, now: Instant) -> TrackLayers {
         let mut t = TrackLayers::new(count);
         for l in 0..count as u8 {
-            t.on_packet(l, None, 1000, now);
+            t.on_packet(l, None, 0, 1000, now);
         }
         t
     }
@@ -326,6 +307,7 @@ mod tests {
                 width: 160,
                 height: 120,
             }),
+            0,
             1000,
             now,
         );
@@ -334,7 +316,7 @@ mod tests {
             height: 200,
         };
         assert_eq!(t.choose(want, now), Some(1));
-        t.on_packet(1, Some(KEY_320), 1000, now);
+        t.on_packet(1, Some(KEY_320), 0, 1000, now);
         assert_eq!(
             t.choose(want, now),
             Some(2),
@@ -348,8 +330,8 @@ mod tests {
         let mut t = flowing(3, t0);
         let later = t0 + Duration::from_millis(1500);
         // The publisher stopped sending its top layer.
-        t.on_packet(0, None, 1000, later);
-        t.on_packet(1, None, 1000, later);
+        t.on_packet(0, None, 0, 1000, later);
+        t.on_packet(1, None, 0, 1000, later);
         assert_eq!(t.choose(Want::Highest, later), Some(1));
         assert_eq!(
             t.choose(
@@ -368,16 +350,16 @@ mod tests {
         let t0 = Instant::now();
         let mut t = TrackLayers::new(3);
         // The first frame's layer 0 packet arrives before layers 1 and 2.
-        t.on_packet(0, None, 1000, t0);
+        t.on_packet(0, None, 0, 1000, t0);
         assert_eq!(t.choose(Want::Highest, t0), Some(2));
         // The other layers of that frame follow within a few packets.
         let soon = t0 + Duration::from_millis(5);
-        t.on_packet(1, None, 1000, soon);
+        t.on_packet(1, None, 0, 1000, soon);
         assert_eq!(t.choose(Want::Highest, soon), Some(2));
         // A moment on, layer 2 never came: the publisher sends two layers only (for now).
         let later = t0 + Duration::from_millis(250);
-        t.on_packet(0, None, 1000, later);
-        t.on_packet(1, None, 1000, later);
+        t.on_packet(0, None, 0, 1000, later);
+        t.on_packet(1, None, 0, 1000, later);
         assert_eq!(t.choose(Want::Highest, later), Some(1));
     }
 
@@ -389,7 +371,7 @@ mod tests {
         let mut t = TrackLayers::new(3);
         let mut now = t0;
         while now < t0 + Duration::from_millis(500) {
-            t.on_packet(0, None, 1000, now);
+            t.on_packet(0, None, 0, 1000, now);
             now += Duration::from_millis(33);
         }
         let want = Want::Size {
@@ -403,7 +385,7 @@ mod tests {
             "still wanted"
         );
         // Layer 1 starts: it is chosen from its first packet on.
-        t.on_packet(1, None, 1000, now);
+        t.on_packet(1, None, 0, 1000, now);
         assert_eq!(t.choose(want, now), Some(1));
     }
 
@@ -412,9 +394,9 @@ mod tests {
         let t0 = Instant::now();
         let mut t = flowing(3, t0);
         let later = t0 + Duration::from_millis(1500);
-        t.on_packet(0, None, 1000, later);
-        t.on_packet(1, None, 1000, later);
-        t.on_packet(2, None, 0, later);
+        t.on_packet(0, None, 0, 1000, later);
+        t.on_packet(1, None, 0, 1000, later);
+        t.on_packet(2, None, 0, 0, later);
         assert_eq!(t.choose(Want::Highest, later), Some(1));
     }
 
@@ -425,10 +407,10 @@ mod tests {
         // Dynacast stopped the middle layer; a subscriber now wants 640x360.
         let later = t0 + Duration::from_millis(1500);
         for l in [0, 1, 2] {
-            t.on_packet(l, None, 1000, t0);
+            t.on_packet(l, None, 0, 1000, t0);
         }
-        t.on_packet(0, None, 1000, later);
-        t.on_packet(2, None, 1000, later);
+        t.on_packet(0, None, 0, 1000, later);
+        t.on_packet(2, None, 0, 1000, later);
         let want = Want::Size {
             width: 640,
             height: 360,
@@ -438,9 +420,9 @@ mod tests {
         // Only larger layers flow: the smallest of them.
         let mut only_top = TrackLayers::new(3);
         for l in [0, 1, 2] {
-            only_top.on_packet(l, None, 1000, t0);
+            only_top.on_packet(l, None, 0, 1000, t0);
         }
-        only_top.on_packet(2, None, 1000, later);
+        only_top.on_packet(2, None, 0, 1000, later);
         assert_eq!(only_top.choose(want, later), Some(2));
     }
 

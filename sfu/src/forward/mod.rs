@@ -12,6 +12,7 @@ pub mod egress_backlog;
 pub mod idle_egress;
 pub mod keyframe;
 pub mod keyframe_requests;
+pub mod layer_rate;
 pub mod layer_selector;
 pub mod overload;
 pub mod router;
@@ -27,6 +28,10 @@ pub use router::{DowntrackKey, Forward, IncomingRtp, PeerKey, Router, SpeakerUpd
 pub use router_bandwidth::BandwidthTotals;
 pub use rtp_rewriter::RtpRewriter;
 
+#[cfg(test)]
+mod idle_resume_tests;
+#[cfg(test)]
+mod join_allocation_tests;
 #[cfg(test)]
 mod relay_tests;
 #[cfg(test)]

@@ -135,6 +135,9 @@ pub(super) struct Member {
     viewer: bool,
     /// The subscriber connection is being set up (see `router/subscriber_connection.rs`).
     pub(super) connecting: bool,
+    /// Its downtracks started when the client reached the connection, before it was up
+    /// (`Router::on_subscriber_reached`): nothing more to do when it is.
+    pub(super) started_early: bool,
 }
 
 /// One incoming RTP packet, already decrypted and attributed to a track by the edge.
@@ -190,6 +193,13 @@ pub struct Forward {
     /// one sent): where the driver may hold a backlogged subscriber back without cutting
     /// a frame in two (see `Router::egress_backlogged`).
     pub frame_start: bool,
+    /// The keyframe that starts a video over (a layer switch, or the resume after waiting
+    /// for a keyframe): the receiver decodes from here, so what was sent before it is not
+    /// worth retransmitting any more. On a link that just collapsed, the old layer's lost
+    /// packets would otherwise be resent ahead of this keyframe's, and the new layer's
+    /// first frame would wait seconds behind them (str0m caps retransmissions at a share
+    /// of what is sent).
+    pub starts_over: bool,
 }
 
 /// Ask `publisher` for a keyframe on `mid`.
@@ -317,6 +327,7 @@ impl Router {
                 budget: None,
                 viewer: false,
                 connecting: false,
+                started_early: false,
             },
         );
         self.rooms.entry(room.to_string()).or_default().push(peer);
@@ -702,7 +713,7 @@ impl Router {
         let video = track.kind == TrackKind::Video;
         track
             .layers
-            .on_packet(rtp.layer, rtp.keyframe, rtp.payload_len, now);
+            .on_packet(rtp.layer, rtp.keyframe, rtp.ts, rtp.payload_len, now);
         for i in 0..track.downtracks.len() {
             let dt_key = track.downtracks[i];
             let Some(dt) = self.downtracks.get_mut(dt_key.0 as usize) else {
@@ -718,12 +729,14 @@ impl Router {
                 continue;
             };
             let mid = *mid;
+            let mut starts_over = false;
             if video {
                 if dt.await_keyframe {
                     if rtp.keyframe.is_none() {
                         continue;
                     }
                     dt.await_keyframe = false;
+                    starts_over = true;
                 }
                 match select_layer(track, dt, rtp, self.shedding, now, &mut self.keyframe_out) {
                     // Not withheld: a layer switch restarts the rewriter at the keyframe anyway,
@@ -739,6 +752,7 @@ impl Router {
                         );
                         dt.rewriter.restart();
                         dt.vp8.restart();
+                        starts_over = true;
                         // Resumed from a backlog hold: its grace starts now.
                         if dt.backlog_hold.is_some() {
                             dt.backlog_hold = Some(now);
@@ -760,6 +774,7 @@ impl Router {
                     vp8: rtp.vp8.map(|ids| dt.vp8.munge(ids)),
                     downtrack: dt_key,
                     frame_start: ts != last_ts,
+                    starts_over,
                 });
             }
         }

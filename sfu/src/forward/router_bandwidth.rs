@@ -4,7 +4,9 @@
 use std::time::{Duration, Instant};
 
 use super::downlink_monitor::DownlinkSample;
-use super::downtrack_layers::{apply_budget, resync_after_backlog, BandwidthPause, BACKLOG_GRACE};
+use super::downtrack_layers::{
+    apply_budget, hold_for_lower_layer, resync_after_backlog, BandwidthPause, BACKLOG_GRACE,
+};
 use super::router::Router;
 use super::subscriber_budget::{BudgetChanges, SubscriberBudget};
 use super::{Forward, PeerKey};
@@ -51,6 +53,7 @@ impl Router {
         let (fell, restart) = budget.on_downlink_sample(sample, now);
         if fell {
             self.allocate_for(subscriber, now);
+            self.hold_cut_downtracks(subscriber, now);
         }
         restart
     }
@@ -93,6 +96,30 @@ impl Router {
         resync_after_backlog(track, dt, f.seq, now, &mut self.keyframe_out)
     }
 
+    /// After a cut of the downlink monitor: each video of `subscriber` now capped below the
+    /// layer it forwards stops until its lower layer's keyframe (`hold_for_lower_layer`);
+    /// one held lately by a backlog is left to its grace.
+    fn hold_cut_downtracks(&mut self, subscriber: PeerKey, now: Instant) {
+        let Some(member) = self.members.get(&subscriber) else {
+            return;
+        };
+        for key in &member.downtracks {
+            let Some(dt) = self.downtracks.get_mut(key.0 as usize) else {
+                continue;
+            };
+            if dt
+                .backlog_hold
+                .is_some_and(|t| now.saturating_duration_since(t) < BACKLOG_GRACE)
+            {
+                continue;
+            }
+            let Some(track) = dt.track.and_then(|t| self.tracks.get_mut(t.0 as usize)) else {
+                continue;
+            };
+            hold_for_lower_layer(track, dt, now, &mut self.keyframe_out);
+        }
+    }
+
     /// What the allocator divides for `subscriber` now (its estimate, capped while the link
     /// is congested); `None` before its first estimate.
     pub fn egress_estimate(&self, subscriber: PeerKey) -> Option<u64> {
@@ -101,6 +128,16 @@ impl Router {
             .budget
             .as_ref()
             .map(|b| b.estimate_bps())
+    }
+
+    /// str0m's raw estimate in the subscriber connection's last stats sample (what its
+    /// pacer sends video at).
+    pub fn raw_egress_estimate(&self, subscriber: PeerKey) -> Option<u64> {
+        self.members
+            .get(&subscriber)?
+            .budget
+            .as_ref()?
+            .raw_estimate()
     }
 
     /// Whether some video of `subscriber` is paused for bandwidth (see `idle_egress`: such

@@ -75,6 +75,8 @@ impl Class {
         let mut out: Vec<Forward> = vec![];
         for f in range {
             let now = self.at(f);
+            // As the worker does: every subscriber with an estimate, every 250 ms.
+            self.r.reallocate(now);
             for (i, (track, per_frame, seq)) in self.tracks.iter_mut().enumerate() {
                 for _ in 0..*per_frame {
                     *seq += 1;
@@ -115,8 +117,11 @@ fn a_screen_share_keeps_flowing_while_cameras_pause_for_bandwidth() {
 
     // 600 kbit/s: the screen (480k) fits, and then no camera (240k each) does. In plain
     // publish order the teacher's camera would have gone first and crowded the screen out.
+    // The cameras were flowing: they pause once PAUSE_AFTER has run out (see
+    // `downtrack_layers::apply_budget`).
     class.r.set_egress_budget(VIEWER, 600_000, class.at(40));
-    let got = class.frames(40..60);
+    class.frames(40..130);
+    let got = class.frames(130..150);
     assert_eq!(count(&got, "screen"), 40, "the screen share is kept whole");
     assert_eq!(count(&got, "teacher"), 0, "cameras pause first");
     assert_eq!(count(&got, "student"), 0);
@@ -124,10 +129,10 @@ fn a_screen_share_keeps_flowing_while_cameras_pause_for_bandwidth() {
     // Room for one camera more (with the headroom an upgrade needs): the oldest camera
     // comes back, the screen stays.
     // An upgrade waits until the room lasted a second (a probe's overshoot is not room).
-    class.r.set_egress_budget(VIEWER, 1_000_000, class.at(60));
-    assert_eq!(count(&class.frames(60..91), "teacher"), 0);
-    class.r.set_egress_budget(VIEWER, 1_000_000, class.at(91));
-    let got = class.frames(91..101);
+    class.r.set_egress_budget(VIEWER, 1_000_000, class.at(150));
+    assert_eq!(count(&class.frames(150..170), "teacher"), 0);
+    class.frames(170..200);
+    let got = class.frames(200..210);
     assert_eq!(count(&got, "screen"), 20);
     assert_eq!(count(&got, "teacher"), 10);
     assert_eq!(count(&got, "student"), 0);
@@ -140,7 +145,8 @@ fn without_a_screen_share_cameras_share_the_budget_in_publish_order() {
     class.r.set_source(screen, TrackSource::Camera);
     class.frames(0..40);
     class.r.set_egress_budget(VIEWER, 600_000, class.at(40));
-    let got = class.frames(40..60);
+    class.frames(40..130);
+    let got = class.frames(130..150);
     assert_eq!(count(&got, "teacher"), 20);
     assert_eq!(count(&got, "screen"), 0);
     assert_eq!(count(&got, "student"), 20);

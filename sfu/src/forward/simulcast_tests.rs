@@ -14,13 +14,13 @@ use crate::api::{TrackKind, VideoSubscription};
 
 const PUBLISHER: PeerKey = PeerKey(0);
 const SMALL: PeerKey = PeerKey(1);
-const LARGE: PeerKey = PeerKey(2);
+pub(super) const LARGE: PeerKey = PeerKey(2);
 /// 30 fps on the 90 kHz video clock.
-const FRAME: Duration = Duration::from_millis(33);
+pub(super) const FRAME: Duration = Duration::from_millis(33);
 const TICKS_PER_FRAME: u32 = 3000;
 
-struct Room {
-    r: Router,
+pub(super) struct Room {
+    pub(super) r: Router,
     video: TrackKey,
     audio: TrackKey,
     t0: Instant,
@@ -28,7 +28,7 @@ struct Room {
     next_seq: [u64; 3],
     /// Per subscriber: everything forwarded on the video m-line, in order.
     got: Vec<(PeerKey, Forward)>,
-    keyframe_requests: Vec<KeyframeRequest>,
+    pub(super) keyframe_requests: Vec<KeyframeRequest>,
     /// The driver finds this subscriber's send queue backlogged at the next frame start.
     backlogged: Option<PeerKey>,
 }
@@ -36,7 +36,7 @@ struct Room {
 impl Room {
     /// A publisher with a 3-layer video track and an audio track; two subscribers, both
     /// negotiated (video m-line "v", audio "a").
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         let t0 = Instant::now();
         let mut r = Router::new(Duration::from_millis(500));
         for p in [PUBLISHER, SMALL, LARGE] {
@@ -90,13 +90,13 @@ impl Room {
         }
     }
 
-    fn at(&self, frame: u32) -> Instant {
+    pub(super) fn at(&self, frame: u32) -> Instant {
         self.t0 + FRAME * frame
     }
 
     /// One frame on each layer in `layers`: layer `l` takes `l + 1` packets, so what a
     /// subscriber receives per frame tells which layer it is on. Keyframes where `key`.
-    fn frame(&mut self, frame: u32, layers: &[u8], key: &[u8]) {
+    pub(super) fn frame(&mut self, frame: u32, layers: &[u8], key: &[u8]) {
         let now = self.at(frame);
         let mut out = vec![];
         for &layer in layers {
@@ -145,15 +145,53 @@ impl Room {
     }
 
     /// Packets `who` received since the last call.
-    fn take(&mut self, who: PeerKey) -> Vec<Forward> {
+    pub(super) fn take(&mut self, who: PeerKey) -> Vec<Forward> {
         let (mine, rest) = self.got.drain(..).partition(|(p, _)| *p == who);
         self.got = rest;
         mine.into_iter().map(|(_, f)| f).collect()
     }
 
-    fn want(&mut self, who: PeerKey, want: Want) {
+    pub(super) fn want(&mut self, who: PeerKey, want: Want) {
         assert_eq!(self.r.set_want(who, self.video, want), WantOutcome::Applied);
     }
+}
+
+/// LARGE wants 720p and receives layer 2 for 42 frames; from frame 40 it has a bandwidth
+/// budget, and its connection's first stats sample reported `raw_estimate` on a clean link.
+/// Returns what it received.
+fn large_on_its_top_layer_with_a_budget(room: &mut Room, raw_estimate: u64) -> Vec<Forward> {
+    room.want(LARGE, size(1280, 720));
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..40, &[0, 1, 2]);
+    room.r.set_egress_budget(LARGE, 3_000_000, room.at(40));
+    let clean = DownlinkSample {
+        estimate_bps: Some(raw_estimate),
+        loss: Some(0.0),
+        rtt: Some(Duration::from_millis(50)),
+        bytes_sent: 1_000_000,
+    };
+    room.r.downlink_sample(LARGE, clean, room.at(40));
+    room.frames(40..42, &[0, 1, 2]);
+    let before = room.take(LARGE);
+    assert_eq!(before.len(), 42 * 3, "layer 2 throughout");
+    before
+}
+
+/// LARGE was held at frame 42: the keyframe asked for is of a lower layer, it comes at frame
+/// 50, and LARGE receives that layer from there (to frame 54). Returns the layer and what
+/// LARGE received.
+fn large_resumes_at_a_lower_keyframe(room: &mut Room) -> (u8, Vec<Forward>) {
+    let asked: Vec<_> = room.keyframe_requests.iter().map(|k| k.layer).collect();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|l| *l < Some(2)),
+        "{asked:?}"
+    );
+    let layer = asked[0].unwrap();
+    room.frame(50, &[0, 1, 2], &[layer]);
+    room.frames(51..55, &[0, 1, 2]);
+    let after = room.take(LARGE);
+    assert_eq!(after.len(), 5 * (usize::from(layer) + 1));
+    (layer, after)
 }
 
 fn assert_continuous(packets: &[Forward]) {
@@ -464,24 +502,8 @@ fn a_subscriber_whose_connection_comes_up_starts_at_a_keyframe_asked_for_at_once
 fn a_backlogged_subscriber_is_held_back_until_a_keyframe_and_capped() {
     let mut room = Room::new();
     room.want(SMALL, size(160, 120));
-    room.want(LARGE, size(1280, 720));
-    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
-    room.frames(1..40, &[0, 1, 2]);
-    // LARGE has a budget and its connection reported str0m's raw estimate: 600k.
-    room.r.set_egress_budget(LARGE, 3_000_000, room.at(40));
-    room.r.downlink_sample(
-        LARGE,
-        DownlinkSample {
-            estimate_bps: Some(600_000),
-            loss: Some(0.0),
-            rtt: Some(Duration::from_millis(50)),
-            bytes_sent: 1_000_000,
-        },
-        room.at(40),
-    );
-    room.frames(40..42, &[0, 1, 2]);
-    let before = room.take(LARGE);
-    assert_eq!(before.len(), 42 * 3, "layer 2 throughout");
+    // LARGE's connection reported str0m's raw estimate: 600k.
+    let before = large_on_its_top_layer_with_a_budget(&mut room, 600_000);
     let small_before = room.take(SMALL);
     room.keyframe_requests.clear();
     // Frame 42: LARGE's send queue is backlogged when its first packet is written.
@@ -489,16 +511,7 @@ fn a_backlogged_subscriber_is_held_back_until_a_keyframe_and_capped() {
     room.frames(42..50, &[0, 1, 2]);
     assert!(room.take(LARGE).is_empty(), "nothing until a keyframe");
     // Capped at the raw estimate at once: the keyframe asked for is of a lower layer.
-    let asked: Vec<_> = room.keyframe_requests.iter().map(|k| k.layer).collect();
-    assert!(
-        !asked.is_empty() && asked.iter().all(|l| *l < Some(2)),
-        "{asked:?}"
-    );
-    let layer = asked[0].unwrap();
-    room.frame(50, &[0, 1, 2], &[layer]);
-    room.frames(51..55, &[0, 1, 2]);
-    let after = room.take(LARGE);
-    assert_eq!(after.len(), 5 * (usize::from(layer) + 1));
+    let (layer, after) = large_resumes_at_a_lower_keyframe(&mut room);
     // Still backlogged a moment later: the frames after the keyframe it resumed at go on
     // (the cut takes effect; holding them would waste that keyframe).
     room.backlogged = Some(LARGE);
@@ -585,4 +598,141 @@ fn a_subscriber_whose_connection_is_not_up_takes_no_part_until_it_is() {
     assert_eq!(got.len(), 3, "layer 0 from its keyframe on");
     assert_continuous(&got);
     assert!(room.take(LARGE).is_empty(), "paused");
+}
+
+#[test]
+fn a_subscriber_reached_before_its_connection_is_up_starts_then_and_not_again() {
+    let mut room = Room::new();
+    room.want(LARGE, Want::Paused);
+    room.r.subscriber_connecting(SMALL);
+    room.want(SMALL, size(160, 120));
+    room.frames(0..3, &[0, 1, 2]);
+    assert!(room.keyframe_requests.is_empty() && room.take(SMALL).is_empty());
+    // The client's first connectivity check, ICE and DTLS still to come: the keyframe is
+    // asked for now, and what follows it is forwarded (the driver writes it ahead).
+    let asked = room.r.on_subscriber_reached(SMALL, room.at(3)).unwrap();
+    assert_eq!(
+        asked.iter().map(|k| k.layer).collect::<Vec<_>>(),
+        vec![Some(0)],
+        "asked at the first check"
+    );
+    assert_eq!(
+        room.r.on_subscriber_reached(SMALL, room.at(3)),
+        None,
+        "once"
+    );
+    room.frames(3..5, &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty(), "deltas before the keyframe");
+    room.frame(5, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(6..8, &[0, 1, 2]);
+    let ahead = room.take(SMALL);
+    assert_eq!(
+        ahead.len(),
+        3,
+        "layer 0 from its keyframe on, before the connection is up"
+    );
+    // Up: nothing asked again (libwebrtc would drop a second request within 300 ms) and
+    // nothing started over; the stream goes on where it was.
+    assert!(room.r.on_subscriber_connected(SMALL, room.at(8)).is_empty());
+    room.frames(8..10, &[0, 1, 2]);
+    let after = room.take(SMALL);
+    assert_eq!(after.len(), 2);
+    assert_continuous(&[ahead, after].concat());
+    assert!(
+        room.keyframe_requests.is_empty(),
+        "no request of the selector's own: {:?}",
+        room.keyframe_requests
+    );
+}
+
+#[test]
+fn a_subscriber_reached_but_not_up_in_time_starts_over_when_it_is() {
+    let mut room = Room::new();
+    room.want(LARGE, Want::Paused);
+    room.r.subscriber_connecting(SMALL);
+    room.want(SMALL, size(160, 120));
+    assert_eq!(
+        room.r
+            .on_subscriber_reached(SMALL, room.at(0))
+            .map(|r| r.len()),
+        Some(1)
+    );
+    room.frame(1, &[0, 1, 2], &[0, 1, 2]);
+    assert_eq!(room.take(SMALL).len(), 1);
+    // The driver stopped writing ahead (its window passed): gated again, as at the answer.
+    room.r.subscriber_connecting(SMALL);
+    room.frame(30, &[0, 1, 2], &[0, 1, 2]);
+    assert!(room.take(SMALL).is_empty(), "nothing while gated again");
+    let asked = room.r.on_subscriber_connected(SMALL, room.at(31));
+    assert_eq!(
+        asked.iter().map(|k| k.layer).collect::<Vec<_>>(),
+        vec![Some(0)],
+        "started over at the connection, at a keyframe asked for then"
+    );
+    room.frames(31..33, &[0, 1, 2]);
+    assert!(
+        room.take(SMALL).is_empty(),
+        "deltas before the new keyframe"
+    );
+    room.frame(33, &[0, 1, 2], &[0]);
+    assert_eq!(room.take(SMALL).len(), 1);
+}
+
+#[test]
+fn the_keyframe_a_video_starts_or_switches_at_is_marked_as_a_fresh_start() {
+    let mut room = Room::new();
+    room.want(SMALL, size(160, 120));
+    room.frame(0, &[0, 1, 2], &[0, 1, 2]);
+    room.frames(1..5, &[0, 1, 2]);
+    let marked = |packets: &[Forward]| -> Vec<usize> {
+        (0..packets.len())
+            .filter(|&i| packets[i].starts_over)
+            .collect()
+    };
+    assert_eq!(
+        marked(&room.take(SMALL)),
+        vec![0],
+        "the first keyframe only"
+    );
+    // Enlarged: layer 0 goes on until layer 2's keyframe, which the driver may resend
+    // from while dropping what the old layer left in its retransmission cache.
+    room.want(SMALL, size(1280, 720));
+    room.frames(5..8, &[0, 1, 2]);
+    room.frame(8, &[0, 1, 2], &[2]);
+    room.frames(9..12, &[0, 1, 2]);
+    let switched = room.take(SMALL);
+    assert_eq!(switched.len(), 4 + 4 * 3);
+    assert_eq!(
+        marked(&switched),
+        vec![4],
+        "the first packet of layer 2's keyframe"
+    );
+    // A keyframe on the layer it is on already changes nothing.
+    room.frame(12, &[0, 1, 2], &[2]);
+    assert_eq!(marked(&room.take(SMALL)), Vec::<usize>::new());
+}
+
+#[test]
+fn a_collapsing_link_stops_the_old_layer_at_the_cut_until_the_lower_keyframe() {
+    let mut room = Room::new();
+    let before = large_on_its_top_layer_with_a_budget(&mut room, 2_500_000);
+    room.keyframe_requests.clear();
+    // 250 ms later: a third of what was sent lost, the RTT 250 ms up: the monitor cuts.
+    let collapsed = DownlinkSample {
+        estimate_bps: Some(500_000),
+        loss: Some(0.3),
+        rtt: Some(Duration::from_millis(300)),
+        bytes_sent: 1_050_000,
+    };
+    room.r.downlink_sample(LARGE, collapsed, room.at(42));
+    room.frames(42..50, &[0, 1, 2]);
+    assert!(
+        room.take(LARGE).is_empty(),
+        "layer 2 stops at the cut: on this link it would only queue ahead of the keyframe"
+    );
+    let (_, after) = large_resumes_at_a_lower_keyframe(&mut room);
+    assert!(after[0].starts_over);
+    let mut all = before;
+    all.extend(after);
+    assert_continuous(&all);
 }

@@ -119,6 +119,11 @@ impl SubscriberBudget {
         (self.estimate_bps() < before, v.restart_from)
     }
 
+    /// str0m's raw estimate in the last sample (see [`DownlinkMonitor::raw_estimate`]).
+    pub fn raw_estimate(&self) -> Option<u64> {
+        self.downlink.raw_estimate()
+    }
+
     /// Whether more is allocated than str0m's pacer sends (its raw estimate): only then is a
     /// backlogged send queue this subscriber's allocation at fault, rather than a probe's
     /// padding or a keyframe burst that drains by itself.

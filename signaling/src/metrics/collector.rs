@@ -46,6 +46,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_bandwidth_layer_switches_total", "Layer cap changes made by bandwidth allocation (pauses included).", MetricType::COUNTER, &[]),
     ("zvon_video_paused_for_bandwidth_total", "Subscriber videos paused because not even their lowest layer fit the connection.", MetricType::COUNTER, &[]),
     ("zvon_video_frames_held_for_backlog_total", "Video frames not forwarded because the subscriber connection's send queue was backlogged; the video resumes at a keyframe.", MetricType::COUNTER, &[]),
+    ("zvon_stale_video_queues_flushed_total", "Video streams whose send queue a bandwidth cut let go unpaced, so that the lower layer's keyframe does not wait behind the old layer.", MetricType::COUNTER, &[]),
     ("zvon_bandwidth_wanted_bytes_per_second", "Sum over subscribers of what their audio and wanted video layers would take.", MetricType::GAUGE, &[]),
     ("zvon_bandwidth_allocated_bytes_per_second", "Sum over subscribers of what bandwidth allocation gave them.", MetricType::GAUGE, &[]),
     ("zvon_workers", "Media worker threads, one UDP socket each.", MetricType::GAUGE, &[]),
@@ -331,6 +332,11 @@ impl Collector for NodeCollector {
             "zvon_video_frames_held_for_backlog_total",
             &[],
             get(&s.video_frames_held_for_backlog),
+        );
+        f.counter(
+            "zvon_stale_video_queues_flushed_total",
+            &[],
+            get(&s.stale_video_queues_flushed),
         );
         let sum_bytes = |f: fn(&zvon_sfu::stats::WorkerStats) -> &std::sync::atomic::AtomicU64| {
             s.workers.iter().map(|w| get(f(w))).sum::<f64>() / 8.0

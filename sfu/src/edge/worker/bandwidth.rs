@@ -5,6 +5,13 @@
 use super::*;
 
 impl Worker {
+    /// `peer`'s subscriber connection, if it has one.
+    pub(super) fn subscriber_conn(&mut self, peer: PeerKey) -> Option<&mut Connection> {
+        self.participants
+            .get_mut(peer.0 as usize)
+            .and_then(|p| p.subscriber.as_deref_mut())
+    }
+
     /// Bandwidth allocation: re-divides each subscriber's estimate (a few times a second),
     /// points its estimator at what it wants, and tells clients about paused videos.
     pub(super) fn report_bandwidth(&mut self, now: Instant) {
@@ -22,6 +29,12 @@ impl Worker {
             ) else {
                 continue;
             };
+            debug!(
+                subscriber = p.subscriber.0,
+                paused = p.paused,
+                estimate = self.router.egress_estimate(p.subscriber),
+                "video paused for bandwidth"
+            );
             let _ = self.events.send(SfuEvent::VideoPausedForBandwidth {
                 participant: s.id.clone(),
                 track_id: track_id.clone(),
@@ -50,11 +63,7 @@ impl Worker {
         now: Instant,
     ) {
         let estimate_bps = estimate.map(|(e, _)| e);
-        let Some(c) = self
-            .participants
-            .get_mut(peer.0 as usize)
-            .and_then(|p| p.subscriber.as_mut())
-        else {
+        let Some(c) = self.subscriber_conn(peer) else {
             return;
         };
         // Parked (nothing to send): no probes either.
@@ -123,11 +132,7 @@ impl Worker {
         // pad, and what it reports means nothing until media resumes it (`idle_egress`).
         let allocated_on = self.router.egress_estimate(peer);
         let paused = self.router.paused_for_bandwidth(peer);
-        if let Some(c) = self
-            .participants
-            .get_mut(peer.0 as usize)
-            .and_then(|p| p.subscriber.as_mut())
-        {
+        if let Some(c) = self.subscriber_conn(peer) {
             if let Some(raw) = sample.estimate_bps {
                 c.idle.on_raw_estimate(raw);
             }
@@ -140,23 +145,21 @@ impl Worker {
                 return;
             }
         }
+        let before = self.router.egress_estimate(peer);
         let restart = self.router.downlink_sample(peer, sample, now);
         let allocated_on = self.router.egress_estimate(peer);
-        if let Some(c) = self
-            .participants
-            .get_mut(peer.0 as usize)
-            .and_then(|p| p.subscriber.as_mut())
-        {
+        if let (Some(b), Some(a), Some(raw)) = (before, allocated_on, sample.estimate_bps) {
+            if a < b {
+                self.flush_stale_video(peer, raw, now);
+            }
+        }
+        if let Some(c) = self.subscriber_conn(peer) {
             c.egress_limit_bytes = egress_backlog::limit_bytes(allocated_on);
         }
         let Some(from) = restart else {
             return;
         };
-        if let Some(c) = self
-            .participants
-            .get_mut(peer.0 as usize)
-            .and_then(|p| p.subscriber.as_mut())
-        {
+        if let Some(c) = self.subscriber_conn(peer) {
             debug!(
                 peer = peer.0,
                 from, "subscriber estimate stuck on a clean link: restarting the estimator"

@@ -145,7 +145,7 @@ impl Worker {
         }
         let video = kind == TrackKind::Video;
         let len = media.payload.len();
-        let mut held_back = false;
+        let mut held_back: Option<PeerKey> = None;
         for f in &forwards {
             let Some(sub) = self
                 .participants
@@ -154,8 +154,9 @@ impl Worker {
             else {
                 continue;
             };
-            // Written before ICE and DTLS are up, str0m would queue it without bound.
-            if !sub.connected {
+            // Written before ICE and DTLS are up, str0m would queue it without bound: only in
+            // the moments after the client reached it (`early_start`).
+            if !sub.takes_media(now) {
                 continue;
             }
             // A parked connection (nothing sent lately, str0m's estimator at zero so that it
@@ -169,7 +170,8 @@ impl Worker {
             };
             // A frame that would start behind a backlog in str0m's pacer is held back, and
             // the downtrack waits for a keyframe (see `forward::egress_backlog`).
-            if video && f.frame_start {
+            // Before the connection is up its queue only waits for DTLS.
+            if video && f.frame_start && sub.connected {
                 let backlogged = tx.queue_info().is_some_and(|q| {
                     let waiting = q.first_unsent().map(|t| now.saturating_duration_since(t));
                     let key = incoming.keyframe.is_some();
@@ -182,9 +184,37 @@ impl Worker {
                         layer = incoming.layer,
                         "send queue backlogged: frame held back"
                     );
-                    held_back = true;
+                    held_back = Some(f.subscriber);
                     continue;
                 }
+            }
+            // Unpaced by a cut (`stale_queue`): paced again from the keyframe it starts over
+            // at, or once what it had queued is gone.
+            if video && f.frame_start && !sub.flushing_video.is_empty() {
+                let drained = tx.queue_info().is_none_or(|q| q.byte_size() == 0);
+                if f.starts_over || drained {
+                    if let Some(i) = sub.flushing_video.iter().position(|m| *m == f.mid) {
+                        sub.flushing_video.swap_remove(i);
+                        tx.set_unpaced(false);
+                    }
+                }
+            }
+            // A video starting over at this keyframe: the old cache's packets are only in the
+            // way (a new cache is empty; str0m has no call that just clears one).
+            if video && f.starts_over {
+                sub.video_started_over_at = Some(now);
+                if let Some(q) = tx.queue_info() {
+                    debug!(
+                        subscriber = f.subscriber.0,
+                        layer = incoming.layer,
+                        queued_bytes = q.byte_size(),
+                        oldest_ms = q
+                            .first_unsent()
+                            .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                        "video starts over at a keyframe"
+                    );
+                }
+                tx.set_rtx_cache(RTX_CACHE_PACKETS, sub.rtx_window.age(), Some(RTX_RATIO_CAP));
             }
             let mut write = RtpWrite::new(
                 f.pt.into(),
@@ -212,13 +242,18 @@ impl Worker {
             tx.write_rtp(write);
             sub.egress.written += 1;
             sub.media_written = true;
+            sub.written.wrote(f.pt, video);
             if !std::mem::replace(&mut sub.queued_for_poll, true) {
                 self.dirty.push((f.subscriber, Side::Subscriber));
             }
             self.meter.rtp_forwarded(kind, len);
         }
-        if held_back {
+        if let Some(held) = held_back {
             self.meter.egress_backlog_hold();
+            // The hold cut the subscriber: what its old layer queued goes too.
+            if let Some(raw) = self.router.raw_egress_estimate(held) {
+                self.flush_stale_video(held, raw, now);
+            }
             while let Some(r) = self.router.pop_keyframe_request() {
                 self.request_keyframe(r);
             }

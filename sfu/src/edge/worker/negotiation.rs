@@ -25,7 +25,7 @@ impl Worker {
             .as_ref()
             .is_some_and(|c| c.stopped_mlines >= self.max_stopped_mlines)
         {
-            self.renew_subscriber(peer);
+            self.renew_subscriber(peer, "too many stopped m-lines");
         }
         let downtracks: Vec<_> = self
             .router
@@ -41,7 +41,7 @@ impl Worker {
             // browser move to a new transport. Nothing live is left to keep, so start over:
             // the client drops its connection, and what is pending comes on a new one.
             self.participants[peer.0 as usize].subscriber_ice_restart = false;
-            self.renew_subscriber(peer);
+            self.renew_subscriber(peer, "nothing live left on it");
             return self.negotiate(peer, now);
         }
         let restart_ice = self.participants[peer.0 as usize].subscriber_ice_restart
@@ -166,11 +166,11 @@ impl Worker {
         self.mark_dirty((peer, Side::Subscriber));
     }
 
-    /// Replaces a subscriber connection whose stopped m-lines reached the limit: str0m never
-    /// reuses an m-line, so without this every offer would keep growing with the room's churn.
-    /// The client is told first (`SubscriberReset`), then gets an offer for a new connection
-    /// carrying only the live tracks.
-    fn renew_subscriber(&mut self, peer: PeerKey) {
+    /// Replaces a subscriber connection whose stopped m-lines reached the limit (str0m never
+    /// reuses an m-line, so without this every offer would keep growing with the room's churn)
+    /// or that has nothing live left to keep. The client is told first (`SubscriberReset`),
+    /// then gets an offer for a new connection carrying only the live tracks.
+    fn renew_subscriber(&mut self, peer: PeerKey, reason: &'static str) {
         let Some(mut old) = self
             .participants
             .get_mut(peer.0 as usize)
@@ -181,7 +181,8 @@ impl Worker {
         info!(
             participant = %self.participants[peer.0 as usize].id,
             stopped = old.stopped_mlines,
-            "subscriber connection renewed: too many stopped m-lines"
+            reason,
+            "subscriber connection renewed"
         );
         self.demux.remove_connection((peer, Side::Subscriber));
         self.dirty.retain(|k| *k != (peer, Side::Subscriber));
@@ -286,10 +287,12 @@ impl Worker {
             }
             keyframe_requests.extend(self.router.activate(key, map, now));
             if let Some(sub) = self.participants[peer.0 as usize].subscriber.as_mut() {
+                let age = sub.rtx_window.age();
                 if let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(sub_mid, None) {
-                    // Answer NACKs for 1.5 s of video (RTTs up to about a second), not str0m's
-                    // default 3 s: the cache is per subscriber and dominates its memory.
-                    tx.set_rtx_cache(RTX_CACHE_PACKETS, RTX_CACHE_AGE, Some(0.15));
+                    // Answer NACKs for as long as this subscriber's RTT needs (at most 1.5 s),
+                    // not str0m's default 3 s: the cache is per subscriber and dominates its
+                    // memory (`edge::rtx_window`).
+                    tx.set_rtx_cache(RTX_CACHE_PACKETS, age, Some(RTX_RATIO_CAP));
                 }
             }
         }

@@ -120,6 +120,7 @@ impl Worker {
                 if let Some((&key, _)) = self.track_ids.iter().find(|(_, id)| **id == track_id) {
                     // An on-demand subscription adds a downtrack: that is counted.
                     recount = self.router.set_want(peer, key, want) == WantOutcome::Subscribed;
+                    self.start_early_on_settings(peer, now);
                 }
                 Ok(SfuResponse::Done)
             }

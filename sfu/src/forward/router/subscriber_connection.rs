@@ -4,6 +4,11 @@
 //! ask the publisher for them; the publisher (libwebrtc obeys one request per 300 ms) would
 //! then hold back the request made when the connection is up, and the viewer would wait
 //! that much longer for its first frame (BENCHMARKS.md, first frame).
+//!
+//! The exception is the moment the client reaches the connection (its first track settings
+//! after the answer, or its first check): the driver then writes ahead, str0m holding it
+//! until DTLS is up, so the downtracks start there (`on_subscriber_reached`, driver side in
+//! `edge/worker/early_start.rs`).
 
 use std::time::Instant;
 
@@ -18,6 +23,7 @@ impl Router {
             return;
         };
         member.connecting = true;
+        member.started_early = false;
         for key in &member.downtracks {
             if let Some(dt) = self.downtracks.get_mut(key.0 as usize) {
                 dt.connecting = true;
@@ -35,6 +41,39 @@ impl Router {
         subscriber: PeerKey,
         now: Instant,
     ) -> Vec<KeyframeRequest> {
+        if let Some(member) = self.members.get_mut(&subscriber) {
+            if std::mem::take(&mut member.started_early) {
+                return Vec::new();
+            }
+        }
+        self.start_downtracks(subscriber, now)
+    }
+
+    /// `subscriber`'s client just reached its connection on the way up (our offer answered,
+    /// its first track settings or connectivity check came): ICE and DTLS are a few round
+    /// trips away. The
+    /// driver writes ahead from now (str0m holds it until DTLS is up), so its downtracks start
+    /// now, as [`Router::on_subscriber_connected`] would start them: the keyframe asked for
+    /// is on its way while the handshakes finish. `on_subscriber_connected` then does
+    /// nothing, unless [`Router::subscriber_connecting`] came first (the driver gave up
+    /// writing ahead). `None` for a subscriber not held back: its connection is not on its
+    /// way up, or it is a viewer (never held back).
+    pub fn on_subscriber_reached(
+        &mut self,
+        subscriber: PeerKey,
+        now: Instant,
+    ) -> Option<Vec<KeyframeRequest>> {
+        if !self.members.get(&subscriber).is_some_and(|m| m.connecting) {
+            return None;
+        }
+        let requests = self.start_downtracks(subscriber, now);
+        if let Some(member) = self.members.get_mut(&subscriber) {
+            member.started_early = true;
+        }
+        Some(requests)
+    }
+
+    fn start_downtracks(&mut self, subscriber: PeerKey, now: Instant) -> Vec<KeyframeRequest> {
         let mut requests = Vec::new();
         let Some(member) = self.members.get_mut(&subscriber) else {
             return requests;
