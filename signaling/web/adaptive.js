@@ -35,8 +35,11 @@ export function watchVideo(video, report, { debounceMs = DEBOUNCE_MS } = {}) {
     report(s);
   };
   // The first report goes out at once: until it arrives the server sends the full layer.
+  // Later ones at most `debounceMs` after the first change: a report already due is not
+  // pushed back, since a layout that keeps changing (a grid reflowing at every active-speaker
+  // update) would otherwise hold the report back for as long as it keeps changing.
   const schedule = () => {
-    if (timer) clearTimeout(timer);
+    if (timer) return;
     timer = setTimeout(flush, last ? debounceMs : 0);
   };
 

@@ -154,13 +154,35 @@ function badge(text, cls) {
   return b;
 }
 
+// The enlarged tile changes at most this often: two people who speak in turns every moment
+// (or a fake microphone's beeps) would otherwise reflow the whole grid four times a second.
+const DOMINANT_HOLD_MS = 1500;
+let enlarged = { id: null, since: -Infinity };
+let enlargeLater = null;
+
+/**
+ * The speaker shown large: `dominant`, once the one shown has had its time; until then the
+ * latest list is applied again when it has.
+ */
+function enlargedSpeaker(ids, now) {
+  const dominant = ids[0] ?? null;
+  clearTimeout(enlargeLater);
+  enlargeLater = null;
+  const wait = enlarged.since + DOMINANT_HOLD_MS - now;
+  if (dominant !== enlarged.id) {
+    if (wait <= 0) enlarged = { id: dominant, since: now };
+    else enlargeLater = setTimeout(() => setActiveSpeakers(ids), wait);
+  }
+  return enlarged.id;
+}
+
 /**
  * Rings the tiles of everyone speaking; the first (dominant) speaker's tile is shown large
  * once there are more than two tiles, so a class sees the teacher or whoever asks a question.
  */
 export function setActiveSpeakers(ids) {
   const speaking = new Set(ids);
-  const dominant = ids[0] ?? null;
+  const dominant = enlargedSpeaker(ids, performance.now());
   for (const el of $('grid').querySelectorAll('.tile')) {
     const id = el.dataset.participantId;
     el.classList.toggle('speaking', speaking.has(id));
