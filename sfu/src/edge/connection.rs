@@ -56,6 +56,9 @@ pub struct Connection {
     /// What was written since the last poll and whether it all left: decides whether the
     /// pacer's next "immediate" step can wait for the next write (`edge::pacer_defer`).
     pub written: WrittenMedia,
+    /// A video m-line was set up to send on it: its pacer's steps are never deferred
+    /// (`edge::pacer_defer`), since a paused video's estimate must grow by str0m's probes.
+    pub sends_video: bool,
     pub ufrag: String,
     /// The media-lost event was sent; never again.
     pub lost_reported: bool,
@@ -99,6 +102,9 @@ pub struct Connection {
     /// When a video of this connection last started over at a keyframe: what is queued
     /// after it is the new layer, not to be flushed by the next cut of the same collapse.
     pub video_started_over_at: Option<Instant>,
+    /// Until when its video is sent unpaced (`edge::startup_pacing`): a subscriber
+    /// connection's first seconds with bandwidth estimation; at once for the others.
+    pub paced_from: Instant,
     /// Parks str0m's estimator (and so its padding) while nothing is sent
     /// (`forward::idle_egress`); subscriber connections with bandwidth allocation only.
     pub idle: IdleEgress,
@@ -225,6 +231,7 @@ impl Connection {
             timer_at: None,
             media_written: false,
             written: WrittenMedia::default(),
+            sends_video: false,
             ufrag,
             lost_reported: false,
             queued_for_poll: false,
@@ -241,6 +248,11 @@ impl Connection {
             egress_limit_bytes: usize::MAX,
             flushing_video: Vec::new(),
             video_started_over_at: None,
+            paced_from: if bwe.is_some() {
+                now + super::startup_pacing::UNPACED_START
+            } else {
+                now
+            },
             idle: IdleEgress::default(),
             rtx_window: RtxWindow::default(),
         })

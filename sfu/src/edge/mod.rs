@@ -14,6 +14,7 @@ pub mod relay_pipe;
 pub mod rtx_window;
 pub mod sdp_candidates;
 pub mod send_path;
+pub mod startup_pacing;
 pub mod stun;
 pub mod timers;
 pub mod udp_batch;

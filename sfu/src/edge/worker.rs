@@ -632,9 +632,11 @@ impl Worker {
                     self.send_queue.push(t.destination, from, t.contents.into())
                 }
                 Ok(Output::Timeout(t)) => {
-                    // An empty pacer step after our media left waits for the next write.
+                    // An empty pacer step after our media left waits for the next write;
+                    // not on a connection with video (see `Connection::sends_video`).
                     let reason = conn.rtc.last_timeout_reason();
-                    let t = conn.written.defer(reason, t, now).unwrap_or(t);
+                    let deferred = conn.written.defer(reason, t, now);
+                    let t = deferred.filter(|_| !conn.sends_video).unwrap_or(t);
                     // Due already: handed over now (see `pacer_steps`).
                     if let Some(at) = steps.next(t, now, Instant::now) {
                         if let Err(e) = conn.rtc.handle_input(Input::Timeout(at)) {

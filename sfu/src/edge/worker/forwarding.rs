@@ -164,6 +164,7 @@ impl Worker {
             if let Some(from) = sub.idle.on_media(now) {
                 sub.rtc.bwe().reset(Bitrate::bps(from));
             }
+            let pacing_settled = sub.pacing_settled(now);
             let mut api = sub.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(f.mid, None) else {
                 continue;
@@ -189,8 +190,9 @@ impl Worker {
                 }
             }
             // Unpaced by a cut (`stale_queue`): paced again from the keyframe it starts over
-            // at, or once what it had queued is gone.
-            if video && f.frame_start && !sub.flushing_video.is_empty() {
+            // at, or once what it had queued is gone; not in the connection's unpaced start
+            // (`edge::startup_pacing`).
+            if video && f.frame_start && !sub.flushing_video.is_empty() && pacing_settled {
                 let drained = tx.queue_info().is_none_or(|q| q.byte_size() == 0);
                 if f.starts_over || drained {
                     if let Some(i) = sub.flushing_video.iter().position(|m| *m == f.mid) {

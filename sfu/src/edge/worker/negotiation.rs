@@ -260,6 +260,7 @@ impl Worker {
             let DowntrackState::Offered(sub_mid) = dt.state else {
                 continue;
             };
+            let video = dt.kind == TrackKind::Video;
             let Some(track) = dt.track.and_then(|t| self.router.track(t)) else {
                 continue;
             };
@@ -287,13 +288,7 @@ impl Worker {
             }
             keyframe_requests.extend(self.router.activate(key, map, now));
             if let Some(sub) = self.participants[peer.0 as usize].subscriber.as_mut() {
-                let age = sub.rtx_window.age();
-                if let Some(tx) = sub.rtc.direct_api().stream_tx_by_mid(sub_mid, None) {
-                    // Answer NACKs for as long as this subscriber's RTT needs (at most 1.5 s),
-                    // not str0m's default 3 s: the cache is per subscriber and dominates its
-                    // memory (`edge::rtx_window`).
-                    tx.set_rtx_cache(RTX_CACHE_PACKETS, age, Some(RTX_RATIO_CAP));
-                }
+                sub.start_send_stream(sub_mid, video, now);
             }
         }
         for r in keyframe_requests {

@@ -51,11 +51,8 @@ impl Worker {
         conn.start_setup_clock(now + self.media_setup_timeout);
         self.router.mark_viewer(peer);
         let mut keys = vec![];
-        let age = conn.rtx_window.age();
         for (kind, mid) in slots {
-            if let Some(tx) = conn.rtc.direct_api().stream_tx_by_mid(mid, None) {
-                tx.set_rtx_cache(RTX_CACHE_PACKETS, age, Some(RTX_RATIO_CAP));
-            }
+            conn.start_send_stream(mid, kind == TrackKind::Video, now);
             keys.extend(self.router.add_viewer_slot(peer, kind, mid));
         }
         let ufrag = conn.ufrag.clone();
