@@ -96,9 +96,10 @@ pub struct Connection {
     /// The queued bytes a video frame may start behind on this connection, from what the
     /// allocator counts on (see `forward::egress_backlog`); no limit before an estimate.
     pub egress_limit_bytes: usize,
-    /// Video m-lines unpaced after a cut until they start over or run empty
-    /// (`edge/worker/stale_queue.rs`).
-    pub flushing_video: Vec<Mid>,
+    /// Video m-lines sent unpaced: after a cut until they start over or run empty
+    /// (`edge/worker/stale_queue.rs`), and in the connection's first seconds
+    /// (`edge::startup_pacing`); paced again at a frame start (`Worker::fan_out`).
+    pub unpaced_video: Vec<Mid>,
     /// When a video of this connection last started over at a keyframe: what is queued
     /// after it is the new layer, not to be flushed by the next cut of the same collapse.
     pub video_started_over_at: Option<Instant>,
@@ -246,7 +247,7 @@ impl Connection {
             probe_nudged_at: None,
             estimate_stuck_since: None,
             egress_limit_bytes: usize::MAX,
-            flushing_video: Vec::new(),
+            unpaced_video: Vec::new(),
             video_started_over_at: None,
             paced_from: if bwe.is_some() {
                 now + super::startup_pacing::UNPACED_START

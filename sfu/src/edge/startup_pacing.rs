@@ -7,7 +7,7 @@
 //! not pace, had 15 ms (BENCHMARKS.md, "why Zvon's video stalled"). So a subscriber
 //! connection's video leaves unpaced, as audio always does, until [`UNPACED_START`] after the
 //! connection was made; from a frame start after that it is paced again (the stream is kept
-//! in `Connection::flushing_video`, whose re-pacing `edge/worker/stale_queue.rs` describes).
+//! in `Connection::unpaced_video`, whose re-pacing `edge/worker/stale_queue.rs` describes).
 //! A link that cannot carry what is sent then drops it instead of queueing it here, as
 //! behind mediasoup; the allocator's start (the lowest layer at the guess) bounds how much.
 
@@ -40,8 +40,8 @@ impl Connection {
         tx.set_rtx_cache(RTX_CACHE_PACKETS, age, Some(RTX_RATIO_CAP));
         if unpaced {
             tx.set_unpaced(true);
-            if !self.flushing_video.contains(&mid) {
-                self.flushing_video.push(mid);
+            if !self.unpaced_video.contains(&mid) {
+                self.unpaced_video.push(mid);
             }
         }
     }
@@ -81,7 +81,7 @@ mod tests {
         let (mut conn, mid) = subscriber_with_video(t0);
         conn.start_send_stream(mid, true, t0 + Duration::from_millis(300));
         assert_eq!(
-            conn.flushing_video,
+            conn.unpaced_video,
             [mid],
             "unpaced, to be paced again later"
         );
@@ -95,14 +95,14 @@ mod tests {
         let t0 = Instant::now();
         let (mut conn, mid) = subscriber_with_video(t0);
         conn.start_send_stream(mid, false, t0);
-        assert!(conn.flushing_video.is_empty(), "audio is str0m's business");
+        assert!(conn.unpaced_video.is_empty(), "audio is str0m's business");
         assert!(
             !conn.sends_video,
             "audio alone may defer its pacer's empty steps"
         );
         conn.start_send_stream(mid, true, t0 + UNPACED_START);
         assert!(
-            conn.flushing_video.is_empty(),
+            conn.unpaced_video.is_empty(),
             "the estimate has had its time"
         );
         // A publisher connection estimates nothing: nothing to wait for.

@@ -192,11 +192,11 @@ impl Worker {
             // Unpaced by a cut (`stale_queue`): paced again from the keyframe it starts over
             // at, or once what it had queued is gone; not in the connection's unpaced start
             // (`edge::startup_pacing`).
-            if video && f.frame_start && !sub.flushing_video.is_empty() && pacing_settled {
+            if video && f.frame_start && !sub.unpaced_video.is_empty() && pacing_settled {
                 let drained = tx.queue_info().is_none_or(|q| q.byte_size() == 0);
                 if f.starts_over || drained {
-                    if let Some(i) = sub.flushing_video.iter().position(|m| *m == f.mid) {
-                        sub.flushing_video.swap_remove(i);
+                    if let Some(i) = sub.unpaced_video.iter().position(|m| *m == f.mid) {
+                        sub.unpaced_video.swap_remove(i);
                         tx.set_unpaced(false);
                     }
                 }

@@ -42,7 +42,7 @@ impl Worker {
         let mut flushed = 0;
         let mut api = c.rtc.direct_api();
         for mid in mids {
-            if c.flushing_video.contains(&mid) {
+            if c.unpaced_video.contains(&mid) {
                 continue;
             }
             let Some(tx) = api.stream_tx_by_mid(mid, None) else {
@@ -60,7 +60,7 @@ impl Worker {
                 "cut: the old layer's queue is let go unpaced"
             );
             tx.set_unpaced(true);
-            c.flushing_video.push(mid);
+            c.unpaced_video.push(mid);
             flushed += 1;
         }
         for _ in 0..flushed {
