@@ -92,6 +92,11 @@ impl SendQueue {
         std::mem::take(&mut self.dropped)
     }
 
+    /// Sends every datagram on its own (a socket that cannot segment).
+    pub fn send_one_by_one(&mut self) {
+        self.no_segments = true;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.packets.is_empty()
     }

@@ -11,6 +11,7 @@
 
 use std::mem::size_of;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
 
 use super::local_address::{Control, CONTROL_LEN};
 
@@ -29,6 +30,24 @@ const fn cmsg_space(len: usize) -> usize {
 const _: () = assert!(
     cmsg_space(size_of::<libc::in6_pktinfo>()) + cmsg_space(size_of::<u16>()) <= CONTROL_LEN
 );
+
+/// Whether the kernel knows `UDP_SEGMENT` (Linux 4.18+). An older one would not refuse the
+/// control message: it would ignore it and send a run as one large datagram.
+pub fn supported(socket: &impl AsRawFd) -> bool {
+    let mut size: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: a valid open socket, and a pointer to a c_int with its size in `len`.
+    let ok = unsafe {
+        libc::getsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            UDP_SEGMENT,
+            (&mut size as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    ok == 0
+}
 
 /// How many datagrams from the front of `queued` can leave as one segmented send: the same
 /// destination and source, the first one's size, and a last one no larger; at most `room`.
@@ -100,6 +119,12 @@ mod tests {
                 (to, None, vec![0u8; *len])
             })
             .collect()
+    }
+
+    #[test]
+    fn this_kernel_segments() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("socket");
+        assert!(supported(&socket), "Linux 4.18+ knows UDP_SEGMENT");
     }
 
     #[test]
