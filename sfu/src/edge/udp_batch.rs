@@ -1,9 +1,10 @@
 //! Batched UDP I/O: `recvmmsg`/`sendmmsg` on a non-blocking socket.
 //!
 //! One syscall moves up to [`BATCH`] datagrams in, and up to [`BATCH`] sends out, a send
-//! being one datagram or a segmented run of them (see [`super::udp_segments`]). Buffers and the kernel's message
-//! headers are allocated once per worker and reused. Each datagram carries the local address
-//! it came to, and a reply the address to leave from (see [`super::local_address`]).
+//! being one datagram or a segmented run of them (see [`super::udp_segments`]). Buffers and
+//! the kernel's message headers are allocated once per worker and reused. Each datagram
+//! carries the local address it came to, and a reply the address to leave from (see
+//! [`super::local_address`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -128,23 +129,29 @@ pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> usize {
     if set(libc::SO_RCVBUFFORCE) != 0 {
         set(libc::SO_RCVBUF);
     }
-    let mut granted: libc::c_int = 0;
+    int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUF)
+        .map_or(0, |granted| usize::try_from(granted).unwrap_or(0))
+}
+
+/// An integer socket option's value; `None` when the kernel does not know it.
+pub fn int_option(
+    socket: &impl AsRawFd,
+    level: libc::c_int,
+    option: libc::c_int,
+) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: as above, with `len` holding the size of `granted`.
+    // SAFETY: a valid open socket, and a pointer to a c_int with its size in `len`.
     let ok = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&mut granted as *mut libc::c_int).cast(),
+            level,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
             &mut len,
         )
     };
-    if ok == 0 {
-        usize::try_from(granted).unwrap_or(0)
-    } else {
-        0
-    }
+    (ok == 0).then_some(value)
 }
 
 /// `SO_MEMINFO` (asm-generic value, as on x86_64 and aarch64; not every libc target exports it).
@@ -242,7 +249,7 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
         // Datagrams carried by each send.
         let mut carried = [0usize; BATCH];
         let (mut sends, mut used) = (0, 0);
-        while sends < BATCH && used < SEND_IOVECS && done + used < queue.packets.len() {
+        while sends < BATCH && used < SEND_IOVECS && used < pending.len() {
             let rest = &pending[used..];
             let run = if queue.no_segments {
                 1

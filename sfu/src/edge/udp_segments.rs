@@ -14,6 +14,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 
 use super::local_address::{Control, CONTROL_LEN};
+use super::udp_batch::int_option;
 
 /// `UDP_SEGMENT` from `linux/udp.h` (not in the libc crate for glibc targets).
 const UDP_SEGMENT: libc::c_int = 103;
@@ -34,31 +35,16 @@ const _: () = assert!(
 /// Whether the kernel knows `UDP_SEGMENT` (Linux 4.18+). An older one would not refuse the
 /// control message: it would ignore it and send a run as one large datagram.
 pub fn supported(socket: &impl AsRawFd) -> bool {
-    let mut size: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid open socket, and a pointer to a c_int with its size in `len`.
-    let ok = unsafe {
-        libc::getsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            UDP_SEGMENT,
-            (&mut size as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    ok == 0
+    int_option(socket, libc::SOL_UDP, UDP_SEGMENT).is_some()
 }
 
 /// How many datagrams from the front of `queued` can leave as one segmented send: the same
 /// destination and source, the first one's size, and a last one no larger; at most `room`.
 pub fn run_length(queued: &[(SocketAddr, Option<IpAddr>, Vec<u8>)], room: usize) -> usize {
-    let Some((to, from, first)) = queued.first() else {
+    let Some((to, from, first)) = queued.first().filter(|_| room > 0) else {
         return 0;
     };
     let size = first.len();
-    if room == 0 {
-        return 0;
-    }
     if size == 0 {
         return 1;
     }
