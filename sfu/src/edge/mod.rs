@@ -18,5 +18,4 @@ pub mod startup_pacing;
 pub mod stun;
 pub mod timers;
 pub mod udp_batch;
-pub mod udp_segments;
 pub mod worker;

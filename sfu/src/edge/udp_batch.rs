@@ -1,10 +1,8 @@
 //! Batched UDP I/O: `recvmmsg`/`sendmmsg` on a non-blocking socket.
 //!
-//! One syscall moves up to [`BATCH`] datagrams in, and up to [`BATCH`] sends out, a send
-//! being one datagram or a segmented run of them (see [`super::udp_segments`]). Buffers and
-//! the kernel's message headers are allocated once per worker and reused. Each datagram
-//! carries the local address it came to, and a reply the address to leave from (see
-//! [`super::local_address`]).
+//! One syscall moves up to [`BATCH`] datagrams each way. Buffers and the kernel's message
+//! headers are allocated once per worker and reused. Each datagram carries the local address
+//! it came to, and a reply the address to leave from (see [`super::local_address`]).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -12,12 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::AsRawFd;
 
 use super::local_address::{self, Control};
-use super::udp_segments;
 
 /// Datagrams per syscall.
 pub const BATCH: usize = 32;
-/// Datagrams per `sendmmsg` when sends carry segmented runs: a few full runs' worth.
-const SEND_IOVECS: usize = 4 * BATCH;
 /// Larger than any datagram WebRTC sends over a normal path MTU.
 pub const MAX_DATAGRAM: usize = 2048;
 
@@ -70,8 +65,6 @@ pub struct SendQueue {
     packets: Vec<(SocketAddr, Option<IpAddr>, Vec<u8>)>,
     /// Datagrams refused because the queue was full, not yet reported.
     dropped: u64,
-    /// The kernel refused a segmented send: one datagram per send.
-    no_segments: bool,
 }
 
 /// Most datagrams a worker holds for a socket whose send buffer is full (about 10 MB of
@@ -91,11 +84,6 @@ impl SendQueue {
     /// Datagrams dropped since the last call.
     pub fn take_dropped(&mut self) -> u64 {
         std::mem::take(&mut self.dropped)
-    }
-
-    /// Sends every datagram on its own (a socket that cannot segment).
-    pub fn send_one_by_one(&mut self) {
-        self.no_segments = true;
     }
 
     pub fn is_empty(&self) -> bool {
@@ -129,29 +117,23 @@ pub fn set_receive_buffer(socket: &impl AsRawFd, bytes: usize) -> usize {
     if set(libc::SO_RCVBUFFORCE) != 0 {
         set(libc::SO_RCVBUF);
     }
-    int_option(socket, libc::SOL_SOCKET, libc::SO_RCVBUF)
-        .map_or(0, |granted| usize::try_from(granted).unwrap_or(0))
-}
-
-/// An integer socket option's value; `None` when the kernel does not know it.
-pub fn int_option(
-    socket: &impl AsRawFd,
-    level: libc::c_int,
-    option: libc::c_int,
-) -> Option<libc::c_int> {
-    let mut value: libc::c_int = 0;
+    let mut granted: libc::c_int = 0;
     let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid open socket, and a pointer to a c_int with its size in `len`.
+    // SAFETY: as above, with `len` holding the size of `granted`.
     let ok = unsafe {
         libc::getsockopt(
             socket.as_raw_fd(),
-            level,
-            option,
-            (&mut value as *mut libc::c_int).cast(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut granted as *mut libc::c_int).cast(),
             &mut len,
         )
     };
-    (ok == 0).then_some(value)
+    if ok == 0 {
+        usize::try_from(granted).unwrap_or(0)
+    } else {
+        0
+    }
 }
 
 /// `SO_MEMINFO` (asm-generic value, as on x86_64 and aarch64; not every libc target exports it).
@@ -228,9 +210,8 @@ pub fn recv_batch(socket: &impl AsRawFd, batch: &mut RecvBatch) -> io::Result<us
     Ok(n)
 }
 
-/// Sends everything queued, up to [`BATCH`] sends per syscall, a run of datagrams to one
-/// destination as one segmented send (see [`super::udp_segments`]). Returns how many
-/// datagrams left the socket; on `WouldBlock` the rest stay queued for the next call.
+/// Sends everything queued, [`BATCH`] datagrams per syscall. Returns how many left the
+/// socket; on `WouldBlock` the rest stay queued for the next call.
 pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<usize> {
     // Sent (or refused) datagrams leave the queue once at the end: draining the front after
     // every chunk shifted the rest each time, quadratic in a big room's flush.
@@ -241,55 +222,32 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
         if pending.is_empty() {
             break Ok(sent_total);
         }
+        let chunk = pending.len().min(BATCH);
         // SAFETY: as above, zeroed C structs.
         let mut storages: [libc::sockaddr_storage; BATCH] = unsafe { zeroed() };
-        let mut iovecs: [libc::iovec; SEND_IOVECS] = unsafe { zeroed() };
+        let mut iovecs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut msgs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
         let mut controls = [Control::default(); BATCH];
-        // Datagrams carried by each send.
-        let mut carried = [0usize; BATCH];
-        let (mut sends, mut used) = (0, 0);
-        while sends < BATCH && used < SEND_IOVECS && used < pending.len() {
-            let rest = &pending[used..];
-            let run = if queue.no_segments {
-                1
-            } else {
-                udp_segments::run_length(rest, SEND_IOVECS - used)
+        for (i, (addr, from, data)) in pending[..chunk].iter().enumerate() {
+            let len = to_storage(addr, &mut storages[i]);
+            iovecs[i] = libc::iovec {
+                iov_base: data.as_ptr() as *mut libc::c_void,
+                iov_len: data.len(),
             };
-            if run == 0 {
-                break;
-            }
-            let (addr, from, first) = &rest[0];
-            for (k, (_, _, data)) in rest[..run].iter().enumerate() {
-                iovecs[used + k] = libc::iovec {
-                    iov_base: data.as_ptr() as *mut libc::c_void,
-                    iov_len: data.len(),
-                };
-            }
-            let len = to_storage(addr, &mut storages[sends]);
-            let hdr = &mut msgs[sends].msg_hdr;
-            hdr.msg_name = (&mut storages[sends] as *mut libc::sockaddr_storage).cast();
-            hdr.msg_namelen = len;
-            hdr.msg_iov = &mut iovecs[used];
-            hdr.msg_iovlen = run;
+            msgs[i].msg_hdr.msg_name = (&mut storages[i] as *mut libc::sockaddr_storage).cast();
+            msgs[i].msg_hdr.msg_namelen = len;
+            msgs[i].msg_hdr.msg_iov = &mut iovecs[i];
+            msgs[i].msg_hdr.msg_iovlen = 1;
             if let Some(from) = from {
-                local_address::write(hdr, &mut controls[sends], *from);
+                local_address::write(&mut msgs[i].msg_hdr, &mut controls[i], *from);
             }
-            if run > 1 {
-                // run_length keeps a run's datagrams far below 64 KiB.
-                let size = u16::try_from(first.len()).unwrap_or(u16::MAX);
-                udp_segments::write_segment_size(hdr, &mut controls[sends], size);
-            }
-            carried[sends] = run;
-            sends += 1;
-            used += run;
         }
         // SAFETY: pointers refer to locals and to the queued buffers, which outlive the call.
         let n = unsafe {
             libc::sendmmsg(
                 socket.as_raw_fd(),
                 msgs.as_mut_ptr(),
-                sends as libc::c_uint,
+                chunk as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
@@ -302,21 +260,13 @@ pub fn send_batch(socket: &impl AsRawFd, queue: &mut SendQueue) -> io::Result<us
                     Err(err)
                 };
             }
-            // A path or device that cannot segment (EIO: no checksum offload; EINVAL: a
-            // datagram larger than the route's MTU): send one datagram per send from now on.
-            if carried[0] > 1 && matches!(err.raw_os_error(), Some(libc::EIO | libc::EINVAL)) {
-                queue.no_segments = true;
-                tracing::info!("UDP segmentation refused ({err}): sending datagrams one by one");
-                continue;
-            }
             // A datagram the kernel refuses (e.g. unreachable destination) must not wedge the
-            // queue: drop it (or the run to that destination) and go on.
-            done += carried[0].max(1);
+            // queue: drop it and go on.
+            done += 1;
             continue;
         }
-        let sent: usize = carried[..n as usize].iter().sum();
-        done += sent;
-        sent_total += sent;
+        done += n as usize;
+        sent_total += n as usize;
     };
     queue.packets.drain(..done);
     result
@@ -439,42 +389,6 @@ mod tests {
         assert_eq!(got.len(), 40);
         assert!(got.iter().all(|(from, _)| *from == a.local_addr().unwrap()));
         assert_eq!(got[39].1, vec![39u8; 40]);
-    }
-
-    /// A video frame's packets to each of two subscribers, as a drain queues them: runs of
-    /// full-size packets and a smaller last one, one destination with a chosen source address
-    /// (two control messages on one send), more runs than one `sendmmsg` carries.
-    #[test]
-    fn segmented_runs_arrive_as_the_datagrams_they_were_in_order() {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let receivers = [
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-            UdpSocket::bind("127.0.0.1:0").unwrap(),
-        ];
-        let mut q = SendQueue::default();
-        let mut expected: [Vec<Vec<u8>>; 2] = [vec![], vec![]];
-        for frame in 0..30u8 {
-            for (r, socket) in receivers.iter().enumerate() {
-                socket.set_nonblocking(true).unwrap();
-                set_receive_buffer(socket, 8 << 20);
-                let from = (r == 1).then(|| IpAddr::from([127, 0, 0, 1]));
-                for packet in 0..5u8 {
-                    let len = if packet == 4 { 700 } else { 1200 };
-                    let data = vec![frame.wrapping_mul(7).wrapping_add(packet); len];
-                    q.push(socket.local_addr().unwrap(), from, data.clone());
-                    expected[r].push(data);
-                }
-            }
-        }
-        assert_eq!(send_batch(&a, &mut q).unwrap(), 300);
-        assert!(q.is_empty());
-        assert!(!q.no_segments, "loopback takes segmented sends");
-        let mut batch = RecvBatch::default();
-        for (r, socket) in receivers.iter().enumerate() {
-            let got = recv_n(socket, &mut batch, 150);
-            let data: Vec<Vec<u8>> = got.into_iter().map(|(_, _, d)| d).collect();
-            assert_eq!(data, expected[r], "receiver {r}");
-        }
     }
 
     type Received = (SocketAddr, Option<IpAddr>, Vec<u8>);

@@ -33,7 +33,6 @@ use super::sdp_candidates;
 use super::stun::is_nominating_binding_request;
 use super::timers::TimerQueue;
 use super::udp_batch::{recv_batch, send_batch, socket_backlog, RecvBatch, SendQueue};
-use super::udp_segments;
 use crate::api::{
     ActiveSpeaker, ParticipantId, RoomId, SfuError, SfuEvent, SfuRequest, SfuResponse,
     SubscribedTrack, TrackId, TrackKind,
@@ -243,11 +242,6 @@ impl Worker {
         // On 0.0.0.0 replies must leave from the address each client wrote to.
         if let Err(e) = local_address::enable(&socket) {
             warn!("media socket cannot report local addresses ({e}): on a host with several addresses replies may leave from the wrong one");
-        }
-        // A kernel without it would ignore the segment size and send a run as one datagram.
-        if !udp_segments::supported(&socket) {
-            info!("media socket: no UDP segmentation on this kernel; one datagram per send");
-            self.send_queue.send_one_by_one();
         }
         let socket = match socket
             .set_nonblocking(true)
