@@ -113,6 +113,8 @@ pub struct SfuStats {
     pub recording_errors: AtomicU64,
     /// Packets of recorded tracks dropped because the recording thread's queue was full.
     pub recording_packets_dropped: AtomicU64,
+    /// Keyframes asked of publishers because a recorded video lost a packet or never saw one.
+    pub recording_keyframe_requests: AtomicU64,
     /// Recordings being written on this node.
     pub recordings_active: AtomicU64,
     pub forwarding_latency: AtomicHistogram,
@@ -185,6 +187,7 @@ impl SfuStats {
             send_path_moves: AtomicU64::new(0),
             recording_errors: AtomicU64::new(0),
             recording_packets_dropped: AtomicU64::new(0),
+            recording_keyframe_requests: AtomicU64::new(0),
             recordings_active: AtomicU64::new(0),
             forwarding_latency: AtomicHistogram::new(FORWARDING_LATENCY_BOUNDS),
             peer_rtt: AtomicHistogram::new(RTT_BOUNDS),

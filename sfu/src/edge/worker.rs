@@ -142,6 +142,8 @@ pub struct Worker {
     recorded_rooms: HashMap<String, String>,
     /// Recorded simulcast tracks whose layer is not picked yet.
     record_pending: usize,
+    /// When recorded simulcast tracks are next checked for a recorded layer that stopped.
+    next_record_check: Instant,
     /// Tests set it to make the loop panic, as a bug in it would (`SfuNode::panic_worker`).
     #[cfg(feature = "fault-injection")]
     fault: Arc<std::sync::atomic::AtomicBool>,
@@ -194,6 +196,7 @@ impl Worker {
             recorder: None,
             recorded_rooms: HashMap::new(),
             record_pending: 0,
+            next_record_check: Instant::now(),
             #[cfg(feature = "fault-injection")]
             fault: Default::default(),
             ice_tcp: None,

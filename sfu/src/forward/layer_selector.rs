@@ -118,11 +118,15 @@ impl TrackLayers {
     /// The highest layer whose packets arrived within the last second (a recording takes
     /// the best picture the publisher sends).
     pub fn top_flowing(&self, now: Instant) -> Option<Layer> {
-        (0..self.count).rev().find(|l| {
-            self.layers[usize::from(*l)]
-                .last_packet
-                .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
-        })
+        (0..self.count).rev().find(|l| self.flowing(*l, now))
+    }
+
+    /// Whether packets of `layer` arrived within the last second.
+    pub fn flowing(&self, layer: Layer, now: Instant) -> bool {
+        self.layers
+            .get(usize::from(layer))
+            .and_then(|l| l.last_packet)
+            .is_some_and(|t| now.saturating_duration_since(t) < LAYER_TIMEOUT)
     }
 
     /// Flowing, or not seen yet while the track is starting.

@@ -4,7 +4,9 @@
 //! The worker that holds a publisher hands each packet of a recorded track to the recording
 //! thread through a bounded lock-free queue: the packet's shared payload (`Arc`, no copy) and
 //! its header fields. A full queue drops the packet and counts it
-//! (`recording_packets_dropped`): writing never slows forwarding down. The thread
+//! (`recording_packets_dropped`): writing never slows forwarding down. A video file can only
+//! go on from a keyframe after a lost packet, so the thread asks back through a second small
+//! queue per worker (`RecorderTap::take_keyframe_want`) and the worker sends the PLI. The thread
 //! (`writer.rs`) joins packets into frames (`vp8.rs`, `opus.rs`) and writes them
 //! (`webm.rs`). Control messages (start, stop, tracks, mutes) go through a channel.
 
@@ -34,6 +36,16 @@ use crate::stats::SfuStats;
 
 /// Packets a worker may have waiting for the recording thread: ~0.5 s of 40 recorded tracks.
 const QUEUE_PACKETS: usize = 4096;
+/// Keyframe requests the recording thread may have waiting for a worker (one per track and
+/// second at most, see `writer::KEYFRAME_WANT_INTERVAL`).
+const KEYFRAME_WANTS: usize = 256;
+
+/// One worker's two queues with the recording thread.
+pub(crate) struct WorkerQueues {
+    pub packets: Arc<ArrayQueue<RecPacket>>,
+    /// Recorded tracks (slots) whose video waits for a keyframe.
+    pub keyframe_wants: Arc<ArrayQueue<u32>>,
+}
 
 /// What a payload type carries, for the recording thread.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +105,7 @@ pub enum Control {
 #[derive(Clone)]
 pub struct RecorderTap {
     queue: Arc<ArrayQueue<RecPacket>>,
+    keyframe_wants: Arc<ArrayQueue<u32>>,
     control: mpsc::Sender<Control>,
     next_slot: Arc<AtomicU32>,
     stats: Arc<SfuStats>,
@@ -108,6 +121,12 @@ impl RecorderTap {
 
     pub fn send(&self, control: Control) {
         let _ = self.control.send(control);
+    }
+
+    /// A recorded track of this worker whose video waits for a keyframe (one atomic load
+    /// when there is none).
+    pub fn take_keyframe_want(&self) -> Option<u32> {
+        self.keyframe_wants.pop()
     }
 
     /// A node-wide unique id for a recorded track.
@@ -133,12 +152,16 @@ impl Recorder {
         let (control, rx) = mpsc::channel();
         let next_slot = Arc::new(AtomicU32::new(1));
         let queues: Vec<_> = (0..workers)
-            .map(|_| Arc::new(ArrayQueue::new(QUEUE_PACKETS)))
+            .map(|_| WorkerQueues {
+                packets: Arc::new(ArrayQueue::new(QUEUE_PACKETS)),
+                keyframe_wants: Arc::new(ArrayQueue::new(KEYFRAME_WANTS)),
+            })
             .collect();
         let taps = queues
             .iter()
             .map(|q| RecorderTap {
-                queue: q.clone(),
+                queue: q.packets.clone(),
+                keyframe_wants: q.keyframe_wants.clone(),
                 control: control.clone(),
                 next_slot: next_slot.clone(),
                 stats: stats.clone(),

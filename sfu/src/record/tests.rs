@@ -172,3 +172,79 @@ fn an_unwritable_directory_fails_the_recording_with_an_event_and_a_count() {
     assert_eq!(SfuStats::get(&stats.recording_errors), 1);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn vp8_delta(slot: u32, seq: u16, ts: u32, arrival: Instant) -> RecPacket {
+    let mut p = vp8_keyframe(slot, seq, ts, arrival);
+    // The P bit of the VP8 frame header: an inter frame.
+    let mut bytes = p.payload.to_vec();
+    bytes[1] |= 0x01;
+    p.payload = Arc::from(bytes);
+    p
+}
+
+#[test]
+fn a_video_that_lost_a_packet_asks_for_a_keyframe_once_a_second_until_one_comes() {
+    use super::writer::PacketOutcome::{Taken, WantsKeyframe};
+    let dir = temp_dir("pli");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut w = Writer::new(dir.clone(), tx, Arc::new(SfuStats::new(1)));
+    w.handle(Control::Start {
+        room: RoomId("class".into()),
+        spec: spec(),
+        at: SystemTime::now(),
+    });
+    w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    // Joined mid-stream: inter frames cannot start a file, so the first one asks.
+    assert_eq!(w.packet(vp8_delta(2, 1, 0, at(0))), WantsKeyframe);
+    assert_eq!(w.packet(vp8_delta(2, 2, 3000, at(33))), Taken);
+    assert_eq!(w.packet(vp8_keyframe(2, 3, 6000, at(66))), Taken);
+    assert_eq!(w.packet(vp8_delta(2, 4, 9000, at(1200))), Taken);
+    // Seq 5 never comes: the frames after it are dropped and the track asks again, but
+    // not for every packet.
+    assert_eq!(w.packet(vp8_delta(2, 6, 15000, at(1266))), WantsKeyframe);
+    assert_eq!(w.packet(vp8_delta(2, 7, 18000, at(1300))), Taken);
+    assert_eq!(w.packet(vp8_delta(2, 8, 21000, at(2200))), Taken);
+    // A second later, still without a keyframe (the PLI or its answer was lost).
+    assert_eq!(w.packet(vp8_delta(2, 9, 24000, at(2270))), WantsKeyframe);
+    assert_eq!(w.packet(vp8_keyframe(2, 10, 27000, at(2300))), Taken);
+    assert_eq!(w.packet(vp8_delta(2, 11, 30000, at(3600))), Taken);
+    w.handle(Control::Stop {
+        recording: "REC_t1".into(),
+        at: SystemTime::now(),
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_video_moved_to_another_layer_goes_on_at_its_arrival_time() {
+    let dir = temp_dir("relayer");
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut w = Writer::new(dir.clone(), tx, Arc::new(SfuStats::new(1)));
+    w.handle(Control::Start {
+        room: RoomId("class".into()),
+        spec: spec(),
+        at: SystemTime::now(),
+    });
+    w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
+    let t0 = Instant::now();
+    let at = |ms: u64| t0 + Duration::from_millis(ms);
+    w.packet(vp8_keyframe(2, 100, 1000, at(0)));
+    w.packet(vp8_delta(2, 101, 1000 + 90_000, at(1000)));
+    // Another simulcast layer: its own sequence numbers and RTP clock, 2 s later.
+    w.packet(vp8_keyframe(2, 40_000, 3_000_000_000, at(3000)));
+    w.packet(vp8_delta(2, 40_001, 3_000_000_000 + 45_000, at(3500)));
+    w.handle(Control::Stop {
+        recording: "REC_t1".into(),
+        at: SystemTime::now(),
+    });
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("REC_t1").join("manifest.json")).unwrap())
+            .unwrap();
+    let video = &manifest["tracks"][0];
+    assert_eq!(video["frames"], 4);
+    let span = video["end"].as_u64().unwrap() - video["start"].as_u64().unwrap();
+    assert_eq!(span, 3500, "the last frame lands where it arrived");
+    let _ = std::fs::remove_dir_all(dir);
+}

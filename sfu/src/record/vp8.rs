@@ -58,6 +58,10 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+/// How far behind a packet may be and still count as late (retransmitted, reordered) rather
+/// than the start of another stream: far more than any retransmission window holds.
+const LATE_WINDOW: i16 = 1000;
+
 /// Joins the packets of each frame; see the module docs for what is dropped.
 #[derive(Debug)]
 pub struct Vp8Depacketizer {
@@ -95,11 +99,13 @@ impl Vp8Depacketizer {
     ) -> Option<Frame<'_>> {
         if let Some(expected) = self.next_seq {
             let ahead = seq.wrapping_sub(expected) as i16;
-            if ahead < 0 {
+            if (-LATE_WINDOW..0).contains(&ahead) {
                 // A duplicate or a packet that came too late: its frame is gone already.
                 return None;
             }
-            if ahead > 0 {
+            if ahead != 0 {
+                // A gap, or another stream altogether (a recording moved to another
+                // simulcast layer, whose sequence numbers start anywhere).
                 self.lose_frame();
             }
         }
@@ -137,6 +143,12 @@ impl Vp8Depacketizer {
             size,
             data: &self.frame,
         })
+    }
+
+    /// Whether frames are being dropped until a keyframe comes (at the start, or since a
+    /// packet went missing).
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.need_keyframe
     }
 
     fn lose_frame(&mut self) {

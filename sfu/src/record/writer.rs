@@ -13,7 +13,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crossbeam_queue::ArrayQueue;
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{info, warn};
 
@@ -21,7 +20,7 @@ use super::manifest::{Manifest, NewTrack};
 use super::opus::opus_frame;
 use super::vp8::Vp8Depacketizer;
 use super::webm::{Codec, WebmWriter};
-use super::{Control, PayloadKind, RecPacket};
+use super::{Control, PayloadKind, RecPacket, WorkerQueues};
 use crate::api::{RecordedPerson, RoomId, SfuEvent, TrackKind};
 use crate::stats::SfuStats;
 
@@ -41,8 +40,37 @@ struct RecordingState {
 
 struct TrackFile {
     webm: WebmWriter<File>,
-    /// Extended RTP timestamp of the file's first frame.
+    /// Extended RTP timestamp of the file's first frame (moved when the clock is rebased).
     first_ts: i64,
+    /// Wall clock (unix ms) of the file's first frame.
+    start_wall: u64,
+    /// The last frame's timecode (ms): timecodes only grow.
+    last_tc: u64,
+}
+
+/// How far a frame's RTP time may stray from its arrival time before the file's clock is
+/// rebased on arrival: a recorded simulcast track that moved to another layer (another
+/// SSRC, with its own random RTP timestamps). Jitter and clock drift are far below it.
+const MAX_CLOCK_STRAY_MS: i64 = 2000;
+
+impl TrackFile {
+    /// The timecode of a frame with extended RTP timestamp `ext` that arrived at `wall`.
+    fn timecode(&mut self, ext: i64, wall: u64, clock: i64) -> u64 {
+        let by_arrival = wall.saturating_sub(self.start_wall) as i64;
+        let by_rtp = (ext - self.first_ts) / clock;
+        if (by_rtp - by_arrival).abs() > MAX_CLOCK_STRAY_MS {
+            self.first_ts = ext - by_arrival * clock;
+        }
+        let tc = ((ext - self.first_ts) / clock).max(0) as u64;
+        // Strictly after the last frame (a rebase lands near, not exactly on, the old clock).
+        let tc = if self.last_tc > 0 || tc > 0 {
+            tc.max(self.last_tc + 1)
+        } else {
+            0
+        };
+        self.last_tc = tc;
+        tc
+    }
 }
 
 struct Slot {
@@ -56,9 +84,36 @@ struct Slot {
     /// Last RTP timestamp and its 64-bit extension (timestamps wrap every 13 h of video).
     last_ts: Option<(u32, i64)>,
     warned_unsupported: bool,
+    /// When this track last asked for a keyframe (packet arrival time).
+    keyframe_wanted_at: Option<Instant>,
+}
+
+/// How often a video track waiting for a keyframe asks for one: the PLI may be lost, or the
+/// keyframe itself (the recorder drops a frame with a packet missing, see `vp8.rs`).
+pub(super) const KEYFRAME_WANT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What a packet asks of the worker that forwarded it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PacketOutcome {
+    Taken,
+    /// Its video waits for a keyframe: the publisher should be asked for one.
+    WantsKeyframe,
 }
 
 impl Slot {
+    /// The VP8 depacketizer kept the packet (a frame in progress) or dropped it: while it
+    /// waits for a keyframe, the publisher is asked for one now and then.
+    fn frame_withheld(&mut self, arrival: Instant) -> PacketOutcome {
+        let due = self
+            .keyframe_wanted_at
+            .is_none_or(|t| arrival.saturating_duration_since(t) >= KEYFRAME_WANT_INTERVAL);
+        if !(self.vp8.waiting_for_keyframe() && due) {
+            return PacketOutcome::Taken;
+        }
+        self.keyframe_wanted_at = Some(arrival);
+        PacketOutcome::WantsKeyframe
+    }
+
     fn extend_ts(&mut self, ts: u32) -> i64 {
         let ext = match self.last_ts {
             None => i64::from(ts),
@@ -99,11 +154,7 @@ impl Writer {
         }
     }
 
-    pub(super) fn run(
-        mut self,
-        control: Receiver<Control>,
-        queues: Vec<Arc<ArrayQueue<RecPacket>>>,
-    ) {
+    pub(super) fn run(mut self, control: Receiver<Control>, queues: Vec<WorkerQueues>) {
         loop {
             // Idle without recordings; while recording, the queues are drained every 10 ms.
             let wait = if self.recordings.is_empty() {
@@ -120,8 +171,12 @@ impl Writer {
                 self.handle(c);
             }
             for q in &queues {
-                while let Some(p) = q.pop() {
-                    self.packet(p);
+                while let Some(p) = q.packets.pop() {
+                    let slot = p.slot;
+                    if self.packet(p) == PacketOutcome::WantsKeyframe {
+                        // Full: the worker is behind; the next packet asks again.
+                        let _ = q.keyframe_wants.push(slot);
+                    }
                 }
             }
             self.save_due_manifests();
@@ -172,6 +227,7 @@ impl Writer {
                         file: None,
                         last_ts: None,
                         warned_unsupported: false,
+                        keyframe_wanted_at: None,
                     },
                 );
             }
@@ -272,9 +328,9 @@ impl Writer {
         }
     }
 
-    pub(super) fn packet(&mut self, p: RecPacket) {
+    pub(super) fn packet(&mut self, p: RecPacket) -> PacketOutcome {
         let Some(slot) = self.slots.get_mut(&p.slot) else {
-            return;
+            return PacketOutcome::Taken;
         };
         let kind = slot
             .payloads
@@ -285,12 +341,12 @@ impl Writer {
         let (data, keyframe, size, codec, clock) = match kind {
             PayloadKind::Vp8 => match slot.vp8.push(p.seq, p.ts, p.marker, &p.payload) {
                 Some(f) => (f.data, f.keyframe, f.size, "vp8", 90),
-                None => return,
+                None => return slot.frame_withheld(p.arrival),
             },
             PayloadKind::Opus | PayloadKind::OpusRed => {
                 match opus_frame(&p.payload, kind == PayloadKind::OpusRed) {
                     Some(d) => (d, true, None, "opus", 48),
-                    None => return,
+                    None => return PacketOutcome::Taken,
                 }
             }
             PayloadKind::Other => {
@@ -303,7 +359,7 @@ impl Writer {
                         r.dirty = true;
                     }
                 }
-                return;
+                return PacketOutcome::Taken;
             }
         };
         // The frame's own timestamp: a VP8 frame's is that of its packets.
@@ -314,7 +370,7 @@ impl Writer {
             .get_mut(&slot.recording)
             .filter(|r| !r.failed)
         else {
-            return;
+            return PacketOutcome::Taken;
         };
         let result = (|| -> io::Result<()> {
             if slot.file.is_none() {
@@ -330,6 +386,8 @@ impl Writer {
                 slot.file = Some(TrackFile {
                     webm: WebmWriter::new(file, codec_info, wall)?,
                     first_ts: frame_ext,
+                    start_wall: wall,
+                    last_tc: 0,
                 });
                 r.manifest
                     .file_started(slot.index, &name, codec, size, wall);
@@ -338,7 +396,7 @@ impl Writer {
             let Some(f) = slot.file.as_mut() else {
                 return Ok(());
             };
-            let tc = ((frame_ext - f.first_ts).max(0) / clock) as u64;
+            let tc = f.timecode(frame_ext, wall, clock);
             f.webm.write_frame(tc, keyframe, data)?;
             r.manifest.frame(
                 slot.index,
@@ -351,6 +409,7 @@ impl Writer {
             let stem = slot.file_stem.clone();
             self.fail(&id, format!("cannot write {stem}: {e}"));
         }
+        PacketOutcome::Taken
     }
 
     /// Stops writing a recording after an I/O error: its files stay as written.

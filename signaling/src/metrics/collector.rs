@@ -62,6 +62,7 @@ const FAMILIES: FamilyTable = &[
     ("zvon_media_setup_timeouts_total", "Participants cut because a media connection (ICE + DTLS) did not come up within the media-setup timeout.", MetricType::COUNTER, &[]),
     ("zvon_send_path_moves_total", "Peer connections whose media moved to the client's new address because the address it was sent to went silent while the client nominated another (a NAT rebinding).", MetricType::COUNTER, &[]),
     ("zvon_recording_errors_total", "Recordings a media node stopped because it could not write them (disk full, directory not writable).", MetricType::COUNTER, &[]),
+    ("zvon_recording_keyframe_requests_total", "Keyframes asked of publishers because a recorded video lost a packet, or has not seen a keyframe yet.", MetricType::COUNTER, &[]),
     ("zvon_recording_packets_dropped_total", "Packets of recorded tracks dropped because the recording thread fell behind (its queue was full).", MetricType::COUNTER, &[]),
     ("zvon_recordings_active", "Recordings being written on this media node.", MetricType::GAUGE, &[]),
     ("zvon_worker_shedding_level", "Video an overloaded media worker stops forwarding: 0 none, 1 thumbnails, 2 all cameras.", MetricType::GAUGE, &["worker"]),
@@ -409,6 +410,11 @@ impl Collector for NodeCollector {
             "zvon_recording_packets_dropped_total",
             &[],
             get(&s.recording_packets_dropped),
+        );
+        f.counter(
+            "zvon_recording_keyframe_requests_total",
+            &[],
+            get(&s.recording_keyframe_requests),
         );
         f.gauge("zvon_recordings_active", &[], get(&s.recordings_active));
         for (i, w) in s.workers.iter().enumerate() {

@@ -10,6 +10,8 @@ use str0m::format::Codec;
 
 /// How long a recorded simulcast track shows which layers flow before the top one is picked.
 const LAYER_SETTLE: Duration = Duration::from_millis(1500);
+/// How often recorded simulcast tracks are checked for a recorded layer that stopped.
+const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A published track being recorded.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +19,7 @@ pub struct RecordTap {
     pub slot: u32,
     /// The one simulcast layer recorded; `None` while it is being picked.
     pub layer: Option<Layer>,
+    /// When the picking started, or since when the picked layer is recorded.
     pub since: Instant,
 }
 
@@ -173,6 +176,8 @@ impl Worker {
     /// Picks the layer of recorded simulcast tracks once their layers had time to show;
     /// nothing to do (and cheap) when no pick is pending.
     pub(super) fn update_recording(&mut self, now: Instant) {
+        self.answer_keyframe_wants();
+        self.repick_stopped_layers(now);
         if self.record_pending == 0 {
             return;
         }
@@ -187,6 +192,8 @@ impl Worker {
                 }
                 if let Some(layer) = self.router.top_flowing_layer(e.key, now) {
                     tap.layer = Some(layer);
+                    // From now on: how long the picked layer has had to show it holds.
+                    tap.since = now;
                     picked.push((PeerKey(k as u32), e.key, e.mid, layer));
                 }
             }
@@ -202,6 +209,72 @@ impl Worker {
                 mid,
                 layer: Some(layer),
             });
+        }
+    }
+}
+
+impl Worker {
+    /// A publisher stops a simulcast layer when its uplink or CPU cannot carry it (and
+    /// dynacast stops the ones nobody receives): a recording on a layer that stopped would
+    /// freeze for good. It goes back to picking, every layer on again, and the writer
+    /// carries the file on at the new layer's keyframe (`writer.rs` rebases its clock).
+    fn repick_stopped_layers(&mut self, now: Instant) {
+        if self.recorded_rooms.is_empty() || now < self.next_record_check {
+            return;
+        }
+        self.next_record_check = now + LAYER_CHECK_INTERVAL;
+        let mut stopped = vec![];
+        for (_, p) in &mut self.participants {
+            for e in &mut p.published {
+                let Some(tap) = e.record.as_mut() else {
+                    continue;
+                };
+                let Some(layer) = tap.layer.filter(|_| e.rids.len() > 1) else {
+                    continue;
+                };
+                if now.saturating_duration_since(tap.since) < LAYER_SETTLE
+                    || self.router.layer_flowing(e.key, layer, now)
+                {
+                    continue;
+                }
+                debug!(
+                    track = e.key.0,
+                    layer, "recorded layer stopped: picking another"
+                );
+                tap.layer = None;
+                tap.since = now;
+                stopped.push(e.key);
+            }
+        }
+        for key in stopped {
+            self.record_pending += 1;
+            self.router.set_record_demand(key, [true; MAX_LAYERS]);
+        }
+    }
+
+    /// Recorded videos that lost a packet (or never saw a keyframe) ask the publisher for a
+    /// keyframe: nobody else may, when no subscriber receives the recorded layer.
+    fn answer_keyframe_wants(&mut self) {
+        let Some(rec) = self.recorder.clone() else {
+            return;
+        };
+        while let Some(slot) = rec.take_keyframe_want() {
+            let wanted = self.participants.iter().find_map(|(k, p)| {
+                p.published.iter().find_map(|e| {
+                    let tap = e.record.filter(|t| t.slot == slot)?;
+                    // Still picking its layer: the pick asks for the keyframe.
+                    let layer = tap.layer?;
+                    Some(KeyframeRequest {
+                        publisher: PeerKey(k as u32),
+                        mid: e.mid,
+                        layer: (e.rids.len() > 1).then_some(layer),
+                    })
+                })
+            });
+            if let Some(req) = wanted {
+                SfuStats::add(&self.stats.recording_keyframe_requests, 1);
+                self.request_keyframe(req);
+            }
         }
     }
 }

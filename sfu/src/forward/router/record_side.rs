@@ -18,4 +18,11 @@ impl Router {
     pub fn top_flowing_layer(&self, track: TrackKey, now: Instant) -> Option<Layer> {
         self.tracks.get(track.0 as usize)?.layers.top_flowing(now)
     }
+
+    /// Whether `layer` of `track` flows now.
+    pub fn layer_flowing(&self, track: TrackKey, layer: Layer, now: Instant) -> bool {
+        self.tracks
+            .get(track.0 as usize)
+            .is_some_and(|t| t.layers.flowing(layer, now))
+    }
 }
