@@ -84,6 +84,7 @@ impl Router {
             return false;
         }
         let fell = budget.is_some_and(|b| b.on_egress_backlog(now));
+        tracing::debug!(subscriber = f.subscriber.0, fell, "send queue backlogged");
         if fell {
             self.allocate_for(f.subscriber, now);
         }

@@ -39,6 +39,9 @@ pub const UPGRADE_AFTER_LINK_BACK: Duration = Duration::from_millis(500);
 pub const UPGRADE_HOLD: Duration = Duration::from_secs(2);
 pub const MAX_UPGRADE_HOLD: Duration = Duration::from_secs(32);
 pub const FAILED_UPGRADE_WINDOW: Duration = Duration::from_secs(8);
+/// After a rescue restart (see [`DownlinkMonitor::rescue`]), str0m's raw estimate counts at
+/// once for this long: its averaged one takes 3 s to show what the probes found.
+pub const RESCUE_TRUST: Duration = Duration::from_secs(3);
 
 /// What one allocation round changed, for metrics and the client.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +62,11 @@ pub struct SubscriberBudget {
     short_since: Option<Instant>,
     /// Since when some video has not fitted even at its lowest layer.
     starving_since: Option<Instant>,
+    /// Whether this starving episode had its rescue restart already.
+    rescued: bool,
+    /// Until when a rescue restart's raw estimate counts, and its latest value.
+    rescue_until: Option<Instant>,
+    raw_after_rescue: Option<u64>,
     /// Since when some upgrade has fitted.
     roomy_since: Option<Instant>,
     last_cut: Option<Instant>,
@@ -85,6 +93,9 @@ impl SubscriberBudget {
             short_since: None,
             roomy_since: None,
             starving_since: None,
+            rescued: false,
+            rescue_until: None,
+            raw_after_rescue: None,
             last_cut: None,
             last_cut_estimate: 0,
             last_upgrade: None,
@@ -98,11 +109,12 @@ impl SubscriberBudget {
     /// What allocation divides: str0m's estimate, capped while the link is congested, or
     /// its raw value when higher on a clean link (see [`DownlinkMonitor`]).
     pub fn estimate_bps(&self) -> u64 {
-        match (self.cap_bps, self.clean_estimate_bps) {
+        let estimate = match (self.cap_bps, self.clean_estimate_bps) {
             (Some(c), _) => c.min(self.estimate_bps),
             (None, Some(raw)) => raw.max(self.estimate_bps),
             (None, None) => self.estimate_bps,
-        }
+        };
+        estimate.max(self.raw_after_rescue.unwrap_or(0))
     }
 
     pub fn set_estimate(&mut self, bps: u64) {
@@ -116,7 +128,24 @@ impl SubscriberBudget {
         let before = self.estimate_bps();
         self.cap_bps = v.cap_bps;
         self.clean_estimate_bps = v.clean_estimate_bps;
-        (self.estimate_bps() < before, v.restart_from)
+        let mut restart = v.restart_from;
+        if restart.is_none() && self.starving_since.is_some() && !self.rescued {
+            restart = self.downlink.rescue(now);
+            if let Some(from) = restart {
+                tracing::debug!(from, "starving on a clean link: estimator restarted");
+                self.rescued = true;
+                self.rescue_until = Some(now + RESCUE_TRUST);
+            }
+        }
+        let trusted = self.rescue_until.is_some_and(|t| now < t) && !self.downlink.congested();
+        self.raw_after_rescue = if trusted {
+            // Not above a cap still held from the drop that started it all.
+            s.estimate_bps
+                .map(|raw| raw.min(self.cap_bps.unwrap_or(u64::MAX)))
+        } else {
+            None
+        };
+        (self.estimate_bps() < before, restart)
     }
 
     /// str0m's raw estimate in the last sample (see [`DownlinkMonitor::raw_estimate`]).
@@ -217,6 +246,7 @@ impl SubscriberBudget {
             now.saturating_duration_since(since) >= PAUSE_AFTER
         } else {
             self.starving_since = None;
+            self.rescued = false;
             false
         };
         let roomy = now_caps
@@ -564,5 +594,59 @@ mod tests {
             n += 1;
             assert!(n <= 10, "not back at the top layer after {} ms", n * 500);
         }
+    }
+
+    #[test]
+    fn a_starving_video_on_a_clean_link_restarts_the_estimator_instead_of_pausing() {
+        let mut s = Sub::new(600_000, vec![camera(1)]);
+        for _ in 0..4 {
+            s.feedback(600_000, 560_000, 0.0, 600_000);
+        }
+        assert_eq!(s.cap(), LayerCap::UpTo(1));
+        // One burst overflows the queue (a keyframe at a layer switch): cut at once.
+        s.feedback(550_000, 600_000, 0.45, 164_000);
+        assert_eq!(s.cap(), LayerCap::UpTo(0));
+        // Then 1 % random loss and no queue, but str0m's loss-limited estimate sinks with
+        // what is sent, and its average with it, below audio + the lowest layer (190k).
+        let mut rescued_at = None;
+        for (i, avg) in [
+            400_000, 300_000, 250_000, 180_000, 170_000, 160_000, 155_000,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if s.feedback(avg, 190_000, 0.015, 160_000) {
+                rescued_at.get_or_insert(i);
+            }
+            assert_ne!(s.cap(), LayerCap::Paused, "paused at sample {i}");
+            if rescued_at.is_some() {
+                break;
+            }
+        }
+        // The cap held from the burst (str0m's raw 164k) already starves it: the first
+        // clean sample after the burst restarts.
+        assert_eq!(rescued_at, Some(0), "restarted at the first clean sample");
+        // The restart's probes find the link: the raw estimate counts at once, and the
+        // video goes on (the average takes its 3 s to follow).
+        for _ in 0..8 {
+            s.feedback(170_000, 190_000, 0.01, 600_000);
+            assert_ne!(s.cap(), LayerCap::Paused);
+        }
+        assert_eq!(s.pauses, 0);
+    }
+
+    #[test]
+    fn a_starving_video_on_a_congested_link_pauses_without_a_rescue() {
+        let mut s = Sub::new(600_000, vec![camera(1)]);
+        for _ in 0..4 {
+            s.feedback(600_000, 560_000, 0.0, 600_000);
+        }
+        // The link really is thin: every sample loses a tenth of what is sent.
+        let mut restarted = false;
+        for _ in 0..8 {
+            restarted |= s.feedback(150_000, 200_000, 0.12, 150_000);
+        }
+        assert!(!restarted);
+        assert_eq!(s.cap(), LayerCap::Paused);
     }
 }

@@ -162,7 +162,7 @@ impl Worker {
         if let Some(c) = self.subscriber_conn(peer) {
             debug!(
                 peer = peer.0,
-                from, "subscriber estimate stuck on a clean link: restarting the estimator"
+                from, "subscriber estimate short on a clean link: restarting the estimator"
             );
             c.rtc
                 .bwe()
