@@ -25,6 +25,7 @@ pub struct ManifestTrack {
     pub source: TrackSource,
     /// `vp8`, `opus`, or the codec that could not be recorded.
     pub codec: Option<String>,
+    /// The largest picture in the file (a recorded simulcast camera can change layers).
     pub width: Option<u16>,
     pub height: Option<u16>,
     /// Unix milliseconds of the file's first frame: where the file's time 0 sits.
@@ -131,6 +132,20 @@ impl Manifest {
             t.start = Some(at);
             t.end = Some(at);
         }
+    }
+
+    /// A keyframe of `size`: the track's size grows to it if larger. Returns whether it did.
+    pub fn keyframe_size(&mut self, track: usize, (w, h): (u16, u16)) -> bool {
+        let Some(t) = self.tracks.get_mut(track) else {
+            return false;
+        };
+        let area =
+            |w: Option<u16>, h: Option<u16>| u32::from(w.unwrap_or(0)) * u32::from(h.unwrap_or(0));
+        if area(Some(w), Some(h)) <= area(t.width, t.height) {
+            return false;
+        }
+        (t.width, t.height) = (Some(w), Some(h));
+        true
     }
 
     pub fn unsupported(&mut self, track: usize, codec: &str) {

@@ -61,6 +61,9 @@ pub enum PayloadKind {
 /// One forwarded packet of a recorded track.
 pub struct RecPacket {
     pub slot: u32,
+    /// The simulcast layer it belongs to (0 without simulcast): another layer is another
+    /// stream, with its own sequence numbers and RTP clock.
+    pub layer: u8,
     pub seq: u16,
     pub ts: u32,
     pub pt: u8,

@@ -51,6 +51,7 @@ fn start_track(slot: u32, kind: TrackKind, pt: u8, pk: PayloadKind) -> Control {
 fn opus(slot: u32, i: u16, t0: Instant) -> RecPacket {
     RecPacket {
         slot,
+        layer: 0,
         seq: i,
         ts: u32::from(i) * 960,
         pt: 111,
@@ -67,6 +68,7 @@ fn vp8_keyframe(slot: u32, seq: u16, ts: u32, arrival: Instant) -> RecPacket {
     p.extend_from_slice(&[0; 20]);
     RecPacket {
         slot,
+        layer: 0,
         seq,
         ts,
         pt: 96,
@@ -230,11 +232,18 @@ fn a_video_moved_to_another_layer_goes_on_at_its_arrival_time() {
     w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
+    let on_layer = |mut p: RecPacket, layer: u8| {
+        p.layer = layer;
+        p
+    };
     w.packet(vp8_keyframe(2, 100, 1000, at(0)));
     w.packet(vp8_delta(2, 101, 1000 + 90_000, at(1000)));
-    // Another simulcast layer: its own sequence numbers and RTP clock, 2 s later.
-    w.packet(vp8_keyframe(2, 40_000, 3_000_000_000, at(3000)));
-    w.packet(vp8_delta(2, 40_001, 3_000_000_000 + 45_000, at(3500)));
+    // Another simulcast layer 2 s later, with its own sequence numbers and RTP clock, which
+    // happen to lie close to the old layer's: only the layer tells the streams apart.
+    w.packet(on_layer(vp8_keyframe(2, 99, 1000 + 200_000, at(3000)), 1));
+    w.packet(on_layer(vp8_delta(2, 100, 1000 + 245_000, at(3500)), 1));
+    // And back to the first layer, whose clock now is far from the file's.
+    w.packet(vp8_keyframe(2, 400, 3_000_000_000, at(5000)));
     w.handle(Control::Stop {
         recording: "REC_t1".into(),
         at: SystemTime::now(),
@@ -243,8 +252,8 @@ fn a_video_moved_to_another_layer_goes_on_at_its_arrival_time() {
         serde_json::from_slice(&std::fs::read(dir.join("REC_t1").join("manifest.json")).unwrap())
             .unwrap();
     let video = &manifest["tracks"][0];
-    assert_eq!(video["frames"], 4);
+    assert_eq!(video["frames"], 5);
     let span = video["end"].as_u64().unwrap() - video["start"].as_u64().unwrap();
-    assert_eq!(span, 3500, "the last frame lands where it arrived");
+    assert_eq!(span, 5000, "the last frame lands where it arrived");
     let _ = std::fs::remove_dir_all(dir);
 }

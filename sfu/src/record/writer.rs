@@ -49,16 +49,18 @@ struct TrackFile {
 }
 
 /// How far a frame's RTP time may stray from its arrival time before the file's clock is
-/// rebased on arrival: a recorded simulcast track that moved to another layer (another
-/// SSRC, with its own random RTP timestamps). Jitter and clock drift are far below it.
+/// rebased on arrival (a publisher whose RTP clock jumped; a change of simulcast layer is
+/// rebased anyway). Jitter and clock drift are far below it.
 const MAX_CLOCK_STRAY_MS: i64 = 2000;
 
 impl TrackFile {
     /// The timecode of a frame with extended RTP timestamp `ext` that arrived at `wall`.
-    fn timecode(&mut self, ext: i64, wall: u64, clock: i64) -> u64 {
+    /// `rebase`: the frame starts another stream (a simulcast layer), whose RTP clock says
+    /// nothing about the old one's.
+    fn timecode(&mut self, ext: i64, wall: u64, clock: i64, rebase: bool) -> u64 {
         let by_arrival = wall.saturating_sub(self.start_wall) as i64;
         let by_rtp = (ext - self.first_ts) / clock;
-        if (by_rtp - by_arrival).abs() > MAX_CLOCK_STRAY_MS {
+        if rebase || (by_rtp - by_arrival).abs() > MAX_CLOCK_STRAY_MS {
             self.first_ts = ext - by_arrival * clock;
         }
         let tc = ((ext - self.first_ts) / clock).max(0) as u64;
@@ -86,6 +88,10 @@ struct Slot {
     warned_unsupported: bool,
     /// When this track last asked for a keyframe (packet arrival time).
     keyframe_wanted_at: Option<Instant>,
+    /// The simulcast layer of the last packet.
+    layer: Option<u8>,
+    /// The next frame comes from another layer: the file's clock follows its arrival.
+    rebase_clock: bool,
 }
 
 /// How often a video track waiting for a keyframe asks for one: the PLI may be lost, or the
@@ -228,6 +234,8 @@ impl Writer {
                         last_ts: None,
                         warned_unsupported: false,
                         keyframe_wanted_at: None,
+                        layer: None,
+                        rebase_clock: false,
                     },
                 );
             }
@@ -337,6 +345,13 @@ impl Writer {
             .iter()
             .find(|(pt, _)| *pt == p.pt)
             .map_or(PayloadKind::Other, |(_, k)| *k);
+        if slot.layer.replace(p.layer).is_some_and(|l| l != p.layer) {
+            // Another simulcast layer: another stream, which goes on from its keyframe (the
+            // file's clock follows by arrival time, see `TrackFile::timecode`).
+            slot.vp8 = Vp8Depacketizer::default();
+            slot.last_ts = None;
+            slot.rebase_clock = true;
+        }
         let ext = slot.extend_ts(p.ts);
         let (data, keyframe, size, codec, clock) = match kind {
             PayloadKind::Vp8 => match slot.vp8.push(p.seq, p.ts, p.marker, &p.payload) {
@@ -396,8 +411,16 @@ impl Writer {
             let Some(f) = slot.file.as_mut() else {
                 return Ok(());
             };
-            let tc = f.timecode(frame_ext, wall, clock);
+            let tc = f.timecode(
+                frame_ext,
+                wall,
+                clock,
+                std::mem::take(&mut slot.rebase_clock),
+            );
             f.webm.write_frame(tc, keyframe, data)?;
+            if let Some(size) = size {
+                r.dirty |= r.manifest.keyframe_size(slot.index, size);
+            }
             r.manifest.frame(
                 slot.index,
                 r.manifest.tracks[slot.index].start.unwrap_or(wall) + tc,

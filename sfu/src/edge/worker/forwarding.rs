@@ -61,6 +61,7 @@ impl Worker {
         if let (Some(slot), Some(rec)) = (record, self.recorder.as_ref()) {
             rec.push(RecPacket {
                 slot,
+                layer,
                 seq: *pkt.seq_no as u16,
                 ts: pkt.header.timestamp,
                 pt: *pkt.header.payload_type,

@@ -8,7 +8,8 @@ use crate::forward::layer_selector::{Layer, MAX_LAYERS};
 use crate::record::{Control, PayloadKind};
 use str0m::format::Codec;
 
-/// How long a recorded simulcast track shows which layers flow before the top one is picked.
+/// How long a recorded simulcast track shows which layers flow (every one asked for) before
+/// it settles on the top one; until then it records the best layer that flowed at its start.
 const LAYER_SETTLE: Duration = Duration::from_millis(1500);
 /// How often recorded simulcast tracks are checked for a recorded layer that stopped.
 const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
@@ -17,9 +18,12 @@ const LAYER_CHECK_INTERVAL: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy)]
 pub struct RecordTap {
     pub slot: u32,
-    /// The one simulcast layer recorded; `None` while it is being picked.
+    /// The one simulcast layer recorded; `None` while none flows.
     pub layer: Option<Layer>,
-    /// When the picking started, or since when the picked layer is recorded.
+    /// A simulcast track with every layer asked for, settling on the top one at
+    /// `since` + [`LAYER_SETTLE`] (counted in `record_pending`).
+    pub settling: bool,
+    /// When the settling started, or since when the settled layer is recorded.
     pub since: Instant,
 }
 
@@ -123,22 +127,30 @@ impl Worker {
             payloads,
         });
         let (key, mid, kind, simulcast) = (entry.key, entry.mid, track.kind, entry.rids.len() > 1);
+        // A simulcast track is recorded at once from the best layer flowing now (if any),
+        // and settles on the top one once every layer had time to show.
+        let layer = if simulcast {
+            self.router.top_flowing_layer(key, now)
+        } else {
+            Some(0)
+        };
         if let Some(e) = self.participants[peer.0 as usize].published.get_mut(index) {
             e.record = Some(RecordTap {
                 slot,
-                layer: (!simulcast).then_some(0),
+                layer,
+                settling: simulcast,
                 since: now,
             });
         }
         if simulcast {
-            // Every layer on while the recording sees which ones flow.
             self.router.set_record_demand(key, [true; MAX_LAYERS]);
             self.record_pending += 1;
-        } else if kind == TrackKind::Video {
+        }
+        if kind == TrackKind::Video && layer.is_some() {
             self.request_keyframe(KeyframeRequest {
                 publisher: peer,
                 mid,
-                layer: None,
+                layer: layer.filter(|_| simulcast),
             });
         }
     }
@@ -152,7 +164,7 @@ impl Worker {
             slot: tap.slot,
             at: std::time::SystemTime::now(),
         });
-        if tap.layer.is_none() {
+        if tap.settling {
             self.record_pending = self.record_pending.saturating_sub(1);
         }
         self.router.set_record_demand(key, [false; MAX_LAYERS]);
@@ -173,42 +185,54 @@ impl Worker {
         }
     }
 
-    /// Picks the layer of recorded simulcast tracks once their layers had time to show;
-    /// nothing to do (and cheap) when no pick is pending.
+    /// Recorded simulcast tracks that are settling: one that had nothing flowing takes the
+    /// first layer that flows, and each settles on the top layer once its layers had time to
+    /// show. Nothing to do (and cheap) when none is settling.
     pub(super) fn update_recording(&mut self, now: Instant) {
         self.answer_keyframe_wants();
         self.repick_stopped_layers(now);
         if self.record_pending == 0 {
             return;
         }
-        let mut picked = vec![];
+        let mut moved = vec![];
+        let mut settled = vec![];
         for (k, p) in &mut self.participants {
             for e in &mut p.published {
-                let Some(tap) = e.record.as_mut().filter(|t| t.layer.is_none()) else {
+                let Some(tap) = e.record.as_mut().filter(|t| t.settling) else {
                     continue;
                 };
-                if now.saturating_duration_since(tap.since) < LAYER_SETTLE {
+                let Some(top) = self.router.top_flowing_layer(e.key, now) else {
                     continue;
-                }
-                if let Some(layer) = self.router.top_flowing_layer(e.key, now) {
-                    tap.layer = Some(layer);
-                    // From now on: how long the picked layer has had to show it holds.
+                };
+                let settle = now.saturating_duration_since(tap.since) >= LAYER_SETTLE;
+                if settle {
+                    tap.settling = false;
                     tap.since = now;
-                    picked.push((PeerKey(k as u32), e.key, e.mid, layer));
+                    settled.push((e.key, top));
+                }
+                if (settle || tap.layer.is_none()) && tap.layer != Some(top) {
+                    tap.layer = Some(top);
+                    moved.push(KeyframeRequest {
+                        publisher: PeerKey(k as u32),
+                        mid: e.mid,
+                        layer: Some(top),
+                    });
                 }
             }
         }
-        for (peer, key, mid, layer) in picked {
+        for (key, layer) in settled {
             self.record_pending = self.record_pending.saturating_sub(1);
             let mut only = [false; MAX_LAYERS];
             only[usize::from(layer)] = true;
             self.router.set_record_demand(key, only);
-            debug!(track = key.0, layer, "recording simulcast layer");
-            self.request_keyframe(KeyframeRequest {
-                publisher: peer,
-                mid,
-                layer: Some(layer),
-            });
+            debug!(
+                track = key.0,
+                layer, "recording settled on a simulcast layer"
+            );
+        }
+        for req in moved {
+            debug!(layer = ?req.layer, "recording moved to another simulcast layer");
+            self.request_keyframe(req);
         }
     }
 }
@@ -226,7 +250,7 @@ impl Worker {
         let mut stopped = vec![];
         for (_, p) in &mut self.participants {
             for e in &mut p.published {
-                let Some(tap) = e.record.as_mut() else {
+                let Some(tap) = e.record.as_mut().filter(|t| !t.settling) else {
                     continue;
                 };
                 let Some(layer) = tap.layer.filter(|_| e.rids.len() > 1) else {
@@ -239,9 +263,10 @@ impl Worker {
                 }
                 debug!(
                     track = e.key.0,
-                    layer, "recorded layer stopped: picking another"
+                    layer, "recorded layer stopped: settling again"
                 );
                 tap.layer = None;
+                tap.settling = true;
                 tap.since = now;
                 stopped.push(e.key);
             }
