@@ -412,6 +412,15 @@ mod tests {
         fn cap(&self) -> LayerCap {
             self.caps[0]
         }
+
+        /// One camera wanting 360p on a clean 600 kbit/s link, two seconds in.
+        fn settled_at_600k() -> Self {
+            let mut s = Sub::new(600_000, vec![camera(1)]);
+            for _ in 0..4 {
+                s.feedback(600_000, 560_000, 0.0, 600_000);
+            }
+            s
+        }
     }
 
     /// Rounds until the first cap equal to `cap`, if any.
@@ -598,10 +607,7 @@ mod tests {
 
     #[test]
     fn a_starving_video_on_a_clean_link_restarts_the_estimator_instead_of_pausing() {
-        let mut s = Sub::new(600_000, vec![camera(1)]);
-        for _ in 0..4 {
-            s.feedback(600_000, 560_000, 0.0, 600_000);
-        }
+        let mut s = Sub::settled_at_600k();
         assert_eq!(s.cap(), LayerCap::UpTo(1));
         // One burst overflows the queue (a keyframe at a layer switch): cut at once.
         s.feedback(550_000, 600_000, 0.45, 164_000);
@@ -637,10 +643,7 @@ mod tests {
 
     #[test]
     fn a_starving_video_on_a_congested_link_pauses_without_a_rescue() {
-        let mut s = Sub::new(600_000, vec![camera(1)]);
-        for _ in 0..4 {
-            s.feedback(600_000, 560_000, 0.0, 600_000);
-        }
+        let mut s = Sub::settled_at_600k();
         // The link really is thin: every sample loses a tenth of what is sent.
         let mut restarted = false;
         for _ in 0..8 {

@@ -175,6 +175,20 @@ fn an_unwritable_directory_fails_the_recording_with_an_event_and_a_count() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A writer recording one VP8 track (slot 2) under a fresh directory.
+fn recording_one_video(name: &str) -> (Writer, PathBuf) {
+    let dir = temp_dir(name);
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let mut w = Writer::new(dir.clone(), tx, Arc::new(SfuStats::new(1)));
+    w.handle(Control::Start {
+        room: RoomId("class".into()),
+        spec: spec(),
+        at: SystemTime::now(),
+    });
+    w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
+    (w, dir)
+}
+
 fn vp8_delta(slot: u32, seq: u16, ts: u32, arrival: Instant) -> RecPacket {
     let mut p = vp8_keyframe(slot, seq, ts, arrival);
     // The P bit of the VP8 frame header: an inter frame.
@@ -187,15 +201,7 @@ fn vp8_delta(slot: u32, seq: u16, ts: u32, arrival: Instant) -> RecPacket {
 #[test]
 fn a_video_that_lost_a_packet_asks_for_a_keyframe_once_a_second_until_one_comes() {
     use super::writer::PacketOutcome::{Taken, WantsKeyframe};
-    let dir = temp_dir("pli");
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let mut w = Writer::new(dir.clone(), tx, Arc::new(SfuStats::new(1)));
-    w.handle(Control::Start {
-        room: RoomId("class".into()),
-        spec: spec(),
-        at: SystemTime::now(),
-    });
-    w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
+    let (mut w, dir) = recording_one_video("pli");
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     // Joined mid-stream: inter frames cannot start a file, so the first one asks.
@@ -221,15 +227,7 @@ fn a_video_that_lost_a_packet_asks_for_a_keyframe_once_a_second_until_one_comes(
 
 #[test]
 fn a_video_moved_to_another_layer_goes_on_at_its_arrival_time() {
-    let dir = temp_dir("relayer");
-    let (tx, _rx) = mpsc::unbounded_channel();
-    let mut w = Writer::new(dir.clone(), tx, Arc::new(SfuStats::new(1)));
-    w.handle(Control::Start {
-        room: RoomId("class".into()),
-        spec: spec(),
-        at: SystemTime::now(),
-    });
-    w.handle(start_track(2, TrackKind::Video, 96, PayloadKind::Vp8));
+    let (mut w, dir) = recording_one_video("relayer");
     let t0 = Instant::now();
     let at = |ms: u64| t0 + Duration::from_millis(ms);
     let on_layer = |mut p: RecPacket, layer: u8| {
