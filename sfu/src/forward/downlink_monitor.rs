@@ -140,11 +140,11 @@ pub struct DownlinkMonitor {
     /// The wish at the first sample or at the last restart, lowered when the wish falls:
     /// what str0m's probes were last capped by.
     probed_for: Option<u64>,
-    /// The last sample: whether it was congested, its loss and queue delay, and what the
-    /// link delivered since the one before (bit/s).
+    /// The last sample: whether it was congested, whether it was calm enough for a rescue
+    /// (see [`DownlinkMonitor::rescue`]), and what the link delivered since the one before
+    /// (bit/s).
     last_congested: bool,
-    last_loss: f32,
-    last_delay: Option<Duration>,
+    last_calm: bool,
     last_delivered_bps: Option<u64>,
     /// Whether this link was ever congested: past that, a wish that rises (dynacast turning
     /// a layer off makes its cost the nominal one) is left to the stuck and chase rules, and
@@ -170,8 +170,7 @@ impl Default for DownlinkMonitor {
             last_restart: None,
             probed_for: None,
             last_congested: false,
-            last_loss: 0.0,
-            last_delay: None,
+            last_calm: false,
             last_delivered_bps: None,
             ever_congested: false,
         }
@@ -210,8 +209,8 @@ impl DownlinkMonitor {
         let congested =
             loss >= CONGESTED_LOSS || (queued && (collapsed || (loss >= QUEUE_LOSS && !probing)));
         self.last_congested = congested;
-        self.last_loss = loss;
-        self.last_delay = delay;
+        self.last_calm =
+            !congested && loss < QUEUE_LOSS && delay.is_none_or(|d| d < QUEUE_DELAY / 2);
         self.last_delivered_bps =
             sent_bps.map(|b| (b as f64 * f64::from(1.0 - loss.clamp(0.0, 1.0))) as u64);
         if congested {
@@ -306,8 +305,7 @@ impl DownlinkMonitor {
     /// [`QUEUE_DELAY`]: then the estimate is right, and the video pauses. Not within
     /// [`RESTART_BACKOFF`] of another restart, nor while one is being judged.
     pub fn rescue(&mut self, now: Instant) -> Option<u64> {
-        let queued = self.last_delay.is_some_and(|d| d >= QUEUE_DELAY / 2);
-        if self.last_congested || self.last_loss >= QUEUE_LOSS || queued {
+        if !self.last_calm {
             return None;
         }
         let recent = self
@@ -317,13 +315,8 @@ impl DownlinkMonitor {
             return None;
         }
         let raw = self.last_estimate?;
-        let from = raw.max(self.last_delivered_bps.unwrap_or(0));
-        self.restarted = Some((now, raw));
-        self.last_restart = Some(now);
-        self.next_restart = Some(now + self.backoff);
-        self.stuck = None;
-        self.chase_at = None;
-        Some(from)
+        self.restarting(raw, now);
+        Some(raw.max(self.last_delivered_bps.unwrap_or(0)))
     }
 
     /// Whether the last sample was congested.
@@ -447,13 +440,19 @@ impl DownlinkMonitor {
             }
             return None;
         }
-        self.chase_at = None;
         self.probed_for = Some(wanted);
+        self.restarting(estimate, now);
+        Some(estimate)
+    }
+
+    /// A restart of the estimator at `estimate` goes out now: judged after [`JUDGE_AFTER`],
+    /// and the next one waits for the backoff.
+    fn restarting(&mut self, estimate: u64, now: Instant) {
+        self.chase_at = None;
         self.restarted = Some((now, estimate));
         self.last_restart = Some(now);
         self.next_restart = Some(now + self.backoff);
         self.stuck = None;
-        Some(estimate)
     }
 }
 

@@ -45,7 +45,7 @@ struct TrackFile {
     /// Wall clock (unix ms) of the file's first frame.
     start_wall: u64,
     /// The last frame's timecode (ms): timecodes only grow.
-    last_tc: u64,
+    last_tc: Option<u64>,
 }
 
 /// How far a frame's RTP time may stray from its arrival time before the file's clock is
@@ -65,12 +65,8 @@ impl TrackFile {
         }
         let tc = ((ext - self.first_ts) / clock).max(0) as u64;
         // Strictly after the last frame (a rebase lands near, not exactly on, the old clock).
-        let tc = if self.last_tc > 0 || tc > 0 {
-            tc.max(self.last_tc + 1)
-        } else {
-            0
-        };
-        self.last_tc = tc;
+        let tc = self.last_tc.map_or(tc, |last| tc.max(last + 1));
+        self.last_tc = Some(tc);
         tc
     }
 }
@@ -402,7 +398,7 @@ impl Writer {
                     webm: WebmWriter::new(file, codec_info, wall)?,
                     first_ts: frame_ext,
                     start_wall: wall,
-                    last_tc: 0,
+                    last_tc: None,
                 });
                 r.manifest
                     .file_started(slot.index, &name, codec, size, wall);

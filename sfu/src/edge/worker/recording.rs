@@ -287,7 +287,7 @@ impl Worker {
             let wanted = self.participants.iter().find_map(|(k, p)| {
                 p.published.iter().find_map(|e| {
                     let tap = e.record.filter(|t| t.slot == slot)?;
-                    // Still picking its layer: the pick asks for the keyframe.
+                    // No layer flows yet: the one taken when it does asks for the keyframe.
                     let layer = tap.layer?;
                     Some(KeyframeRequest {
                         publisher: PeerKey(k as u32),
